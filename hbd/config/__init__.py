@@ -1,0 +1,1 @@
+"""Heartbeat-compatible configuration: ha.cf, authkeys and haresources as frozen dataclasses."""

@@ -1,0 +1,1 @@
+"""Wire codecs: Heartbeat 3.0.6 classic text and netstring formats, and hbd's native frames."""
