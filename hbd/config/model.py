@@ -1,0 +1,207 @@
+"""What hbd understood from a Heartbeat configuration directory, as frozen dataclasses.
+
+Times are seconds (float). Every object that came from a line keeps `source`, the
+`FILE:LINE` it came from, so later errors and status can point at it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from hbd.core.auth import AuthKeys
+
+
+class WireFormat(enum.Enum):
+    """Which frame format hbd sends (`wire` directive). Both are always accepted."""
+
+    HEARTBEAT = "heartbeat"  # Heartbeat 3.0.6: classic text on serial, netstring on UDP
+    HBD = "hbd"  # hbd's compact HMAC-SHA256 frames
+
+
+class AutoFailback(enum.Enum):
+    ON = "on"
+    OFF = "off"
+    LEGACY = "legacy"
+
+
+class MediumKind(enum.Enum):
+    SERIAL = "serial"
+    BCAST = "bcast"
+    MCAST = "mcast"
+    UCAST = "ucast"
+
+
+@dataclass(frozen=True, slots=True)
+class Medium:
+    """One heartbeat path to the peers, e.g. `bcast:eth0` or `serial:/dev/ttyS0`.
+
+    `device` is the tty for serial and the interface for UDP media. `port` is the UDP
+    port (from `udpport` before the line, or the mcast line's own), `baud` the serial
+    speed (from `baud` before the line). `group`, `ttl`, `loop` are mcast's; `peer`
+    is ucast's.
+    """
+
+    kind: MediumKind
+    device: str
+    source: str
+    port: int = 694
+    baud: int = 19200
+    group: str | None = None
+    ttl: int = 1
+    loop: bool = False
+    peer: str | None = None
+
+    @property
+    def path_id(self) -> str:
+        if self.kind is MediumKind.MCAST:
+            return f"mcast:{self.device}:{self.group}"
+        if self.kind is MediumKind.UCAST:
+            return f"ucast:{self.device}:{self.peer}"
+        return f"{self.kind.value}:{self.device}"
+
+
+@dataclass(frozen=True, slots=True)
+class PingNode:
+    """A witness: an address answering ICMP echo, never a cluster member."""
+
+    address: str
+    source: str
+
+    @property
+    def path_id(self) -> str:
+        return f"ping:{self.address}"
+
+
+@dataclass(frozen=True, slots=True)
+class PingGroup:
+    """A witness that is up while any of its addresses answers."""
+
+    name: str
+    addresses: tuple[str, ...]
+    source: str
+
+    @property
+    def path_id(self) -> str:
+        return f"ping_group:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Respawn:
+    """`respawn USER PROGRAM [ARGS]`: a helper program kept running."""
+
+    user: str
+    argv: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAuth:
+    """`apiauth GROUP uid=... gid=...`: who may use an API group."""
+
+    group: str
+    uids: tuple[str, ...]
+    gids: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    """Something valid but worth a human's attention, with where it came from."""
+
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: warning: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class HaCf:
+    """Everything in ha.cf, with Heartbeat's defaults filled in."""
+
+    path: str
+    nodes: tuple[str, ...]
+    keepalive: float = 1.0
+    deadtime: float = 30.0
+    warntime: float = 10.0  # Heartbeat: deadtime/3 rounded, unless given; filled by the parser
+    initdead: float = 60.0  # Heartbeat: 2 x deadtime unless given; filled by the parser
+    deadping: float = 30.0  # Heartbeat: deadtime unless given; filled by the parser
+    udpport: int = 694
+    baud: int = 19200
+    media: tuple[Medium, ...] = ()
+    ping_nodes: tuple[PingNode, ...] = ()
+    ping_groups: tuple[PingGroup, ...] = ()
+    auto_failback: AutoFailback = AutoFailback.LEGACY
+    watchdog: str | None = None
+    watchdog_timeout: float | None = None  # hbd: `watchdog_timeout`; None = ceil(deadtime)
+    logfile: str | None = None
+    debugfile: str | None = None
+    logfacility: str | None = "daemon"
+    use_logd: bool = False
+    debug: int = 0
+    realtime: bool = True
+    rtprio: int | None = None
+    uuidfrom: str = "file"
+    hbgenmethod: str = "file"
+    msgfmt: str = "classic"
+    max_rexmit_delay: float = 0.25
+    hopfudge: int = 1
+    autojoin: str = "none"
+    coredumps: bool = True
+    respawn: tuple[Respawn, ...] = ()
+    apiauth: tuple[ApiAuth, ...] = ()
+    wire: WireFormat = WireFormat.HEARTBEAT
+    adaptive_detector: bool = False  # hbd: `adaptive_detector on` turns on phi accrual
+    warnings: tuple[ConfigWarning, ...] = field(default=())
+
+
+class AgentKind(enum.Enum):
+    """How a resource agent is run, in Heartbeat's resolution order."""
+
+    BUILTIN = "builtin"  # written into hbd: IPaddr, IPaddr2, SendArp
+    RESOURCE_D = "resource.d"  # /etc/ha.d/resource.d/NAME [args] start|stop|status
+    INIT_D = "init.d"  # /etc/init.d/NAME start|stop|status
+    OCF = "ocf"  # OCF agent: OCF_RESKEY_* environment, OCF exit codes
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One `name::arg1::arg2` item of an haresources line, resolved to an agent."""
+
+    name: str
+    args: tuple[str, ...]
+    agent: AgentKind
+    agent_path: str | None  # the script for resource.d/init.d/OCF; None for built-ins
+    source: str
+
+    @property
+    def spec(self) -> str:
+        """The resource as written (a bare IP is shown as `IPaddr::IP`)."""
+        return "::".join((self.name, *self.args))
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceGroup:
+    """One haresources line: the preferred node and its resources, started left to right."""
+
+    preferred: str
+    resources: tuple[Resource, ...]
+    source: str
+
+    @property
+    def name(self) -> str:
+        """A group is named by its first resource, as Heartbeat's ResourceManager does."""
+        return self.resources[0].spec
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole configuration directory as loaded, for this node."""
+
+    directory: str
+    node_name: str
+    hacf: HaCf
+    authkeys: AuthKeys
+    groups: tuple[ResourceGroup, ...]
+    warnings: tuple[ConfigWarning, ...]
