@@ -1,0 +1,483 @@
+"""Membership: which peers are alive, over which paths. Theory of operation.
+
+What it decides. For every configured peer node, its state (init -> up -> active -> dead,
+see `states.py`), and for every (node, path) pair whether that path carries the node
+(init / up / dead). It reports each change as an event, in order.
+
+From which inputs. `receive(beat, now)` for every authenticated frame a codec accepted
+(a `Beat`: sender name, path, generation, sequence, the status and deadtime it
+advertises, its uuid, the source address), and `handle_timer(now)` when `get_timer()`
+says a deadline passed. `now` is monotonic seconds from the caller; nothing here reads
+a clock.
+
+How.
+- A node is dead only when every path to it has been silent for its deadtime: the
+  node's deadline is its last frame on ANY path plus its deadtime, where its deadtime is
+  the one it advertises (Heartbeat's `dt`), or ours when it advertises none. Before first
+  contact the deadline is start + initdead. Path state never shortens this: a path
+  called dead early (by the adaptive detector) cannot make a node dead sooner, and no
+  path timeout can make it later.
+- A path is dead when it has been silent for the node's deadtime, or, with the adaptive
+  detector on, for the (shorter) phi-accrual timeout computed from that path's history.
+- Each frame carries (generation, sequence). A per-node replay window counts each
+  message once, however many paths it arrived on; a per-(node, path) window refreshes
+  every path a copy arrived on but refuses the same copy twice on one path (a replay).
+  Sequence gaps seen on a path are its losses.
+- A higher generation means the peer restarted (NodeRestarted); an older one is stale
+  and dropped.
+- The gap between two status heartbeats from a node, past warntime, is a LateHeartbeat.
+- A node name heard with two uuids, one uuid heard under two names, two source
+  addresses for one node on one path within deadtime, or an older generation still
+  counting up after a restart: two machines claim one identity (a cloned disk image,
+  Heartbeat's classic FAQ). That is a DuplicateNode naming both claimants.
+- Frames from names not in the node list (autojoin none) and from ourselves are
+  dropped with a reason.
+
+Why that is safe. Declaring a node dead is what lets a survivor take over its
+resources, so it is only ever done on the slowest, most conservative evidence: silence
+on every path for the full deadtime the peer itself asked for. Everything faster
+(the detector, per-path states, statistics) only informs status and the link policy.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hbd.core.detector import ArrivalStats, PhiAccrual
+from hbd.core.errors import DropReason, LocalProtocolError
+from hbd.core.events import (
+    DuplicateNode,
+    Event,
+    LateHeartbeat,
+    NodeActive,
+    NodeDead,
+    NodeRestarted,
+    NodeUp,
+    PathDown,
+    PathUp,
+)
+from hbd.core.states import (
+    NodeInput,
+    NodeState,
+    PathInput,
+    PathState,
+    next_node_state,
+    next_path_state,
+)
+from hbd.core.wire import Dropped
+from hbd.core.wire.replay import Accepted, ReplayWindow
+
+REPLAY_WIDTH = 256  # sequences a window remembers (Heartbeat resends within ~100)
+STILL_COUNTING = 3  # an old generation this far past its last sequence is a live clone
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One authenticated frame from a peer, as membership sees it, whatever its format.
+
+    `status` is the sender's advertised status ("init", "up", "active") for status
+    heartbeats, None for other messages (which still prove the sender alive).
+    `deadtime` is the sender's advertised deadtime in seconds, None when absent.
+    `source` is the sender's address on datagram paths (IP, no port), None on serial.
+    """
+
+    node: str
+    path: str
+    generation: int
+    seq: int
+    status: str | None = None
+    uuid: bytes | None = None
+    deadtime: float | None = None
+    watchdog: float | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PathStatus:
+    """One path to one node, for status. Times in seconds; `loss` is 0..1."""
+
+    path: str
+    state: PathState
+    last_heard: float | None
+    last_heard_age: float | None
+    mean_interval: float | None
+    jitter: float
+    loss: float
+    received: int
+    lost: int
+    timeout: float  # silence after which the path is called dead now
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """One peer node, for status."""
+
+    name: str
+    state: NodeState
+    uuid: bytes | None
+    generation: int | None
+    last_heard: float | None
+    last_heard_age: float | None
+    deadtime: float  # the deadtime that applies to it (advertised or ours)
+    watchdog: float | None  # the watchdog timeout it advertises, seconds
+    paths: tuple[PathStatus, ...]
+
+
+class _Path:
+    __slots__ = ("last_arrival", "last_heard", "source", "source_heard", "state", "stats", "window")
+
+    def __init__(self) -> None:
+        self.state = PathState.INIT
+        self.last_heard: float | None = None  # any fresh frame on this path
+        self.last_arrival: float | None = None  # last status heartbeat, for intervals
+        self.window = ReplayWindow(REPLAY_WIDTH)
+        self.stats = ArrivalStats()
+        self.source: str | None = None
+        self.source_heard: float | None = None
+
+
+class _Node:
+    __slots__ = (
+        "advertised_deadtime",
+        "first_claim",
+        "generation_tops",
+        "last_beat",
+        "last_heard",
+        "name",
+        "paths",
+        "reported",
+        "state",
+        "status",
+        "uuid",
+        "watchdog",
+        "window",
+    )
+
+    def __init__(self, name: str, paths: Iterable[str]) -> None:
+        self.name = name
+        self.state = NodeState.INIT
+        self.status: str | None = None
+        self.uuid: bytes | None = None
+        self.advertised_deadtime: float | None = None
+        self.watchdog: float | None = None
+        self.last_heard: float | None = None
+        self.last_beat: float | None = None  # last status heartbeat counted
+        self.window = ReplayWindow(REPLAY_WIDTH)
+        self.generation_tops: dict[int, int] = {}  # older generations -> highest seq seen
+        self.paths = {p: _Path() for p in paths}
+        self.first_claim = ""
+        self.reported: set[str] = set()
+
+
+def _describe(beat: Beat) -> str:
+    uuid = beat.uuid.hex() if beat.uuid else "-"
+    where = f"via {beat.path}" + (f" from {beat.source}" if beat.source else "")
+    return f"name={beat.node} uuid={uuid} generation={beat.generation} {where}"
+
+
+class Membership:
+    """Liveness of every peer and every path to it. See the module docstring."""
+
+    def __init__(
+        self,
+        local_node: str,
+        nodes: Iterable[str],
+        paths: Iterable[str],
+        *,
+        keepalive: float,
+        deadtime: float,
+        warntime: float,
+        initdead: float,
+        now: float,
+        adaptive: bool = False,
+    ) -> None:
+        if keepalive <= 0 or deadtime <= 0 or initdead < 0 or warntime < 0:
+            raise LocalProtocolError(
+                f"bad timing: keepalive={keepalive} deadtime={deadtime} "
+                f"warntime={warntime} initdead={initdead}"
+            )
+        self.local_node = local_node
+        self.keepalive = keepalive
+        self.deadtime = deadtime
+        self.warntime = warntime
+        self.initdead = initdead
+        self.started = now
+        self.path_ids = tuple(dict.fromkeys(paths))
+        self.detector = PhiAccrual(keepalive) if adaptive else None
+        self._nodes = {n: _Node(n, self.path_ids) for n in dict.fromkeys(nodes) if n != local_node}
+        self._uuids: dict[bytes, str] = {}  # uuid -> first name heard with it
+        self._events: deque[Event] = deque()
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def receive(self, beat: Beat, now: float) -> Dropped | None:
+        """Account for one authenticated frame; a Dropped says why it was refused."""
+        if beat.node == self.local_node:
+            return Dropped(DropReason.FROM_SELF, f"frame from {beat.node} (this node)")
+        node = self._nodes.get(beat.node)
+        if node is None:
+            return Dropped(DropReason.UNKNOWN_NODE, f"node {beat.node!r} is not in ha.cf")
+        path = node.paths.get(beat.path)
+        if path is None:
+            raise LocalProtocolError(f"unknown path id {beat.path!r}")
+
+        before = (node.window.generation, node.window.highest)
+        verdict = node.window.check(beat.generation, beat.seq)
+        if isinstance(verdict, Dropped):
+            if verdict.reason is DropReason.STALE:
+                self._check_old_generation(node, beat)
+                return verdict
+            fresh = False  # the same message came over another path first: refresh only
+        else:
+            fresh = True
+        on_path = path.window.check(beat.generation, beat.seq)
+        if isinstance(on_path, Dropped):
+            return on_path  # the same copy twice on one path: a replay
+
+        self._check_claims(node, path, beat, now)
+        if isinstance(verdict, Accepted) and verdict.restarted:
+            old_generation, old_top = before
+            assert old_generation is not None and old_top is not None
+            node.generation_tops[old_generation] = old_top
+            node.last_beat = None
+            self._events.append(NodeRestarted(node.name, old_generation, beat.generation))
+
+        self._refresh_path(node, path, beat, on_path, now)
+        if fresh:
+            self._refresh_node(node, beat, now)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Let every deadline at or before `now` pass: paths first, then nodes."""
+        for node in self._nodes.values():
+            for pid, path in node.paths.items():
+                if path.state is PathState.DEAD:
+                    continue
+                deadline = self._path_deadline(node, path)
+                if now >= deadline:
+                    was = path.state
+                    path.state = next_path_state(path.state, PathInput.SILENT)
+                    if was is PathState.UP:
+                        assert path.last_heard is not None
+                        silent = now - path.last_heard
+                        early = silent < self._node_deadtime(node) - 1e-9
+                        self._events.append(PathDown(node.name, pid, silent, early))
+            if node.state is not NodeState.DEAD and now >= self._node_deadline(node):
+                node.state = next_node_state(node.state, NodeInput.SILENT)
+                timeout = self.initdead if node.last_heard is None else self._node_deadtime(node)
+                self._events.append(NodeDead(node.name, node.last_heard, timeout))
+
+    # -- outputs --------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline still to come, or None when nothing is pending."""
+        deadlines: list[float] = []
+        for node in self._nodes.values():
+            if node.state is not NodeState.DEAD:
+                deadlines.append(self._node_deadline(node))
+            deadlines.extend(
+                self._path_deadline(node, p)
+                for p in node.paths.values()
+                if p.state is not PathState.DEAD
+            )
+        return min(deadlines, default=None)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # -- status ---------------------------------------------------------------------
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(self._nodes)
+
+    def node_state(self, name: str) -> NodeState:
+        return self._node(name).state
+
+    def path_state(self, name: str, path: str) -> PathState:
+        return self._node(name).paths[path].state
+
+    def all_heard_or_dead(self) -> bool:
+        """Every peer heard at least once or declared dead (Heartbeat's check_comm_isup)."""
+        return all(
+            n.last_heard is not None or n.state is NodeState.DEAD for n in self._nodes.values()
+        )
+
+    def live_nodes(self) -> tuple[str, ...]:
+        return tuple(
+            n.name for n in self._nodes.values() if n.state in (NodeState.UP, NodeState.ACTIVE)
+        )
+
+    def status(self, now: float) -> tuple[NodeStatus, ...]:
+        """A snapshot of every peer and path, for `hbctl status`."""
+        return tuple(self._node_status(n, now) for n in self._nodes.values())
+
+    def node_status(self, name: str, now: float) -> NodeStatus:
+        return self._node_status(self._node(name), now)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _node(self, name: str) -> _Node:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise LocalProtocolError(f"no peer node {name!r}") from None
+
+    def _node_status(self, node: _Node, now: float) -> NodeStatus:
+        paths = tuple(
+            PathStatus(
+                path=pid,
+                state=p.state,
+                last_heard=p.last_heard,
+                last_heard_age=None if p.last_heard is None else now - p.last_heard,
+                mean_interval=p.stats.mean,
+                jitter=p.stats.jitter,
+                loss=p.stats.loss,
+                received=p.stats.received,
+                lost=p.stats.lost,
+                timeout=self._path_timeout(node, p),
+            )
+            for pid, p in node.paths.items()
+        )
+        return NodeStatus(
+            name=node.name,
+            state=node.state,
+            uuid=node.uuid,
+            generation=node.window.generation,
+            last_heard=node.last_heard,
+            last_heard_age=None if node.last_heard is None else now - node.last_heard,
+            deadtime=self._node_deadtime(node),
+            watchdog=node.watchdog,
+            paths=paths,
+        )
+
+    def _node_deadtime(self, node: _Node) -> float:
+        dt = node.advertised_deadtime
+        return dt if dt is not None and dt > 0 else self.deadtime
+
+    def _node_deadline(self, node: _Node) -> float:
+        if node.last_heard is None:
+            return self.started + self.initdead
+        return node.last_heard + self._node_deadtime(node)
+
+    def _path_timeout(self, node: _Node, path: _Path) -> float:
+        deadtime = self._node_deadtime(node)
+        if self.detector is None:
+            return deadtime
+        return self.detector.timeout(path.stats, deadtime)
+
+    def _path_deadline(self, node: _Node, path: _Path) -> float:
+        if path.last_heard is None:
+            # never carried the node: dead once the node's own first-contact window passed
+            start = self.started + self.initdead
+            if node.last_heard is not None:
+                return max(start, node.last_heard + self._node_deadtime(node))
+            return start
+        return path.last_heard + self._path_timeout(node, path)
+
+    def _refresh_path(
+        self, node: _Node, path: _Path, beat: Beat, on_path: Accepted, now: float
+    ) -> None:
+        if not on_path.first and not on_path.restarted:
+            path.stats.observe_frame(on_path.gap)
+        else:
+            path.stats.observe_frame(0)
+        if beat.status is not None:
+            if path.last_arrival is not None and path.state is PathState.UP:
+                path.stats.observe_interval(now - path.last_arrival)
+            path.last_arrival = now
+        path.last_heard = now
+        was = path.state
+        path.state = next_path_state(was, PathInput.HEARD)
+        if was is not PathState.UP:
+            self._events.append(PathUp(node.name, beat.path))
+
+    def _refresh_node(self, node: _Node, beat: Beat, now: float) -> None:
+        if beat.deadtime is not None:
+            node.advertised_deadtime = beat.deadtime
+        if beat.watchdog is not None:
+            node.watchdog = beat.watchdog
+        if beat.uuid:
+            node.uuid = beat.uuid
+            self._uuids.setdefault(beat.uuid, node.name)
+        if beat.status is not None:
+            node.status = beat.status
+            if (
+                node.last_beat is not None
+                and node.state in (NodeState.UP, NodeState.ACTIVE)
+                and now - node.last_beat > self.warntime
+            ):
+                interval = round((now - node.last_beat) * 1000)
+                self._events.append(LateHeartbeat(node.name, beat.path, interval))
+            node.last_beat = now
+        node.last_heard = now
+        was = node.state
+        heard = NodeInput.HEARD_ACTIVE if node.status == "active" else NodeInput.HEARD_UP
+        node.state = next_node_state(was, heard)
+        if was in (NodeState.INIT, NodeState.DEAD):
+            self._events.append(NodeUp(node.name, node.state.value, beat.generation, beat.path))
+        if node.state is NodeState.ACTIVE and was is not NodeState.ACTIVE:
+            self._events.append(NodeActive(node.name))
+
+    def _report(self, node: _Node, key: str, first: str, second: str, detail: str) -> None:
+        if key in node.reported:
+            return
+        node.reported.add(key)
+        self._events.append(DuplicateNode(node.name, first, second, detail))
+
+    def _check_claims(self, node: _Node, path: _Path, beat: Beat, now: float) -> None:
+        me = _describe(beat)
+        if not node.first_claim:
+            node.first_claim = me
+        alive = node.state in (NodeState.UP, NodeState.ACTIVE)
+        if beat.uuid and node.uuid and beat.uuid != node.uuid and alive:
+            self._report(
+                node,
+                f"uuids:{sorted((node.uuid.hex(), beat.uuid.hex()))}",
+                node.first_claim,
+                me,
+                f"node name {node.name} claimed with two uuids",
+            )
+        if beat.uuid:
+            other = self._uuids.get(beat.uuid)
+            if other is not None and other != node.name:
+                first = self._nodes[other].first_claim
+                self._report(
+                    node,
+                    f"names:{other}",
+                    first,
+                    me,
+                    f"uuid {beat.uuid.hex()} claimed by nodes {other} and {node.name}",
+                )
+        if beat.source is not None:
+            if (
+                path.source is not None
+                and path.source != beat.source
+                and path.source_heard is not None
+                and now - path.source_heard < self._node_deadtime(node)
+            ):
+                self._report(
+                    node,
+                    f"sources:{sorted((path.source, beat.source))}",
+                    f"name={node.name} via {beat.path} from {path.source}",
+                    me,
+                    f"node {node.name} heard from two addresses on {beat.path}",
+                )
+            path.source = beat.source
+            path.source_heard = now
+
+    def _check_old_generation(self, node: _Node, beat: Beat) -> None:
+        top = node.generation_tops.get(beat.generation)
+        if top is None or beat.seq <= top + STILL_COUNTING:
+            return
+        current = node.window.generation
+        self._report(
+            node,
+            f"generations:{beat.generation}",
+            f"name={node.name} generation={current} (current)",
+            _describe(beat),
+            f"node {node.name}: generation {beat.generation} still sending after "
+            f"generation {current} started",
+        )
