@@ -122,6 +122,7 @@ class HaCf:
 
     path: str
     nodes: tuple[str, ...]
+    cluster: str = "linux-ha"  # Heartbeat's `cluster` name; hbd derives its native cluster id
     keepalive: float = 1.0
     deadtime: float = 30.0
     warntime: float = 10.0  # Heartbeat: deadtime/3 rounded, unless given; filled by the parser
@@ -145,7 +146,7 @@ class HaCf:
     uuidfrom: str = "file"
     hbgenmethod: str = "file"
     msgfmt: str = "classic"
-    max_rexmit_delay: float = 0.25
+    max_rexmit_delay: float = 0.25  # seconds; written in ha.cf as milliseconds
     hopfudge: int = 1
     autojoin: str = "none"
     coredumps: bool = True

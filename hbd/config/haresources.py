@@ -1,0 +1,187 @@
+"""Parse Heartbeat's haresources: one resource group per line, `node resource...`.
+
+Lines continue with a trailing backslash; `#` starts a comment. A resource is
+`name::arg1::arg2`; a bare IPv4 address (optionally `ip/prefix/iface/broadcast`) means
+`IPaddr::address`. Each resource is resolved at load time in Heartbeat's order: built-in
+(IPaddr, IPaddr2, SendArp), then `resource.d/NAME` in the configuration directory, then
+`/etc/init.d/NAME`; `OCF::type::instance` runs the OCF agent `type` with the settings in
+`conf/OCF/type/instance`, as Heartbeat's OCF wrapper does. An unresolvable resource is an
+error naming its line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+
+from hbd.config.model import AgentKind, Resource, ResourceGroup
+from hbd.core.errors import ConfigError
+
+BUILTINS = ("IPaddr", "IPaddr2", "SendArp")
+_BARE_IP = re.compile(r"^\d{1,3}(\.\d{1,3}){3}(/.*)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDirs:
+    """Where agents are looked up; tests point these at their own directories."""
+
+    config_dir: str
+    initd_dir: str = "/etc/init.d"
+    ocf_root: str = "/usr/lib/ocf"
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """Join backslash continuations; drop comments. Returns (first line number, text)."""
+    out: list[tuple[int, str]] = []
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].rstrip()
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending.append(line[:-1])
+            continue
+        pending.append(line)
+        joined = " ".join(pending).strip()
+        pending = []
+        if joined:
+            out.append((start, joined))
+    if pending and " ".join(pending).strip():
+        out.append((start, " ".join(pending).strip()))
+    return out
+
+
+def check_ipaddr_arg(spec: str) -> str | None:
+    """Why an IPaddr argument `ip[/prefix[/iface[/broadcast]]]` is wrong, or None if fine."""
+    parts = spec.split("/")
+    if len(parts) > 4:
+        return f"'{spec}' has too many parts; use ip/prefix/iface/broadcast"
+    try:
+        ipaddress.IPv4Address(parts[0])
+    except ValueError:
+        return f"'{parts[0]}' is not an IPv4 address"
+    if len(parts) > 1 and parts[1] and not (parts[1].isdigit() and 0 <= int(parts[1]) <= 32):
+        return f"prefix '{parts[1]}' must be a number from 0 to 32"
+    if len(parts) > 2 and parts[2] and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", parts[2]):
+        return f"'{parts[2]}' is not an interface name"
+    if len(parts) > 3 and parts[3]:
+        try:
+            ipaddress.IPv4Address(parts[3])
+        except ValueError:
+            return f"broadcast '{parts[3]}' is not an IPv4 address"
+    return None
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def _resolve(word: str, where: tuple[str, int], dirs: AgentDirs) -> Resource:
+    path, line = where
+    source = f"{path}:{line}"
+    args: tuple[str, ...]
+    if _BARE_IP.match(word):
+        name, args = "IPaddr", (word,)
+    else:
+        name, *rest = word.split("::")
+        args = tuple(rest)
+    if not name or any(not a for a in args):
+        raise ConfigError(path, line, f"resource '{word}' has an empty part; write name::arg::arg")
+    if name in BUILTINS:
+        if name in ("IPaddr", "IPaddr2"):
+            if len(args) != 1:
+                raise ConfigError(
+                    path, line, f"{name} takes one argument ip/prefix/iface/broadcast: '{word}'"
+                )
+            why = check_ipaddr_arg(args[0])
+            if why:
+                raise ConfigError(path, line, f"{name}: {why}")
+        elif len(args) < 1:
+            raise ConfigError(path, line, "SendArp needs ip/iface, e.g. SendArp::10.0.0.5/eth0")
+        return Resource(name, args, AgentKind.BUILTIN, None, source)
+    if name == "OCF":
+        if len(args) != 2:
+            raise ConfigError(
+                path, line, f"'{word}': OCF resources are written OCF::agent-type::instance-name"
+            )
+        agent_type, instance = args
+        agent = _find_ocf(dirs.ocf_root, agent_type)
+        if agent is None:
+            raise ConfigError(
+                path,
+                line,
+                f"OCF agent '{agent_type}' not found under {dirs.ocf_root}/resource.d/*/",
+            )
+        settings = os.path.join(dirs.config_dir, "conf", "OCF", agent_type, instance)
+        if not os.path.isfile(settings):
+            raise ConfigError(
+                path,
+                line,
+                f"OCF instance settings {settings} not found; create it with one KEY=value per "
+                "line (they become OCF_RESKEY_KEY)",
+            )
+        return Resource(name, args, AgentKind.OCF, agent, source)
+    if "/" in name or name in (".", ".."):
+        raise ConfigError(path, line, f"resource name '{name}' must not contain '/'")
+    script = os.path.join(dirs.config_dir, "resource.d", name)
+    if _executable(script):
+        return Resource(name, args, AgentKind.RESOURCE_D, script, source)
+    script = os.path.join(dirs.initd_dir, name)
+    if _executable(script):
+        return Resource(name, args, AgentKind.INIT_D, script, source)
+    raise ConfigError(
+        path,
+        line,
+        f"resource '{name}' not found: it is not built in ({', '.join(BUILTINS)}) and there is "
+        f"no executable {os.path.join(dirs.config_dir, 'resource.d', name)} or "
+        f"{os.path.join(dirs.initd_dir, name)}",
+    )
+
+
+def _find_ocf(ocf_root: str, agent_type: str) -> str | None:
+    if "/" in agent_type:
+        return None
+    base = os.path.join(ocf_root, "resource.d")
+    try:
+        providers = sorted(os.listdir(base), key=lambda p: (p != "heartbeat", p))
+    except OSError:
+        return None
+    for provider in providers:
+        candidate = os.path.join(base, provider, agent_type)
+        if _executable(candidate):
+            return candidate
+    return None
+
+
+def parse_haresources(
+    text: str, nodes: tuple[str, ...], dirs: AgentDirs, path: str = "haresources"
+) -> tuple[ResourceGroup, ...]:
+    """Parse haresources text into resolved groups; nodes are ha.cf's node names."""
+    groups: list[ResourceGroup] = []
+    seen: dict[str, str] = {}
+    for line, content in _logical_lines(text):
+        if "\x00" in content:
+            raise ConfigError(path, line, "line contains a NUL byte; haresources must be text")
+        node, *words = content.split()
+        node = node.lower()
+        if node not in nodes:
+            raise ConfigError(
+                path,
+                line,
+                f"'{node}' is not a node of this cluster (ha.cf lists {', '.join(nodes)}); "
+                "each line starts with the group's preferred node",
+            )
+        if not words:
+            raise ConfigError(path, line, f"group for node '{node}' lists no resources")
+        resources = tuple(_resolve(w, (path, line), dirs) for w in words)
+        for res in resources:
+            if res.spec in seen:
+                raise ConfigError(
+                    path, line, f"resource '{res.spec}' is already in a group at {seen[res.spec]}"
+                )
+            seen[res.spec] = res.source
+        groups.append(ResourceGroup(node, resources, f"{path}:{line}"))
+    return tuple(groups)

@@ -1,0 +1,60 @@
+"""Load a Heartbeat configuration directory (ha.cf, authkeys, haresources) for one node."""
+
+from __future__ import annotations
+
+import os
+
+from hbd.config.authkeys import check_mode, parse_authkeys
+from hbd.config.hacf import parse_hacf
+from hbd.config.haresources import AgentDirs, parse_haresources
+from hbd.config.model import Config, ConfigWarning
+from hbd.core.errors import ConfigError
+
+DEFAULT_CONFIG_DIR = "/etc/ha.d"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(path, None, "file not found") from None
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(path, line, "not UTF-8 text") from None
+
+
+def load_config(
+    directory: str,
+    node_name: str,
+    *,
+    initd_dir: str = "/etc/init.d",
+    ocf_root: str = "/usr/lib/ocf",
+) -> Config:
+    """Read and check the whole directory. Raises ConfigError (FILE:LINE: message)."""
+    hacf_path = os.path.join(directory, "ha.cf")
+    hacf = parse_hacf(_read(hacf_path), hacf_path)
+    if node_name not in hacf.nodes:
+        raise ConfigError(
+            hacf_path,
+            None,
+            f"this node '{node_name}' is not listed (nodes: {', '.join(hacf.nodes)}); "
+            f"add 'node {node_name}', or give --node-name if `uname -n` is not the cluster name",
+        )
+    keys_path = os.path.join(directory, "authkeys")
+    text = _read(keys_path)
+    check_mode(keys_path, os.stat(keys_path).st_mode)
+    authkeys, key_warnings = parse_authkeys(text, keys_path)
+    warnings: list[ConfigWarning] = [*hacf.warnings, *key_warnings]
+    res_path = os.path.join(directory, "haresources")
+    if os.path.exists(res_path):
+        dirs = AgentDirs(directory, initd_dir, ocf_root)
+        groups = parse_haresources(_read(res_path), hacf.nodes, dirs, res_path)
+    else:
+        groups = ()
+        warnings.append(ConfigWarning(res_path, "no haresources file: this cluster runs no groups"))
+    return Config(directory, node_name, hacf, authkeys, groups, tuple(warnings))

@@ -1,0 +1,109 @@
+"""This node's identity: its name, its uuid, and the generation counter kept across starts.
+
+The uuid lives in the state directory (`--state-dir`, default /var/lib/hbd) unless ha.cf
+says `uuidfrom nodename`. The generation is incremented, written and fsync'ed at every
+start, so peers see a restart as a new generation and a replayed old frame as stale.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+from hbd.core.errors import HbdError
+
+DEFAULT_STATE_DIR = "/var/lib/hbd"
+UUID_FILE = "uuid"
+GENERATION_FILE = "generation"
+
+
+class StateError(HbdError):
+    """The state directory cannot be used; the message names the file and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    node_name: str
+    uuid: bytes  # 16 bytes
+    generation: int
+
+
+def local_node_name(override: str | None = None) -> str:
+    """The node name: --node-name if given, else `uname -n`, lowercased as Heartbeat does."""
+    return (override or os.uname().nodename).lower()
+
+
+def _write_durably(path: str, text: str) -> None:
+    directory = os.path.dirname(path) or "."
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _node_uuid(state_dir: str, node_name: str, uuidfrom: str) -> bytes:
+    if uuidfrom == "nodename":
+        # As Heartbeat: the node name stands in for the uuid (first 16 bytes, zero-padded).
+        return node_name.encode()[:16].ljust(16, b"\0")
+    path = os.path.join(state_dir, UUID_FILE)
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        new = uuid.uuid4()
+        _write_durably(path, f"{new}\n")
+        return new.bytes
+    try:
+        return uuid.UUID(text).bytes
+    except ValueError:
+        raise StateError(
+            f"{path}: '{text[:40]}' is not a uuid; remove the file to make a new one "
+            "(peers will then see this node as a new machine)"
+        ) from None
+
+
+def _next_generation(state_dir: str, hbgenmethod: str) -> int:
+    path = os.path.join(state_dir, GENERATION_FILE)
+    previous = 0
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        text = ""
+    if text:
+        if not text.isdigit():
+            raise StateError(
+                f"{path}: '{text[:40]}' is not a generation number; write a number larger than "
+                "any this node used before (peers drop frames of older generations)"
+            )
+        previous = int(text)
+    generation = previous + 1
+    if hbgenmethod == "time":
+        generation = max(generation, int(time.time()))
+    _write_durably(path, f"{generation}\n")
+    return generation
+
+
+def load_identity(state_dir: str, node_name: str, uuidfrom: str, hbgenmethod: str) -> Identity:
+    """Read or create the uuid and bump the generation. Raises StateError with the fix."""
+    try:
+        os.makedirs(state_dir, mode=0o755, exist_ok=True)
+        node_uuid = _node_uuid(state_dir, node_name, uuidfrom)
+        generation = _next_generation(state_dir, hbgenmethod)
+    except OSError as e:
+        raise StateError(
+            f"{e.filename or state_dir}: {e.strerror}; hbd keeps its uuid and generation in "
+            f"the state directory (--state-dir, default {DEFAULT_STATE_DIR})"
+        ) from None
+    return Identity(node_name, node_uuid, generation)
