@@ -326,9 +326,17 @@ class Watchdog:
 
     @property
     def magic_close_works(self) -> bool:
-        """Whether 'V' then close stops the timer; False means a clean stop resets."""
-        support = self._support if self._support is not None else self.get_support()
-        return support.magic_close
+        """Whether 'V' then close stops the timer; False means a clean stop resets.
+
+        Asks the device once (``WDIOC_GETSUPPORT``); a device that cannot tell counts as
+        False, since a clean stop is then not known to be safe.
+        """
+        if self._support is None:
+            try:
+                self.get_support()
+            except WatchdogError:
+                return False
+        return self._support is not None and self._support.magic_close
 
     def pet(self) -> None:
         fd = self._require_open("pet")
