@@ -1,0 +1,233 @@
+"""The resource-agent runner: resource.d and init.d scripts, OCF agents, built-ins.
+
+Invocation follows Heartbeat 3.0.6's ResourceManager (`doscript`):
+
+- resource.d and init.d: ``SCRIPT [ARG ...] start|stop|status`` (the `::` arguments of
+  the haresources item, then the operation). Status is judged from the output, by
+  `hbd.core.resources.judge_status`.
+- OCF: ``AGENT start|stop|monitor`` (status is OCF's `monitor`) with OCF_ROOT,
+  OCF_RA_VERSION_MAJOR/MINOR, OCF_RESOURCE_TYPE, OCF_RESOURCE_INSTANCE and one
+  ``OCF_RESKEY_key=value`` per ``key=value`` argument; a bare first argument names the
+  instance (as Heartbeat's `OCF::type::instance` wrapper does). Judged by OCF exit codes.
+- Built-ins (IPaddr, IPaddr2, SendArp) go to an `hbd.net.BuiltinAgents`, run in a
+  worker thread so the event loop never blocks.
+
+Every script runs in its own session (process group) with stdout and stderr going to an
+anonymous temporary file, not a pipe: a service the script leaves behind keeps that file
+instead of a pipe we would have to hold open (Heartbeat sends them to its debug log).
+A script that outlives its timeout gets SIGKILL on its whole process group. Its output
+is logged line by line with the resource and operation named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Protocol
+
+from hbd.config.model import AgentKind, Resource
+from hbd.core.errors import ConfigError
+from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_INSTALLED, Op, ResourceManager, RunAgent
+
+if TYPE_CHECKING:
+    from hbd.net import BuiltinAgents
+
+log = logging.getLogger("hbd.scripts")
+
+HA_DIR = "/etc/ha.d"
+OCF_ROOT = "/usr/lib/ocf"
+MAX_OUTPUT = 64 * 1024  # bytes of a script's output kept for status judging and the log
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    """How one agent operation ended. `rc` is None when it timed out and was killed."""
+
+    rc: int | None
+    output: str
+    duration_ms: int
+
+    @property
+    def timed_out(self) -> bool:
+        return self.rc is None
+
+
+class Runner(Protocol):
+    """Runs one agent operation to its end (or its timeout) without blocking the loop."""
+
+    async def run(self, resource: Resource, op: Op, timeout: float) -> OpResult: ...
+
+
+def ocf_environment(resource: Resource, ocf_root: str = OCF_ROOT) -> dict[str, str]:
+    """The OCF environment for `resource` (raises ConfigError naming its haresources line)."""
+    env = {
+        "OCF_ROOT": ocf_root,
+        "OCF_RA_VERSION_MAJOR": "1",
+        "OCF_RA_VERSION_MINOR": "0",
+        "OCF_RESOURCE_TYPE": resource.name,
+    }
+    instance: str | None = None
+    for i, arg in enumerate(resource.args):
+        key, eq, value = arg.partition("=")
+        if eq:
+            if not key.isidentifier():
+                raise _config_error(resource, f"bad OCF parameter name {key!r} in {arg!r}")
+            env[f"OCF_RESKEY_{key}"] = value
+        elif i == 0:
+            instance = arg
+        else:
+            raise _config_error(
+                resource,
+                f"OCF argument {arg!r} is not key=value (only the first names the instance)",
+            )
+    env["OCF_RESOURCE_INSTANCE"] = instance or resource.name
+    return env
+
+
+def _config_error(resource: Resource, message: str) -> ConfigError:
+    file, _, line = resource.source.rpartition(":")
+    if file and line.isdigit():
+        return ConfigError(file, int(line), f"{resource.spec}: {message}")
+    return ConfigError(resource.source, None, f"{resource.spec}: {message}")
+
+
+def agent_command(
+    resource: Resource, op: Op, *, ha_dir: str = HA_DIR, ocf_root: str = OCF_ROOT
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and the extra environment for running `op` on a script-backed resource."""
+    if resource.agent_path is None:
+        raise ValueError(f"{resource.spec}: {resource.agent.value} agent has no script path")
+    env = {
+        "HA_DIR": ha_dir,
+        "HA_FUNCS": f"{ha_dir}/shellfuncs",
+        "HA_RESOURCEDIR": f"{ha_dir}/resource.d",
+    }
+    if resource.agent is AgentKind.OCF:
+        env.update(ocf_environment(resource, ocf_root))
+        return [resource.agent_path, "monitor" if op == "status" else op], env
+    if resource.agent in (AgentKind.RESOURCE_D, AgentKind.INIT_D):
+        return [resource.agent_path, *resource.args, op], env
+    raise ValueError(f"{resource.spec}: a built-in agent is not run as a script")
+
+
+class ScriptRunner:
+    """The production `Runner`: subprocesses for scripts, `builtins` for built-in agents."""
+
+    def __init__(
+        self,
+        builtins: BuiltinAgents | None = None,
+        *,
+        ha_dir: str = HA_DIR,
+        ocf_root: str = OCF_ROOT,
+        env: Mapping[str, str] | None = None,
+        logger: logging.Logger = log,
+    ) -> None:
+        self.builtins = builtins
+        self.ha_dir = ha_dir
+        self.ocf_root = ocf_root
+        self.base_env = dict(os.environ if env is None else env)
+        # as ResourceManager: "Make ifconfig work in France"
+        self.base_env.pop("LC_ALL", None)
+        self.base_env.pop("LANGUAGE", None)
+        self.log = logger
+
+    async def run(self, resource: Resource, op: Op, timeout: float) -> OpResult:
+        started = time.monotonic()
+        if resource.agent is AgentKind.BUILTIN:
+            result = await self._run_builtin(resource, op, timeout, started)
+        else:
+            result = await self._run_script(resource, op, timeout, started)
+        self._log_result(resource, op, result, timeout)
+        return result
+
+    async def _run_builtin(
+        self, resource: Resource, op: Op, timeout: float, started: float
+    ) -> OpResult:
+        if self.builtins is None:
+            return OpResult(OCF_ERR_INSTALLED, "no built-in agents configured", 0)
+        try:
+            rc, output = await asyncio.wait_for(
+                asyncio.to_thread(self.builtins.run, resource, op), timeout
+            )
+        except TimeoutError:
+            return OpResult(None, "", _ms_since(started))
+        return OpResult(rc, output, _ms_since(started))
+
+    async def _run_script(
+        self, resource: Resource, op: Op, timeout: float, started: float
+    ) -> OpResult:
+        try:
+            argv, extra = agent_command(resource, op, ha_dir=self.ha_dir, ocf_root=self.ocf_root)
+        except (ConfigError, ValueError) as e:
+            return OpResult(OCF_ERR_CONFIGURED, str(e), 0)
+        env = {**self.base_env, **extra}
+        with tempfile.TemporaryFile(prefix="hbd-agent-") as out:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                return OpResult(OCF_ERR_INSTALLED, f"cannot run {argv[0]}: {e}", 0)
+            try:
+                rc: int | None = await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                rc = None
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+            except BaseException:  # cancelled: never leave a script behind
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                raise
+            duration = _ms_since(started)
+            output = _read_tail(out)
+        if rc is not None and rc < 0:
+            rc = 128 - rc  # killed by a signal: as a shell reports it
+        return OpResult(rc, output, duration)
+
+    def _log_result(self, resource: Resource, op: Op, result: OpResult, timeout: float) -> None:
+        name = resource.spec
+        for line in result.output.splitlines():
+            self.log.info("%s %s: %s", name, op, line)
+        if result.timed_out:
+            self.log.error(
+                "%s %s: timed out after %g s, killed (%d ms)", name, op, timeout, result.duration_ms
+            )
+        else:
+            level = logging.INFO if result.rc == 0 or op == "status" else logging.ERROR
+            self.log.log(level, "%s %s: rc=%s (%d ms)", name, op, result.rc, result.duration_ms)
+
+
+def _read_tail(f: IO[bytes]) -> str:
+    size = f.seek(0, os.SEEK_END)
+    f.seek(max(0, size - MAX_OUTPUT))
+    return f.read().decode("utf-8", "replace")
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+async def carry_out(runner: Runner, rm: ResourceManager, action: RunAgent) -> OpResult:
+    """Run `action` and feed its result back into `rm`, with the monotonic clock as `now`."""
+    result = await runner.run(action.resource, action.op, action.timeout)
+    now = time.monotonic()
+    if result.rc is None:
+        rm.operation_timed_out(action.group, action.index, action.op, now, result.duration_ms)
+    else:
+        rm.operation_done(
+            action.group, action.index, action.op, result.rc, result.output, now, result.duration_ms
+        )
+    return result

@@ -1,0 +1,278 @@
+"""The agent runner with real scripts (tests/agents/), driven by the resource-group core."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from hbd.config.model import AgentKind, Resource, ResourceGroup
+from hbd.core.errors import ConfigError
+from hbd.core.resources import GroupFailed, GroupStarted, GroupStopped, ResourceManager, RunAgent
+from hbd.scripts import OpResult, ScriptRunner, agent_command, carry_out, ocf_environment
+
+AGENTS = Path(__file__).parent / "agents"
+
+
+def agent(script: str, *args: str, kind: AgentKind = AgentKind.RESOURCE_D) -> Resource:
+    return Resource(script, args, kind, str(AGENTS / script), "haresources:3")
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the recorder agents keep their log and state."""
+    (tmp_path / "state").mkdir()
+    monkeypatch.setenv("HBD_TEST_LOG", str(tmp_path / "calls.log"))
+    monkeypatch.setenv("HBD_TEST_STATE", str(tmp_path / "state"))
+    return tmp_path
+
+
+def calls(world: Path) -> list[str]:
+    log = world / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+async def run_until_idle(rm: ResourceManager, runner: ScriptRunner) -> list[object]:
+    events: list[object] = []
+    while True:
+        a = rm.next_action()
+        if a is None:
+            t = rm.get_timer()
+            if t is None:
+                break
+            await asyncio.sleep(max(0.0, t - time.monotonic()))
+            rm.handle_timer(time.monotonic())
+            continue
+        assert isinstance(a, RunAgent)
+        await carry_out(runner, rm, a)
+    while (e := rm.next_event()) is not None:
+        events.append(e)
+    return events
+
+
+def test_group_of_real_scripts_starts_left_to_right_and_stops_right_to_left(world: Path) -> None:
+    group = ResourceGroup(
+        "alpha",
+        (agent("recorder", "ip"), agent("recorder", "disk", "/dev/sdb1"), agent("recorder", "web")),
+        "haresources:3",
+    )
+
+    async def scenario() -> tuple[list[object], list[object]]:
+        rm = ResourceManager([group], node_name="alpha")
+        runner = ScriptRunner()
+        rm.probe_all(time.monotonic())
+        await run_until_idle(rm, runner)
+        rm.acquire(group.name, time.monotonic())
+        up = await run_until_idle(rm, runner)
+        rm.release(group.name, time.monotonic())
+        down = await run_until_idle(rm, runner)
+        return up, down
+
+    up, down = asyncio.run(scenario())
+    assert GroupStarted(group.name) in up
+    assert GroupStopped(group.name) in down
+    assert calls(world) == [
+        "ip status",
+        "disk status",
+        "web status",
+        "ip status",
+        "ip start",
+        "disk status",
+        "disk start",
+        "web status",
+        "web start",
+        "web stop",
+        "disk stop",
+        "ip stop",
+    ]
+    assert list((world / "state").iterdir()) == []
+
+
+def test_a_failing_start_unwinds_what_ran_with_real_scripts(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HBD_TEST_FAIL", "disk")
+    group = ResourceGroup(
+        "alpha",
+        (agent("recorder", "ip"), agent("recorder", "disk"), agent("recorder", "web")),
+        "haresources:3",
+    )
+
+    async def scenario() -> list[object]:
+        rm = ResourceManager([group], node_name="alpha")
+        rm.probe_all(time.monotonic())
+        rm.acquire(group.name, time.monotonic())
+        return await run_until_idle(rm, ScriptRunner())
+
+    events = asyncio.run(scenario())
+    assert [c for c in calls(world) if not c.endswith("status")] == [
+        "ip start",
+        "disk start",
+        "disk stop",
+        "ip stop",
+    ]  # web was probed stopped and never started: it is left alone
+    assert any(isinstance(e, GroupFailed) and "disk" in e.reason for e in events)
+    assert events[-1] == GroupStopped(group.name)
+
+
+def test_output_is_logged_with_the_resource_named_and_rc_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="hbd.scripts")
+    res = agent("failing", "3")
+    result = asyncio.run(ScriptRunner().run(res, "start", 5.0))
+    assert result.rc == 3 and not result.timed_out
+    assert "failing: about to start" in result.output
+    assert "failing: start went wrong" in result.output  # stderr is captured too
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "failing::3 start: failing: start went wrong" in msgs
+    assert any(m.startswith("failing::3 start: rc=3 (") for m in msgs)
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_a_slow_script_within_its_timeout_completes_and_its_duration_is_measured() -> None:
+    result = asyncio.run(ScriptRunner().run(agent("slow", "1.2"), "start", 5.0))
+    assert result.rc == 0
+    assert "slow start done after 1.2 s" in result.output
+    assert 1150 <= result.duration_ms < 3000
+
+
+def test_a_hanging_script_is_killed_with_its_whole_process_group_at_the_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pidfile = tmp_path / "pids"
+    res = agent("hanging", str(pidfile))
+
+    async def scenario() -> tuple[OpResult, float]:
+        loop_ticks = 0
+
+        async def ticker() -> None:  # the event loop keeps running meanwhile
+            nonlocal loop_ticks
+            while True:
+                await asyncio.sleep(0.05)
+                loop_ticks += 1
+
+        t = asyncio.create_task(ticker())
+        started = time.monotonic()
+        result = await ScriptRunner().run(res, "stop", 0.8)
+        elapsed = time.monotonic() - started
+        t.cancel()
+        assert loop_ticks >= 10
+        return result, elapsed
+
+    result, elapsed = asyncio.run(scenario())
+    assert result.timed_out is True
+    assert 0.8 <= elapsed < 3.0
+    assert "hanging: stop under way" in result.output
+    shell, child = (int(p) for p in pidfile.read_text().split())
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and (_alive(shell) or _alive(child)):
+        time.sleep(0.02)
+    assert not _alive(shell) and not _alive(child)
+    assert any("timed out after 0.8 s, killed" in r.getMessage() for r in caplog.records)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_timed_out_stop_is_retried_by_the_core_with_real_timeouts(tmp_path: Path) -> None:
+    res = agent("hanging", str(tmp_path / "pids"))
+    group = ResourceGroup("alpha", (res,), "haresources:3")
+
+    async def scenario() -> list[object]:
+        from hbd.core.resources import Timeouts
+
+        rm = ResourceManager(
+            [group],
+            node_name="alpha",
+            timeouts=Timeouts(stop=0.3, status=0.3),
+            stop_retry_max=1,
+            stop_retry_delay=0.1,
+        )
+        rm.release(group.name, time.monotonic())
+        return await run_until_idle(rm, ScriptRunner())
+
+    events = asyncio.run(scenario())
+    failed = [e for e in events if isinstance(e, GroupFailed)]
+    assert len(failed) == 1 and failed[0].may_be_running
+    assert not any(isinstance(e, GroupStopped) for e in events)
+
+
+def test_ocf_agent_gets_its_environment_and_exit_codes_decide(tmp_path: Path) -> None:
+    state = tmp_path / "dummy"
+    res = agent("ocf_dummy", "db1", f"state={state}", "colour=blue", kind=AgentKind.OCF)
+    runner = ScriptRunner(ocf_root="/usr/lib/ocf")
+
+    async def op(name: str) -> int | None:
+        return (await runner.run(res, name, 5.0)).rc  # type: ignore[arg-type]
+
+    assert asyncio.run(op("status")) == 7  # not running
+    assert asyncio.run(op("start")) == 0
+    assert asyncio.run(op("status")) == 0
+    assert asyncio.run(op("stop")) == 0
+    assert (tmp_path / "dummy.log").read_text().split() == ["monitor", "start", "monitor", "stop"]
+    env = dict(line.split("=", 1) for line in (tmp_path / "dummy.env").read_text().splitlines())
+    assert env["OCF_RESKEY_colour"] == "blue"
+    assert env["OCF_RESOURCE_INSTANCE"] == "db1"
+    assert env["OCF_RESOURCE_TYPE"] == "ocf_dummy"
+    assert env["OCF_ROOT"] == "/usr/lib/ocf"
+    assert env["OCF_RA_VERSION_MAJOR"] == "1"
+
+
+def test_ocf_monitor_error_keeps_the_group_from_starting(tmp_path: Path) -> None:
+    res = agent("ocf_dummy", f"state={tmp_path / 'd'}", "broken=yes", kind=AgentKind.OCF)
+    group = ResourceGroup("alpha", (res,), "haresources:3")
+
+    async def scenario() -> list[object]:
+        rm = ResourceManager([group], node_name="alpha")
+        rm.acquire(group.name, time.monotonic())
+        return await run_until_idle(rm, ScriptRunner())
+
+    events = asyncio.run(scenario())
+    assert "start" not in (tmp_path / "d.log").read_text().split()
+    assert any(isinstance(e, GroupFailed) for e in events)
+    assert events[-1] == GroupStopped(group.name)
+
+
+def test_resource_d_and_init_d_commands_follow_heartbeat() -> None:
+    fs = Resource(
+        "Filesystem",
+        ("/dev/sdb1", "/srv", "ext4"),
+        AgentKind.RESOURCE_D,
+        "/etc/ha.d/resource.d/Filesystem",
+        "haresources:2",
+    )
+    argv, env = agent_command(fs, "start")
+    assert argv == ["/etc/ha.d/resource.d/Filesystem", "/dev/sdb1", "/srv", "ext4", "start"]
+    assert env["HA_DIR"] == "/etc/ha.d"
+    httpd = Resource("apache2", (), AgentKind.INIT_D, "/etc/init.d/apache2", "haresources:2")
+    assert agent_command(httpd, "status")[0] == ["/etc/init.d/apache2", "status"]
+    ocf = agent("ocf_dummy", "a=1", kind=AgentKind.OCF)
+    argv, env = agent_command(ocf, "status")
+    assert argv[-1] == "monitor"
+    assert env["OCF_RESOURCE_INSTANCE"] == "ocf_dummy"
+
+
+def test_bad_ocf_arguments_name_the_haresources_line() -> None:
+    bad = agent("ocf_dummy", "inst", "loose", kind=AgentKind.OCF)
+    with pytest.raises(ConfigError, match=r"haresources:3: ocf_dummy::inst::loose: OCF argument"):
+        ocf_environment(bad)
+    result = asyncio.run(ScriptRunner().run(bad, "start", 5.0))
+    assert result.rc == 6 and "not key=value" in result.output
+
+
+def test_a_missing_script_is_reported_not_raised() -> None:
+    missing = Resource("nope", (), AgentKind.RESOURCE_D, "/nonexistent/nope", "haresources:9")
+    result = asyncio.run(ScriptRunner().run(missing, "start", 5.0))
+    assert result.rc == 5 and "cannot run /nonexistent/nope" in result.output
+    assert os.path.exists(AGENTS / "recorder")
