@@ -1,0 +1,302 @@
+"""The sans-I/O engine for one node: wire codecs and membership behind one object.
+
+After aioquic's `QuicConnection`: one method per input (`receive_frame`, `handle_timer`),
+`get_timer()` says when to call `handle_timer` next, `frames_to_send(now)` hands over the
+frames to write (path id, bytes) and `next_event()` the events, in order. No callbacks,
+no clock: `now` is monotonic seconds from the caller.
+
+Every keepalive it sends one heartbeat on every path in the configured format (hbd
+native frames, or Heartbeat's: classic text on serial, netstring on UDP); one sequence
+number per message, the same on every path, so receivers count it once. On receive it
+accepts both formats on every path (`receive.py`), verifies, and drops with a reason
+(a `FrameDropped` event) anything forged, garbled, replayed, from an unknown node or
+from itself. See `membership.py` for what is decided from what arrives.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from hbd.config.model import Config, MediumKind, WireFormat
+from hbd.core.auth import AuthKeys
+from hbd.core.errors import DropReason, LocalProtocolError
+from hbd.core.events import Event, FrameDropped, LocalActive
+from hbd.core.membership import Beat, Membership, NodeStatus
+from hbd.core.receive import FrameFormat, Segment, SerialDemux, classify_datagram
+from hbd.core.states import LocalState
+from hbd.core.wire import Dropped
+from hbd.core.wire import native as nat
+
+
+class PathKind(enum.Enum):
+    """How a path carries bytes: a serial stream, or one frame per datagram."""
+
+    SERIAL = "serial"
+    DATAGRAM = "datagram"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Everything an engine needs, as plain values (see `from_config`).
+
+    `paths` maps each path id (as `Medium.path_id`) to `PathKind.SERIAL` or
+    `PathKind.DATAGRAM`. Times are seconds. `uuid` is this node's 16-byte uuid,
+    `generation` goes up at every start (Heartbeat's `hg`). `cluster_id` is for native
+    frames (`hbd.core.wire.native.cluster_id(nodes, udpport)`). `watchdog_timeout` is
+    advertised in every heartbeat (None: no watchdog).
+    """
+
+    node: str
+    uuid: bytes
+    generation: int
+    nodes: tuple[str, ...]
+    paths: tuple[tuple[str, PathKind], ...]
+    auth: AuthKeys = field(repr=False)
+    keepalive: float = 1.0
+    deadtime: float = 30.0
+    warntime: float = 10.0
+    initdead: float = 60.0
+    wire: WireFormat = WireFormat.HEARTBEAT
+    cluster_id: int = 0
+    watchdog_timeout: float | None = None
+    adaptive_detector: bool = False
+
+    def __post_init__(self) -> None:
+        if self.node not in self.nodes:
+            raise LocalProtocolError(f"local node {self.node!r} is not in the node list")
+        ids = [p for p, _ in self.paths]
+        if len(set(ids)) != len(ids):
+            raise LocalProtocolError(f"duplicate path ids in {ids}")
+        for pid, kind in self.paths:
+            if not isinstance(kind, PathKind):
+                raise LocalProtocolError(f"path {pid}: kind {kind!r} is not serial or datagram")
+        if not 0 <= self.generation <= 0xFFFFFFFF:
+            raise LocalProtocolError(f"generation {self.generation} out of range")
+        if not (0 < self.keepalive < self.deadtime and math.isfinite(self.deadtime)):
+            raise LocalProtocolError(
+                f"keepalive {self.keepalive} must be positive and below deadtime {self.deadtime}"
+            )
+
+    @classmethod
+    def from_config(cls, config: Config, *, uuid: bytes, generation: int) -> EngineSettings:
+        """Settings for `config.node_name` from a loaded configuration directory."""
+        cf = config.hacf
+        return cls(
+            node=config.node_name,
+            uuid=uuid,
+            generation=generation,
+            nodes=cf.nodes,
+            paths=tuple(
+                (m.path_id, PathKind.SERIAL if m.kind is MediumKind.SERIAL else PathKind.DATAGRAM)
+                for m in cf.media
+            ),
+            auth=config.authkeys,
+            keepalive=cf.keepalive,
+            deadtime=cf.deadtime,
+            warntime=cf.warntime,
+            initdead=cf.initdead,
+            wire=cf.wire,
+            cluster_id=nat.cluster_id(cf.nodes, cf.udpport),
+            watchdog_timeout=cf.watchdog_timeout if cf.watchdog else None,
+            adaptive_detector=cf.adaptive_detector,
+        )
+
+
+_NATIVE_STATUS = {
+    nat.NodeState.INIT: "init",
+    nat.NodeState.UP: "up",
+    nat.NodeState.ACTIVE: "active",
+    nat.NodeState.STANDBY: "active",
+    nat.NodeState.LEAVING: "up",
+    nat.NodeState.DEAD: "up",
+}
+
+
+class Engine:
+    """One node's protocol state: feed it inputs, collect frames and events."""
+
+    def __init__(self, settings: EngineSettings, now: float) -> None:
+        self.settings = settings
+        self._paths = dict(settings.paths)
+        self._demux = {
+            pid: SerialDemux() for pid, kind in settings.paths if kind is PathKind.SERIAL
+        }
+        self.membership = Membership(
+            settings.node,
+            settings.nodes,
+            self._paths,
+            keepalive=settings.keepalive,
+            deadtime=settings.deadtime,
+            warntime=settings.warntime,
+            initdead=settings.initdead,
+            now=now,
+            adaptive=settings.adaptive_detector,
+        )
+        self._by_id: dict[int, str] = {}
+        for name in settings.nodes:
+            nid = nat.node_id(name)
+            if nid in self._by_id and self._by_id[nid].lower() != name.lower():
+                raise LocalProtocolError(f"nodes {self._by_id[nid]} and {name} share a node id")
+            self._by_id[nid] = name
+        self._my_id = nat.node_id(settings.node)
+        self._local = LocalState.UP
+        self._seq = 0
+        self._next_beat = now
+        self._out: list[tuple[str, bytes]] = []
+        self._events: deque[Event] = deque()
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def receive_frame(
+        self, path_id: str, data: bytes, now: float, source: str | None = None
+    ) -> None:
+        """Bytes read from `path_id` (a datagram, or a chunk of a serial stream)."""
+        if path_id not in self._paths:
+            raise LocalProtocolError(f"unknown path id {path_id!r}")
+        demux = self._demux.get(path_id)
+        pieces = demux.feed(data) if demux is not None else [classify_datagram(data)]
+        for piece in pieces:
+            if isinstance(piece, Dropped):
+                self._drop(path_id, piece, source)
+            else:
+                self._receive_segment(path_id, piece, now, source)
+        self._collect()
+        self._maybe_activate(now)
+
+    def handle_timer(self, now: float) -> None:
+        """Let every deadline at or before `now` pass (call at `get_timer()`)."""
+        self.membership.handle_timer(now)
+        self._collect()
+        self._maybe_activate(now)
+        if now >= self._next_beat:
+            self._send_heartbeat(now)
+
+    # -- outputs --------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` should next be called: never None while running."""
+        deadlines = [self._next_beat]
+        m = self.membership.get_timer()
+        if m is not None:
+            deadlines.append(m)
+        return min(deadlines)
+
+    def frames_to_send(self, now: float) -> list[tuple[str, bytes]]:
+        """Frames to write now, as (path id, bytes); a heartbeat when one is due."""
+        if now >= self._next_beat:
+            self._send_heartbeat(now)
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # -- status ---------------------------------------------------------------------
+
+    @property
+    def node(self) -> str:
+        return self.settings.node
+
+    @property
+    def local_state(self) -> LocalState:
+        return self._local
+
+    @property
+    def generation(self) -> int:
+        return self.settings.generation
+
+    @property
+    def path_ids(self) -> tuple[str, ...]:
+        return tuple(self._paths)
+
+    def nodes_status(self, now: float) -> tuple[NodeStatus, ...]:
+        """Every peer with its paths, for `hbctl status`."""
+        return self.membership.status(now)
+
+    def node_status(self, name: str, now: float) -> NodeStatus:
+        return self.membership.node_status(name, now)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _drop(self, path: str, d: Dropped, source: str | None) -> None:
+        self._events.append(FrameDropped(path, d.reason, d.detail, source))
+
+    def _collect(self) -> None:
+        while (e := self.membership.next_event()) is not None:
+            self._events.append(e)
+
+    def _receive_segment(self, path: str, seg: Segment, now: float, source: str | None) -> None:
+        keys, cid = self.settings.auth, self.settings.cluster_id
+        if seg.format is FrameFormat.NATIVE:
+            self._receive_native(path, nat.decode_native(seg.data, keys, cid), now, source)
+        elif seg.format is FrameFormat.NATIVE_SERIAL:
+            self._receive_native(path, nat.decode_native_serial(seg.data, keys, cid), now, source)
+        else:
+            self._receive_heartbeat(path, seg, now, source)
+
+    def _receive_native(
+        self, path: str, frame: nat.NativeFrame | Dropped, now: float, source: str | None
+    ) -> None:
+        if isinstance(frame, Dropped):
+            self._drop(path, frame, source)
+            return
+        if frame.node_id == self._my_id:
+            self._drop(path, Dropped(DropReason.FROM_SELF, "our own frame echoed"), source)
+            return
+        name = self._by_id.get(frame.node_id)
+        if name is None:
+            detail = f"node id {frame.node_id:08x} is no node in ha.cf"
+            self._drop(path, Dropped(DropReason.UNKNOWN_NODE, detail), source)
+            return
+        beat = Beat(
+            node=name,
+            path=path,
+            generation=frame.generation,
+            seq=frame.seq,
+            status=_NATIVE_STATUS[frame.state],
+            deadtime=frame.deadtime_ms / 1000 if frame.deadtime_ms else None,
+            watchdog=frame.watchdog_ms / 1000 if frame.watchdog_ms else None,
+            source=source,
+        )
+        verdict = self.membership.receive(beat, now)
+        if verdict is not None:
+            self._drop(path, verdict, source)
+
+    def _receive_heartbeat(self, path: str, seg: Segment, now: float, source: str | None) -> None:
+        self._drop(path, Dropped(DropReason.UNSUPPORTED, "Heartbeat formats not yet"), source)
+
+    def _maybe_activate(self, now: float) -> None:
+        if self._local is LocalState.UP and self.membership.all_heard_or_dead():
+            self._local = LocalState.ACTIVE  # UP -> ACTIVE
+            self._events.append(LocalActive(self.settings.node))
+            self._next_beat = now  # tell the peers at once, as Heartbeat's set_local_status
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _send_heartbeat(self, now: float) -> None:
+        self._next_beat += self.settings.keepalive
+        if self._next_beat <= now:  # the caller fell behind: do not burst
+            self._next_beat = now + self.settings.keepalive
+        seq = self._next_seq()
+        s = self.settings
+        state = nat.NodeState.ACTIVE if self._local is LocalState.ACTIVE else nat.NodeState.UP
+        for pid, kind in s.paths:
+            frame = nat.NativeFrame(
+                cluster_id=s.cluster_id,
+                node_id=self._my_id,
+                generation=s.generation,
+                seq=seq,
+                state=state,
+                deadtime_ms=min(nat.MAX_MS, round(s.deadtime * 1000)),
+                watchdog_ms=min(nat.MAX_MS, round((s.watchdog_timeout or 0) * 1000)),
+                path_hash=nat.path_hash(pid),
+            )
+            if kind is PathKind.SERIAL:
+                self._out.append((pid, nat.encode_native_serial(frame, s.auth.active)))
+            else:
+                self._out.append((pid, nat.encode_native(frame, s.auth.active)))
