@@ -1,0 +1,273 @@
+"""UDP paths: `bcast`, `mcast` and `ucast`, one non-blocking socket each, bound to its NIC.
+
+Every socket is tied to its device with SO_BINDTODEVICE, so a path is the NIC it names
+even when routes would say otherwise. Several media may share a device and port (e.g.
+`bcast eth0` and `ucast eth0 10.0.0.2` on udpport 694); each socket keeps only its own
+kind of traffic:
+
+- bcast binds the port on the interface's broadcast address (found with ioctl
+  SIOCGIFBRDADDR, or computed from address and netmask) and sends there with
+  SO_BROADCAST. Our own broadcasts come back to us with `source` equal to
+  `local_address`; the daemon drops them by that.
+- mcast binds the group and port, joins the group on the device, sends with the
+  configured TTL and loop (as Heartbeat's mcast plugin).
+- ucast binds the port on any address and sends to the peer; it receives from anyone
+  but keeps only datagrams addressed to a unicast address (IP_PKTINFO), so the
+  broadcasts of a bcast path on the same port are not counted twice.
+
+`Received.source` is the sender's IP address. A device that vanishes (ENODEV) is
+reported lost and reopened with backoff like a serial line; a device that is merely
+down drops frames (counted in `stats.dropped_down`) and the socket stays.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import socket
+import struct
+
+from hbd.config.model import Medium, MediumKind
+
+from .base import Backoff, LinkUnavailable, Received, ReopeningDriver, describe
+
+SIOCGIFADDR = 0x8915
+SIOCGIFBRDADDR = 0x8919
+SIOCGIFNETMASK = 0x891B
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+MAX_DATAGRAM = 65535
+MAX_DATAGRAMS_PER_CALL = 64  # drained per on_readable, so one socket cannot starve the loop
+
+_FULL = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS}
+_GONE = {errno.ENODEV, errno.ENXIO}
+
+
+def _ifreq_address(sock: socket.socket, request: int, device: str) -> str:
+    ifreq = struct.pack("16s16s", device.encode()[:15], b"")
+    result = fcntl.ioctl(sock.fileno(), request, ifreq)
+    return socket.inet_ntoa(result[20:24])
+
+
+def interface_ipv4(device: str) -> tuple[str, str]:
+    """(address, broadcast) of `device`'s primary IPv4 address, in this thread's netns.
+
+    The broadcast comes from SIOCGIFBRDADDR, or from address|~netmask when none is set.
+    Raises OSError (ENODEV, EADDRNOTAVAIL) when the device or its address is missing.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        address = _ifreq_address(sock, SIOCGIFADDR, device)
+        try:
+            broadcast = _ifreq_address(sock, SIOCGIFBRDADDR, device)
+        except OSError:
+            broadcast = "0.0.0.0"
+        if broadcast == "0.0.0.0":
+            netmask = _ifreq_address(sock, SIOCGIFNETMASK, device)
+            net = ipaddress.IPv4Network(f"{address}/{netmask}", strict=False)
+            broadcast = str(net.broadcast_address)
+    return address, broadcast
+
+
+class UdpLink(ReopeningDriver):
+    """What bcast, mcast and ucast share: the socket, reading, sending, counting."""
+
+    kind: MediumKind
+
+    def __init__(self, medium: Medium, *, backoff: Backoff | None = None) -> None:
+        if medium.kind is not self.kind:
+            raise ValueError(
+                f"{medium.source}: {type(self).__name__} needs a {self.kind.value} medium, "
+                f"not {medium.kind.value}"
+            )
+        if not 0 < medium.port < 65536:
+            raise ValueError(f"{medium.source}: UDP port {medium.port} out of range")
+        super().__init__(medium.path_id, backoff)
+        self.medium = medium
+        self.device = medium.device
+        self.port = medium.port
+        self.local_address: str | None = None  # the device's IPv4 address while open
+        self.destination: tuple[str, int] | None = None
+        self._broadcast = "255.255.255.255"  # the device's broadcast address, set at open
+        self._sock: socket.socket | None = None
+
+    # -- subclass hooks --------------------------------------------------------------
+
+    def _setup(self, sock: socket.socket) -> tuple[str, int]:
+        """Configure and bind `sock`; return the destination to send to."""
+        raise NotImplementedError
+
+    def _accept(self, destination: str) -> bool:
+        """Keep a datagram that was addressed to `destination`?"""
+        return True
+
+    # -- open / close ----------------------------------------------------------------
+
+    def _do_open(self) -> None:
+        try:
+            self.local_address, self._broadcast = interface_ipv4(self.device)
+        except OSError as e:
+            raise LinkUnavailable(f"{self.device}: no IPv4 address ({describe(e)})") from e
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock = sock
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.device.encode())
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        self.destination = self._setup(sock)
+
+    def _do_close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def _fd(self) -> int | None:
+        return self._sock.fileno() if self._sock is not None else None
+
+    # -- input -----------------------------------------------------------------------
+
+    def on_readable(self, now: float) -> list[Received]:
+        """Every datagram waiting (up to a fair share), each with its sender's address."""
+        sock = self._sock if self.is_open else None
+        out: list[Received] = []
+        while sock is not None and len(out) < MAX_DATAGRAMS_PER_CALL:
+            try:
+                data, ancdata, _flags, sender = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(12))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno in _GONE:
+                    self._lost(f"{self.device} vanished: {describe(e)}", now)
+                    break
+                continue  # an ICMP error queued on the socket; the next datagram may be fine
+            if not self._accept(_pktinfo_destination(ancdata)):
+                continue
+            self.stats.frames_received += 1
+            self.stats.bytes_received += len(data)
+            out.append(Received(self.path_id, data, sender[0]))
+        return out
+
+    # -- output ----------------------------------------------------------------------
+
+    def send(self, frame: bytes, now: float) -> bool:
+        """Send one datagram without blocking; False (counted) if it was dropped."""
+        sock = self._sock if self.is_open else None
+        if sock is None or self.destination is None:
+            self.stats.dropped_down += 1
+            return False
+        try:
+            sock.sendto(frame, self.destination)
+        except InterruptedError:
+            return self.send(frame, now)
+        except OSError as e:
+            if e.errno in _FULL:
+                self.stats.dropped_full += 1
+            else:
+                self.stats.dropped_down += 1
+                if e.errno in _GONE:
+                    self._lost(f"{self.device} vanished: {describe(e)}", now)
+            return False
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(frame)
+        return True
+
+    def is_own(self, source: str) -> bool:
+        """Did a datagram from `source` come from this host's own address on the device?"""
+        return source == self.local_address
+
+
+def _pktinfo_destination(ancdata: list[tuple[int, int, bytes]]) -> str:
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            return socket.inet_ntoa(data[8:12])  # struct in_pktinfo: ifindex, spec_dst, addr
+    return "0.0.0.0"
+
+
+class BcastLink(UdpLink):
+    """`bcast DEV`: to DEV's broadcast address on `udpport`."""
+
+    kind = MediumKind.BCAST
+
+    def _setup(self, sock: socket.socket) -> tuple[str, int]:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.bind((self._broadcast, self.port))  # only broadcasts reach this socket
+        return (self._broadcast, self.port)
+
+    @property
+    def broadcast_address(self) -> str | None:
+        return self._broadcast if self.is_open else None
+
+
+class McastLink(UdpLink):
+    """`mcast DEV GROUP PORT TTL LOOP`: join GROUP on DEV, send there with TTL and LOOP."""
+
+    kind = MediumKind.MCAST
+
+    def __init__(self, medium: Medium, *, backoff: Backoff | None = None) -> None:
+        super().__init__(medium, backoff=backoff)
+        try:
+            group = ipaddress.IPv4Address(medium.group or "")
+        except ValueError:
+            group = None
+        if group is None or not group.is_multicast:
+            raise ValueError(f"{medium.source}: mcast group {medium.group!r} is not IPv4 multicast")
+        if not 0 <= medium.ttl <= 255:
+            raise ValueError(f"{medium.source}: mcast ttl {medium.ttl} not in 0..255")
+        self.group = str(group)
+
+    def _setup(self, sock: socket.socket) -> tuple[str, int]:
+        ifindex = socket.if_nametoindex(self.device)
+        mreqn = (
+            socket.inet_aton(self.group) + socket.inet_aton("0.0.0.0") + struct.pack("i", ifindex)
+        )
+        sock.bind((self.group, self.port))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, bytes(8) + mreqn[8:])
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.medium.ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(self.medium.loop))
+        return (self.group, self.port)
+
+
+class UcastLink(UdpLink):
+    """`ucast DEV PEER`: send to PEER; receive unicasts from anyone on DEV's port.
+
+    Several ucast lines on one device and port share that port: the kernel hands each
+    datagram to one of their sockets, so the daemon should attribute a ucast frame by
+    `Received.source` (the peer that sent it) rather than by the receiving driver.
+    """
+
+    kind = MediumKind.UCAST
+
+    def __init__(self, medium: Medium, *, backoff: Backoff | None = None) -> None:
+        super().__init__(medium, backoff=backoff)
+        try:
+            peer = ipaddress.IPv4Address(medium.peer or "")
+        except ValueError:
+            raise ValueError(
+                f"{medium.source}: ucast peer {medium.peer!r} is not an IPv4 address"
+            ) from None
+        self.peer = str(peer)
+
+    def _setup(self, sock: socket.socket) -> tuple[str, int]:
+        sock.bind(("", self.port))
+        return (self.peer, self.port)
+
+    def _accept(self, destination: str) -> bool:
+        address = ipaddress.IPv4Address(destination)
+        is_broadcast = destination in (self._broadcast, "255.255.255.255")
+        return not (address.is_multicast or is_broadcast)
+
+
+def udp_link(medium: Medium, *, backoff: Backoff | None = None) -> UdpLink:
+    """The UDP driver for a bcast, mcast or ucast medium."""
+    cls: type[UdpLink] = {
+        MediumKind.BCAST: BcastLink,
+        MediumKind.MCAST: McastLink,
+        MediumKind.UCAST: UcastLink,
+    }.get(medium.kind, UdpLink)
+    if cls is UdpLink:
+        raise ValueError(f"{medium.source}: {medium.kind.value} is not a UDP medium")
+    return cls(medium, backoff=backoff)
