@@ -1,0 +1,349 @@
+"""Built-in address agents: IPaddr, IPaddr2 and SendArp, via pyroute2 and raw ARP frames.
+
+`IPaddr::ADDR[/PREFIX[/IFACE[:LABEL]][/BROADCAST]]` (Heartbeat's IPaddr/IPaddr2
+argument, parsed as its resource.d wrappers do): start adds the address and sends a
+burst of gratuitous ARPs (Heartbeat's send_arp defaults: 5, 200 ms apart); stop removes
+it; status says running (0) when it is on an interface, not running (7) otherwise -- OCF
+exit codes. Without an interface, the interface is the one whose configured network
+contains the address (longest prefix), as IPaddr's findif does; the prefix then comes
+from that network too. `SendArp::ADDR/IFACE` only sends the burst on start.
+
+Every effect goes through an `AddressManager`; `PyrouteAddressManager` is the real one
+and works in the current network namespace or, given `netns`, in a named one
+(/run/netns/NAME): pyroute2's NetNS for netlink, and a raw socket opened by a short-lived
+thread that joins the namespace (setns is per thread on Linux).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Protocol
+
+from hbd.config.model import Resource
+from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_GENERIC, OCF_NOT_RUNNING, Op
+
+log = logging.getLogger("hbd.net")
+
+ARP_COUNT = 5  # Heartbeat's send_arp / IPaddr2 arp_count default
+ARP_INTERVAL = 0.2  # seconds; IPaddr2 arp_interval default 200 ms
+_CLONE_NEWNET = 0x40000000
+_ETH_P_ARP = 0x0806
+
+
+class AddressError(Exception):
+    """A built-in's argument is wrong, or the system refused an address change."""
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualAddress:
+    """One IPaddr argument, parsed. `iface`/`prefixlen` are None until resolved."""
+
+    ip: IPv4Address
+    prefixlen: int | None = None
+    iface: str | None = None
+    label: str | None = None  # the full label, e.g. "eth0:web"
+    broadcast: IPv4Address | None = None
+
+    @property
+    def network(self) -> IPv4Network:
+        return IPv4Network(f"{self.ip}/{self.prefixlen or 32}", strict=False)
+
+    def resolved(self, iface: str, prefixlen: int) -> VirtualAddress:
+        return VirtualAddress(self.ip, prefixlen, iface, self.label, self.broadcast)
+
+
+def parse_ipaddr(arg: str) -> VirtualAddress:
+    """Parse `ADDR[/PREFIX[/IFACE[:LABEL]][/BROADCAST]]` as Heartbeat's IPaddr2 wrapper does.
+
+    PREFIX may be a bit count or a dotted netmask; a part after PREFIX starting with a
+    digit is the broadcast address (no interface given).
+    """
+    parts = arg.split("/")
+    try:
+        ip = IPv4Address(parts[0])
+    except ValueError:
+        raise AddressError(f"{arg!r}: {parts[0]!r} is not an IPv4 address") from None
+    prefixlen = iface = label = broadcast = None
+    if len(parts) > 1 and parts[1]:
+        prefixlen = _prefix(arg, parts[1])
+    rest = parts[2:]
+    if rest and rest[0] and rest[0][0].isdigit():
+        broadcast, rest = _ip(arg, rest[0]), rest[1:]
+    elif rest and rest[0]:
+        iface = rest[0]
+        if ":" in iface:
+            label, iface = iface, iface.split(":", 1)[0]
+        rest = rest[1:]
+        if rest and rest[0]:
+            broadcast, rest = _ip(arg, rest[0]), rest[1:]
+    if rest:
+        raise AddressError(f"{arg!r}: unexpected {'/'.join(rest)!r} after the address")
+    if label is not None and len(label) > 15:
+        raise AddressError(f"{arg!r}: label {label!r} is longer than 15 characters")
+    return VirtualAddress(ip, prefixlen, iface, label, broadcast)
+
+
+def _prefix(arg: str, text: str) -> int:
+    if text.isdigit() and 0 <= int(text) <= 32:
+        return int(text)
+    try:
+        return IPv4Network(f"0.0.0.0/{text}").prefixlen
+    except ValueError:
+        raise AddressError(f"{arg!r}: {text!r} is neither a prefix length nor a netmask") from None
+
+
+def _ip(arg: str, text: str) -> IPv4Address:
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        raise AddressError(f"{arg!r}: {text!r} is not an IPv4 address") from None
+
+
+def gratuitous_arp(ip: IPv4Address, mac: str, *, reply: bool = False) -> bytes:
+    """One gratuitous ARP frame announcing `ip` at `mac` (a request, or a reply)."""
+    from scapy.layers.l2 import ARP, Ether
+
+    frame = Ether(dst="ff:ff:ff:ff:ff:ff", src=mac) / ARP(
+        op=2 if reply else 1,
+        hwsrc=mac,
+        psrc=str(ip),
+        hwdst="ff:ff:ff:ff:ff:ff" if reply else "00:00:00:00:00:00",
+        pdst=str(ip),
+    )
+    return bytes(frame)
+
+
+class AddressManager(Protocol):
+    """The OS effects the built-in agents need. Tests and the daemon may swap it."""
+
+    def find_interface(self, ip: IPv4Address) -> tuple[str, int] | None:
+        """The interface (and its prefix length) whose network contains `ip`."""
+
+    def address_interface(self, ip: IPv4Address) -> str | None:
+        """The interface `ip` is configured on, or None."""
+
+    def add_address(self, addr: VirtualAddress) -> None: ...
+
+    def remove_address(self, addr: VirtualAddress) -> None: ...
+
+    def send_gratuitous_arp(
+        self, ip: IPv4Address, iface: str, count: int, interval: float, reply: bool = False
+    ) -> int:
+        """Send `count` gratuitous ARPs `interval` seconds apart; return how many went."""
+
+
+def _run_in_netns(netns: str, fn: Any) -> Any:
+    """Run `fn()` in a fresh thread that has joined network namespace `netns`."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/run/netns/{netns}", "rb") as f:
+                if libc.setns(f.fileno(), _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns to network namespace {netns!r} failed")
+            result.append(fn())
+        except BaseException as e:  # handed to the caller's thread
+            error.append(e)
+
+    t = threading.Thread(target=body, name=f"netns-{netns}")
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+class PyrouteAddressManager:
+    """The real AddressManager: netlink via pyroute2, ARP via a raw packet socket."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+
+    def _ipr(self) -> Any:
+        if self.netns is None:
+            from pyroute2 import IPRoute
+
+            return IPRoute()
+        from pyroute2 import NetNS
+
+        return NetNS(self.netns)
+
+    def _index(self, ipr: Any, iface: str) -> int:
+        found = ipr.link_lookup(ifname=iface)
+        if not found:
+            raise AddressError(f"no interface named {iface!r}")
+        return int(found[0])
+
+    def _addresses(self, ipr: Any) -> list[tuple[str, IPv4Address, int]]:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        out = []
+        for a in ipr.get_addr(family=socket.AF_INET):
+            out.append(
+                (names.get(a["index"], "?"), IPv4Address(a.get_attr("IFA_ADDRESS")), a["prefixlen"])
+            )
+        return out
+
+    def find_interface(self, ip: IPv4Address) -> tuple[str, int] | None:
+        with self._ipr() as ipr:
+            best: tuple[str, int] | None = None
+            for iface, addr, plen in self._addresses(ipr):
+                if addr == ip or plen == 32:
+                    continue
+                if ip in IPv4Network(f"{addr}/{plen}", strict=False) and (
+                    best is None or plen > best[1]
+                ):
+                    best = (iface, plen)
+            return best
+
+    def address_interface(self, ip: IPv4Address) -> str | None:
+        with self._ipr() as ipr:
+            for iface, addr, _ in self._addresses(ipr):
+                if addr == ip:
+                    return iface
+        return None
+
+    def add_address(self, addr: VirtualAddress) -> None:
+        assert addr.iface is not None and addr.prefixlen is not None
+        kw: dict[str, Any] = {}
+        if addr.label:
+            kw["label"] = addr.label
+        brd = addr.broadcast
+        if brd is None and addr.prefixlen < 31:
+            brd = addr.network.broadcast_address
+        if brd is not None:
+            kw["broadcast"] = str(brd)
+        with self._ipr() as ipr:
+            idx = self._index(ipr, addr.iface)
+            ipr.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.prefixlen, **kw)
+
+    def remove_address(self, addr: VirtualAddress) -> None:
+        with self._ipr() as ipr:
+            for a in ipr.get_addr(family=socket.AF_INET, address=str(addr.ip)):
+                ipr.addr("del", index=a["index"], address=str(addr.ip), prefixlen=a["prefixlen"])
+
+    def _mac(self, iface: str) -> str:
+        with self._ipr() as ipr:
+            link = ipr.get_links(self._index(ipr, iface))[0]
+            return str(link.get_attr("IFLA_ADDRESS"))
+
+    def send_gratuitous_arp(
+        self, ip: IPv4Address, iface: str, count: int, interval: float, reply: bool = False
+    ) -> int:
+        frame = gratuitous_arp(ip, self._mac(iface), reply=reply)
+
+        def open_socket() -> socket.socket:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
+            s.bind((iface, _ETH_P_ARP))
+            return s
+
+        s: socket.socket = (
+            open_socket() if self.netns is None else _run_in_netns(self.netns, open_socket)
+        )
+        sent = 0
+        with s:
+            for i in range(count):
+                s.send(frame)
+                sent += 1
+                if i + 1 < count:
+                    time.sleep(interval)
+        return sent
+
+
+class BuiltinAgents:
+    """IPaddr, IPaddr2 and SendArp over an AddressManager; `run` returns (OCF rc, output).
+
+    `run` blocks (netlink calls, the ARP burst's pauses): call it from a worker thread,
+    as `hbd.scripts.ScriptRunner` does.
+    """
+
+    NAMES = frozenset({"IPaddr", "IPaddr2", "SendArp"})
+
+    def __init__(
+        self,
+        addresses: AddressManager,
+        *,
+        arp_count: int = ARP_COUNT,
+        arp_interval: float = ARP_INTERVAL,
+        arp_reply: bool = False,
+    ) -> None:
+        self.addresses = addresses
+        self.arp_count = arp_count
+        self.arp_interval = arp_interval
+        self.arp_reply = arp_reply
+        self._arps_sent: set[str] = set()  # SendArp resources started by this process
+
+    def run(self, resource: Resource, op: Op) -> tuple[int, str]:
+        try:
+            if resource.name not in self.NAMES:
+                return OCF_ERR_CONFIGURED, f"{resource.name!r} is not a built-in agent"
+            if len(resource.args) != 1:
+                return OCF_ERR_CONFIGURED, f"{resource.spec}: {resource.name} takes one argument"
+            if resource.name == "SendArp":
+                return self._sendarp(resource, op)
+            return self._ipaddr(resource.args[0], op)
+        except AddressError as e:
+            return OCF_ERR_CONFIGURED, f"{resource.spec}: {e}"
+        except OSError as e:  # includes pyroute2's NetlinkError
+            return OCF_ERR_GENERIC, f"{resource.spec}: {op} failed: {e}"
+
+    def resolve(self, arg: str) -> VirtualAddress:
+        """Parse an IPaddr argument and fill in the interface and prefix (findif)."""
+        addr = parse_ipaddr(arg)
+        found = self.addresses.find_interface(addr.ip)
+        if addr.iface is not None:
+            return addr.resolved(addr.iface, addr.prefixlen or (found[1] if found else 32))
+        if found is None:
+            raise AddressError(
+                f"no interface has a network containing {addr.ip}: give one as ADDR/PREFIX/IFACE"
+            )
+        return addr.resolved(found[0], addr.prefixlen or found[1])
+
+    def _ipaddr(self, arg: str, op: Op) -> tuple[int, str]:
+        ip = parse_ipaddr(arg).ip
+        where = self.addresses.address_interface(ip)
+        if op == "status":
+            if where is None:
+                return OCF_NOT_RUNNING, f"{ip} is stopped"
+            return 0, f"{ip} is running on {where}"
+        if op == "stop":
+            if where is None:
+                return 0, f"{ip} was not configured"
+            self.addresses.remove_address(parse_ipaddr(arg))
+            return 0, f"{ip} removed from {where}"
+        addr = self.resolve(arg)
+        assert addr.iface is not None
+        if where is None:
+            self.addresses.add_address(addr)
+        sent = self.addresses.send_gratuitous_arp(
+            ip, addr.iface, self.arp_count, self.arp_interval, self.arp_reply
+        )
+        return (
+            0,
+            f"{addr.ip}/{addr.prefixlen} on {addr.label or addr.iface}, {sent} gratuitous ARPs",
+        )
+
+    def _sendarp(self, resource: Resource, op: Op) -> tuple[int, str]:
+        ip_text, slash, iface = resource.args[0].partition("/")
+        if not slash or not iface:
+            raise AddressError("SendArp takes ADDR/IFACE")
+        ip = _ip(resource.args[0], ip_text)
+        key = resource.spec
+        if op == "status":
+            return (0, "running") if key in self._arps_sent else (OCF_NOT_RUNNING, "stopped")
+        if op == "stop":
+            self._arps_sent.discard(key)
+            return 0, "stopped"
+        sent = self.addresses.send_gratuitous_arp(
+            ip, iface, self.arp_count, self.arp_interval, self.arp_reply
+        )
+        self._arps_sent.add(key)
+        return 0, f"{sent} gratuitous ARPs for {ip} on {iface}"
