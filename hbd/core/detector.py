@@ -29,10 +29,12 @@ LOSS_GAIN = 1 / 32  # EWMA gain of the loss fraction (per frame expected)
 class ArrivalStats:
     """Inter-arrival times and loss on one path from one peer."""
 
-    __slots__ = ("_intervals", "jitter", "loss", "lost", "mean", "received")
+    __slots__ = ("_intervals", "_sum", "_sumsq", "jitter", "loss", "lost", "mean", "received")
 
     def __init__(self) -> None:
         self._intervals: deque[float] = deque(maxlen=WINDOW)
+        self._sum = 0.0  # of the intervals in the window, kept as they come and go
+        self._sumsq = 0.0
         self.mean: float | None = None  # smoothed mean interval, seconds
         self.jitter: float = 0.0  # smoothed |interval - mean|, seconds
         self.loss: float = 0.0  # smoothed fraction of frames lost, 0..1
@@ -41,9 +43,15 @@ class ArrivalStats:
 
     def observe_interval(self, interval: float) -> None:
         """A heartbeat arrived `interval` seconds after the previous one on this path."""
-        if interval < 0:
+        if interval < 0 or not math.isfinite(interval):
             return
+        if len(self._intervals) == WINDOW:
+            old = self._intervals[0]
+            self._sum -= old
+            self._sumsq -= old * old
         self._intervals.append(interval)
+        self._sum += interval
+        self._sumsq += interval * interval
         if self.mean is None:
             self.mean = interval
             return
@@ -65,14 +73,14 @@ class ArrivalStats:
     def sample_mean(self) -> float | None:
         if not self._intervals:
             return None
-        return sum(self._intervals) / len(self._intervals)
+        return self._sum / len(self._intervals)
 
     def sample_stddev(self) -> float | None:
         n = len(self._intervals)
         if n < 2:
             return None
-        mean = sum(self._intervals) / n
-        return math.sqrt(sum((x - mean) ** 2 for x in self._intervals) / (n - 1))
+        mean = self._sum / n
+        return math.sqrt(max(0.0, self._sumsq - n * mean * mean) / (n - 1))
 
 
 class PhiAccrual:

@@ -209,6 +209,8 @@ class Membership:
         self._nodes = {n: _Node(n, self.path_ids) for n in dict.fromkeys(nodes) if n != local_node}
         self._uuids: dict[bytes, str] = {}  # uuid -> first name heard with it
         self._events: deque[Event] = deque()
+        self._timer: float | None = None
+        self._timer_stale = True  # recompute get_timer() after any change
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -222,6 +224,7 @@ class Membership:
         path = node.paths.get(beat.path)
         if path is None:
             raise LocalProtocolError(f"unknown path id {beat.path!r}")
+        self._timer_stale = True
 
         before = (node.window.generation, node.window.highest)
         verdict = node.window.check(beat.generation, beat.seq)
@@ -251,6 +254,7 @@ class Membership:
 
     def handle_timer(self, now: float) -> None:
         """Let every deadline at or before `now` pass: paths first, then nodes."""
+        self._timer_stale = True
         for node in self._nodes.values():
             for pid, path in node.paths.items():
                 if path.state is PathState.DEAD:
@@ -273,6 +277,8 @@ class Membership:
 
     def get_timer(self) -> float | None:
         """The earliest deadline still to come, or None when nothing is pending."""
+        if not self._timer_stale:
+            return self._timer
         deadlines: list[float] = []
         for node in self._nodes.values():
             if node.state is not NodeState.DEAD:
@@ -282,7 +288,9 @@ class Membership:
                 for p in node.paths.values()
                 if p.state is not PathState.DEAD
             )
-        return min(deadlines, default=None)
+        self._timer = min(deadlines, default=None)
+        self._timer_stale = False
+        return self._timer
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
