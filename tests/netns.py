@@ -7,7 +7,7 @@ test fails, and every name is unique (pid + counter) so parallel runs never coll
         with netns.veth_pair(a, b, "10.77.0.0/24") as veth:   # a: 10.77.0.1, b: 10.77.0.2
             with a.entered():                                  # sockets made here live in a
                 sock = socket.socket(...)
-            veth.set_down("a"); veth.netem("a", "loss 100%")
+            veth.set_down("a"); veth.drop_all("a"); veth.clear_netem("a")
 
     with netns.socat_pair(tmp_path / "ttyA", tmp_path / "ttyB") as pty:
         ...; pty.kill(); pty.start()
@@ -134,6 +134,47 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
             proc.wait(timeout)
 
 
+class NetemUnavailable(RuntimeError):
+    """This kernel has no sch_netem: loss/delay specs cannot be applied (`drop_all` still works)."""
+
+
+_netem_ok: bool | None = None
+
+
+def netem_available() -> bool:
+    """Whether `tc qdisc ... netem` works here (probed once in a scratch namespace)."""
+    global _netem_ok
+    if _netem_ok is None:
+        with namespace("probe") as ns:
+            _netem_ok = (
+                ns.exec("tc", "qdisc", "add", "dev", "lo", "root", "netem", check=False).returncode
+                == 0
+            )
+    return _netem_ok
+
+
+def _netem(ns: Netns, ifname: str, spec: str) -> None:
+    proc = ns.exec(
+        "tc", "qdisc", "replace", "dev", ifname, "root", "netem", *spec.split(), check=False
+    )
+    if proc.returncode != 0:
+        if "unknown" in proc.stderr.lower():
+            raise NetemUnavailable(f"tc netem not in this kernel (wanted {spec!r} on {ifname})")
+        raise RuntimeError(f"tc netem {spec} on {ifname} in {ns.name}: {proc.stderr.strip()}")
+
+
+def _drop_all(ns: Netns, ifname: str) -> None:
+    """100 % egress loss: netem when the kernel has it, else a zero-length pfifo queue."""
+    if netem_available():
+        _netem(ns, ifname, "loss 100%")
+    else:
+        ns.exec("tc", "qdisc", "replace", "dev", ifname, "root", "pfifo", "limit", "0")
+
+
+def _clear(ns: Netns, ifname: str) -> None:
+    ns.exec("tc", "qdisc", "del", "dev", ifname, "root", check=False)
+
+
 @dataclass
 class Veth:
     """A veth pair joining host `a` and host `b`, each end with one address in `subnet`."""
@@ -162,13 +203,17 @@ class Veth:
         ns.ip("link", "set", ifname, "up")
 
     def netem(self, side: str, spec: str) -> None:
-        """Impair egress of one end, e.g. `netem("a", "loss 100%")` or `"delay 20ms"`."""
-        ns, ifname = self._end(side)
-        ns.exec("tc", "qdisc", "replace", "dev", ifname, "root", "netem", *spec.split())
+        """Impair egress of one end, e.g. `netem("a", "delay 20ms")`; NetemUnavailable if
+        the kernel lacks netem (check `netem_available()`)."""
+        _netem(*self._end(side), spec)
+
+    def drop_all(self, side: str) -> None:
+        """Lose everything one end sends (netem loss 100 %, or a zero-length queue)."""
+        _drop_all(*self._end(side))
 
     def clear_netem(self, side: str) -> None:
-        ns, ifname = self._end(side)
-        ns.exec("tc", "qdisc", "del", "dev", ifname, "root", check=False)
+        """Remove any impairment from one end."""
+        _clear(*self._end(side))
 
 
 @contextlib.contextmanager
@@ -221,11 +266,15 @@ class Lan:
         host.ip("link", "set", self.ifname, "up")
 
     def netem(self, host: Netns, spec: str) -> None:
-        """Impair what `host` sends, e.g. `"loss 100%"`."""
-        host.exec("tc", "qdisc", "replace", "dev", self.ifname, "root", "netem", *spec.split())
+        """Impair what `host` sends, e.g. `"delay 20ms"` (needs netem in the kernel)."""
+        _netem(host, self.ifname, spec)
+
+    def drop_all(self, host: Netns) -> None:
+        """Lose everything `host` sends."""
+        _drop_all(host, self.ifname)
 
     def clear_netem(self, host: Netns) -> None:
-        host.exec("tc", "qdisc", "del", "dev", self.ifname, "root", check=False)
+        _clear(host, self.ifname)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,225 @@
+"""UDP drivers between two hosts in network namespaces joined by a veth pair."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hbd.links.base import LinkLost, LinkOpened, LinkOpenFailed, Received
+from hbd.links.udp import BcastLink, McastLink, UcastLink, UdpLink, udp_link
+from netns import Netns, Veth, namespace, requires_root, veth_pair
+
+from hbd.config.model import Medium, MediumKind
+
+PORT = 16940
+GROUP = "239.77.0.1"
+
+
+@dataclass
+class Hosts:
+    a: Netns
+    b: Netns
+    veth: Veth
+
+
+@pytest.fixture
+def hosts() -> Iterator[Hosts]:
+    with namespace("a") as a, namespace("b") as b, veth_pair(a, b, "10.77.0.0/24") as veth:
+        yield Hosts(a, b, veth)
+
+
+@contextlib.contextmanager
+def opened(ns: Netns, kind: MediumKind, **fields: Any) -> Iterator[UdpLink]:
+    """A driver for `kind` on eth0 in `ns`, open for the body."""
+    medium = Medium(kind, "eth0", source="ha.cf:9", port=PORT, **fields)
+    with ns.entered():
+        link = udp_link(medium)
+        link.open(time.monotonic())
+    try:
+        assert link.next_event() == LinkOpened(medium.path_id)
+        yield link
+    finally:
+        link.close()
+
+
+def collect(link: UdpLink, quiet: float = 0.2) -> list[Received]:
+    """Everything that arrives until `quiet` seconds pass with nothing (bounded)."""
+    out: list[Received] = []
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        fd = link.fileno()
+        assert fd is not None
+        ready, _, _ = select.select([fd], [], [], quiet)
+        if not ready:
+            break
+        out += link.on_readable(time.monotonic())
+    return out
+
+
+def pairs(received: list[Received]) -> set[tuple[bytes, str]]:
+    return {(r.data, r.source) for r in received}
+
+
+@requires_root
+@pytest.mark.root
+def test_bcast_delivers_both_ways_and_our_own_broadcasts_come_back_as_from_self(
+    hosts: Hosts,
+) -> None:
+    with (
+        opened(hosts.a, MediumKind.BCAST) as a,
+        opened(hosts.b, MediumKind.BCAST) as b,
+    ):
+        assert isinstance(a, BcastLink)
+        assert a.broadcast_address == "10.77.0.255"
+        assert a.local_address == hosts.veth.addr_a
+        assert a.send(b"alpha here", time.monotonic())
+        assert b.send(b"beta here", time.monotonic())
+
+        got_a, got_b = collect(a), collect(b)
+        assert pairs(got_b) == {(b"alpha here", "10.77.0.1"), (b"beta here", "10.77.0.2")}
+        assert pairs(got_a) == {(b"alpha here", "10.77.0.1"), (b"beta here", "10.77.0.2")}
+        assert all(r.path_id == "bcast:eth0" for r in got_a + got_b)
+        own = [r for r in got_a if a.is_own(r.source)]
+        assert [r.data for r in own] == [b"alpha here"]  # the daemon drops these
+        assert a.stats.frames_sent == 1 and a.stats.frames_received == 2
+
+
+@requires_root
+@pytest.mark.root
+def test_mcast_delivers_both_ways_with_loop_as_configured(hosts: Hosts) -> None:
+    with (
+        opened(hosts.a, MediumKind.MCAST, group=GROUP, ttl=1, loop=True) as a,
+        opened(hosts.b, MediumKind.MCAST, group=GROUP, ttl=1, loop=False) as b,
+    ):
+        assert isinstance(a, McastLink) and a.destination == (GROUP, PORT)
+        assert a.send(b"alpha via group", time.monotonic())
+        assert b.send(b"beta via group", time.monotonic())
+        assert pairs(collect(b)) == {(b"alpha via group", "10.77.0.1")}  # no loop: not its own
+        assert pairs(collect(a)) == {
+            (b"alpha via group", "10.77.0.1"),  # loop on: its own copy comes back
+            (b"beta via group", "10.77.0.2"),
+        }
+
+
+@requires_root
+@pytest.mark.root
+def test_mcast_ignores_other_groups_on_the_same_port(hosts: Hosts) -> None:
+    with (
+        opened(hosts.a, MediumKind.MCAST, group=GROUP) as a,
+        opened(hosts.b, MediumKind.MCAST, group=GROUP) as b,
+        opened(hosts.b, MediumKind.MCAST, group="239.77.0.2") as b_other,
+    ):
+        assert a.send(b"for group one", time.monotonic())
+        assert pairs(collect(b)) == {(b"for group one", "10.77.0.1")}
+        assert collect(b_other) == []
+
+
+@requires_root
+@pytest.mark.root
+def test_ucast_delivers_both_ways_to_the_peer(hosts: Hosts) -> None:
+    with (
+        opened(hosts.a, MediumKind.UCAST, peer=hosts.veth.addr_b) as a,
+        opened(hosts.b, MediumKind.UCAST, peer=hosts.veth.addr_a) as b,
+    ):
+        assert isinstance(a, UcastLink)
+        assert a.send(b"to beta", time.monotonic())
+        assert b.send(b"to alpha", time.monotonic())
+        assert collect(b) == [Received("ucast:eth0:10.77.0.1", b"to beta", "10.77.0.1")]
+        assert collect(a) == [Received("ucast:eth0:10.77.0.2", b"to alpha", "10.77.0.2")]
+
+
+@requires_root
+@pytest.mark.root
+def test_bcast_and_ucast_sharing_a_port_each_keep_only_their_own_traffic(hosts: Hosts) -> None:
+    with (
+        opened(hosts.a, MediumKind.BCAST) as a_bcast,
+        opened(hosts.a, MediumKind.UCAST, peer=hosts.veth.addr_b) as a_ucast,
+        opened(hosts.b, MediumKind.BCAST) as b_bcast,
+        opened(hosts.b, MediumKind.UCAST, peer=hosts.veth.addr_a) as b_ucast,
+    ):
+        assert a_bcast.send(b"broadcast", time.monotonic())
+        assert a_ucast.send(b"unicast", time.monotonic())
+        assert pairs(collect(b_bcast)) == {(b"broadcast", "10.77.0.1")}
+        assert pairs(collect(b_ucast)) == {(b"unicast", "10.77.0.1")}
+        assert pairs(collect(a_ucast)) == set()  # its own broadcast is not a unicast
+
+
+@requires_root
+@pytest.mark.root
+@pytest.mark.parametrize("kind", [MediumKind.BCAST, MediumKind.MCAST, MediumKind.UCAST])
+def test_link_down_stops_delivery_and_link_up_restores_it(hosts: Hosts, kind: MediumKind) -> None:
+    extra_a: dict[str, Any] = {"group": GROUP, "peer": hosts.veth.addr_b}
+    extra_b: dict[str, Any] = {"group": GROUP, "peer": hosts.veth.addr_a}
+    if kind is not MediumKind.MCAST:
+        extra_a.pop("group"), extra_b.pop("group")
+    if kind is not MediumKind.UCAST:
+        extra_a.pop("peer"), extra_b.pop("peer")
+    with opened(hosts.a, kind, **extra_a) as a, opened(hosts.b, kind, **extra_b) as b:
+        hosts.veth.set_down("a")
+        sent = a.send(b"while down", time.monotonic())
+        assert sent is False and a.stats.dropped_down == 1
+        assert collect(b) == []
+        assert a.fileno() is not None  # a down NIC is not a lost socket
+
+        hosts.veth.set_up("a")
+        deadline = time.monotonic() + 5.0  # the veth needs a moment to carry again
+        got: list[Received] = []
+        while not got and time.monotonic() < deadline:
+            a.send(b"back up", time.monotonic())
+            got = [r for r in collect(b, 0.1) if r.data == b"back up"]
+        assert got and got[0].source == hosts.veth.addr_a
+
+
+@requires_root
+@pytest.mark.root
+def test_total_loss_on_the_wire_is_invisible_to_the_sender(hosts: Hosts) -> None:
+    with opened(hosts.a, MediumKind.BCAST) as a, opened(hosts.b, MediumKind.BCAST) as b:
+        hosts.veth.drop_all("a")
+        assert a.send(b"lost on the wire", time.monotonic())
+        assert collect(b) == []
+        hosts.veth.clear_netem("a")
+        assert a.send(b"through", time.monotonic())
+        assert pairs(collect(b)) == {(b"through", "10.77.0.1")}
+
+
+@requires_root
+@pytest.mark.root
+def test_a_nic_without_an_address_is_retried_and_a_vanished_nic_is_lost(hosts: Hosts) -> None:
+    hosts.a.ip("link", "add", "hb1", "type", "veth", "peer", "name", "hb1p")
+    hosts.a.ip("link", "set", "hb1", "up")
+    medium = Medium(MediumKind.BCAST, "hb1", source="ha.cf:12", port=PORT)
+    with hosts.a.entered():
+        link = udp_link(medium)
+        link.open(100.0)
+        failed = link.next_event()
+        assert isinstance(failed, LinkOpenFailed) and "hb1: no IPv4 address" in failed.reason
+        assert link.get_timer() == 100.5 and link.fileno() is None
+
+        hosts.a.ip("addr", "add", "10.88.0.1/24", "dev", "hb1")  # no brd: computed
+        link.handle_timer(100.5)
+        assert link.next_event() == LinkOpened("bcast:hb1")
+        assert isinstance(link, BcastLink) and link.broadcast_address == "10.88.0.255"
+
+        hosts.a.ip("link", "del", "hb1")
+        assert not link.send(b"nowhere", 101.0)
+        lost = link.next_event()
+        assert isinstance(lost, LinkLost) and "hb1 vanished" in lost.reason
+        assert link.fileno() is None and link.get_timer() == 101.5
+        link.close()
+
+
+def test_media_that_cannot_work_are_refused_naming_the_line() -> None:
+    bad_group = Medium(MediumKind.MCAST, "eth0", source="ha.cf:3", group="10.0.0.1")
+    with pytest.raises(ValueError, match=r"ha\.cf:3: mcast group '10\.0\.0\.1' is not IPv4"):
+        udp_link(bad_group)
+    bad_peer = Medium(MediumKind.UCAST, "eth0", source="ha.cf:4", peer="beta")
+    with pytest.raises(ValueError, match=r"ha\.cf:4: ucast peer 'beta' is not an IPv4"):
+        udp_link(bad_peer)
+    serial = Medium(MediumKind.SERIAL, "/dev/ttyS0", source="ha.cf:5")
+    with pytest.raises(ValueError, match=r"ha\.cf:5: serial is not a UDP medium"):
+        udp_link(serial)
