@@ -18,8 +18,10 @@ import fcntl
 import math
 import os
 import platform
+import stat
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Protocol, runtime_checkable
 
 __all__ = [
@@ -261,9 +263,16 @@ class Watchdog:
     (a write also cancels a pending magic close, as in the kernel).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, pet_with_ioctl: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        pet_with_ioctl: bool = False,
+        sysfs: Path = Path("/sys"),
+    ) -> None:
         self._path = os.fspath(path)
         self._pet_with_ioctl = pet_with_ioctl
+        self._sysfs = sysfs
         self._support: WatchdogSupport | None = None
         try:
             self._fd: int | None = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC)
@@ -336,7 +345,28 @@ class Watchdog:
                 self.get_support()
             except WatchdogError:
                 return False
-        return self._support is not None and self._support.magic_close
+        return self._support is not None and self._support.magic_close and not self.nowayout
+
+    @property
+    def nowayout(self) -> bool | None:
+        """The kernel's ``nowayout`` for this device from sysfs; None if it cannot be found.
+
+        Drivers still advertise WDIOF_MAGICCLOSE under nowayout; sysfs tells the truth.
+        ``/dev/watchdog`` (misc 10:130) is the first watchdog, ``watchdog0``.
+        """
+        fd = self._require_open("read nowayout")
+        info = os.fstat(fd)
+        if not stat.S_ISCHR(info.st_mode):
+            return None
+        major, minor = os.major(info.st_rdev), os.minor(info.st_rdev)
+        if (major, minor) == (10, 130):
+            node = self._sysfs / "class" / "watchdog" / "watchdog0"
+        else:
+            node = self._sysfs / "dev" / "char" / f"{major}:{minor}"
+        try:
+            return (node / "nowayout").read_text().strip() == "1"
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def pet(self) -> None:
         fd = self._require_open("pet")

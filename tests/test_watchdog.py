@@ -7,6 +7,7 @@ watchdog in test_fusewatchdog.py; here the layer is checked on its own.
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -184,5 +185,30 @@ def test_the_real_watchdog_satisfies_the_protocol(tmp_path: Path) -> None:
     dog = Watchdog(plain)
     try:
         assert isinstance(dog, WatchdogDevice)
+    finally:
+        dog.close_armed()
+
+
+def test_nowayout_comes_from_sysfs_for_a_character_device(tmp_path: Path) -> None:
+    null = os.stat("/dev/null").st_rdev  # a character device standing in for a watchdog
+    node = tmp_path / "dev" / "char" / f"{os.major(null)}:{os.minor(null)}"
+    node.mkdir(parents=True)
+    dog = Watchdog("/dev/null", sysfs=tmp_path)
+    try:
+        assert dog.nowayout is None  # no such attribute: unknown
+        (node / "nowayout").write_text("1\n")
+        assert dog.nowayout is True
+        (node / "nowayout").write_text("0\n")
+        assert dog.nowayout is False
+    finally:
+        dog.close_armed()
+
+
+def test_a_plain_file_has_no_sysfs_nowayout(tmp_path: Path) -> None:
+    plain = tmp_path / "wd"
+    plain.write_bytes(b"")
+    dog = Watchdog(plain, sysfs=tmp_path)
+    try:
+        assert dog.nowayout is None
     finally:
         dog.close_armed()
