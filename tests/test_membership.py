@@ -44,7 +44,7 @@ def beat(seq: int, path: str = "bcast:eth0", **kw: object) -> Beat:
 
 def test_first_contact_reports_node_up_active_and_the_path() -> None:
     m = make()
-    assert m.receive(beat(1), 0.5) is None
+    assert m.receive(beat(1), 0.5) is True
     assert drain(m) == [
         PathUp("beta", "bcast:eth0"),
         NodeUp("beta", "active", 7, "bcast:eth0"),
@@ -107,11 +107,10 @@ def test_advertised_deadtime_is_used() -> None:
 
 def test_one_heartbeat_on_three_paths_counts_once_refreshes_all() -> None:
     m = make()
-    for p in PATHS:
-        assert m.receive(beat(1, p), 1.0) is None
+    assert [m.receive(beat(1, p), 1.0) for p in PATHS] == [True, False, False]
     drain(m)
     for p in PATHS:
-        assert m.receive(beat(2, p), 2.0 + 0.01 * PATHS.index(p)) is None
+        assert m.receive(beat(2, p), 2.0 + 0.01 * PATHS.index(p)) is (p == PATHS[0])
     status = m.node_status("beta", 2.5)
     assert status.last_heard == 2.0  # the node was refreshed by the first copy
     assert [p.last_heard for p in status.paths] == [2.0, 2.01, 2.02]

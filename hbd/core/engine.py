@@ -18,16 +18,19 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hbd.config.model import Config, MediumKind, WireFormat
 from hbd.core.auth import AuthKeys
 from hbd.core.errors import DropReason, LocalProtocolError
-from hbd.core.events import Event, FrameDropped, LocalActive
+from hbd.core.events import Event, FrameDropped, LocalActive, MessageReceived
 from hbd.core.membership import Beat, Membership, NodeStatus
 from hbd.core.receive import FrameFormat, Segment, SerialDemux, classify_datagram
 from hbd.core.states import LocalState
 from hbd.core.wire import Dropped
+from hbd.core.wire import ha_control as ctl
+from hbd.core.wire import heartbeat as hb
 from hbd.core.wire import native as nat
 
 
@@ -63,6 +66,7 @@ class EngineSettings:
     cluster_id: int = 0
     watchdog_timeout: float | None = None
     adaptive_detector: bool = False
+    wall_offset: float = 0.0  # wall-clock seconds minus `now`: Heartbeat's `ts` field
 
     def __post_init__(self) -> None:
         if self.node not in self.nodes:
@@ -81,7 +85,9 @@ class EngineSettings:
             )
 
     @classmethod
-    def from_config(cls, config: Config, *, uuid: bytes, generation: int) -> EngineSettings:
+    def from_config(
+        cls, config: Config, *, uuid: bytes, generation: int, wall_offset: float = 0.0
+    ) -> EngineSettings:
         """Settings for `config.node_name` from a loaded configuration directory."""
         cf = config.hacf
         return cls(
@@ -102,6 +108,7 @@ class EngineSettings:
             cluster_id=nat.cluster_id(cf.nodes, cf.udpport),
             watchdog_timeout=cf.watchdog_timeout if cf.watchdog else None,
             adaptive_detector=cf.adaptive_detector,
+            wall_offset=wall_offset,
         )
 
 
@@ -113,6 +120,19 @@ _NATIVE_STATUS = {
     nat.NodeState.LEAVING: "up",
     nat.NodeState.DEAD: "up",
 }
+
+
+HISTORY = 200  # sequenced messages kept for NS_rexmit, as Heartbeat's history
+MAX_REXMIT = 32  # sequences one rexmit request or answer covers at most
+REXMIT_PATIENCE = 5.0  # seconds a missing message holds back our acks
+REQNODES_RETRY = 1.0  # Heartbeat asks again every second
+
+
+@dataclass(slots=True)
+class _AckTrack:
+    generation: int = -1
+    highest: int = 0
+    missing: dict[int, float] = field(default_factory=dict)  # seq -> when noticed
 
 
 class Engine:
@@ -147,6 +167,11 @@ class Engine:
         self._next_beat = now
         self._out: list[tuple[str, bytes]] = []
         self._events: deque[Event] = deque()
+        self._by_name = {n.lower(): n for n in settings.nodes}
+        self._reqnodes_at: float | None = None  # when we last asked for the node list
+        self._history: dict[int, hb.HaMessage] = {}  # our sequenced Heartbeat messages
+        self._acks: dict[str, _AckTrack] = {}
+        self._ack_trigger = {n: nat.node_id(n) % 10 for n in settings.nodes}
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -179,6 +204,8 @@ class Engine:
     def get_timer(self) -> float | None:
         """When `handle_timer` should next be called: never None while running."""
         deadlines = [self._next_beat]
+        if self._reqnodes_at is not None and self._local is LocalState.UP:
+            deadlines.append(self._reqnodes_at + REQNODES_RETRY)
         m = self.membership.get_timer()
         if m is not None:
             deadlines.append(m)
@@ -262,17 +289,210 @@ class Engine:
             source=source,
         )
         verdict = self.membership.receive(beat, now)
-        if verdict is not None:
+        if isinstance(verdict, Dropped):
             self._drop(path, verdict, source)
 
     def _receive_heartbeat(self, path: str, seg: Segment, now: float, source: str | None) -> None:
-        self._drop(path, Dropped(DropReason.UNSUPPORTED, "Heartbeat formats not yet"), source)
+        msg = hb.decode_frame(seg.data, self.settings.auth)
+        if isinstance(msg, Dropped):
+            self._drop(path, msg, source)
+            return
+        origin = ctl.parse_origin(msg)
+        if origin is None:
+            self._drop(path, Dropped(DropReason.MALFORMED, "no src, ts, seq or hg"), source)
+            return
+        name = self._by_name.get(origin.src.lower())
+        if name == self.settings.node:
+            self._drop(path, Dropped(DropReason.FROM_SELF, "our own frame echoed"), source)
+            return
+        if name is None:
+            detail = f"node {origin.src!r} is not in ha.cf"
+            self._drop(path, Dropped(DropReason.UNKNOWN_NODE, detail), source)
+            return
+        mtype = msg.get("t") or ""
+        if origin.seq is None:
+            # NS_* control messages carry no seq: they cannot be replay-checked, so they
+            # never count as proof of life; they are only answered.
+            self._receive_unsequenced(name, mtype, msg, now)
+            return
+        status = ctl.parse_status(msg) if mtype == "status" else None
+        beat = Beat(
+            node=name,
+            path=path,
+            generation=origin.generation,
+            seq=origin.seq,
+            status=status.status if status is not None else None,
+            uuid=origin.srcuuid,
+            deadtime=(status.deadtime_ms / 1000 if status and status.deadtime_ms else None),
+            source=source,
+        )
+        verdict = self.membership.receive(beat, now)
+        if isinstance(verdict, Dropped):
+            self._drop(path, verdict, source)
+            return
+        if not verdict:
+            return  # a copy of a message already handled via another path
+        self._track_for_ack(name, origin.generation, origin.seq, now)
+        dest = msg.get("dest")
+        to_me = dest is not None and dest.lower() == self.settings.node.lower()
+        if mtype == "status":
+            return
+        if mtype == "reqnodes":
+            if to_me:
+                self._send_ha(
+                    lambda seq, ts: ctl.repnodes_message(
+                        *self._src(),
+                        name,
+                        self.membership.uuid_of(name),
+                        seq,
+                        self.settings.generation,
+                        ts,
+                        self.settings.nodes,
+                        ttl=self._ttl,
+                    ),
+                    now,
+                )
+            return
+        if mtype == "repnodes":
+            if to_me and self._local is LocalState.UP and self._reqnodes_at is not None:
+                self._become_active(now)
+            return
+        fields = tuple((f.name, f.value) for f in msg if isinstance(f.value, str))
+        self._events.append(MessageReceived(name, path, mtype, fields))
+
+    def _receive_unsequenced(self, node: str, mtype: str, msg: hb.HaMessage, now: float) -> None:
+        dest = msg.get("dest")
+        if dest is None or dest.lower() != self.settings.node.lower():
+            return
+        if mtype == "NS_rexmit":
+            req = ctl.parse_rexmit(msg)
+            if req is None:
+                return
+            for seq in range(req.firstseq, min(req.lastseq, req.firstseq + MAX_REXMIT - 1) + 1):
+                old = self._history.get(seq)
+                if old is not None:
+                    self._queue_ha(old)
+                else:
+                    self._queue_ha(
+                        ctl.nak_rexmit_message(
+                            *self._src(),
+                            node,
+                            self.membership.uuid_of(node),
+                            seq,
+                            "not in history",
+                            self.settings.generation,
+                            self._ts(now),
+                            ttl=self._ttl,
+                        )
+                    )
+        # NS_ackmsg and NS_nak_rexmit need no answer: we keep no send window to open.
+
+    def _track_for_ack(self, node: str, generation: int, seq: int, now: float) -> None:
+        """Heartbeat's flow control: ack every tenth message, unless some are missing."""
+        t = self._acks.setdefault(node, _AckTrack())
+        if generation != t.generation:
+            t.generation, t.highest, t.missing = generation, seq, {}
+        elif seq > t.highest:
+            gap = range(max(t.highest + 1, seq - MAX_REXMIT), seq)
+            for missing in gap:
+                t.missing[missing] = now
+            if gap:
+                self._queue_ha(
+                    ctl.rexmit_message(
+                        *self._src(),
+                        node,
+                        self.membership.uuid_of(node),
+                        gap[0],
+                        gap[-1],
+                        self.settings.generation,
+                        self._ts(now),
+                        ttl=self._ttl,
+                    )
+                )
+            t.highest = seq
+        else:
+            t.missing.pop(seq, None)
+        for old in [s for s, since in t.missing.items() if now - since > REXMIT_PATIENCE]:
+            del t.missing[old]  # given up on: do not let one lost message stall the acks
+        first_missing = min(t.missing, default=None)
+        if seq % 10 != self._ack_trigger[node] or (
+            first_missing is not None and seq > first_missing
+        ):
+            return
+        self._queue_ha(
+            ctl.ack_message(
+                *self._src(),
+                node,
+                self.membership.uuid_of(node),
+                seq,
+                self.settings.generation,
+                self._ts(now),
+                ttl=self._ttl,
+            )
+        )
+
+    def _src(self) -> tuple[str, bytes]:
+        return self.settings.node, self.settings.uuid
+
+    @property
+    def _ttl(self) -> int:
+        return 1 + len(self.settings.nodes)  # hopfudge 1 + nodes, as Heartbeat
+
+    def _ts(self, now: float) -> int:
+        return max(0, int(now + self.settings.wall_offset))
+
+    def _send_ha(self, build: Callable[[int, int], hb.HaMessage], now: float) -> None:
+        """Build a sequenced Heartbeat message with the next seq, keep it for rexmit, send."""
+        seq = self._next_seq()
+        msg = build(seq, self._ts(now))
+        self._history[seq] = msg
+        while len(self._history) > HISTORY:
+            del self._history[next(iter(self._history))]
+        self._queue_ha(msg)
+
+    def _queue_ha(self, msg: hb.HaMessage) -> None:
+        auth = self.settings.auth.active
+        classic: bytes | None = None
+        netstring: bytes | None = None
+        for pid, kind in self.settings.paths:
+            if kind is PathKind.SERIAL:
+                classic = classic or hb.encode_classic(msg, auth)
+                self._out.append((pid, classic))
+            else:
+                netstring = netstring or hb.encode_netstring(msg, auth)
+                self._out.append((pid, netstring))
 
     def _maybe_activate(self, now: float) -> None:
-        if self._local is LocalState.UP and self.membership.all_heard_or_dead():
-            self._local = LocalState.ACTIVE  # UP -> ACTIVE
-            self._events.append(LocalActive(self.settings.node))
-            self._next_beat = now  # tell the peers at once, as Heartbeat's set_local_status
+        """Heartbeat's check_comm_isup: once every peer is heard or dead, ask one live peer
+        for the node list (wire heartbeat) and go active on its answer, or at once."""
+        if self._local is not LocalState.UP or not self.membership.all_heard_or_dead():
+            return
+        live = self.membership.live_nodes()
+        if self.settings.wire is WireFormat.HBD or not live:
+            self._become_active(now)
+            return
+        if self._reqnodes_at is not None and now < self._reqnodes_at + REQNODES_RETRY:
+            return
+        self._reqnodes_at = now
+        dest = live[0]
+        self._send_ha(
+            lambda seq, ts: ctl.reqnodes_message(
+                *self._src(),
+                dest,
+                self.membership.uuid_of(dest),
+                seq,
+                self.settings.generation,
+                ts,
+                ttl=self._ttl,
+            ),
+            now,
+        )
+
+    def _become_active(self, now: float) -> None:
+        self._local = LocalState.ACTIVE  # UP -> ACTIVE
+        self._reqnodes_at = None
+        self._events.append(LocalActive(self.settings.node))
+        self._next_beat = now  # tell the peers at once, as Heartbeat's set_local_status
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -282,8 +502,23 @@ class Engine:
         self._next_beat += self.settings.keepalive
         if self._next_beat <= now:  # the caller fell behind: do not burst
             self._next_beat = now + self.settings.keepalive
-        seq = self._next_seq()
         s = self.settings
+        if s.wire is WireFormat.HEARTBEAT:
+            status = self._local.value
+            self._send_ha(
+                lambda seq, ts: ctl.status_message(
+                    *self._src(),
+                    seq,
+                    s.generation,
+                    status,
+                    min(0xFFFFFFFF, round(s.deadtime * 1000)),
+                    ts,
+                    ttl=self._ttl,
+                ),
+                now,
+            )
+            return
+        seq = self._next_seq()
         state = nat.NodeState.ACTIVE if self._local is LocalState.ACTIVE else nat.NodeState.UP
         for pid, kind in s.paths:
             frame = nat.NativeFrame(

@@ -214,8 +214,9 @@ class Membership:
 
     # -- inputs ---------------------------------------------------------------------
 
-    def receive(self, beat: Beat, now: float) -> Dropped | None:
-        """Account for one authenticated frame; a Dropped says why it was refused."""
+    def receive(self, beat: Beat, now: float) -> Dropped | bool:
+        """Account for one authenticated frame: True when it is a new message, False when
+        it was a copy of one already heard on another path; a Dropped says why refused."""
         if beat.node == self.local_node:
             return Dropped(DropReason.FROM_SELF, f"frame from {beat.node} (this node)")
         node = self._nodes.get(beat.node)
@@ -250,7 +251,7 @@ class Membership:
         self._refresh_path(node, path, beat, on_path, now)
         if fresh:
             self._refresh_node(node, beat, now)
-        return None
+        return fresh
 
     def handle_timer(self, now: float) -> None:
         """Let every deadline at or before `now` pass: paths first, then nodes."""
@@ -312,6 +313,10 @@ class Membership:
         return all(
             n.last_heard is not None or n.state is NodeState.DEAD for n in self._nodes.values()
         )
+
+    def uuid_of(self, name: str) -> bytes | None:
+        """The uuid `name` last advertised, None if it never did."""
+        return self._node(name).uuid
 
     def live_nodes(self) -> tuple[str, ...]:
         return tuple(
