@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from hbd.config.load import DEFAULT_CONFIG_DIR, load_config
 from hbd.core.errors import HbdError
-from hbd.identity import local_node_name
+from hbd.identity import DEFAULT_STATE_DIR, local_node_name
 
+DEFAULT_RUN_DIR = "/run/hbd"
 EXIT_OK = 0
 EXIT_USAGE = 2
 
@@ -35,6 +38,52 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run-dir", default=DEFAULT_RUN_DIR, help=f"the daemon's run directory ({DEFAULT_RUN_DIR})"
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    from hbd import statusview
+    from hbd.control import ControlError, request
+
+    def fetch() -> dict[str, Any] | None:
+        try:
+            return request(args.run_dir, "status")
+        except ControlError as e:
+            print(str(e), file=sys.stderr)
+            return None
+
+    status = fetch()
+    if status is None:
+        return EXIT_USAGE
+    if args.command == "nodes":
+        print("\n".join(statusview.nodes_lines(status)))
+    elif args.command == "links":
+        print("\n".join(statusview.links_lines(status)))
+    elif args.json:
+        print(statusview.dump_json(status))
+    elif args.watch:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console()
+        with Live(console=console, auto_refresh=False) as live:
+            while status is not None:
+                with console.capture() as capture:
+                    statusview.render_status(status, console)
+                live.update(capture.get(), refresh=True)
+                time.sleep(args.interval)
+                status = fetch()
+        return EXIT_USAGE
+    else:
+        from rich.console import Console
+
+        statusview.render_status(status, Console())
+    return statusview.exit_code(status)
+
+
 def hbctl_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hbctl", description="See and steer an hbd cluster.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,6 +91,16 @@ def hbctl_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_check_config)
+    p = sub.add_parser("status", help="the cluster as this node sees it (exit 0/1/2)")
+    _add_run_dir(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--watch", action="store_true", help="follow it, refreshing every second")
+    p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=_status)
+    for name, text in (("nodes", "one line per node"), ("links", "one line per path")):
+        p = sub.add_parser(name, help=text)
+        _add_run_dir(p)
+        p.set_defaults(func=_status, json=False, watch=False)
     return parser
 
 
@@ -53,8 +112,55 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `hbctl status --json | head`: the reader left, not an error
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def hbctl_main(argv: Sequence[str] | None = None) -> int:
     args = hbctl_parser().parse_args(argv)
     return _run(args.func, args)
+
+
+def hbd_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hbd",
+        description="hbd: the heartbeat daemon. Runs in the foreground (as systemd wants). "
+        "`hbd demo` starts a two-node demo cluster on this machine.",
+    )
+    _add_config_args(parser)
+    parser.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        help=f"where the node uuid and generation are kept (default {DEFAULT_STATE_DIR})",
+    )
+    _add_run_dir(parser)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log debug messages")
+    return parser
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    from hbd.daemon import AlreadyRunning, Daemon, DaemonOptions
+
+    options = DaemonOptions(
+        config_dir=args.config_dir,
+        state_dir=args.state_dir,
+        run_dir=args.run_dir,
+        node_name=args.node_name,
+        verbose=args.verbose,
+    )
+    try:
+        return Daemon(options).run()
+    except AlreadyRunning as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+
+
+def hbd_main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        from hbd.demo import demo_main
+
+        return demo_main(argv[1:])
+    args = hbd_parser().parse_args(argv)
+    return _run(_run_daemon, args)

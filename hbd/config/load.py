@@ -7,7 +7,8 @@ import os
 from hbd.config.authkeys import check_mode, parse_authkeys
 from hbd.config.hacf import parse_hacf
 from hbd.config.haresources import AgentDirs, parse_haresources
-from hbd.config.model import Config, ConfigWarning
+from hbd.config.model import Config, ConfigWarning, WireFormat
+from hbd.core.auth import AuthMethod
 from hbd.core.errors import ConfigError
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
@@ -49,6 +50,14 @@ def load_config(
     text = _read(keys_path)
     check_mode(keys_path, os.stat(keys_path).st_mode)
     authkeys, key_warnings = parse_authkeys(text, keys_path)
+    if hacf.wire is WireFormat.HEARTBEAT and authkeys.active.method is AuthMethod.SHA256:
+        raise ConfigError(
+            keys_path,
+            None,
+            f"'auth {authkeys.active.index}' selects sha256, which Heartbeat peers cannot "
+            "verify; with 'wire heartbeat' (the default) sign with sha1 or md5, or put "
+            "'wire hbd' in ha.cf when every node runs hbd",
+        )
     warnings: list[ConfigWarning] = [*hacf.warnings, *key_warnings]
     res_path = os.path.join(directory, "haresources")
     if os.path.exists(res_path):

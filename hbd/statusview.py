@@ -1,0 +1,77 @@
+"""`hbctl status`, `hbctl nodes`, `hbctl links`: the daemon's status for people and scripts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_FOR_REDUNDANCY = {"redundant": 0, "degraded": 1, "partitioned": 2}
+
+
+def exit_code(status: dict[str, Any]) -> int:
+    """0 redundant, 1 degraded, 2 partitioned (and 2 when no daemon answered)."""
+    return EXIT_FOR_REDUNDANCY.get(str(status.get("redundancy")), 2)
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def render_status(status: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"[bold]{status['node']}[/bold] {status['state']}  generation {status['generation']}  "
+        f"redundancy [bold]{status['redundancy']}[/bold]"
+    )
+    table = Table("node", "status", "path", "path status", "last heard", "loss", "interval")
+    for name, node in status["nodes"].items():
+        first = True
+        for pid, p in node["paths"].items() or {"-": None}.items():
+            table.add_row(
+                name if first else "",
+                node["status"] if first else "",
+                pid,
+                p["status"] if p else "-",
+                _ms(p["last_heard_ms"]) if p else "-",
+                f"{p['loss'] * 100:.1f} %" if p else "-",
+                _ms(p["interval_ms"]) if p else "-",
+            )
+            first = False
+    console.print(table)
+    if status.get("ping_nodes"):
+        pings = Table("ping node", "status", "rtt")
+        for wid, w in status["ping_nodes"].items():
+            pings.add_row(wid, w["status"], _ms(w["rtt_ms"]))
+        console.print(pings)
+    if status.get("groups"):
+        groups = Table("group", "preferred", "holder", "state")
+        for g in status["groups"]:
+            groups.add_row(g["name"], g["preferred"], g.get("holder") or "-", g["state"])
+        console.print(groups)
+
+
+def nodes_lines(status: dict[str, Any]) -> list[str]:
+    lines = [f"{status['node']} {status['state']} (local)"]
+    for name, node in status["nodes"].items():
+        up = sum(p["status"] == "up" for p in node["paths"].values())
+        lines.append(f"{name} {node['status']} paths {up}/{len(node['paths'])}")
+    return lines
+
+
+def links_lines(status: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, node in status["nodes"].items():
+        for pid, p in node["paths"].items():
+            lines.append(
+                f"{name} {pid} {p['status']} last_heard {_ms(p['last_heard_ms'])} "
+                f"loss {p['loss'] * 100:.1f}%"
+            )
+    for wid, w in status.get("ping_nodes", {}).items():
+        lines.append(f"{wid} {w['status']} rtt {_ms(w['rtt_ms'])}")
+    return lines
+
+
+def dump_json(status: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in status.items() if k != "ok"}, indent=2)
