@@ -188,8 +188,8 @@ class Engine:
                 self._drop(path_id, piece, source)
             else:
                 self._receive_segment(path_id, piece, now, source)
-        self._collect()
-        self._maybe_activate(now)
+            self._collect()
+            self._maybe_activate(now)
 
     def handle_timer(self, now: float) -> None:
         """Let every deadline at or before `now` pass (call at `get_timer()`)."""
@@ -335,6 +335,7 @@ class Engine:
         self._track_for_ack(name, origin.generation, origin.seq, now)
         dest = msg.get("dest")
         to_me = dest is not None and dest.lower() == self.settings.node.lower()
+        self._collect()  # membership's events come before what this message means
         if mtype == "status":
             return
         if mtype == "reqnodes":
