@@ -10,6 +10,8 @@ from __future__ import annotations
 import stat
 
 from hbd.config.model import ConfigWarning
+from hbd.config.syntax import digits as _digits
+from hbd.config.syntax import lines as _lines
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.errors import ConfigError
 
@@ -33,7 +35,7 @@ def parse_authkeys(text: str, path: str = "authkeys") -> tuple[AuthKeys, list[Co
     entries: dict[int, AuthEntry] = {}
     lines: dict[int, int] = {}
     warnings: list[ConfigWarning] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -43,11 +45,11 @@ def parse_authkeys(text: str, path: str = "authkeys") -> tuple[AuthKeys, list[Co
         if words[0].lower() == "auth":
             if active is not None:
                 raise ConfigError(path, number, f"'auth' given twice (first on line {active[1]})")
-            if len(words) != 2 or not words[1].isdigit():
+            if len(words) != 2 or not _digits(words[1]):
                 raise ConfigError(path, number, "'auth' takes one key index, e.g. 'auth 1'")
             active = (int(words[1]), number)
             continue
-        if not words[0].isdigit():
+        if not _digits(words[0]):
             raise ConfigError(
                 path, number, f"expected 'auth N' or 'N method key', got '{words[0]}'"
             )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from hbd.config.model import (
     Respawn,
     WireFormat,
 )
+from hbd.config.syntax import digits as _digits
+from hbd.config.syntax import lines as _lines
 from hbd.core.errors import ConfigError
 
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800)
@@ -60,6 +63,8 @@ def parse_time_ms(text: str) -> int | None:
         ms = value / 1000.0
     else:
         ms = value * 1000.0
+    if not math.isfinite(ms):
+        return None  # more digits than a double holds: not a time anyone means
     return int(ms + 0.5)
 
 
@@ -146,7 +151,7 @@ def _bool(name: str) -> Handler:
 def _int(name: str, low: int, high: int) -> Handler:
     def handle(b: _Builder, _: str, args: list[str]) -> None:
         text = _one(b, name, args, f"a number from {low} to {high}")
-        if not text.isdigit() or not low <= int(text) <= high:
+        if not _digits(text) or not low <= int(text) <= high:
             raise b.fail(f"'{name}' takes a whole number from {low} to {high}; got '{text}'")
         b.values[name] = int(text)
 
@@ -184,7 +189,7 @@ def _node(b: _Builder, _: str, args: list[str]) -> None:
 
 def _udpport(b: _Builder, name: str, args: list[str]) -> None:
     text = _one(b, name, args, "a UDP port")
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not _digits(text) or not 1 <= int(text) <= 65535:
         raise b.fail(f"'udpport' takes a port from 1 to 65535; got '{text}'")
     if any(m.kind in (MediumKind.BCAST, MediumKind.UCAST) for m in b.media):
         b.warn(
@@ -198,7 +203,7 @@ def _udpport(b: _Builder, name: str, args: list[str]) -> None:
 def _baud(b: _Builder, name: str, args: list[str]) -> None:
     _once(b, name)
     text = _one(b, name, args, "a baud rate")
-    if not text.isdigit() or int(text) not in BAUD_RATES:
+    if not _digits(text) or int(text) not in BAUD_RATES:
         raise b.fail(f"invalid baud rate '{text}'; use one of {', '.join(map(str, BAUD_RATES))}")
     if any(m.kind is MediumKind.SERIAL for m in b.media):
         b.warn(
@@ -256,9 +261,9 @@ def _mcast(b: _Builder, _: str, args: list[str]) -> None:
     addr = _ipv4(b, group, "multicast group")
     if not addr.is_multicast:
         raise b.fail(f"'{group}' is not a multicast group (224.0.0.0 - 239.255.255.255)")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not _digits(port) or not 1 <= int(port) <= 65535:
         raise b.fail(f"mcast port '{port}' must be from 1 to 65535")
-    if not ttl.isdigit() or not 1 <= int(ttl) <= 255:
+    if not _digits(ttl) or not 1 <= int(ttl) <= 255:
         raise b.fail(f"mcast ttl '{ttl}' must be from 1 to 255")
     if loop not in ("0", "1"):
         raise b.fail(f"mcast loop '{loop}' must be 0 or 1")
@@ -365,7 +370,7 @@ def _logfacility(b: _Builder, name: str, args: list[str]) -> None:
 
 def _rtprio(b: _Builder, name: str, args: list[str]) -> None:
     text = _one(b, name, args, "a priority")
-    if not text.isdigit() or not 1 <= int(text) <= 99:
+    if not _digits(text) or not 1 <= int(text) <= 99:
         raise b.fail(f"'rtprio' takes a realtime priority from 1 to 99; got '{text}'")
     b.values["rtprio"] = int(text)
 
@@ -373,7 +378,7 @@ def _rtprio(b: _Builder, name: str, args: list[str]) -> None:
 def _max_rexmit_delay(b: _Builder, name: str, args: list[str]) -> None:
     text = _one(b, name, args, "milliseconds")
     # Heartbeat reads a bare number here as milliseconds (its default is "250").
-    ms = int(text) if text.isdigit() else None
+    ms = int(text) if _digits(text) else None
     if ms is None and re.search(r"(ms|msec|us|usec)$", text, re.IGNORECASE):
         ms = parse_time_ms(text)
     if ms is None:
@@ -565,7 +570,7 @@ def _split(line: str) -> list[str]:
 def parse_hacf(text: str, path: str = "ha.cf") -> HaCf:
     """Parse ha.cf text. Raises ConfigError (FILE:LINE: message) on the first mistake."""
     b = _Builder(path)
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         b.line = number
         if "\x00" in raw:
             raise b.fail("line contains a NUL byte; ha.cf must be plain text")

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 
 from hbd.config.model import AgentKind, Resource, ResourceGroup
+from hbd.config.syntax import digits as _digits
+from hbd.config.syntax import lines as _lines
 from hbd.core.errors import ConfigError
 
 BUILTINS = ("IPaddr", "IPaddr2", "SendArp")
@@ -37,7 +39,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     pending: list[str] = []
     start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         line = raw.split("#", 1)[0].rstrip()
         if not pending:
             start = number
@@ -63,7 +65,7 @@ def check_ipaddr_arg(spec: str) -> str | None:
         ipaddress.IPv4Address(parts[0])
     except ValueError:
         return f"'{parts[0]}' is not an IPv4 address"
-    if len(parts) > 1 and parts[1] and not (parts[1].isdigit() and 0 <= int(parts[1]) <= 32):
+    if len(parts) > 1 and parts[1] and not (_digits(parts[1]) and 0 <= int(parts[1]) <= 32):
         return f"prefix '{parts[1]}' must be a number from 0 to 32"
     if len(parts) > 2 and parts[2] and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", parts[2]):
         return f"'{parts[2]}' is not an interface name"
