@@ -7,14 +7,16 @@ import select
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-from hbd.links.base import LinkLost, LinkOpened, LinkOpenFailed, Received
-from hbd.links.udp import BcastLink, McastLink, UcastLink, UdpLink, udp_link
-from netns import Netns, Veth, namespace, requires_root, veth_pair
+from netns import Netns, Veth, lan, namespace, requires_root, veth_pair
 
 from hbd.config.model import Medium, MediumKind
+from hbd.links.base import Link, LinkLost, LinkOpened, LinkOpenFailed, Received, make_link
+from hbd.links.serial import SerialLink
+from hbd.links.udp import BcastLink, McastLink, UcastLink, UdpLink, udp_link
 
 PORT = 16940
 GROUP = "239.77.0.1"
@@ -223,3 +225,47 @@ def test_media_that_cannot_work_are_refused_naming_the_line() -> None:
     serial = Medium(MediumKind.SERIAL, "/dev/ttyS0", source="ha.cf:5")
     with pytest.raises(ValueError, match=r"ha\.cf:5: serial is not a UDP medium"):
         udp_link(serial)
+
+
+def test_make_link_picks_the_driver_for_each_medium(tmp_path: Path) -> None:
+    media = {
+        SerialLink: Medium(MediumKind.SERIAL, str(tmp_path / "ttyS0"), source="ha.cf:1"),
+        BcastLink: Medium(MediumKind.BCAST, "eth0", source="ha.cf:2"),
+        McastLink: Medium(MediumKind.MCAST, "eth0", source="ha.cf:3", group=GROUP),
+        UcastLink: Medium(MediumKind.UCAST, "eth0", source="ha.cf:4", peer="10.0.0.2"),
+    }
+    for cls, medium in media.items():
+        link = make_link(medium, lock_dir=str(tmp_path))
+        assert type(link) is cls and isinstance(link, Link)
+        assert link.path_id == medium.path_id and link.fileno() is None
+    serial = make_link(media[SerialLink], lock_dir=str(tmp_path))
+    assert isinstance(serial, SerialLink) and serial.lock.lock_dir == str(tmp_path)
+
+
+@requires_root
+@pytest.mark.root
+def test_bcast_on_a_three_host_lan_reaches_everyone_until_one_host_is_cut() -> None:
+    with (
+        namespace("a") as a,
+        namespace("b") as b,
+        namespace("c") as c,
+        lan([a, b, c], "10.78.0.0/24") as segment,
+        opened(a, MediumKind.BCAST) as link_a,
+        opened(b, MediumKind.BCAST) as link_b,
+        opened(c, MediumKind.BCAST) as link_c,
+    ):
+        for link, name in ((link_a, b"a"), (link_b, b"b"), (link_c, b"c")):
+            assert link.send(b"hello from " + name, time.monotonic())
+        everyone = {(b"hello from a", "10.78.0.1"), (b"hello from b", "10.78.0.2")}
+        everyone.add((b"hello from c", "10.78.0.3"))
+        for link in (link_a, link_b, link_c):
+            assert pairs(collect(link)) == everyone
+
+        segment.drop_all(c)
+        assert link_c.send(b"c into the void", time.monotonic())
+        assert link_a.send(b"a still here", time.monotonic())
+        assert pairs(collect(link_b)) == {(b"a still here", "10.78.0.1")}
+        assert pairs(collect(link_c)) == {  # only its egress is cut; its own copy is local
+            (b"a still here", "10.78.0.1"),
+            (b"c into the void", "10.78.0.3"),
+        }
