@@ -258,3 +258,47 @@ def test_a_missing_interface_is_a_generic_error_naming_it(pair: Pair) -> None:
     rc, out = agents.run(builtin("IPaddr2", f"{VIP}/24/nosuch0"), "start")
     assert rc == 6 and "no interface named 'nosuch0'" in out
     assert VIP not in node_addresses(pair.node)
+
+
+@pytest.mark.root
+@netns.requires_root
+def test_a_group_with_a_virtual_ip_runs_through_the_core_and_the_runner(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from hbd.config.model import ResourceGroup
+    from hbd.core.resources import GroupStarted, GroupStopped, ResourceManager, RunAgent
+    from hbd.scripts import ScriptRunner, carry_out
+
+    monkeypatch.setenv("HBD_TEST_LOG", str(tmp_path / "calls.log"))
+    monkeypatch.setenv("HBD_TEST_STATE", str(tmp_path))
+    web = Resource(
+        "recorder", ("web",), AgentKind.RESOURCE_D,
+        str(Path(__file__).parent / "agents" / "recorder"), "haresources:1",
+    )  # fmt: skip
+    group = ResourceGroup("node", (builtin("IPaddr", f"{VIP}/24/eth0"), web), "haresources:1")
+    runner = ScriptRunner(BuiltinAgents(PyrouteAddressManager(netns=pair.node.name)))
+
+    async def settle(rm: ResourceManager) -> list[object]:
+        while (a := rm.next_action()) is not None:
+            assert isinstance(a, RunAgent)
+            await carry_out(runner, rm, a)
+        return list(iter(rm.next_event, None))
+
+    async def scenario() -> None:
+        rm = ResourceManager([group], node_name="node")
+        rm.probe_all(time.monotonic())
+        await settle(rm)
+        rm.acquire(group.name, time.monotonic())
+        assert GroupStarted(group.name) in await settle(rm)
+        assert VIP in node_addresses(pair.node)
+        snap = rm.snapshot()[0]
+        assert snap["state"] == "started" and snap["resources"][0]["last_op"] == "start"
+        assert snap["resources"][0]["duration_ms"] >= 800  # the ARP burst
+        rm.release(group.name, time.monotonic())
+        assert GroupStopped(group.name) in await settle(rm)
+        assert VIP not in node_addresses(pair.node)
+
+    asyncio.run(scenario())
+    assert (tmp_path / "calls.log").read_text().split("\n")[-3:-1] == ["web start", "web stop"]
