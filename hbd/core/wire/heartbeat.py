@@ -1,0 +1,488 @@
+"""Heartbeat 3.0.6 / cluster-glue 1.0.12 wire formats, byte for byte (sans-I/O).
+
+Two encodings of one `HaMessage` (see `ha_message`):
+
+Classic text -- what Heartbeat writes on a serial line::
+
+    >>>\\n
+    t=status\\n                         string field: name=value, '\\n' in a value -> 0x13
+    (1)srcuuid=EBESExQVFhcYGRobHB0eHw==\\n   typed field: (N)name=, binary in base64
+    ...
+    auth=1 7d8a05a1...\\n               "<authkeys index> <hex digest>"
+    <<<\\n
+
+  The digest covers every field line except `auth` lines, without the `>>>`/`<<<` lines,
+  re-serialised from the parsed message (Heartbeat's `isauthentic`). The receiver uses
+  the last `auth` field.
+
+Netstring -- what Heartbeat sends on UDP (always: `msg2wirefmt` signs with netstrings even
+with `msgfmt classic`)::
+
+    ###\\n 11:(0)t=status, 27:(1)srcuuid=<16 raw bytes>, ... %%%\\n 42:1 <hex>,
+
+  Every field is a netstring `<len>:(<type>)<name>=<raw value>,` and the trailer is a
+  netstring holding the token over the exact bytes from `###\\n` to `%%%\\n` inclusive.
+  With `msgfmt classic` (the default) Heartbeat has *also* put a classic `auth` field into
+  the message before packing it, so UDP frames carry two signatures; the receiver checks
+  only the trailer. `encode_netstring(..., classic_auth=True)` reproduces that.
+
+Decoding never raises: it returns the message or a `Dropped` with the reason. We accept
+what Heartbeat produces and reject (rather than misread) what Heartbeat would mangle, so a
+decoded message always re-encodes; real frames re-encode byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
+from hbd.core.errors import DropReason, LocalProtocolError
+from hbd.core.wire import Dropped
+from hbd.core.wire.ha_auth import auth_token, digest_hex, heartbeat_crc, parse_token
+from hbd.core.wire.ha_control import (
+    HaAck,
+    HaNakRexmit,
+    HaRepNodes,
+    HaReqNodes,
+    HaRexmit,
+    HaStatus,
+    ack_message,
+    nak_rexmit_message,
+    parse_ack,
+    parse_nak_rexmit,
+    parse_repnodes,
+    parse_reqnodes,
+    parse_rexmit,
+    parse_status,
+    repnodes_message,
+    reqnodes_message,
+    rexmit_message,
+    status_message,
+)
+from hbd.core.wire.ha_message import (
+    DEPTH_ESCAPES,
+    NL_ESCAPE,
+    FieldType,
+    HaField,
+    HaMessage,
+    parse_hex,
+)
+
+__all__ = [
+    "CLASSIC_END",
+    "CLASSIC_START",
+    "MAX_FRAME",
+    "NETSTRING_END",
+    "NETSTRING_START",
+    "ClassicStream",
+    "FieldType",
+    "HaAck",
+    "HaField",
+    "HaMessage",
+    "HaNakRexmit",
+    "HaRepNodes",
+    "HaReqNodes",
+    "HaRexmit",
+    "HaStatus",
+    "ack_message",
+    "auth_token",
+    "classic_signed_text",
+    "decode_frame",
+    "digest_hex",
+    "encode_classic",
+    "encode_netstring",
+    "heartbeat_crc",
+    "nak_rexmit_message",
+    "parse_ack",
+    "parse_hex",
+    "parse_nak_rexmit",
+    "parse_repnodes",
+    "parse_reqnodes",
+    "parse_rexmit",
+    "parse_status",
+    "repnodes_message",
+    "reqnodes_message",
+    "rexmit_message",
+    "status_message",
+]
+
+CLASSIC_START = b">>>\n"
+CLASSIC_END = b"<<<\n"
+NETSTRING_START = b"###\n"
+NETSTRING_END = b"%%%\n"
+AUTH = "auth"
+# Heartbeat's MAXMSG is 256 KiB, but anything that large is compressed first; a sane bound
+# for what we buffer from one peer frame (Heartbeat's status frames are ~200-300 bytes).
+MAX_FRAME = 64 * 1024
+_MAX_INDEX = 15  # Heartbeat's MAXAUTH is 16
+
+
+def _b(s: str) -> bytes:
+    return s.encode("latin-1")
+
+
+def _s(b: bytes) -> str:
+    return b.decode("latin-1")
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _classic_value(f: HaField, depth: int) -> str:
+    v = f.value
+    if f.type is FieldType.STRING:
+        assert isinstance(v, str)
+        return v.replace("\n", NL_ESCAPE)
+    if f.type in (FieldType.BINARY, FieldType.COMPRESS):
+        assert isinstance(v, bytes)
+        return base64.b64encode(v).decode("ascii")
+    if f.type is FieldType.LIST:
+        assert isinstance(v, tuple)
+        return "".join(f"{len(item)}:{item}," for item in v)
+    assert isinstance(v, HaMessage)
+    child = ">>>\n" + _classic_lines(v, depth + 1, skip_auth=False) + "<<<\n"
+    return child.replace("\n", DEPTH_ESCAPES[depth])
+
+
+def _classic_lines(msg: HaMessage, depth: int, *, skip_auth: bool) -> str:
+    out = []
+    for f in msg.fields:
+        if skip_auth and f.name == AUTH:
+            continue
+        prefix = "" if f.type is FieldType.STRING else f"({int(f.type)})"
+        out.append(f"{prefix}{f.name}={_classic_value(f, depth)}\n")
+    return "".join(out)
+
+
+def classic_signed_text(msg: HaMessage) -> bytes:
+    """The bytes a classic `auth` field signs: every field line but `auth`, no markers."""
+    return _b(_classic_lines(msg, 0, skip_auth=True))
+
+
+def _with_classic_auth(msg: HaMessage, auth: AuthEntry) -> HaMessage:
+    msg.check()
+    if sum(1 for f in msg.fields if f.name == AUTH) > 1:
+        raise LocalProtocolError("a message to sign may carry at most one auth field")
+    return msg.with_field(AUTH, auth_token(auth, classic_signed_text(msg)), FieldType.STRING)
+
+
+def encode_classic(msg: HaMessage, auth: AuthEntry) -> bytes:
+    """The classic text frame Heartbeat writes on serial: `auth` set (in place if the
+    message already has one, else appended), `>>>`..`<<<`, no trailing NUL."""
+    signed = _with_classic_auth(msg, auth)
+    return CLASSIC_START + _b(_classic_lines(signed, 0, skip_auth=False)) + CLASSIC_END
+
+
+def _netstring_fields(msg: HaMessage) -> bytes:
+    out = bytearray(NETSTRING_START)
+    for f in msg.fields:
+        v = f.value
+        if isinstance(v, str):
+            raw = _b(v)
+        elif isinstance(v, bytes):
+            raw = v
+        elif isinstance(v, tuple):
+            raw = _b("".join(f"{len(item)}:{item}," for item in v))
+        else:
+            raw = _netstring_fields(v)
+        item = _b(f"({int(f.type)}){f.name}=") + raw
+        out += _b(f"{len(item)}:") + item + b","
+    out += NETSTRING_END
+    return bytes(out)
+
+
+def encode_netstring(msg: HaMessage, auth: AuthEntry, *, classic_auth: bool = True) -> bytes:
+    """The netstring frame Heartbeat sends on UDP, signed with `auth` in the trailer.
+
+    `classic_auth=True` first sets the classic `auth` field, as Heartbeat does with
+    `msgfmt classic` (its default, and what every captured UDP frame shows)."""
+    if classic_auth:
+        msg = _with_classic_auth(msg, auth)
+    else:
+        msg.check()
+    payload = _netstring_fields(msg)
+    token = _b(auth_token(auth, payload))
+    return payload + _b(f"{len(token)}:") + token + b","
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class _Bad(Exception):
+    """Internal: a received frame is unusable; becomes a Dropped at the API boundary."""
+
+    def __init__(self, reason: DropReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _typed_name(raw: str) -> tuple[FieldType, str]:
+    if len(raw) < 4 or raw[2] != ")" or raw[1] not in "0123456789":
+        raise _Bad(DropReason.MALFORMED, f"bad type prefix in field name {raw[:12]!r}")
+    code = int(raw[1])
+    if code not in FieldType._value2member_map_:
+        raise _Bad(DropReason.UNSUPPORTED, f"field type ({code}) in {raw[:20]!r}")
+    return FieldType(code), raw[3:]
+
+
+def _unpack_list(text: str, where: str) -> tuple[str, ...]:
+    items = []
+    pos = 0
+    while pos < len(text):
+        colon = text.find(":", pos, pos + 8)
+        if colon <= pos or not text[pos:colon].isdigit():
+            raise _Bad(DropReason.MALFORMED, f"{where}: bad list length")
+        n = int(text[pos:colon])
+        end = colon + 1 + n
+        if n == 0 or end >= len(text) or text[end] != ",":
+            raise _Bad(DropReason.MALFORMED, f"{where}: bad list item")
+        items.append(text[colon + 1 : end])
+        pos = end + 1
+    return tuple(items)
+
+
+def _b64(text: str, where: str) -> bytes:
+    if len(text) % 4:
+        raise _Bad(DropReason.MALFORMED, f"{where}: base64 length not a multiple of 4")
+    try:
+        return base64.b64decode(text.encode("latin-1"), validate=True)
+    except (binascii.Error, ValueError):
+        raise _Bad(DropReason.MALFORMED, f"{where}: bad base64") from None
+
+
+def _parse_classic(text: str, depth: int, *, whole: bool) -> tuple[HaMessage, int]:
+    """Parse `>>>\\n ... <<<\\n` at the start of `text`; returns the message and the end."""
+    if not text.startswith(">>>\n"):
+        raise _Bad(DropReason.MALFORMED, "no >>> start line")
+    pos = 4
+    fields = []
+    while True:
+        nl = text.find("\n", pos)
+        if nl < 0:
+            raise _Bad(DropReason.TRUNCATED, "no <<< end line")
+        line = text[pos:nl]
+        pos = nl + 1
+        if not line:
+            continue  # Heartbeat skips blank lines
+        if line == "<<<":
+            break
+        name, eq, value = line.partition("=")
+        if not eq or not name:
+            raise _Bad(DropReason.MALFORMED, f"line without name=value: {line[:40]!r}")
+        ftype = FieldType.STRING
+        if name.startswith("("):
+            ftype, name = _typed_name(name)
+            if ftype is FieldType.STRING:
+                raise _Bad(DropReason.MALFORMED, f"explicit (0) on classic field {name!r}")
+        where = f"field {name[:40]!r}"
+        if ftype is FieldType.STRING:
+            fields.append(HaField(name, value.replace(NL_ESCAPE, "\n")))
+        elif ftype in (FieldType.BINARY, FieldType.COMPRESS):
+            fields.append(HaField(name, _b64(value, where), ftype))
+        elif ftype is FieldType.LIST:
+            fields.append(HaField(name, _unpack_list(value, where), ftype))
+        else:
+            if depth + 1 >= len(DEPTH_ESCAPES):
+                raise _Bad(DropReason.MALFORMED, "structs nested too deep")
+            child_text = value.replace(DEPTH_ESCAPES[depth], "\n")
+            child, _ = _parse_classic(child_text, depth + 1, whole=True)
+            fields.append(HaField(name, child, ftype))
+    if whole and pos != len(text):
+        raise _Bad(DropReason.MALFORMED, "bytes after <<<")
+    return HaMessage(tuple(fields)), pos
+
+
+def _peel(data: bytes, pos: int) -> tuple[bytes, int]:
+    """One netstring `<len>:<data>,` at pos; returns the data and the position after it."""
+    colon = data.find(b":", pos, pos + 8)
+    digits = data[pos:colon] if colon > pos else data[pos : pos + 8]
+    if colon <= pos or not digits.isdigit():
+        if pos + len(digits) >= len(data) and digits.isdigit():
+            raise _Bad(DropReason.TRUNCATED, "frame ends inside a netstring length")
+        raise _Bad(DropReason.MALFORMED, f"bad netstring length at byte {pos}")
+    n = int(digits)
+    if n > MAX_FRAME:
+        raise _Bad(DropReason.TOO_LONG, f"netstring of {n} bytes")
+    end = colon + 1 + n
+    if end >= len(data):
+        raise _Bad(DropReason.TRUNCATED, f"netstring at byte {pos} runs past the frame")
+    if data[end] != ord(","):
+        raise _Bad(DropReason.MALFORMED, f"netstring at byte {pos} not closed by ','")
+    return data[colon + 1 : end], end + 1
+
+
+def _parse_netstring(data: bytes, pos: int, depth: int) -> tuple[HaMessage, int]:
+    if not data.startswith(NETSTRING_START, pos):
+        raise _Bad(DropReason.MALFORMED, "no ### start")
+    pos += len(NETSTRING_START)
+    fields = []
+    while not data.startswith(NETSTRING_END, pos):
+        if pos >= len(data):
+            raise _Bad(DropReason.TRUNCATED, "no %%% end")
+        item, pos = _peel(data, pos)
+        if not item.startswith(b"("):
+            raise _Bad(DropReason.MALFORMED, f"netstring field without type: {item[:20]!r}")
+        eq = item.find(b"=")
+        if eq < 0:
+            raise _Bad(DropReason.MALFORMED, f"netstring field without '=': {item[:20]!r}")
+        ftype, name = _typed_name(_s(item[:eq]))
+        raw = item[eq + 1 :]
+        where = f"field {name[:40]!r}"
+        if ftype is FieldType.STRING:
+            fields.append(HaField(name, _s(raw).replace(NL_ESCAPE, "\n")))
+        elif ftype in (FieldType.BINARY, FieldType.COMPRESS):
+            fields.append(HaField(name, raw, ftype))
+        elif ftype is FieldType.LIST:
+            fields.append(HaField(name, _unpack_list(_s(raw), where), ftype))
+        else:
+            if depth + 1 >= len(DEPTH_ESCAPES):
+                raise _Bad(DropReason.MALFORMED, "structs nested too deep")
+            child, end = _parse_netstring(raw, 0, depth + 1)
+            if end != len(raw):
+                raise _Bad(DropReason.MALFORMED, f"{where}: bytes after nested %%%")
+            fields.append(HaField(name, child, ftype))
+    return HaMessage(tuple(fields)), pos + len(NETSTRING_END)
+
+
+def _verify(token: str | None, signed: bytes, keys: AuthKeys) -> None:
+    if token is None:
+        raise _Bad(DropReason.NO_AUTH, "no auth token")
+    parsed = parse_token(token)
+    if parsed is None:
+        raise _Bad(DropReason.NO_AUTH, f"unparseable auth token {token[:30]!r}")
+    index, digest = parsed
+    entry = keys.get(index) if 0 <= index <= _MAX_INDEX else None
+    if entry is None or entry.method is AuthMethod.SHA256:
+        raise _Bad(DropReason.UNKNOWN_KEY, f"no Heartbeat authkeys entry {index}")
+    if digest_hex(entry, signed) != digest:
+        raise _Bad(DropReason.BAD_SIGNATURE, f"{entry.method.value} signature (key {index})")
+
+
+def _decode(data: bytes, keys: AuthKeys) -> HaMessage:
+    if len(data) > MAX_FRAME:
+        raise _Bad(DropReason.TOO_LONG, f"{len(data)} bytes")
+    if data.startswith(CLASSIC_START):
+        if b"\0" in data.rstrip(b"\0"):
+            raise _Bad(DropReason.MALFORMED, "NUL inside a classic frame")
+        msg, _ = _parse_classic(_s(data.rstrip(b"\0")), 0, whole=True)
+        auth_fields = [f for f in msg.fields if f.name == AUTH]
+        token = auth_fields[-1].value if auth_fields else None
+        _check_decoded(msg)
+        _verify(token if isinstance(token, str) else None, classic_signed_text(msg), keys)
+        return msg
+    if data.startswith(NETSTRING_START):
+        msg, end = _parse_netstring(data, 0, 0)
+        if end == len(data):
+            raise _Bad(DropReason.NO_AUTH, "no auth netstring after %%%")
+        token_raw, after = _peel(data, end)
+        if after != len(data):
+            raise _Bad(DropReason.MALFORMED, "bytes after the auth netstring")
+        _check_decoded(msg)
+        _verify(_s(token_raw), data[:end], keys)
+        return msg
+    if len(data) < 4 and (CLASSIC_START.startswith(data) or NETSTRING_START.startswith(data)):
+        raise _Bad(DropReason.TRUNCATED, "frame shorter than its start marker")
+    raise _Bad(DropReason.MALFORMED, "neither >>> (classic) nor ### (netstring) start")
+
+
+def _check_decoded(msg: HaMessage) -> None:
+    try:
+        msg.check()
+    except LocalProtocolError as e:
+        raise _Bad(DropReason.MALFORMED, str(e)) from None
+
+
+def decode_frame(data: bytes, keys: AuthKeys) -> HaMessage | Dropped:
+    """One whole Heartbeat frame, classic or netstring, with its signature verified.
+
+    Never raises for any input: garbage gives Dropped(MALFORMED/TRUNCATED/TOO_LONG/
+    UNSUPPORTED), a missing or unparseable token NO_AUTH, an index not in authkeys
+    UNKNOWN_KEY, a wrong digest BAD_SIGNATURE."""
+    try:
+        return _decode(bytes(data), keys)
+    except _Bad as bad:
+        return Dropped(bad.reason, bad.detail)
+
+
+# --------------------------------------------------------------------------- serial
+
+
+@dataclass(slots=True)
+class _StreamState:
+    frame: bytearray
+    in_frame: bool = False
+    skip: str | None = None  # rest of this line: "noise" (counted) or "discard" (not)
+    noise: int = 0  # bytes skipped outside frames, reported at the next frame start
+
+
+class ClassicStream:
+    """Classic frames out of a serial byte stream (Heartbeat's `serial_read`, hardened).
+
+    Lines are `\\n`-terminated. Outside a frame every line but exactly `>>>` is line noise;
+    its byte count is reported as one Dropped(MALFORMED) when the next frame starts. Inside
+    a frame, a `<<<` line ends it (then `decode_frame` verifies it), and a fresh `>>>` line
+    abandons the partial frame (Dropped TRUNCATED) and starts over -- resynchronising within
+    one frame after noise or a replug. A frame beyond `max_frame` bytes is Dropped TOO_LONG
+    and skipped. Results do not depend on how the bytes are split across `feed` calls.
+    """
+
+    def __init__(self, keys: AuthKeys, max_frame: int = MAX_FRAME) -> None:
+        self._keys = keys
+        self._max = max_frame
+        self._st = _StreamState(bytearray())
+        self._line = bytearray()
+
+    def feed(self, data: bytes) -> list[HaMessage | Dropped]:
+        out: list[HaMessage | Dropped] = []
+        pos = 0
+        while pos < len(data):
+            nl = data.find(b"\n", pos)
+            chunk = data[pos:] if nl < 0 else data[pos : nl + 1]
+            pos += len(chunk)
+            self._take(chunk, complete=nl >= 0, out=out)
+        return out
+
+    def _take(self, chunk: bytes, *, complete: bool, out: list[HaMessage | Dropped]) -> None:
+        st = self._st
+        if st.skip is not None:
+            if st.skip == "noise":
+                st.noise += len(chunk)
+            if complete:
+                st.skip = None
+            return
+        self._line += chunk
+        if st.in_frame and len(st.frame) + len(self._line) > self._max:
+            out.append(Dropped(DropReason.TOO_LONG, f"serial frame over {self._max} bytes"))
+            st.in_frame, st.frame = False, bytearray()
+            st.skip = None if complete else "discard"
+            self._line.clear()
+            return
+        if not st.in_frame and not CLASSIC_START.startswith(bytes(self._line[:4])):
+            # cannot become an exact ">>>" line any more: count it as noise, keep nothing
+            st.noise += len(self._line)
+            self._line.clear()
+            st.skip = None if complete else "noise"
+            return
+        if not complete:
+            return
+        line = bytes(self._line)
+        self._line.clear()
+        if line == CLASSIC_START:
+            if st.in_frame:
+                out.append(Dropped(DropReason.TRUNCATED, "serial frame cut by a new >>>"))
+            if st.noise:
+                out.append(Dropped(DropReason.MALFORMED, f"{st.noise} bytes of line noise"))
+                st.noise = 0
+            st.in_frame, st.frame = True, bytearray(line)
+            return
+        if not st.in_frame:
+            st.noise += len(line)
+            return
+        st.frame += line
+        if line.startswith(b"<<<"):
+            frame = bytes(st.frame)
+            st.in_frame, st.frame = False, bytearray()
+            out.append(decode_frame(frame, self._keys))
