@@ -123,7 +123,8 @@ def test_we_go_active_only_after_repnodes() -> None:
         e.receive_frame(UDP, data, 1.5)
         if data == repnodes:
             break
-    assert e.local_state is LocalState.ACTIVE and LocalActive("hb2") in events(e)
+    after: LocalState = e.local_state
+    assert after is LocalState.ACTIVE and LocalActive("hb2") in events(e)
 
 
 def test_own_frames_echoed_and_strangers_are_dropped() -> None:

@@ -23,10 +23,17 @@ from hbd.core.wire import Dropped
 PATHS = ("serial:/dev/ttyS0", "bcast:eth0", "bcast:eth1")
 
 
-def make(**kw: float) -> Membership:
-    timing = {"keepalive": 1.0, "deadtime": 10.0, "warntime": 3.0, "initdead": 20.0}
-    timing.update(kw)
-    return Membership("alpha", ("alpha", "beta"), PATHS, now=0.0, **timing)
+def make() -> Membership:
+    return Membership(
+        "alpha",
+        ("alpha", "beta"),
+        PATHS,
+        keepalive=1.0,
+        deadtime=10.0,
+        warntime=3.0,
+        initdead=20.0,
+        now=0.0,
+    )
 
 
 def drain(m: Membership) -> list[Event]:

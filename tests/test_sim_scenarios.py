@@ -10,6 +10,7 @@ import pytest
 from hbd.config.model import WireFormat
 from hbd.core.engine import PathKind
 from hbd.core.events import (
+    Event,
     FrameDropped,
     LateHeartbeat,
     LocalActive,
@@ -106,7 +107,6 @@ def test_restart_is_seen_as_a_new_generation(wire: WireFormat) -> None:
     assert [e for _, e in sim.events_of("alpha", NodeRestarted)] == [NodeRestarted("beta", 1, 2)]
     assert sim.events_of("alpha", NodeDead) == []  # it came back within deadtime
     assert sim.engine("alpha").node_status("beta", sim.clock.now).generation == 2
-    # its old generation's frames, replayed now, are stale
     assert sim.engine("alpha").membership.node_state("beta") is NodeState.ACTIVE
 
 
@@ -155,7 +155,7 @@ def test_three_nodes_one_crash() -> None:
 
 
 def test_same_seed_same_run() -> None:
-    def trace(seed: int) -> list[object]:
+    def trace(seed: int) -> list[tuple[float, Event]]:
         sim = SimCluster(keepalive=0.2, deadtime=1.0, seed=seed)
         sim.link("bcast:eth0", "alpha", "beta", loss=0.5, jitter=0.3)
         sim.run_for(30)

@@ -23,6 +23,7 @@ import heapq
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from hbd.config.model import WireFormat
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
@@ -30,6 +31,8 @@ from hbd.core.engine import Engine, EngineSettings, PathKind
 from hbd.core.errors import LocalProtocolError
 from hbd.core.events import Event
 from hbd.core.wire.native import cluster_id
+
+E = TypeVar("E")
 
 DEFAULT_PATHS: tuple[tuple[str, PathKind], ...] = (
     ("serial:/dev/ttyS0", PathKind.SERIAL),
@@ -231,7 +234,8 @@ class SimCluster:
         self._check(node)
         return list(self._events[node])
 
-    def events_of(self, node: str, kind: type[Event]) -> list[tuple[float, Event]]:
+    def events_of(self, node: str, kind: type[E]) -> list[tuple[float, E]]:
+        """The events of one type `node` reported, with their times."""
         return [(t, e) for t, e in self.events(node) if isinstance(e, kind)]
 
     # -- internals ------------------------------------------------------------------
