@@ -22,8 +22,9 @@ What a Heartbeat peer expects from us (see the report in tests/vectors/heartbeat
   without `protocol` Heartbeat turns off flow control, acks and reqnodes for everyone);
 - an answer `repnodes` (nodelist with every node, each followed by a space) to its
   `reqnodes` -- it stays `up` and re-asks every second until it gets one;
-- `NS_ackmsg` with `ackseq` = the seq we have received up to, when seq % 10 hits our ack
-  trigger -- otherwise its send window (half of its 200-message history) stalls;
+- `NS_ackmsg` with `ackseq` = the seq we have received up to, about every 10th message
+  (Heartbeat acks when seq % 10 == a per-peer random trigger) -- unacked, its send window
+  (FLOWCONTROL_LIMIT = half of its 500-message history) eventually stalls its clients;
 - for `NS_rexmit firstseq..lastseq` addressed to us: resend those messages with their
   original seq, or `NS_nak_rexmit firstseq=<hex seq> info=<reason>` for ones we lost.
 """
