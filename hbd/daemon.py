@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hbd.config.load import load_config
-from hbd.config.model import Config, Medium, MediumKind
+from hbd.config.model import Config, Medium, PingGroup, PingNode
 from hbd.control import ControlServer
 from hbd.core import events as ev
 from hbd.core.engine import Engine, EngineSettings
@@ -33,9 +33,9 @@ from hbd.core.membership import NodeStatus
 from hbd.core.states import NodeState, PathState
 from hbd.core.witness import WitnessDead, Witnesses, WitnessUp
 from hbd.identity import Identity, load_identity, local_node_name
-from hbd.links.base import Link, LinkLost, LinkOpened, LinkOpenFailed
-from hbd.links.serial import DEFAULT_LOCK_DIR, SerialLink
-from hbd.links.udp import BcastLink, McastLink, UcastLink
+from hbd.links.base import Driver, Link, LinkLost, LinkOpened, LinkOpenFailed, make_link
+from hbd.links.ping import PingLink
+from hbd.links.serial import DEFAULT_LOCK_DIR
 from hbd.logsetup import configure_logging
 from hbd.systemd import Notifier, watchdog_interval
 
@@ -57,17 +57,6 @@ class DaemonOptions:
 
 class AlreadyRunning(Exception):
     pass
-
-
-def make_link(medium: Medium, lock_dir: str) -> Link:
-    """The driver for one configured medium."""
-    if medium.kind is MediumKind.SERIAL:
-        return SerialLink(medium, lock_dir=lock_dir)
-    if medium.kind is MediumKind.BCAST:
-        return BcastLink(medium)
-    if medium.kind is MediumKind.MCAST:
-        return McastLink(medium)
-    return UcastLink(medium)
 
 
 def link_name(medium: Medium) -> str:
@@ -104,6 +93,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.witnesses: Witnesses | None = None
         self.links: dict[str, Link] = {}
+        self.pings: dict[str, PingLink] = {}
         self.names: dict[str, str] = {}
         self._registered: dict[str, tuple[int, int]] = {}  # path -> (fd, opens)
         self.control: ControlServer | None = None
@@ -153,7 +143,10 @@ class Daemon:
         )
         now = self.clock()
         settings = EngineSettings.from_config(
-            config, uuid=self.identity.uuid, generation=self.identity.generation
+            config,
+            uuid=self.identity.uuid,
+            generation=self.identity.generation,
+            wall_offset=time.time() - time.monotonic(),
         )
         self.engine = Engine(settings, now)
         wanted = {m.path_id: m for m in hacf.media}
@@ -164,11 +157,20 @@ class Daemon:
         for pid, medium in wanted.items():
             self.names[pid] = link_name(medium)
             if pid not in self.links:
-                link = make_link(medium, opts.lock_dir)
+                link = make_link(medium, lock_dir=opts.lock_dir)
                 self.links[pid] = link
                 link.open(now)
                 self._drain_link(pid, now)
                 self._sync_fd(pid)
+        for pid in list(self.pings):
+            self._close_link(pid)
+        witnesses: list[PingNode | PingGroup] = [*hacf.ping_nodes, *hacf.ping_groups]
+        for witness in witnesses:
+            ping = PingLink(witness)
+            self.pings[witness.path_id] = ping
+            ping.open(now)
+            self._drain_link(witness.path_id, now)
+            self._sync_fd(witness.path_id)
         self.witnesses = Witnesses(
             tuple(p.address for p in hacf.ping_nodes),
             tuple((g.name, g.addresses) for g in hacf.ping_groups),
@@ -178,8 +180,11 @@ class Daemon:
         )
         self.config = config
 
+    def _driver(self, pid: str) -> Link | PingLink | None:
+        return self.links.get(pid) or self.pings.get(pid)
+
     def _close_link(self, pid: str) -> None:
-        link = self.links.pop(pid)
+        link: Driver = self.links.pop(pid) if pid in self.links else self.pings.pop(pid)
         if pid in self._registered:
             fd, _ = self._registered.pop(pid)
             with contextlib.suppress(KeyError, ValueError):
@@ -190,7 +195,7 @@ class Daemon:
         now = self.clock()
         self.notifier.stopping("hbd is stopping")
         log.info("hbd is stopping")
-        for pid in list(self.links):
+        for pid in [*self.links, *self.pings]:
             self._close_link(pid)
         if self.control is not None:
             self.control.close()
@@ -233,8 +238,9 @@ class Daemon:
             t = self.witnesses.get_timer()
             if t is not None:
                 candidates.append(t)
-        for link in self.links.values():
-            t = link.get_timer()
+        drivers: list[Driver] = [*self.links.values(), *self.pings.values()]
+        for driver in drivers:
+            t = driver.get_timer()
             if t is not None:
                 candidates.append(t)
         if self._wd_interval is not None:
@@ -244,16 +250,20 @@ class Daemon:
     def _tick(self, now: float) -> None:
         engine = self.engine
         assert engine is not None
-        for pid, link in list(self.links.items()):
-            t = link.get_timer()
+        items: list[tuple[str, Driver]] = [*self.links.items(), *self.pings.items()]
+        for pid, driver in items:
+            t = driver.get_timer()
             if t is not None and t <= now:
-                link.handle_timer(now)
+                driver.handle_timer(now)
             self._drain_link(pid, now)
             self._sync_fd(pid)
         t = engine.get_timer()
         if t is not None and t <= now:
             engine.handle_timer(now)
         if self.witnesses is not None:
+            if self.witnesses.due_echoes(now):
+                for ping in self.pings.values():
+                    ping.send_echo(now)
             t = self.witnesses.get_timer()
             if t is not None and t <= now:
                 self.witnesses.handle_timer(now)
@@ -287,19 +297,25 @@ class Daemon:
                     )
 
     def _on_readable(self, pid: str) -> None:
-        link = self.links.get(pid)
         engine = self.engine
-        if link is None or engine is None:
+        if engine is None:
             return
         now = self.clock()
-        for received in link.on_readable(now):
-            engine.receive_frame(pid, received.data, now, source=received.source)
+        ping = self.pings.get(pid)
+        if ping is not None:
+            for reply in ping.on_readable(now):
+                if self.witnesses is not None:
+                    self.witnesses.reply(reply.address, reply.rtt_s, now)
+        link = self.links.get(pid)
+        if link is not None:
+            for received in link.on_readable(now):
+                engine.receive_frame(pid, received.data, now, source=received.source)
         self._drain_link(pid, now)
         self._sync_fd(pid)
         self._flush(now)
 
     def _drain_link(self, pid: str, now: float) -> None:
-        link = self.links.get(pid)
+        link = self._driver(pid)
         if link is None:
             return
         while (event := link.next_event()) is not None:
@@ -316,7 +332,7 @@ class Daemon:
                 )
 
     def _sync_fd(self, pid: str) -> None:
-        link = self.links.get(pid)
+        link = self._driver(pid)
         if link is None:
             return
         fd = link.fileno()
