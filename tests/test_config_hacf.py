@@ -491,5 +491,6 @@ def test_the_local_node_must_be_listed(tmp_path: Path) -> None:
 
 def test_a_line_count_is_a_count_of_newlines_even_with_form_feeds() -> None:
     # str.splitlines() also breaks at \f, \x1c-\x1e and \x85: the line would be misnamed
-    e = error(GOOD_HACF + "# section\f two\x85\nkeepalive fast\n")
+    e = error(GOOD_HACF + "# section\f# two\x85\nkeepalive fast\n")
     assert e.line == 5
+    assert "'keepalive' needs a time" in e.message
