@@ -335,8 +335,12 @@ def _fields(children: st.SearchStrategy[HaMessage]) -> st.SearchStrategy[HaField
 
 
 def _unique_lists(m: HaMessage) -> bool:
+    """Heartbeat needs list fields unique by name, in nested structs too."""
     lists = [f.name for f in m.fields if f.type is FieldType.LIST]
-    return len(lists) == len(set(lists))
+    nested = [f.value for f in m.fields if f.type is FieldType.STRUCT]
+    return len(lists) == len(set(lists)) and all(
+        _unique_lists(n) for n in nested if isinstance(n, HaMessage)
+    )
 
 
 messages = st.recursive(
