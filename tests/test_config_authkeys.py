@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from confkit import config_dir
+from confkit import GOOD_HACF, config_dir
 
 from hbd.cli import hbctl_main
 from hbd.config.authkeys import check_mode, parse_authkeys
@@ -116,3 +116,17 @@ def test_a_world_readable_authkeys_stops_the_load_before_its_keys_are_used(
     )
     os.chmod(directory / "authkeys", 0o600)
     assert load_config(str(directory), "ha-01").authkeys.active.index == 1
+
+
+def test_wire_hbd_with_a_crc_key_is_refused_at_load_not_at_the_first_frame(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = config_dir(
+        tmp_path / "ha.d", hacf=GOOD_HACF + "wire hbd\n", authkeys="auth 1\n1 crc\n"
+    )
+    assert hbctl_main(["check-config", "--config-dir", str(directory), "--node-name", "ha-01"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{directory}/authkeys: 'auth 1' selects a crc entry")
+    assert "write '1 sha256 SECRET'" in err and err.count("\n") == 1
+    (directory / "authkeys").write_text("auth 1\n1 sha256 a-long-random-secret\n")
+    assert load_config(str(directory), "ha-01").authkeys.active.method is AuthMethod.SHA256

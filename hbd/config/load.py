@@ -58,6 +58,14 @@ def load_config(
             "verify; with 'wire heartbeat' (the default) sign with sha1 or md5, or put "
             "'wire hbd' in ha.cf when every node runs hbd",
         )
+    if hacf.wire is WireFormat.HBD and authkeys.active.method is AuthMethod.CRC:
+        raise ConfigError(
+            keys_path,
+            None,
+            f"'auth {authkeys.active.index}' selects a crc entry, which has no key, but "
+            f"{hacf_path} says 'wire hbd': hbd's frames are signed with HMAC-SHA256; "
+            f"write '{authkeys.active.index} sha256 SECRET' (or remove 'wire hbd')",
+        )
     warnings: list[ConfigWarning] = [*hacf.warnings, *key_warnings]
     res_path = os.path.join(directory, "haresources")
     if os.path.exists(res_path):
