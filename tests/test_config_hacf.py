@@ -494,3 +494,9 @@ def test_a_line_count_is_a_count_of_newlines_even_with_form_feeds() -> None:
     e = error(GOOD_HACF + "# section\f# two\x85\nkeepalive fast\n")
     assert e.line == 5
     assert "'keepalive' needs a time" in e.message
+
+
+def test_docs_directives_describes_every_directive() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "directives.md").read_text()
+    missing = [name for name in DIRECTIVES if f"`{name}" not in doc]
+    assert missing == []
