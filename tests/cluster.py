@@ -360,7 +360,7 @@ class Cluster:
     networks: list[Network]
     serial_lines: list[SerialLine]
     timing: Timing
-    wire: str
+    wire: str | None  # None: no `wire` line, Heartbeat's format by default
     auth: str
     extra: list[str] = field(default_factory=list)
 
@@ -383,7 +383,8 @@ class Cluster:
         for line in self.timing.lines():
             key, value = line.split(" ", 1)
             directives[key] = value
-        directives["wire"] = self.wire
+        if self.wire is not None:
+            directives["wire"] = self.wire
         directives["auto_failback"] = "on"
         directives.update(overrides)
         lines = ["# written by tests/cluster.py", *(f"{k} {v}" for k, v in directives.items())]
@@ -496,7 +497,7 @@ def build(
     networks: Sequence[Net] = DEFAULT_NETS,
     serial: Sequence[tuple[str, str]] = (("alpha", "beta"),),
     timing: Timing = Timing(),
-    wire: str = "heartbeat",
+    wire: str | None = None,
     auth: str = "sha1",
     extra: Sequence[str] = (),
 ) -> Iterator[Cluster]:

@@ -18,6 +18,8 @@ import pytest
 from cluster import Cluster, Cut, Net, Timing, build
 from netns import netem_available, requires_root, requires_socat
 
+from hbd import __version__
+
 pytestmark = [pytest.mark.root, requires_root, requires_socat]
 
 TIMING = Timing()
@@ -51,12 +53,18 @@ def pair(tmp_path: Path) -> Iterator[Cluster]:
 
 
 @pytest.mark.parametrize(
-    ("wire", "auth"), [("heartbeat", "sha1"), ("hbd", "sha256")], ids=["heartbeat-sha1", "hbd"]
+    ("wire", "auth"),
+    [(None, "sha1"), ("hbd", "sha256")],
+    ids=["default-heartbeat-sha1", "hbd-sha256"],
 )
-def test_two_nodes_see_each_other_on_every_path(tmp_path: Path, wire: str, auth: str) -> None:
+def test_two_nodes_see_each_other_on_every_path(
+    tmp_path: Path, wire: str | None, auth: str
+) -> None:
     with build(tmp_path, wire=wire, auth=auth) as c:
+        assert bool(re.search(r"^wire ", c.hacf("alpha"), re.M)) == (wire is not None)
         c.start()
         took = c.wait_all_up(STARTUP)
+        wire = wire or "heartbeat"  # what hbd must say it uses
         print(f"TIMING {wire}/{auth}: all paths up on both nodes {took:.2f} s after start")
         for local, peer in (("alpha", "beta"), ("beta", "alpha")):
             status = c[local].status()
@@ -76,7 +84,8 @@ def test_two_nodes_see_each_other_on_every_path(tmp_path: Path, wire: str, auth:
             for net in c.networks:
                 assert f"Link {peer}:{net.dev} up." in log
             assert f"Link {peer}:{c.serial('alpha', 'beta').device(local)} up." in log
-            assert f"hbd 0.1.0 started: node {local}, generation 1, 3 path(s), wire {wire}" in log
+            started = f"hbd {__version__} started: node {local}, generation 1, 3 path(s)"
+            assert f"{started}, wire {wire}" in log
             assert redundancy_exit(c, local) == 0
         lines = c["alpha"].hbctl("links").stdout.splitlines()
         assert sorted(line.split()[1] for line in lines) == sorted(c.paths("alpha", "beta"))
@@ -114,6 +123,7 @@ def test_cutting_one_path_reports_exactly_that_path_dead(
         net.cut("beta", how)  # at beta's end: alpha must notice on its own
     took = c.wait_path("alpha", "beta", cut_path, "dead", timeout=DEADTIME + MARGIN)
     how_text = how if how == "down" or netem_available() else "loss (zero-length queue)"
+    how_text = "socat killed" if medium == "serial" else how_text
     print(f"TIMING {medium} {how_text}: path dead after {took:.2f} s (deadtime {DEADTIME:g} s)")
 
     paths = paths_of(c, "alpha", "beta")
