@@ -122,7 +122,7 @@ def test_cutting_one_path_reports_exactly_that_path_dead(
     else:
         net.cut("beta", how)  # at beta's end: alpha must notice on its own
     took = c.wait_path("alpha", "beta", cut_path, "dead", timeout=DEADTIME + MARGIN)
-    how_text = how if how == "down" or netem_available() else "loss (zero-length queue)"
+    how_text: str = how if how == "down" or netem_available() else "loss (zero-length queue)"
     how_text = "socat killed" if medium == "serial" else how_text
     print(f"TIMING {medium} {how_text}: path dead after {took:.2f} s (deadtime {DEADTIME:g} s)")
 
