@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from hbd.config.syntax import digits
 from hbd.core.errors import HbdError
 
 DEFAULT_STATE_DIR = "/var/lib/hbd"
@@ -82,7 +83,7 @@ def _next_generation(state_dir: str, hbgenmethod: str) -> int:
     except FileNotFoundError:
         text = ""
     if text:
-        if not text.isdigit():
+        if not digits(text):
             raise StateError(
                 f"{path}: '{text[:40]}' is not a generation number; write a number larger than "
                 "any this node used before (peers drop frames of older generations)"
