@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from hbd.config.model import Config, MediumKind, WireFormat
 from hbd.core.auth import AuthKeys
 from hbd.core.errors import DropReason, LocalProtocolError
-from hbd.core.events import Event, FrameDropped, LocalActive, MessageReceived
+from hbd.core.events import (
+    AdvertReceived,
+    Event,
+    FrameDropped,
+    LocalActive,
+    MessageReceived,
+    NodeDead,
+    NodeRestarted,
+)
 from hbd.core.membership import Beat, Membership, NodeStatus
 from hbd.core.receive import FrameFormat, Segment, SerialDemux, classify_datagram
 from hbd.core.states import LocalState
@@ -126,6 +134,7 @@ HISTORY = 200  # sequenced messages kept for NS_rexmit, as Heartbeat's history
 MAX_REXMIT = 32  # sequences one rexmit request or answer covers at most
 REXMIT_PATIENCE = 5.0  # seconds a missing message holds back our acks
 REQNODES_RETRY = 1.0  # Heartbeat asks again every second
+ADVERT_INTERVAL = 1.0  # an unchanged advert is repeated this often (a changed one at once)
 
 
 @dataclass(slots=True)
@@ -167,6 +176,9 @@ class Engine:
         self._next_beat = now
         self._out: list[tuple[str, bytes]] = []
         self._events: deque[Event] = deque()
+        self._advert: bytes | None = None  # ours, as last set by the policy
+        self._advert_due: float | None = None
+        self._adverts: dict[str, bytes] = {}  # the latest from each live peer
         self._by_name = {n.lower(): n for n in settings.nodes}
         self._reqnodes_at: float | None = None  # when we last asked for the node list
         self._history: dict[int, hb.HaMessage] = {}  # our sequenced Heartbeat messages
@@ -209,12 +221,16 @@ class Engine:
         m = self.membership.get_timer()
         if m is not None:
             deadlines.append(m)
+        if self._advert_due is not None:
+            deadlines.append(self._advert_due)
         return min(deadlines)
 
     def frames_to_send(self, now: float) -> list[tuple[str, bytes]]:
         """Frames to write now, as (path id, bytes); a heartbeat when one is due."""
         if now >= self._next_beat:
             self._send_heartbeat(now)
+        if self._advert_due is not None and now >= self._advert_due:
+            self._send_advert(now)
         out, self._out = self._out, []
         return out
 
@@ -253,7 +269,59 @@ class Engine:
 
     def _collect(self) -> None:
         while (e := self.membership.next_event()) is not None:
+            if isinstance(e, NodeDead | NodeRestarted):
+                self._adverts.pop(e.node, None)  # what it said no longer holds
             self._events.append(e)
+
+    # -- adverts --------------------------------------------------------------------
+
+    def set_advert(self, payload: bytes, now: float) -> None:
+        """What this node advertises about its groups; sent at once when it changed."""
+        if payload != self._advert:
+            self._advert = payload
+            self._advert_due = now
+
+    def advert_of(self, node: str) -> bytes | None:
+        """The latest advert of a live peer, or None (never heard one, or it died)."""
+        return self._adverts.get(node)
+
+    def _advert_received(self, node: str, payload: bytes) -> None:
+        self._adverts[node] = payload
+        self._events.append(AdvertReceived(node, payload))
+
+    def _send_advert(self, now: float) -> None:
+        payload = self._advert
+        if payload is None:
+            return
+        self._advert_due = now + ADVERT_INTERVAL
+        s = self.settings
+        if s.wire is WireFormat.HEARTBEAT:
+            self._send_ha(
+                lambda seq, ts: ctl.advert_message(
+                    *self._src(), seq, s.generation, ts, payload, ttl=self._ttl
+                ),
+                now,
+            )
+            return
+        seq = self._next_seq()
+        state = nat.NodeState.ACTIVE if self._local is LocalState.ACTIVE else nat.NodeState.UP
+        for pid, kind in s.paths:
+            frame = nat.NativeFrame(
+                cluster_id=s.cluster_id,
+                node_id=self._my_id,
+                generation=s.generation,
+                seq=seq,
+                state=state,
+                deadtime_ms=min(nat.MAX_MS, round(s.deadtime * 1000)),
+                watchdog_ms=min(nat.MAX_MS, round((s.watchdog_timeout or 0) * 1000)),
+                path_hash=nat.path_hash(pid),
+                kind=nat.FrameKind.ADVERT,
+                payload=payload,
+            )
+            if kind is PathKind.SERIAL:
+                self._out.append((pid, nat.encode_native_serial(frame, s.auth.active)))
+            else:
+                self._out.append((pid, nat.encode_native(frame, s.auth.active)))
 
     def _receive_segment(self, path: str, seg: Segment, now: float, source: str | None) -> None:
         keys, cid = self.settings.auth, self.settings.cluster_id
@@ -291,6 +359,9 @@ class Engine:
         verdict = self.membership.receive(beat, now)
         if isinstance(verdict, Dropped):
             self._drop(path, verdict, source)
+        elif verdict and frame.kind is nat.FrameKind.ADVERT:
+            self._collect()
+            self._advert_received(name, frame.payload)
 
     def _receive_heartbeat(self, path: str, seg: Segment, now: float, source: str | None) -> None:
         msg = hb.decode_frame(seg.data, self.settings.auth)
@@ -357,6 +428,14 @@ class Engine:
         if mtype == "repnodes":
             if to_me and self._local is LocalState.UP and self._reqnodes_at is not None:
                 self._become_active(now)
+            return
+        if mtype == "hbd-advert":
+            try:
+                payload = bytes.fromhex(msg.get("advert") or "")
+            except ValueError:
+                self._drop(path, Dropped(DropReason.MALFORMED, "advert is not hex"), source)
+                return
+            self._advert_received(name, payload)
             return
         fields = tuple((f.name, f.value) for f in msg if isinstance(f.value, str))
         self._events.append(MessageReceived(name, path, mtype, fields))

@@ -110,6 +110,14 @@ class FrameDropped:
 
 
 @dataclass(frozen=True, slots=True)
+class AdvertReceived:
+    """A peer's resource-group advert (hbd.core.advert bytes), authenticated and fresh."""
+
+    node: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class LocalActive:
     """This node finished starting and advertises itself active (Heartbeat's comm_now_up)."""
 
@@ -142,4 +150,5 @@ Event = (
     | FrameDropped
     | LocalActive
     | MessageReceived
+    | AdvertReceived
 )

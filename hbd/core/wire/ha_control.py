@@ -86,6 +86,31 @@ def status_message(
     )
 
 
+def advert_message(
+    src: str,
+    srcuuid: bytes,
+    seq: int,
+    generation: int,
+    ts: int,
+    payload: bytes,
+    *,
+    ttl: int = 3,
+    load: str = "n/a",
+) -> HaMessage:
+    """hbd's resource-group advert (hbd.core.advert) between hbd nodes using Heartbeat's
+    format: `t=hbd-advert advert=HEX`. A Heartbeat peer ignores a type it does not know."""
+    return _envelope(
+        [HaField("t", "hbd-advert"), HaField("advert", payload.hex())],
+        src=src,
+        srcuuid=srcuuid,
+        seq=seq,
+        generation=generation,
+        ts=ts,
+        ttl=ttl,
+        load=load,
+    )
+
+
 def reqnodes_message(
     src: str,
     srcuuid: bytes,

@@ -94,6 +94,7 @@ class FrameKind(enum.IntEnum):
     """What a native frame carries (4 bits on the wire). Values 1..15 are for later kinds."""
 
     HEARTBEAT = 0
+    ADVERT = 1  # a node's resource-group advert (hbd.core.advert) in the payload
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,92 @@
+"""Adverts: what a node says about its resource groups reaches its peers, in either wire
+format, on change and again every second, and garbage never decodes as one."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hbd.config.model import WireFormat
+from hbd.core.advert import NO_NODE, Advert, Standby, decode_advert, group_digest
+from hbd.core.errors import LocalProtocolError
+from hbd.core.events import AdvertReceived
+from hbd.testing import SimCluster
+
+WIRES = pytest.mark.parametrize(
+    "wire", [WireFormat.HBD, WireFormat.HEARTBEAT], ids=lambda w: w.value
+)
+
+
+@st.composite
+def adverts(draw: st.DrawFn) -> Advert:
+    n = draw(st.integers(0, 64))
+    return Advert(
+        digest=draw(st.integers(0, 0xFFFF)),
+        running=tuple(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
+        targets=tuple(draw(st.lists(st.integers(0, NO_NODE), min_size=n, max_size=n))),
+        hears=draw(st.integers(0, 0xFFFF)),
+        standby=draw(st.sampled_from(Standby)),
+        claim=draw(st.sampled_from(Standby)),
+        claim_id=draw(st.integers(0, 0xFFFF)),
+    )
+
+
+@given(adverts())
+def test_an_advert_round_trips(advert: Advert) -> None:
+    assert decode_advert(advert.encode()) == advert
+
+
+@given(st.binary(max_size=120))
+def test_any_bytes_decode_to_an_advert_or_none_never_an_exception(data: bytes) -> None:
+    result = decode_advert(data)
+    assert result is None or result.encode() == data
+
+
+def test_a_bad_advert_is_refused_by_its_builder() -> None:
+    with pytest.raises(LocalProtocolError):
+        Advert(0, (True,), ())
+    with pytest.raises(LocalProtocolError):
+        Advert(0, (), (), hears=1 << 16)
+
+
+def test_standby_modes_cover_the_right_groups() -> None:
+    assert Standby.parse("local").covers(preferred_is_self=True)
+    assert not Standby.parse("local").covers(preferred_is_self=False)
+    assert Standby.parse("foreign").covers(preferred_is_self=False)
+    assert Standby.parse("all").covers(True) and Standby.parse("all").covers(False)
+    assert not Standby.parse("off").covers(True)
+    with pytest.raises(LocalProtocolError, match="not a standby mode"):
+        Standby.parse("sideways")
+
+
+def test_the_digest_tells_different_group_lists_apart() -> None:
+    assert group_digest(("a", "b")) != group_digest(("b", "a"))
+    assert group_digest(("a", "b")) == group_digest(("a", "b"))
+
+
+@WIRES
+def test_a_changed_advert_reaches_the_peer_at_once_and_is_repeated(wire: WireFormat) -> None:
+    sim = SimCluster(wire=wire, keepalive=0.2, deadtime=1.0)
+    sim.run_for(3)
+    first = Advert(group_digest(("g",)), (True,), (0,)).encode()
+    sim.engine("alpha").set_advert(first, sim.clock.now)
+    sim.run_for(0.05)  # well within one keepalive: sent on change, not with the next beat
+    got = [e for _, e in sim.events_of("beta", AdvertReceived)]
+    assert got == [AdvertReceived("alpha", first)]
+    assert sim.engine("beta").advert_of("alpha") == first
+    sim.run_for(3.0)
+    repeats = len(sim.events_of("beta", AdvertReceived))
+    assert 3 <= repeats <= 5  # once a second while unchanged
+
+
+@WIRES
+def test_a_dead_peers_advert_is_forgotten(wire: WireFormat) -> None:
+    sim = SimCluster(wire=wire, keepalive=0.2, deadtime=1.0)
+    sim.run_for(3)
+    sim.engine("alpha").set_advert(Advert(1, (True,), (0,)).encode(), sim.clock.now)
+    sim.run_for(1)
+    assert sim.engine("beta").advert_of("alpha") is not None
+    sim.crash("alpha")
+    sim.run_for(2)
+    assert sim.engine("beta").advert_of("alpha") is None
