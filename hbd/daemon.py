@@ -107,6 +107,8 @@ class Daemon:
         self._wd_interval = watchdog_interval()
         self._wd_at = 0.0
         self.started_at = 0.0
+        self._owns_run_dir = False  # only then may shutdown remove the pid file
+        self._ucast_paths: dict[tuple[str, str], str] = {}  # (device, peer) -> path id
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -150,6 +152,11 @@ class Daemon:
         )
         self.engine = Engine(settings, now)
         wanted = {m.path_id: m for m in hacf.media}
+        # Every ucast line of one device shares its port, and the kernel hands a datagram
+        # to any one of those sockets: the sender's address says which path it came over.
+        self._ucast_paths = {
+            (m.device, m.peer): m.path_id for m in hacf.media if m.peer is not None
+        }
         for pid in list(self.links):
             old = self.links[pid]
             if pid not in wanted or getattr(old, "medium", None) != wanted[pid]:
@@ -211,7 +218,8 @@ class Daemon:
             while not self._stop:
                 self.step()
         finally:
-            self.shutdown()
+            if self._owns_run_dir:
+                self.shutdown()
         return 0
 
     # -- the loop ---------------------------------------------------------------------
@@ -309,7 +317,11 @@ class Daemon:
         link = self.links.get(pid)
         if link is not None:
             for received in link.on_readable(now):
-                engine.receive_frame(pid, received.data, now, source=received.source)
+                medium = getattr(link, "medium", None)
+                path = pid
+                if medium is not None and medium.peer is not None:
+                    path = self._ucast_paths.get((medium.device, received.source), pid)
+                engine.receive_frame(path, received.data, now, source=received.source)
         self._drain_link(pid, now)
         self._sync_fd(pid)
         self._flush(now)
@@ -537,6 +549,7 @@ class Daemon:
                 )
         with open(path, "w") as f:
             f.write(f"{os.getpid()}\n")
+        self._owns_run_dir = True
 
     def _node(self) -> str:
         return self.config.node_name if self.config else "?"

@@ -180,12 +180,6 @@ def test_a_second_hbd_on_the_same_run_dir_refuses_to_start(pair: Cluster) -> Non
 @pytest.mark.root
 @requires_root
 @requires_socat
-@pytest.mark.xfail(
-    strict=True,
-    reason="hbd/daemon.py Daemon.run calls shutdown() in `finally` even when start() failed "
-    "(AlreadyRunning, bad config), and shutdown() unlinks RUN_DIR/hbd.pid: the refused "
-    "second hbd deletes the running daemon's pid file, so a third one starts beside it",
-)
 def test_a_refused_second_hbd_leaves_the_running_daemon_alone(pair: Cluster) -> None:
     c = pair
     alpha = c["alpha"]

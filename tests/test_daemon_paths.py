@@ -250,13 +250,6 @@ def test_three_nodes_see_each_other_and_a_crashed_one_is_declared_dead(tmp_path:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="hbd/daemon.py _on_readable feeds a ucast frame to the engine under the path of "
-    "the socket that happened to receive it; with one ucast line per peer on one device the "
-    "kernel gives every datagram to one socket, so all peers land on one ucast path "
-    "(links/udp.py UcastLink says: attribute by Received.source)",
-)
 def test_three_nodes_over_ucast_hear_each_peer_on_the_path_to_its_address(
     tmp_path: Path,
 ) -> None:
