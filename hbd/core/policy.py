@@ -532,6 +532,13 @@ class Policy:
             self._said[(key, why)] = now
             self._decide_line(now, f"wait {key}", reason)
 
+    def fenced_elsewhere(self, now: float, reason: str) -> None:
+        """The node is fencing itself for a reason found outside the policy (a stalled loop,
+        a resource that cannot be stopped): release everything, take nothing."""
+        if self.fenced is None:
+            self.fenced = reason
+            self._decide_line(now, "self-fence", reason)
+
     def settled(self, group: str) -> None:
         """The resource manager finished what was asked for `group` (started, stopped or
         failed): the policy may ask again."""
