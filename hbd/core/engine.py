@@ -437,6 +437,17 @@ class Engine:
                 return
             self._advert_received(name, payload)
             return
+        if mtype == "starting" and self._advert is None:
+            # A Heartbeat node going active asks what its peers hold and waits, acquiring
+            # none of its groups and unable to shut down, until one answers "stable".
+            # Without an advert we run no groups: we hold none. (With groups, the answer
+            # is the policy's to give: mixed clusters with groups are not supported yet.)
+            self._send_ha(
+                lambda seq, ts: ctl.resource_message(
+                    *self._src(), seq, self.settings.generation, ts, "none", True, ttl=self._ttl
+                ),
+                now,
+            )
         fields = tuple((f.name, f.value) for f in msg if isinstance(f.value, str))
         self._events.append(MessageReceived(name, path, mtype, fields))
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hbd.core.errors import LocalProtocolError
 from hbd.core.wire.ha_message import FieldType, HaField, HaMessage, parse_hex
 
 PROTOCOL_VERSION = 1
@@ -108,6 +109,46 @@ def advert_message(
         ts=ts,
         ttl=ttl,
         load=load,
+    )
+
+
+RESOURCES_HELD = ("none", "local", "foreign", "all")  # Heartbeat's rsc_hold values
+
+
+def resource_message(
+    src: str,
+    srcuuid: bytes,
+    seq: int,
+    generation: int,
+    ts: int,
+    held: str,
+    stable: bool,
+    *,
+    comment: str | None = None,
+    ttl: int = 3,
+    load: str = "n/a",
+) -> HaMessage:
+    """Heartbeat's `t=resource` (T_RESOURCES, haresources mode with nice_failback): which
+    groups the sender holds (`rsc_hold` none/local/foreign/all, `rtype=full`) and whether
+    its resource transitions are over (`isstable` 1/0); `info` is an optional comment
+    (Heartbeat writes `shutdown` or `mach_down` there).
+
+    A Heartbeat node that goes active sends `t=starting` and stays in its "starting"
+    resource state -- acquiring none of its own groups and refusing to shut down ("Shutdown
+    delayed until current resource activity finishes.") -- until a peer answers with this
+    message marked stable."""
+    if held not in RESOURCES_HELD:
+        raise LocalProtocolError(f"rsc_hold must be one of {RESOURCES_HELD}, not {held!r}")
+    body = [
+        HaField("t", "resource"),
+        HaField("rsc_hold", held),
+        HaField("rtype", "full"),
+        HaField("isstable", "1" if stable else "0"),
+    ]
+    if comment is not None:
+        body.append(HaField("info", comment))
+    return _envelope(
+        body, src=src, srcuuid=srcuuid, seq=seq, generation=generation, ts=ts, ttl=ttl, load=load
     )
 
 
