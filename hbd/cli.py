@@ -84,6 +84,25 @@ def _status(args: argparse.Namespace) -> int:
     return statusview.exit_code(status)
 
 
+def _cl_status(args: argparse.Namespace) -> int:
+    from hbd.clstatus import main
+
+    return main(args.words, run_dir=args.run_dir, config_dir=args.config_dir)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hbd.export import ExportError, export_pacemaker
+
+    config = load_config(args.config_dir, local_node_name(args.node_name))
+    try:
+        text = export_pacemaker(config.groups, config.hacf.auto_failback, args.format)
+    except ExportError as e:
+        print(f"{args.config_dir}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
 def hbctl_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hbctl", description="See and steer an hbd cluster.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -101,6 +120,36 @@ def hbctl_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         _add_run_dir(p)
         p.set_defaults(func=_status, json=False, watch=False)
+    p = sub.add_parser(
+        "cl-status",
+        help="Heartbeat's cl_status: same output and exit status, for existing scripts",
+        description="Answers Heartbeat's `cl_status SUBCOMMAND [-m] [ARGS]` from hbd's status, "
+        "printing what cl_status prints. Subcommands: hbstatus, listnodes, nodestatus NODE, "
+        "nodetype NODE, listhblinks NODE, hblinkstatus NODE LINK, rscstatus. "
+        "`hbctl cl-status -h` lists them.",
+        add_help=False,
+    )
+    _add_run_dir(p)
+    p.add_argument(
+        "--config-dir",
+        default=DEFAULT_CONFIG_DIR,
+        help=f"where ha.cf is, for Heartbeat's node order (default {DEFAULT_CONFIG_DIR})",
+    )
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="SUBCOMMAND ...")
+    p.set_defaults(func=_cl_status)
+    from hbd import cabletest
+
+    cabletest.add_parser(sub)
+    p = sub.add_parser("export", help="the configuration for another cluster manager")
+    what = p.add_subparsers(dest="target", required=True, metavar="TARGET")
+    p = what.add_parser(
+        "pacemaker", help="haresources as a Pacemaker configuration (crm shell or pcs)"
+    )
+    _add_config_args(p)
+    p.add_argument(
+        "--format", choices=("crm", "pcs"), default="crm", help="crm shell (default) or pcs"
+    )
+    p.set_defaults(func=_export)
     return parser
 
 
