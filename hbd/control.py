@@ -14,7 +14,7 @@ import os
 import selectors
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from hbd.core.errors import HbdError
 
@@ -23,6 +23,16 @@ MAX_REQUEST = 64 * 1024
 CLIENT_TIMEOUT = 5.0
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Registry(Protocol):
+    """Where sockets are watched: a `selectors` selector, or `hbd.daemon.LoopRegistry`."""
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> Any: ...
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> Any: ...
+
+    def unregister(self, fileobj: Any) -> Any: ...
 
 
 class ControlError(HbdError):
@@ -43,7 +53,7 @@ class _Conn:
 class ControlServer:
     """Accepts control connections on the daemon's selector and answers them with `handler`."""
 
-    def __init__(self, run_dir: str, selector: selectors.BaseSelector, handler: Handler) -> None:
+    def __init__(self, run_dir: str, selector: Registry, handler: Handler) -> None:
         self.path = socket_path(run_dir)
         self._selector = selector
         self._handler = handler

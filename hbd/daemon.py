@@ -1,23 +1,26 @@
-"""The I/O shell: one event loop that drives the sans-I/O core.
+"""The I/O shell: one asyncio loop that drives the sans-I/O core.
 
 Data flows one way. A link driver reads bytes; the loop hands them, with the path id and
 the monotonic `now`, to the engine; the engine returns frames to send and events; the loop
-writes the frames, logs the events in words a Heartbeat user can grep, and answers
-`hbctl` over the control socket. Timers are inputs: the loop sleeps until the earliest of
-the engine's, the witnesses' and the drivers' deadlines.
+writes the frames and logs the events in words a Heartbeat user can grep. The group keeper
+(`hbd.keeper`) runs the resource groups, the policy, the service probes and the watchdog.
+`hbctl` talks to the control socket. Timers are inputs: the loop sleeps until the earliest
+of the engine's, the witnesses', the drivers' and the keeper's deadlines.
 
-Signals: SIGTERM/SIGINT stop cleanly, SIGHUP re-reads the configuration (a changed one
-restarts the protocol under a new generation, so peers see it as a restart).
+Signals: SIGTERM/SIGINT stop cleanly (groups handed over first, then the watchdog
+disarmed), SIGHUP re-reads the configuration (a changed one restarts the protocol under a
+new generation, so peers see it as a restart).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import selectors
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,15 +32,20 @@ from hbd.config.model import Config, Medium, PingGroup, PingNode
 from hbd.control import ControlServer
 from hbd.core import events as ev
 from hbd.core.engine import Engine, EngineSettings
+from hbd.core.errors import HbdError
 from hbd.core.membership import NodeStatus
 from hbd.core.states import NodeState, PathState
 from hbd.core.witness import WitnessDead, Witnesses, WitnessUp
 from hbd.identity import Identity, load_identity, local_node_name
+from hbd.keeper import GroupKeeper
 from hbd.links.base import Driver, Link, LinkLost, LinkOpened, LinkOpenFailed, make_link
 from hbd.links.ping import PingLink
 from hbd.links.serial import DEFAULT_LOCK_DIR
 from hbd.logsetup import configure_logging
+from hbd.net import BuiltinAgents, PyrouteAddressManager
+from hbd.scripts import Runner, ScriptRunner
 from hbd.systemd import Notifier, watchdog_interval
+from hbd.watchdog import Watchdog, WatchdogDevice
 
 log = logging.getLogger("hbd")
 
@@ -55,7 +63,7 @@ class DaemonOptions:
     lock_dir: str = DEFAULT_LOCK_DIR
 
 
-class AlreadyRunning(Exception):
+class AlreadyRunning(HbdError):
     pass
 
 
@@ -79,40 +87,106 @@ def redundancy(nodes: tuple[NodeStatus, ...], local: str) -> str:
     return level
 
 
+class LoopRegistry:
+    """What the daemon and the control server need of a selector, on the asyncio loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
+        self.loop = loop
+        self.wake = wake
+        self._events: dict[int, int] = {}
+
+    @staticmethod
+    def _fd(fileobj: Any) -> int:
+        return fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> None:
+        fd = self._fd(fileobj)
+
+        def call(mask: int) -> None:
+            data(mask)
+            self.wake()
+
+        if events & selectors.EVENT_READ:
+            self.loop.add_reader(fd, call, selectors.EVENT_READ)
+        if events & selectors.EVENT_WRITE:
+            self.loop.add_writer(fd, call, selectors.EVENT_WRITE)
+        self._events[fd] = events
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> None:
+        self.unregister(fileobj)
+        self.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> None:
+        fd = self._fd(fileobj)
+        if self._events.pop(fd, None) is None:
+            raise KeyError(fd)
+        self.loop.remove_reader(fd)
+        self.loop.remove_writer(fd)
+
+
 class Daemon:
-    """One hbd node: configuration, identity, links, engine, control socket, signals."""
+    """One hbd node: configuration, identity, links, engine, groups, control, signals."""
 
     def __init__(
-        self, options: DaemonOptions, *, clock: Callable[[], float] = time.monotonic
+        self,
+        options: DaemonOptions,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        runner: Runner | None = None,
     ) -> None:
         self.options = options
         self.clock = clock
-        self.selector = selectors.PollSelector()  # stateless: safe across fd reuse on reopen
+        self._runner = runner
+        self.registry: LoopRegistry | None = None
         self.config: Config | None = None
         self.identity: Identity | None = None
         self.engine: Engine | None = None
         self.witnesses: Witnesses | None = None
+        self.keeper: GroupKeeper | None = None
         self.links: dict[str, Link] = {}
         self.pings: dict[str, PingLink] = {}
         self.names: dict[str, str] = {}
-        self._registered: dict[str, tuple[int, int]] = {}  # path -> (fd, opens)
+        self._registered: dict[str, tuple[int, int]] = {}  # driver id -> (fd, opens)
         self.control: ControlServer | None = None
         self.notifier = Notifier()
         self.dropped: Counter[str] = Counter()
         self._stop = False
         self._reload = False
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake: asyncio.Event | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._status_line = ""
         self._status_at = 0.0
         self._wd_interval = watchdog_interval()
         self._wd_at = 0.0
+        self._next_probe = 0.0
         self.started_at = 0.0
         self._owns_run_dir = False  # only then may shutdown remove the pid file
         self._ucast_paths: dict[tuple[str, str], str] = {}  # (device, peer) -> path id
 
     # -- start and stop ---------------------------------------------------------------
 
-    def start(self) -> None:
+    def run(self) -> int:
+        return asyncio.run(self.main())
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self.registry = LoopRegistry(loop, self._wake.set)
+        try:
+            self.start(loop)
+            while not self._stop:
+                await self._wait()
+                self._tick(self.clock())
+                if self._reload:
+                    self._reload = False
+                    self.reload()
+            await self._hand_over()
+        finally:
+            if self._owns_run_dir:
+                self.shutdown()
+        return 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
         opts = self.options
         node = local_node_name(opts.node_name)
         config = load_config(opts.config_dir, node)
@@ -120,21 +194,99 @@ class Daemon:
         for warning in config.warnings:
             log.warning("%s", warning)
         self._claim_run_dir()
+        watchdog: WatchdogDevice | None = None
+        if config.hacf.watchdog:
+            watchdog = Watchdog(config.hacf.watchdog)  # opening arms it; errors name the path
         self._apply(config)
-        self.control = ControlServer(opts.run_dir, self.selector, self._handle_request)
-        self._install_signals()
         now = self.clock()
+        runner = self._runner or ScriptRunner(
+            BuiltinAgents(PyrouteAddressManager()), ha_dir=opts.config_dir
+        )
+        self.keeper = GroupKeeper(
+            config, runner=runner, watchdog=watchdog, spawn=self._spawn, now=now
+        )
+        if self.keeper.watchdog is not None and self.engine is not None:
+            self._restart_engine(config, float(self.keeper.watchdog.timeout))
+        for gid, probe in self.keeper.probes.items():
+            self._sync_fd(f"probe:{gid}", probe)
+        assert self.registry is not None
+        self.control = ControlServer(opts.run_dir, self.registry, self._handle_request)
+        for signum, handler in (
+            (signal.SIGTERM, self._ask_stop),
+            (signal.SIGINT, self._ask_stop),
+            (signal.SIGHUP, self._ask_reload),
+        ):
+            loop.add_signal_handler(signum, handler)
         self.started_at = now
         self._tick(now)
         log.info(
-            "hbd %s started: node %s, generation %d, %d path(s), wire %s",
+            "hbd %s started: node %s, generation %d, %d path(s), %d group(s), wire %s",
             _version(),
             node,
             self.identity.generation if self.identity else 0,
             len(self.links),
+            len(config.groups),
             config.hacf.wire.value,
         )
         self.notifier.ready(self._status_text(now))
+
+    def _ask_stop(self) -> None:
+        self._stop = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def _ask_reload(self) -> None:
+        self._reload = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def _spawn(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)
+
+        def done(t: asyncio.Future[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("internal error in a resource operation: %r", t.exception())
+            if self._wake is not None:
+                self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _wait(self) -> None:
+        assert self._wake is not None
+        now = self.clock()
+        timeout = max(0.0, min(self._next_deadline(now) - now, STATUS_REFRESH))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    async def _hand_over(self) -> None:
+        """A clean stop: give every group to the peers and wait until they are stopped."""
+        if self.keeper is None:
+            return
+        now = self.clock()
+        self.notifier.stopping("hbd is stopping: handing the groups over")
+        log.info("stopping: handing the resource groups over")
+        self.keeper.begin_stop(now)
+        while True:
+            self._tick(self.clock())
+            if self.keeper.stopped(self.clock()):
+                break
+            await self._wait()
+        # one more turn so the peers hear "stopped here" before this node goes silent
+        self._tick(self.clock())
+
+    def _restart_engine(self, config: Config, watchdog_timeout: float | None) -> None:
+        assert self.identity is not None
+        settings = EngineSettings.from_config(
+            config,
+            uuid=self.identity.uuid,
+            generation=self.identity.generation,
+            wall_offset=time.time() - time.monotonic(),
+        )
+        if watchdog_timeout is not None:
+            settings = dataclasses.replace(settings, watchdog_timeout=watchdog_timeout)
+        self.engine = Engine(settings, self.clock())
 
     def _apply(self, config: Config) -> None:
         """Take `config` into use: identity (a new generation), engine, links, witnesses."""
@@ -144,13 +296,8 @@ class Daemon:
             opts.state_dir, config.node_name, hacf.uuidfrom, hacf.hbgenmethod
         )
         now = self.clock()
-        settings = EngineSettings.from_config(
-            config,
-            uuid=self.identity.uuid,
-            generation=self.identity.generation,
-            wall_offset=time.time() - time.monotonic(),
-        )
-        self.engine = Engine(settings, now)
+        timeout = self.keeper.watchdog.timeout if self.keeper and self.keeper.watchdog else None
+        self._restart_engine(config, float(timeout) if timeout is not None else None)
         wanted = {m.path_id: m for m in hacf.media}
         # Every ucast line of one device shares its port, and the kernel hands a datagram
         # to any one of those sockets: the sender's address says which path it came over.
@@ -160,7 +307,7 @@ class Daemon:
         for pid in list(self.links):
             old = self.links[pid]
             if pid not in wanted or getattr(old, "medium", None) != wanted[pid]:
-                self._close_link(pid)
+                self._close_driver(pid)
         for pid, medium in wanted.items():
             self.names[pid] = link_name(medium)
             if pid not in self.links:
@@ -168,16 +315,16 @@ class Daemon:
                 self.links[pid] = link
                 link.open(now)
                 self._drain_link(pid, now)
-                self._sync_fd(pid)
+                self._sync_fd(pid, link)
         for pid in list(self.pings):
-            self._close_link(pid)
+            self._close_driver(pid)
         witnesses: list[PingNode | PingGroup] = [*hacf.ping_nodes, *hacf.ping_groups]
         for witness in witnesses:
             ping = PingLink(witness)
             self.pings[witness.path_id] = ping
             ping.open(now)
             self._drain_link(witness.path_id, now)
-            self._sync_fd(witness.path_id)
+            self._sync_fd(witness.path_id, ping)
         self.witnesses = Witnesses(
             tuple(p.address for p in hacf.ping_nodes),
             tuple((g.name, g.addresses) for g in hacf.ping_groups),
@@ -187,23 +334,26 @@ class Daemon:
         )
         self.config = config
 
-    def _driver(self, pid: str) -> Link | PingLink | None:
-        return self.links.get(pid) or self.pings.get(pid)
+    def _close_driver(self, pid: str) -> None:
+        driver: Driver = self.links.pop(pid) if pid in self.links else self.pings.pop(pid)
+        self._unregister(pid)
+        driver.close()
 
-    def _close_link(self, pid: str) -> None:
-        link: Driver = self.links.pop(pid) if pid in self.links else self.pings.pop(pid)
-        if pid in self._registered:
+    def _unregister(self, pid: str) -> None:
+        if pid in self._registered and self.registry is not None:
             fd, _ = self._registered.pop(pid)
             with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(fd)
-        link.close()
+                self.registry.unregister(fd)
 
     def shutdown(self) -> None:
         now = self.clock()
-        self.notifier.stopping("hbd is stopping")
         log.info("hbd is stopping")
         for pid in [*self.links, *self.pings]:
-            self._close_link(pid)
+            self._close_driver(pid)
+        if self.keeper is not None:
+            for gid in self.keeper.probes:
+                self._unregister(f"probe:{gid}")
+            self.keeper.close(clean=self._stop)
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -212,40 +362,18 @@ class Daemon:
         log.info("%s hbd shutdown complete after %.1f s", self._node(), now - self.started_at)
         self.notifier.close()
 
-    def run(self) -> int:
-        try:
-            self.start()
-            while not self._stop:
-                self.step()
-        finally:
-            if self._owns_run_dir:
-                self.shutdown()
-        return 0
-
     # -- the loop ---------------------------------------------------------------------
-
-    def step(self) -> None:
-        """Wait for input or the next deadline, then handle everything that is due."""
-        now = self.clock()
-        deadline = self._next_deadline(now)
-        timeout = max(0.0, min(deadline - now, STATUS_REFRESH))
-        for key, mask in self.selector.select(timeout):
-            key.data(mask)
-        self._tick(self.clock())
-        if self._reload:
-            self._reload = False
-            self.reload()
 
     def _next_deadline(self, now: float) -> float:
         candidates = [now + STATUS_REFRESH]
-        if self.engine is not None:
-            t = self.engine.get_timer()
-            if t is not None:
-                candidates.append(t)
-        if self.witnesses is not None:
-            t = self.witnesses.get_timer()
-            if t is not None:
-                candidates.append(t)
+        for timer in (
+            self.engine.get_timer() if self.engine else None,
+            self.witnesses.get_timer() if self.witnesses else None,
+            self.keeper.get_timer() if self.keeper else None,
+            self._next_probe if self.keeper and self.keeper.probes else None,
+        ):
+            if timer is not None:
+                candidates.append(timer)
         drivers: list[Driver] = [*self.links.values(), *self.pings.values()]
         for driver in drivers:
             t = driver.get_timer()
@@ -257,14 +385,14 @@ class Daemon:
 
     def _tick(self, now: float) -> None:
         engine = self.engine
-        assert engine is not None
+        assert engine is not None and self.config is not None
         items: list[tuple[str, Driver]] = [*self.links.items(), *self.pings.items()]
         for pid, driver in items:
             t = driver.get_timer()
             if t is not None and t <= now:
                 driver.handle_timer(now)
             self._drain_link(pid, now)
-            self._sync_fd(pid)
+            self._sync_fd(pid, driver)
         t = engine.get_timer()
         if t is not None and t <= now:
             engine.handle_timer(now)
@@ -275,9 +403,16 @@ class Daemon:
             t = self.witnesses.get_timer()
             if t is not None and t <= now:
                 self.witnesses.handle_timer(now)
+        if self.keeper is not None:
+            if self.keeper.probes and now >= self._next_probe:
+                self._next_probe = now + self.config.hacf.keepalive
+                self.keeper.probe(now)
+            self.keeper.turn(now, engine, self.witnesses)
         self._flush(now)
         if self._wd_interval is not None and now >= self._wd_at + self._wd_interval:
-            self.notifier.watchdog()
+            fenced = self.keeper is not None and self.keeper.fencing.fenced is not None
+            if not fenced:  # systemd's watchdog must not outlive a decision to be reset
+                self.notifier.watchdog()
             self._wd_at = now
         if now - self._status_at >= STATUS_REFRESH:
             self._status_at = now
@@ -309,6 +444,14 @@ class Daemon:
         if engine is None:
             return
         now = self.clock()
+        if pid.startswith("probe:") and self.keeper is not None:
+            group = pid[len("probe:") :]
+            probe = self.keeper.probes.get(group)
+            if probe is not None:
+                for _reply in probe.on_readable(now):
+                    self.keeper.probe_answered(group, now)
+                self._sync_fd(pid, probe)
+            return
         ping = self.pings.get(pid)
         if ping is not None:
             for reply in ping.on_readable(now):
@@ -323,8 +466,13 @@ class Daemon:
                     path = self._ucast_paths.get((medium.device, received.source), pid)
                 engine.receive_frame(path, received.data, now, source=received.source)
         self._drain_link(pid, now)
-        self._sync_fd(pid)
+        driver = self._driver(pid)
+        if driver is not None:
+            self._sync_fd(pid, driver)
         self._flush(now)
+
+    def _driver(self, pid: str) -> Link | PingLink | None:
+        return self.links.get(pid) or self.pings.get(pid)
 
     def _drain_link(self, pid: str, now: float) -> None:
         link = self._driver(pid)
@@ -343,21 +491,20 @@ class Daemon:
                     max(0.0, event.retry_at - now),
                 )
 
-    def _sync_fd(self, pid: str) -> None:
-        link = self._driver(pid)
-        if link is None:
+    def _sync_fd(self, pid: str, driver: Link | PingLink | Driver) -> None:
+        """(Re-)register a driver's descriptor after every call into it (it changes on
+        reopen, and is None while the link is down)."""
+        if self.registry is None:
             return
-        fd = link.fileno()
-        key = (fd, link.stats.opens) if fd is not None else None
+        fd = driver.fileno()
+        opens = getattr(getattr(driver, "stats", None), "opens", 0)
+        key = (fd, opens) if fd is not None else None
         old = self._registered.get(pid)
         if old == key:
             return
-        if old is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(old[0])
-            del self._registered[pid]
+        self._unregister(pid)
         if fd is not None and key is not None:
-            self.selector.register(fd, selectors.EVENT_READ, lambda _m, p=pid: self._on_readable(p))
+            self.registry.register(fd, selectors.EVENT_READ, lambda _m, p=pid: self._on_readable(p))
             self._registered[pid] = key
 
     # -- events to log lines ----------------------------------------------------------
@@ -467,6 +614,7 @@ class Daemon:
             },
             "redundancy": redundancy(nodes_status, engine.node),
             "dropped_frames": dict(self.dropped),
+            **(self.keeper.status() if self.keeper is not None else {}),
         }
 
     def _status_text(self, now: float) -> str:
@@ -476,7 +624,9 @@ class Daemon:
             f"{len(n['paths'])} paths)"
             for name, n in s["nodes"].items()
         )
-        return f"{s['node']} {s['state']}, {s['redundancy']}; {peers or 'no peers'}"
+        held = [g["name"] for g in s.get("groups", []) if g.get("holder") == s["node"]]
+        groups = f"; holds {', '.join(held)}" if held else ""
+        return f"{s['node']} {s['state']}, {s['redundancy']}; {peers or 'no peers'}{groups}"
 
     def _handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request["cmd"]
@@ -484,32 +634,21 @@ class Daemon:
         if cmd == "status":
             return {"ok": True, **self.status(now)}
         if cmd == "reload":
-            self._reload = True
+            self._ask_reload()
             return {"ok": True}
+        if cmd in ("standby", "takeover"):
+            mode = request.get("mode", "all")
+            if not isinstance(mode, str):
+                return {"ok": False, "error": f"{cmd}: mode must be a string"}
+            if self.keeper is None or not self.keeper.active:
+                return {"ok": False, "error": f"{cmd}: this node runs no resource groups"}
+            getattr(self.keeper, cmd)(mode, now)
+            if self._wake is not None:
+                self._wake.set()
+            return {"ok": True, "message": f"{cmd} {mode} requested"}
         return {"ok": False, "error": f"unknown command '{cmd}'"}
 
-    # -- signals, reload, run dir -------------------------------------------------------
-
-    def _install_signals(self) -> None:
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeup)
-
-        def on_stop(signum: int, _frame: object) -> None:
-            self._stop = True
-
-        def on_hup(signum: int, _frame: object) -> None:
-            self._reload = True
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_hup)
-
-    def _drain_wakeup(self, _mask: int) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while self._wake_r.recv(4096):
-                pass
+    # -- reload, run dir ------------------------------------------------------------------
 
     def reload(self) -> None:
         """Re-read the configuration; keep running the old one if the new one is bad."""
@@ -522,6 +661,13 @@ class Daemon:
             return
         if config == self.config:
             log.info("configuration unchanged")
+            return
+        old = self.config
+        if config.groups != old.groups or config.hacf.watchdog != old.hacf.watchdog:
+            log.error(
+                "configuration not reloaded: resource groups or the watchdog changed, which "
+                "needs a restart of hbd (hand the groups over first: hbctl standby all)"
+            )
             return
         configure_logging(config, self.options.verbose)
         for warning in config.warnings:

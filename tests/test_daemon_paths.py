@@ -85,7 +85,7 @@ def test_two_nodes_see_each_other_on_every_path(
                 assert f"Link {peer}:{net.dev} up." in log
             assert f"Link {peer}:{c.serial('alpha', 'beta').device(local)} up." in log
             started = f"hbd {__version__} started: node {local}, generation 1, 3 path(s)"
-            assert f"{started}, wire {wire}" in log
+            assert f"{started}, 0 group(s), wire {wire}" in log
             assert redundancy_exit(c, local) == 0
         lines = c["alpha"].hbctl("links").stdout.splitlines()
         assert sorted(line.split()[1] for line in lines) == sorted(c.paths("alpha", "beta"))

@@ -277,6 +277,10 @@ class Policy:
             claim_id=self._state.claim_id,
         )
 
+    def peer_adverts(self) -> dict[str, Advert]:
+        """The live peers' latest adverts (those with our group list)."""
+        return dict(self._adverts)
+
     def targets(self) -> dict[str, str | None]:
         return {g.name: self._target(g) for g in self.groups}
 
