@@ -193,6 +193,7 @@ class Policy:
         self._adverts: dict[str, Advert] = {}
         self._last_advert: dict[str, Advert] = {}  # kept after a peer is lost
         self._lost: dict[str, _Lost] = {}
+        self._heard_by: set[str] = set()  # peers whose adverts said they hear us
         self._local: dict[str, LocalGroup] = {g.name: LocalGroup(False) for g in groups}
         self._probes: dict[str, float | None] = {}
         self._witness_up = True
@@ -454,7 +455,18 @@ class Policy:
         me = self._index_of(self.local)
         for name, peer in self._peers.items():
             advert = self._adverts.get(name)
-            deaf = peer.alive and advert is not None and not advert.hears_node(me)
+            if advert is not None and advert.hears_node(me):
+                self._heard_by.add(name)
+            # deaf: it heard us before and does not any more (an asymmetric cut); a peer
+            # that has not heard us yet (both just started) is not deaf
+            deaf = (
+                peer.alive
+                and advert is not None
+                and not advert.hears_node(me)
+                and name in self._heard_by
+            )
+            if not peer.alive:
+                self._heard_by.discard(name)
             gone = (not peer.alive and peer.known) or deaf
             if gone and name not in self._lost:
                 self._lost[name] = _Lost(now, peer.last_heard, self._last_advert.get(name))
@@ -502,7 +514,13 @@ class Policy:
     def _acquire_reason(self, g: GroupInfo) -> str:
         if not self._lost:
             return "its target is this node and every peer agreed"
-        return f"taking over from {', '.join(sorted(self._lost))}"
+        text = f"taking over from {', '.join(sorted(self._lost))}"
+        unfenced = [
+            n for n in sorted(self._lost) if not self._peers.get(n) or not self._peers[n].watchdog
+        ]
+        if unfenced:
+            text += f" ({', '.join(unfenced)}: no watchdog, safety rests on the paths alone)"
+        return text
 
     def _apply_claims(self, now: float) -> None:
         for name, advert in self._adverts.items():
