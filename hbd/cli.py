@@ -103,6 +103,16 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _steer(args: argparse.Namespace) -> int:
+    """`hbctl standby MODE` / `hbctl takeover MODE`: ask the daemon; the hand-off itself
+    happens as the policy allows (never two holders), `hbctl status` shows its progress."""
+    from hbd.control import request
+
+    reply = request(args.run_dir, args.command, mode=args.mode)
+    print(reply.get("message", f"{args.command} {args.mode} requested"))
+    return EXIT_OK
+
+
 def hbctl_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hbctl", description="See and steer an hbd cluster.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -137,6 +147,14 @@ def hbctl_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("words", nargs=argparse.REMAINDER, metavar="SUBCOMMAND ...")
     p.set_defaults(func=_cl_status)
+    for name, modes, text in (
+        ("standby", ("all", "local", "foreign", "off"), "give groups to the peer (off: stop)"),
+        ("takeover", ("all", "local", "foreign", "failback"), "take groups from the peer"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_run_dir(p)
+        p.add_argument("mode", nargs="?", default="all", choices=modes)
+        p.set_defaults(func=_steer)
     from hbd import cabletest
 
     cabletest.add_parser(sub)
