@@ -252,7 +252,9 @@ class UcastLink(UdpLink):
         self.peer = str(peer)
 
     def _setup(self, sock: socket.socket) -> tuple[str, int]:
-        sock.bind(("", self.port))
+        if self.medium.bind is not None:
+            self.local_address = self.medium.bind  # hbd's `ucast DEV PEER LOCAL`
+        sock.bind((self.medium.bind or "", self.port))
         return (self.peer, self.port)
 
     def _accept(self, destination: str) -> bool:

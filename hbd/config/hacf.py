@@ -282,12 +282,23 @@ def _mcast(b: _Builder, _: str, args: list[str]) -> None:
 
 
 def _ucast(b: _Builder, _: str, args: list[str]) -> None:
-    if len(args) != 2:
-        raise b.fail("'ucast' takes: device peer-address, e.g. ucast eth1 10.0.0.7")
-    dev, peer = args
+    if len(args) not in (2, 3):
+        raise b.fail("'ucast' takes: device peer-address [local-address], e.g. ucast eth1 10.0.0.7")
+    dev, peer = args[:2]
     addr = _ipv4(b, peer, "ucast peer")
+    # hbd's extension: a third word binds the socket to that local address, so several
+    # nodes can share one host (the demo runs two on loopback: 127.0.0.1 and 127.0.0.2)
+    bind = str(_ipv4(b, args[2], "ucast local address")) if len(args) == 3 else None
     _add_medium(
-        b, Medium(MediumKind.UCAST, _check_iface(b, dev), b.where(), port=b.udpport, peer=str(addr))
+        b,
+        Medium(
+            MediumKind.UCAST,
+            _check_iface(b, dev),
+            b.where(),
+            port=b.udpport,
+            peer=str(addr),
+            bind=bind,
+        ),
     )
 
 

@@ -51,6 +51,7 @@ class Medium:
     ttl: int = 1
     loop: bool = False
     peer: str | None = None
+    bind: str | None = None  # hbd: `ucast DEV PEER LOCAL` binds to LOCAL (nodes sharing a host)
 
     @property
     def path_id(self) -> str:
