@@ -314,6 +314,18 @@ class Node:
         if self.proc is not None:
             self.proc.wait(5)
 
+    def write_config(self, hacf: str, authkeys: str) -> None:
+        """Write ha.cf (as `hacf_text` makes it) and authkeys where the daemon reads them."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the daemon in the namespace (output appended to `log`)."""
+        raise NotImplementedError
+
+    def paths_up(self) -> int:
+        """How many (peer, path) pairs the daemon reports up."""
+        raise NotImplementedError
+
 
 class HbdNode(Node):
     """hbd, with --config-dir/--state-dir/--run-dir under `root`."""
@@ -400,18 +412,19 @@ class HeartbeatNode(Node):
         self.proc = self.ns.popen(["unshare", "--mount", "--uts", "sh", "-c", shell], self.log)
 
     def paths_up(self) -> int:
-        """How many links Heartbeat logged as up ("Link NODE:DEV up.")."""
+        """How many links to other nodes Heartbeat's log shows up ("Link hb2:eth0 up.",
+        until a later "Link hb2:eth0 dead.")."""
         try:
             text = (self.root / "ha-log").read_text(errors="replace")
         except FileNotFoundError:
             return 0
-        return len(
-            {
-                line.split("Link ", 1)[1].split()[0]
-                for line in text.splitlines()
-                if " up." in line and "Link " in line
-            }
-        )
+        links: dict[str, bool] = {}
+        for line in text.splitlines():
+            _, found, rest = line.partition(" Link ")
+            words = rest.split()
+            if found and len(words) == 2 and not words[0].startswith(f"{self.name}:"):
+                links[words[0]] = words[1] == "up."
+        return sum(links.values())
 
 
 def wait_until(probe: Callable[[], bool], timeout: float, what: str) -> float:
