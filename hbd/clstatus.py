@@ -157,6 +157,9 @@ def link_name(path_id: str) -> str:
     return rest.split(":", 1)[0]
 
 
+_PING_PREFIXES: Final = ("ping:", "ping_group:")
+
+
 @dataclass(frozen=True, slots=True)
 class _Node:
     name: str
@@ -177,12 +180,14 @@ class _View:
         nodes = {self.me: _Node(self.me, "normal", _local_status(status))}
         for name, view in peers.items():
             nodes[name] = _Node(name, "normal", str(view.get("status", "dead")))
-        for name, view in pings.items():
+        for witness, view in pings.items():
+            name = witness.split(":", 1)[1] if witness.startswith(_PING_PREFIXES) else witness
             nodes[name] = _Node(name, "ping", _ping_status(str(view.get("status", ""))))
         self.nodes = nodes
-        self.order = _heartbeat_order(declared, list(nodes), list(peers), list(pings), self.me)
+        ping_names = [n.name for n in nodes.values() if n.kind == "ping"]
+        self.order = _heartbeat_order(declared, list(nodes), list(peers), ping_names, self.me)
         links: Mapping[str, Any] = status.get("links") or {}
-        self.media = [pid for pid in links if not pid.startswith(("ping:", "ping_group:"))]
+        self.media = [pid for pid in links if not pid.startswith(_PING_PREFIXES)]
 
     def find(self, name: str) -> _Node | None:
         node = self.nodes.get(name)
