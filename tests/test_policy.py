@@ -321,15 +321,26 @@ def test_standby_hands_the_group_over_and_takeover_brings_it_back() -> None:
     assert any("asked to take over" in d for d in w.decisions("beta"))
 
 
-def test_a_group_without_an_address_stays_with_its_holder_across_a_partition() -> None:
+def test_a_group_without_an_address_moves_to_the_standby_survivor_on_partition() -> None:
     w = World(groups=(VIP, DB))
     w.run(3)
     assert w.holder(DB) == "beta" and w.holder(VIP) == "alpha"
-    assert w.nodes["alpha"].policy.survivor() == "beta"  # beta runs the address-less group
+    assert w.nodes["alpha"].policy.survivor() == "alpha"  # it runs no address-less group
     w.cut()
     w.run(10)
+    assert [f[1] for f in w.fences] == ["beta"]  # the holder fences...
+    assert w.nodes["beta"].resets == 1
+    assert (w.holder(VIP), w.holder(DB)) == ("alpha", "alpha")  # ...the survivor takes over
+
+
+def test_a_crashed_holder_of_a_group_without_an_address_is_replaced() -> None:
+    w = World(groups=(DB,))
+    w.run(3)
+    assert w.holder(DB) == "beta"
+    w.crash("beta")
+    w.run(2 * WATCHDOG + 3)
+    assert w.holder(DB) == "alpha"
     assert w.fences == []
-    assert (w.holder(VIP), w.holder(DB)) == ("alpha", "beta")
 
 
 DB1 = GroupInfo("db1", "alpha", ())
@@ -340,7 +351,7 @@ def test_on_partition_the_non_survivor_fences_and_the_survivor_takes_its_groups(
     w = World(groups=(DB1, DB2))
     w.run(3)
     assert (w.holder(DB1), w.holder(DB2)) == ("alpha", "beta")
-    assert w.nodes["beta"].policy.survivor() == "alpha"  # a tie goes to the first name
+    assert w.nodes["beta"].policy.survivor() == "alpha"  # one each: the first name
     w.cut()
     w.run(10)
     assert [f[1] for f in w.fences] == ["beta"]

@@ -42,9 +42,12 @@ The side that keeps running a group across a partition is the one still serving 
 partition never makes two holders.
 
 The designated survivor decides groups that have no service address: while connected, both
-nodes compute it from the same adverts (the node running most such groups, ties to the first
-in name order). A node that loses its peers while running such groups and is not the
-survivor releases them and fences itself, so the survivor may take them after the budget.
+nodes compute it from the same adverts: the node running FEWEST such groups (the standby),
+ties to the first in name order. A node that loses its peers while running such groups and
+is not the survivor releases them and fences itself; the survivor takes them after the
+budget. So a crashed holder is replaced, and a partition moves the service once; the price
+is that a crashed standby makes the holder give its address-less groups up (a service
+address avoids that: the probe rule needs no survivor).
 
 Isolation: a node that has lost every peer and reaches none of its configured ping witnesses
 releases everything, fences itself if it was running anything, and never takes over.
@@ -194,6 +197,7 @@ class Policy:
         self._last_advert: dict[str, Advert] = {}  # kept after a peer is lost
         self._lost: dict[str, _Lost] = {}
         self._heard_by: set[str] = set()  # peers whose adverts said they hear us
+        self._frozen_survivor: str | None = None  # the survivor when contact was lost
         self._local: dict[str, LocalGroup] = {g.name: LocalGroup(False) for g in groups}
         self._probes: dict[str, float | None] = {}
         self._witness_up = True
@@ -286,7 +290,8 @@ class Policy:
         return {g.name: self._target(g) for g in self.groups}
 
     def survivor(self) -> str:
-        return self._survivor()
+        """The designated survivor: agreed while connected, frozen once a peer is lost."""
+        return self._frozen_survivor or self._survivor()
 
     # -- the decision ---------------------------------------------------------------
 
@@ -307,7 +312,7 @@ class Policy:
                     now,
                     f"lost every path to {', '.join(sorted(self._lost))} while running "
                     f"{', '.join(owned)} without the designated survivor's role "
-                    f"(survivor: {self._survivor()})",
+                    f"(survivor: {self.survivor()})",
                 )
         for g in self.groups:
             mine = self._local[g.name]
@@ -377,7 +382,7 @@ class Policy:
                     g.name,
                     Why.SURVIVOR,
                     f"cannot tell a crashed {name} from a partition (the group has no "
-                    f"service address) and {self._survivor()} is the designated survivor; "
+                    f"service address) and {self.survivor()} is the designated survivor; "
                     "'hbctl takeover' forces it",
                 )
                 return
@@ -469,11 +474,15 @@ class Policy:
                 self._heard_by.discard(name)
             gone = (not peer.alive and peer.known) or deaf
             if gone and name not in self._lost:
+                if not self._lost:
+                    self._frozen_survivor = self._survivor()
                 self._lost[name] = _Lost(now, peer.last_heard, self._last_advert.get(name))
                 why = "does not hear us any more" if deaf else "is dead"
                 self._decide_line(now, f"peer {name} lost", why)
             elif peer.alive and not deaf and name in self._lost:
                 del self._lost[name]
+                if not self._lost:
+                    self._frozen_survivor = None
                 self._decide_line(now, f"peer {name} back", "it hears us and we hear it")
                 if not self._lost and self.fenced is not None and not self.watchdog_armed:
                     self.fenced = None  # nothing reset us; with the peers back we may serve
@@ -487,7 +496,7 @@ class Policy:
         counts: dict[str, int] = {}
         for n in self.nodes:
             counts[n] = sum(1 for g in self.groups if not g.addresses and self._last_running(n, g))
-        return max(self.nodes, key=lambda n: (counts[n], -self.nodes.index(n)))
+        return min(self.nodes, key=lambda n: (counts[n], self.nodes.index(n)))
 
     def _last_running(self, node: str, g: GroupInfo) -> bool:
         if node == self.local:
@@ -496,7 +505,7 @@ class Policy:
         return advert is not None and advert.running[self._index[g.name]]
 
     def _is_survivor(self) -> bool:
-        return self._survivor() == self.local
+        return self.survivor() == self.local
 
     def _budget_end(self, peer: PeerView | None, lost: _Lost) -> float:
         last = lost.last_heard if lost.last_heard is not None else lost.since
