@@ -43,6 +43,8 @@ from hbd.links.ping import PingLink
 from hbd.links.serial import DEFAULT_LOCK_DIR
 from hbd.logsetup import configure_logging
 from hbd.net import BuiltinAgents, PyrouteAddressManager
+from hbd.realtime import go_realtime
+from hbd.respawn import RespawnedProgram, programs
 from hbd.scripts import Runner, ScriptRunner
 from hbd.systemd import Notifier, watchdog_interval
 from hbd.watchdog import Watchdog, WatchdogDevice
@@ -162,6 +164,7 @@ class Daemon:
         self.started_at = 0.0
         self._owns_run_dir = False  # only then may shutdown remove the pid file
         self._ucast_paths: dict[tuple[str, str], str] = {}  # (device, peer) -> path id
+        self.respawned: list[RespawnedProgram] = []
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -181,6 +184,8 @@ class Daemon:
                     self._reload = False
                     self.reload()
             await self._hand_over()
+            for program in self.respawned:
+                await program.stop()
         finally:
             if self._owns_run_dir:
                 self.shutdown()
@@ -217,6 +222,11 @@ class Daemon:
             (signal.SIGHUP, self._ask_reload),
         ):
             loop.add_signal_handler(signum, handler)
+        if config.hacf.realtime:
+            go_realtime(config.hacf.rtprio)
+        self.respawned = programs(config.hacf.respawn)
+        for program in self.respawned:
+            self._spawn(asyncio.ensure_future(program.run()))
         self.started_at = now
         self._tick(now)
         log.info(

@@ -1,0 +1,40 @@
+"""`realtime on` and `rtprio N` (ha.cf): run hbd at a realtime priority, locked in memory.
+
+As Heartbeat: SCHED_FIFO at `rtprio` (default halfway between the minimum and maximum
+SCHED_FIFO priorities) and mlockall, so heartbeats keep going when the machine is swapping
+or busy. Failures are warnings, never fatal (a container may refuse both).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+
+log = logging.getLogger("hbd")
+
+MCL_CURRENT = 1
+MCL_FUTURE = 2
+
+
+def default_rtprio() -> int:
+    low = os.sched_get_priority_min(os.SCHED_FIFO)
+    high = os.sched_get_priority_max(os.SCHED_FIFO)
+    return (low + high) // 2
+
+
+def go_realtime(rtprio: int | None) -> list[str]:
+    """Raise this process to SCHED_FIFO and lock its memory; returns what could not be done."""
+    problems: list[str] = []
+    prio = rtprio if rtprio is not None else default_rtprio()
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+    except OSError as e:
+        problems.append(f"cannot run at realtime priority {prio}: {e.strerror}")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+        problems.append(f"cannot lock itself into memory: {os.strerror(ctypes.get_errno())}")
+    for problem in problems:
+        log.warning("realtime: %s", problem)
+    return problems
