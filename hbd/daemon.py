@@ -46,7 +46,7 @@ from hbd.net import BuiltinAgents, PyrouteAddressManager
 from hbd.realtime import go_realtime
 from hbd.respawn import RespawnedProgram, programs
 from hbd.scripts import Runner, ScriptRunner
-from hbd.systemd import Notifier, watchdog_interval
+from hbd.systemd import Notifier, journal_fields, watchdog_interval
 from hbd.watchdog import Watchdog, WatchdogDevice
 
 log = logging.getLogger("hbd")
@@ -523,12 +523,19 @@ class Daemon:
         name = self.names
         if isinstance(event, ev.NodeUp):
             log.info(
-                "Status update for node %s: status up (generation %d)", event.node, event.generation
+                "Status update for node %s: status up (generation %d)",
+                event.node,
+                event.generation,
+                extra=journal_fields(peer=event.node),
             )
         elif isinstance(event, ev.NodeActive):
-            log.info("Status update for node %s: status active", event.node)
+            log.info(
+                "Status update for node %s: status active",
+                event.node,
+                extra=journal_fields(peer=event.node),
+            )
         elif isinstance(event, ev.NodeDead):
-            log.warning("node %s: is dead", event.node)
+            log.warning("node %s: is dead", event.node, extra=journal_fields(peer=event.node))
         elif isinstance(event, ev.NodeRestarted):
             log.info(
                 "node %s restarted: generation %d -> %d",
@@ -537,9 +544,19 @@ class Daemon:
                 event.new_generation,
             )
         elif isinstance(event, ev.PathUp):
-            log.info("Link %s:%s up.", event.node, name.get(event.path, event.path))
+            log.info(
+                "Link %s:%s up.",
+                event.node,
+                name.get(event.path, event.path),
+                extra=journal_fields(peer=event.node, path=event.path),
+            )
         elif isinstance(event, ev.PathDown):
-            log.info("Link %s:%s dead.", event.node, name.get(event.path, event.path))
+            log.info(
+                "Link %s:%s dead.",
+                event.node,
+                name.get(event.path, event.path),
+                extra=journal_fields(peer=event.node, path=event.path),
+            )
         elif isinstance(event, ev.LateHeartbeat):
             log.warning(
                 "Late heartbeat: node %s, interval %d ms (path %s)",

@@ -35,6 +35,7 @@ from hbd.core.states import NodeState
 from hbd.core.witness import Witnesses
 from hbd.links.ping import PingLink
 from hbd.scripts import Runner, carry_out
+from hbd.systemd import journal_fields
 from hbd.watchdog import WatchdogDevice, default_timeout, magic_close_warning
 
 log = logging.getLogger("hbd")
@@ -182,10 +183,20 @@ class GroupKeeper:
         )
         while (action := self.policy.next_action()) is not None:
             if isinstance(action, Acquire):
-                log.info("Acquiring resource group: %s (%s)", action.group, action.reason)
+                log.info(
+                    "Acquiring resource group: %s (%s)",
+                    action.group,
+                    action.reason,
+                    extra=journal_fields(group=action.group),
+                )
                 self.rm.acquire(action.group, now)
             elif isinstance(action, Release):
-                log.info("Releasing resource group: %s (%s)", action.group, action.reason)
+                log.info(
+                    "Releasing resource group: %s (%s)",
+                    action.group,
+                    action.reason,
+                    extra=journal_fields(group=action.group),
+                )
                 self.rm.release(action.group, now)
             elif isinstance(action, SelfFence):
                 fenced = self.fencing.fence(now, action.reason)
@@ -326,11 +337,20 @@ class GroupKeeper:
 
     def _log_rm_event(self, event: object) -> None:
         if isinstance(event, rs.GroupStarted):
-            log.info("resource group %s started", event.group)
+            log.info(
+                "resource group %s started", event.group, extra=journal_fields(group=event.group)
+            )
         elif isinstance(event, rs.GroupStopped):
-            log.info("resource group %s stopped", event.group)
+            log.info(
+                "resource group %s stopped", event.group, extra=journal_fields(group=event.group)
+            )
         elif isinstance(event, rs.GroupFailed):
-            log.error("resource group %s failed: %s", event.group, event.reason)
+            log.error(
+                "resource group %s failed: %s",
+                event.group,
+                event.reason,
+                extra=journal_fields(group=event.group),
+            )
         elif isinstance(event, rs.ResourceFailed):
             log.error("resource %s %s failed: %s", event.resource, event.op, event.reason)
         elif isinstance(event, rs.ResourceStuck):
