@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from confkit import GOOD_AUTHKEYS, GOOD_HACF, config_dir, empty_agent_dirs, sample
 
 from hbd.cli import hbctl_main
 from hbd.config.load import load_config
 from hbd.core.errors import ConfigError
+
+from confkit import GOOD_AUTHKEYS, GOOD_HACF, config_dir, empty_agent_dirs, sample
 
 H = GOOD_HACF  # 3 lines: a bad line appended to it is line 4
 

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import Cluster, build, wait_for
-from netns import requires_root, requires_socat
 
 from hbd.cli import hbctl_main
 from hbd.clstatus import (
@@ -35,6 +33,9 @@ from hbd.clstatus import (
     link_name,
     split_hbctl_options,
 )
+
+from cluster import Cluster, build, wait_for
+from netns import requires_root, requires_socat
 
 VECTORS = Path(__file__).parent / "vectors" / "cl_status"
 PREFIX = "<ts> <host> cl_status: [<pid>]: "

@@ -7,13 +7,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from confkit import GOOD_HACF, config_dir
 
 from hbd.cli import hbctl_main
 from hbd.config.authkeys import check_mode, parse_authkeys
 from hbd.config.load import load_config
 from hbd.core.auth import AuthMethod
 from hbd.core.errors import ConfigError
+
+from confkit import GOOD_HACF, config_dir
 
 
 @pytest.mark.parametrize(

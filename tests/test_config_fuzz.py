@@ -16,7 +16,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from confkit import GOOD_AUTHKEYS, GOOD_HACF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,8 @@ from hbd.config.hacf import DIRECTIVES, parse_hacf, parse_time_ms
 from hbd.config.haresources import AgentDirs, parse_haresources
 from hbd.config.load import load_config
 from hbd.core.errors import ConfigError
+
+from confkit import GOOD_AUTHKEYS, GOOD_HACF
 
 FUZZ = settings(
     max_examples=300,

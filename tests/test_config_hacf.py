@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confkit import GOOD_HACF, config_dir, empty_agent_dirs, sample
 
 from hbd.config.hacf import DIRECTIVES, parse_bool, parse_hacf, parse_time_ms
 from hbd.config.load import load_config
 from hbd.config.model import AgentKind, AutoFailback, HaCf, MediumKind, WireFormat
 from hbd.core.auth import AuthMethod
 from hbd.core.errors import ConfigError
+
+from confkit import GOOD_HACF, config_dir, empty_agent_dirs, sample
 
 
 def hacf(*lines: str) -> HaCf:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from confkit import config_dir, empty_agent_dirs, make_executable
 
 from hbd.config.haresources import AgentDirs, parse_haresources
 from hbd.config.load import load_config
 from hbd.config.model import AgentKind, ResourceGroup
 from hbd.core.errors import ConfigError
+
+from confkit import config_dir, empty_agent_dirs, make_executable
 
 NODES = ("ha-01", "ha-02")
 

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster import HBD, Cluster, Timing, build
-from netns import requires_root, requires_socat
 
 from hbd.links.serial import DEFAULT_LOCK_DIR, lock_name
+
+from cluster import HBD, Cluster, Timing, build
+from netns import requires_root, requires_socat
 
 TIMING = Timing()
 DEADTIME = TIMING.deadtime / 1000

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import Cluster, Cut, Net, Timing, build
-from netns import netem_available, requires_root, requires_socat
 
 from hbd import __version__
+
+from cluster import Cluster, Cut, Net, Timing, build
+from netns import netem_available, requires_root, requires_socat
 
 pytestmark = [pytest.mark.root, requires_root, requires_socat]
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from netns import Netns, namespace, run, stop_process, unique_name
 
 from hbd.testing.fusewatchdog import (
     MountedWatchdog,
@@ -33,6 +32,8 @@ from hbd.watchdog import (
     WatchdogError,
     magic_close_warning,
 )
+
+from netns import Netns, namespace, run, stop_process, unique_name
 
 # --- the timer on its own: now jumps, nothing sleeps -----------------------------------
 

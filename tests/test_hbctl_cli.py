@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster import HBCTL
 
 from hbd.cli import hbctl_main
+
+from cluster import HBCTL
 
 requires_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat")
 

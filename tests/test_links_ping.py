@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from netns import Netns, Veth, namespace, requires_root, veth_pair
 
 from hbd.config.model import PingGroup, PingNode
 from hbd.links.base import LinkOpened
 from hbd.links.ping import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, PingLink, PingReply, echo_packet
+
+from netns import Netns, Veth, namespace, requires_root, veth_pair
 
 
 @dataclass

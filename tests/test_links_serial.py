@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hbd.links.base import LinkLost, LinkOpened, LinkOpenFailed, Received
-from hbd.links.serial import SerialLink, UucpLock, lock_name
-from netns import SocatPair, requires_socat, socat_pair
 
 from hbd.config.model import Medium, MediumKind
+from hbd.links.base import LinkLost, LinkOpened, LinkOpenFailed, Received
+from hbd.links.serial import SerialLink, UucpLock, lock_name
+
+from netns import SocatPair, requires_socat, socat_pair
 
 pytestmark = requires_socat
 

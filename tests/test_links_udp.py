@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import Netns, Veth, lan, namespace, requires_root, veth_pair
 
 from hbd.config.model import Medium, MediumKind
 from hbd.links.base import Link, LinkLost, LinkOpened, LinkOpenFailed, Received, make_link
 from hbd.links.serial import SerialLink
 from hbd.links.udp import BcastLink, McastLink, UcastLink, UdpLink, udp_link
+
+from netns import Netns, Veth, lan, namespace, requires_root, veth_pair
 
 PORT = 16940
 GROUP = "239.77.0.1"

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cluster import Cluster, HbdNode, Net, build, wait_for
-from netns import requires_root
 
 from hbd.control import socket_path
+
+from cluster import Cluster, HbdNode, Net, build, wait_for
+from netns import requires_root
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, requires_root]
 
