@@ -320,6 +320,7 @@ def write_configs(nodes: dict[str, DemoNode], cable: SerialCable, port: int) -> 
             f"initdead {INITDEAD_MS}ms\n"
             "auto_failback on\n"
             "wire hbd\n"
+            "logfacility none\n"  # the log goes to stderr, kept in NODE/hbd.log; not syslog
             f"serial {cable.device(side)}\n"
             f"udpport {port}\n"
             f"ucast lo {ADDRESSES[peer]} {ADDRESSES[name]}\n"
@@ -412,7 +413,8 @@ class Demo:
     # -- helpers
 
     def say(self, text: str) -> None:
-        self.console.print(text)
+        """One line of news, never wrapped, so scripts can grep it."""
+        self.console.print(text, soft_wrap=True)
 
     def step(self, number: int, title: str, explanation: str) -> None:
         self.console.print()
@@ -654,7 +656,7 @@ class Demo:
     def cleanup(self) -> list[str]:
         """Stop every process, close the ptys, remove the directory; what went wrong."""
         problems: list[str] = []
-        for node in self.nodes.values():
+        for node in reversed(self.nodes.values()):  # beta first: alpha holds the group
             if node.running and node.terminate() is None:
                 problems.append(f"hbd {node.name} ignored SIGTERM and was killed")
         if self.cable is not None:
@@ -684,7 +686,7 @@ class Demo:
             tail = node.log_tail()
             if tail:
                 self.console.print(f"[bold]---- last lines of {node.name}'s log ----[/bold]")
-                self.console.print(Text(tail))
+                self.console.print(Text(tail), soft_wrap=True)
 
     # -- probes
 
@@ -769,20 +771,21 @@ def demo_main(argv: list[str]) -> int:
             try:
                 failover, failback = demo.run()
             except DemoFailed as e:
-                console.print(f"[bold red]hbd demo failed:[/bold red] {e}")
+                console.print(f"[bold red]hbd demo failed:[/bold red] {e}", soft_wrap=True)
                 demo.failure_report()
             except KeyboardInterrupt:
                 console.print("\n[yellow]hbd demo interrupted; cleaning up.[/yellow]")
                 rc = 130
             except OSError as e:
-                console.print(f"[bold red]hbd demo failed:[/bold red] {e}")
+                console.print(f"[bold red]hbd demo failed:[/bold red] {e}", soft_wrap=True)
                 demo.failure_report()
             else:
                 console.print()
                 console.rule("[bold]Summary")
                 console.print(
                     f"Every step did what it should. Failover {failover:.2f} s, "
-                    f"failback {failback:.2f} s."
+                    f"failback {failback:.2f} s.",
+                    soft_wrap=True,
                 )
                 rc = 0
     finally:
@@ -795,7 +798,9 @@ def demo_main(argv: list[str]) -> int:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
     for problem in problems:
-        console.print(f"[bold red]cleanup:[/bold red] {problem}")
+        console.print(f"[bold red]cleanup:[/bold red] {problem}", soft_wrap=True)
     if not problems:
-        console.print(f"Cleaned up: hbd processes stopped, ptys closed, {demo.tmp} removed.")
+        console.print(
+            f"Cleaned up: hbd processes stopped, ptys closed, {demo.tmp} removed.", soft_wrap=True
+        )
     return rc or (1 if problems else 0)
