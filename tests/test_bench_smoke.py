@@ -1,0 +1,151 @@
+"""The bench scripts run end to end with tiny parameters, so they cannot rot unnoticed.
+
+Each script runs as a user runs it (`python bench/NAME.py ...`, a subprocess) and its table
+is read back: the rows it must have are there and the figures are consistent with the codecs.
+The fuzz harness is also checked to notice a broken engine (a replay window that accepts
+everything, a MAC check that passes anything): a campaign reporting 0 means something only
+if the harness can report more.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from hbd.core.wire import native as nat
+from hbd.core.wire import replay
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(script: str, *args: str, timeout: float = 60) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def table_rows(text: str, first_header: str) -> dict[str, list[str]]:
+    """The rows of the Markdown table whose first header cell is `first_header`, by their
+    first cell (a later row with the same first cell wins)."""
+    rows: dict[str, list[str]] = {}
+    inside = False
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            inside = False
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == first_header:
+            inside = True
+        elif inside and not set(cells[0]) <= {"-", ":"}:
+            rows[cells[0]] = cells
+    return rows
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("x"))
+
+
+@pytest.fixture
+def fuzz_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    # appended, not prepended: bench/serial.py must not shadow pyserial for this process
+    monkeypatch.setattr(sys, "path", [*sys.path, str(BENCH)])
+    yield importlib.import_module("fuzz")
+
+
+# -- fuzz -------------------------------------------------------------------------------------
+
+
+def test_fuzz_campaign_runs_and_reports_every_input_kind() -> None:
+    out = run_bench(
+        "fuzz.py", "--frame-inputs", "4000", "--config-inputs", "3000", "--chunk", "1000"
+    )
+    frames = table_rows(out, "input")
+    for kind in ("random", "mutated", "forged", "replayed"):
+        assert number(frames[kind][1]) > 0, f"no {kind} inputs ran"
+    configs = table_rows(out.split("configuration fuzzers", 1)[1], "input")
+    assert number(configs["total"][1]) == 3000
+    assert number(configs["total"][2]) == 0  # crashes
+    assert "bad-signature" in out and "replayed" in out  # the inputs reached the checks
+
+
+def test_fuzz_harness_notices_an_engine_that_accepts_replays(
+    fuzz_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean = fuzz_module.frame_chunk(7, 1500)
+    assert sum(clean.replayed.values()) == 0 and sum(clean.forged.values()) == 0
+    monkeypatch.setattr(replay.ReplayWindow, "check", lambda self, g, s: replay.Accepted())
+    broken = fuzz_module.frame_chunk(7, 1500)
+    assert sum(broken.replayed.values()) > 0
+
+
+def test_fuzz_harness_notices_an_engine_that_accepts_bad_macs(
+    fuzz_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hbd.core.wire.native.hmac.compare_digest", lambda a, b: True)
+    broken = fuzz_module.frame_chunk(7, 3000)
+    assert sum(broken.forged.values()) > 0
+
+
+# -- serial -----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat")
+def test_serial_sizes_capacity_and_pty_run() -> None:
+    out = run_bench("serial.py", "--names", "hb1", "--pty-seconds", "0.2", "--sim-seconds", "10")
+    sizes = table_rows(out.split("measured:", 1)[0], "format")
+    native = sizes["hbd native (HMAC-SHA256/128)"]
+    assert number(native[2]) == nat.HEARTBEAT_LEN
+    assert number(native[3]) == nat.HEARTBEAT_SERIAL_LEN
+    for row in sizes.values():  # capacity is the line's bytes/s over the bytes per heartbeat
+        assert number(row[6]) == pytest.approx(1920 / number(row[5]), rel=0.01)
+    assert any(name.startswith("Heartbeat wire, sent by hbd (crc)") for name in sizes)
+    pty = table_rows(out.split("measured:", 1)[1], "format")
+    assert len(pty) == 4  # native, and Heartbeat's sha1, md5, crc for one name
+    for row in pty.values():
+        assert row[2] == row[3] and number(row[2]) > 0  # every frame written was verified
+        assert row[4] == "0"
+
+
+# -- idle -------------------------------------------------------------------------------------
+
+
+def _bench_namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.startswith("hbdb-")}
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.skipif(
+    not os.access("/usr/libexec/heartbeat/heartbeat", os.X_OK), reason="needs Heartbeat 3.0.6"
+)
+def test_idle_cluster_measured_for_hbd_and_heartbeat() -> None:
+    before = _bench_namespaces()
+    out = run_bench(
+        "idle.py", "--window", "3", "--settle", "0.5", "--rates", "10", "--systems",
+        "hbd,heartbeat", timeout=120,
+    )  # fmt: skip
+    rows = table_rows(out, "system")
+    assert set(rows) == {"hbd (native frames)", "Heartbeat 3.0.6"}
+    for row in rows.values():
+        assert row[1] == "10 Hz"
+        assert number(row[2]) >= 0 and number(row[3]) > 0 and number(row[4]) > 0
+        assert number(row[5]) >= 1
+    # Heartbeat runs a reader and a writer per path beside its master: more than hbd's one
+    assert number(rows["Heartbeat 3.0.6"][5]) > number(rows["hbd (native frames)"][5])
+    assert _bench_namespaces() == before  # every namespace it made is gone
