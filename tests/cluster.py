@@ -25,6 +25,14 @@ Shape:
 - `Cluster` writes every node's ha.cf and authkeys from the topology, the `Timing` and the
   wire format, starts and stops the daemons, and waits for states with bounded polls
   (never a fixed sleep), returning how long the wait took so tests can report timings.
+- Resource groups: `build(..., haresources=TEXT, agents=("recorder",), directives={...})`
+  writes the same haresources on every node, copies the named test agents (tests/agents/)
+  into each node's `resource.d`, and sets ha.cf directives (e.g. `auto_failback off`);
+  `node.env` adds environment variables for that node's daemon (and so its agents).
+  `node.groups()`, `node.group(name)`, `node.decisions()` read `hbctl status`;
+  `c.wait_holder(group, "beta")` waits until every running node agrees that beta holds
+  it and beta reports it started; `c.vip_sampler(address)` watches a service address in
+  every node's namespace (tests/sampler.py).
 
 Everything is torn down on exit, even when the test fails: daemons (SIGTERM, then SIGKILL),
 socat, veths, bridges and namespaces. The daemons' logs are printed when a test fails
@@ -46,9 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import netns
-
 from hbd.control import ControlError, request
+
+import netns
+from sampler import VipSampler
 
 T = TypeVar("T")
 Cut = Literal["down", "loss"]
@@ -70,6 +79,7 @@ def _script(name: str) -> str:
 
 HBD = _script("hbd")
 HBCTL = _script("hbctl")
+AGENTS_DIR = Path(__file__).resolve().parent / "agents"
 
 AUTHKEYS = {
     "sha256": "auth 3\n3 sha256 integration-test-key-sha256\n",
@@ -219,6 +229,7 @@ class HbdNode:
     root: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # added to the daemon's environment
 
     @property
     def config_dir(self) -> Path:
@@ -257,6 +268,21 @@ class HbdNode:
         keys.write_text(authkeys)
         os.chmod(keys, 0o600)
 
+    def write_haresources(self, text: str) -> None:
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        (self.config_dir / "haresources").write_text(text)
+
+    def install_agent(self, source: str | Path, name: str | None = None) -> Path:
+        """Copy an agent script into this node's `resource.d` (a bare name: tests/agents/)."""
+        src = Path(source)
+        if not src.is_absolute() and src.parent == Path("."):
+            src = AGENTS_DIR / src
+        target = self.config_dir / "resource.d" / (name or src.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        os.chmod(target, 0o755)
+        return target
+
     def start(self, *extra: str) -> None:
         """Start the daemon in the background (its stderr appended to `hbd.log`)."""
         if self.running:
@@ -274,6 +300,7 @@ class HbdNode:
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=logf,
+                env={**os.environ, **self.env} if self.env else None,
             )
 
     def run_foreground(
@@ -326,6 +353,26 @@ class HbdNode:
         except ControlError:
             return None
 
+    def groups(self) -> list[dict[str, Any]] | None:
+        """`hbctl status`'s `groups` (None if the daemon does not answer)."""
+        status = self.status()
+        return None if status is None else list(status.get("groups", []))
+
+    def group(self, name: str) -> dict[str, Any] | None:
+        """One group's entry in `hbctl status` (None if the daemon does not answer)."""
+        groups = self.groups()
+        if groups is None:
+            return None
+        found = [g for g in groups if g["name"] == name]
+        if not found:
+            raise KeyError(f"{self.name} has no group {name!r}: {[g['name'] for g in groups]}")
+        return found[0]
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The policy's latest decisions ({at, decision, reason}); [] if no answer."""
+        status = self.status()
+        return [] if status is None else list(status.get("decisions", []))
+
     def hbctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`hbctl ARGS --run-dir RUN_DIR`, as an administrator types it."""
         return netns.run(HBCTL, *args, "--run-dir", str(self.run_dir), check=False)
@@ -363,6 +410,9 @@ class Cluster:
     wire: str | None  # None: no `wire` line, Heartbeat's format by default
     auth: str
     extra: list[str] = field(default_factory=list)
+    directives: dict[str, str] = field(default_factory=dict)  # ha.cf directives to set
+    haresources: str | None = None  # the same haresources for every node
+    agents: list[str] = field(default_factory=list)  # test agents copied to resource.d
 
     def __getitem__(self, name: str) -> HbdNode:
         return self.nodes[name]
@@ -386,6 +436,7 @@ class Cluster:
         if self.wire is not None:
             directives["wire"] = self.wire
         directives["auto_failback"] = "on"
+        directives.update(self.directives)
         directives.update(overrides)
         lines = ["# written by tests/cluster.py", *(f"{k} {v}" for k, v in directives.items())]
         for net in self.networks:
@@ -400,6 +451,10 @@ class Cluster:
     def write_configs(self) -> None:
         for name, node in self.nodes.items():
             node.write_config(self.hacf(name), AUTHKEYS[self.auth])
+            if self.haresources is not None:
+                node.write_haresources(self.haresources)
+            for agent in self.agents:
+                node.install_agent(agent)
 
     def paths(self, local: str, peer: str) -> list[str]:
         """Every path id `local` should show for `peer`."""
@@ -478,6 +533,38 @@ class Cluster:
                     return None
         return status
 
+    def running_nodes(self) -> list[str]:
+        return [n for n, node in self.nodes.items() if node.running]
+
+    def holder_seen(self, group: str, holder: str | None, nodes: Sequence[str] = ()) -> bool:
+        """Whether every one of `nodes` (default: every running node) shows `holder` as
+        the group's holder, and the holder itself reports the group started (with None:
+        nobody holds it and every node reports it stopped or failed)."""
+        for n in nodes or self.running_nodes():
+            g = self.nodes[n].group(group)
+            if g is None or g["holder"] != holder:
+                return False
+            if n == holder and g["state"] != "started":
+                return False
+            if holder is None and g["state"] not in ("stopped", "failed"):
+                return False
+        return True
+
+    def wait_holder(
+        self, group: str, holder: str | None, timeout: float = 10.0, nodes: Sequence[str] = ()
+    ) -> float:
+        """Wait until `holder_seen(group, holder, nodes)`; seconds taken."""
+        return self.wait(
+            lambda: True if self.holder_seen(group, holder, nodes) else None,
+            f"{holder or 'no node'} to hold {group!r} as seen by "
+            f"{', '.join(nodes or self.running_nodes())}",
+            timeout,
+        )[1]
+
+    def vip_sampler(self, address: str, interval: float = 0.01) -> VipSampler:
+        """A (not yet started) sampler of `address` over every node's namespace."""
+        return VipSampler(address, {n: node.ns.name for n, node in self.nodes.items()}, interval)
+
     def wait_all_up(self, timeout: float = 10.0) -> float:
         """Wait until every node sees every peer alive over every path; seconds taken."""
 
@@ -500,6 +587,9 @@ def build(
     wire: str | None = None,
     auth: str = "sha1",
     extra: Sequence[str] = (),
+    haresources: str | None = None,
+    agents: Sequence[str] = (),
+    directives: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
     """Namespaces, networks, serial lines and configuration for `names`; nothing started.
 
@@ -533,7 +623,18 @@ def build(
             )
             lines.append(SerialLine(a, b, pair))
         nodes = {n: HbdNode(n, spaces[n], tmp_path / n) for n in names}
-        c = Cluster(nodes, built, lines, timing, wire, auth, list(extra))
+        c = Cluster(
+            nodes,
+            built,
+            lines,
+            timing,
+            wire,
+            auth,
+            list(extra),
+            dict(directives or {}),
+            haresources,
+            list(agents),
+        )
         c.write_configs()
         try:
             yield c
