@@ -293,16 +293,47 @@ SERVICE_SCRIPT = """\
 #!/bin/sh
 # hbd demo: a harmless "service" that is just a file. Heartbeat's resource.d convention:
 # the last argument is start, stop or status; status prints "running" or "stopped".
+# Each start and stop is also appended to a journal both nodes share, so the demo can check
+# the order of a hand-off.
 state={state}
+journal={journal}
 eval op=\\${{$#}}
 case "$op" in
-  start) : > "$state"; echo "demo-service started";;
-  stop) rm -f "$state"; echo "demo-service stopped";;
+  start) : > "$state"; echo "{node} start" >> "$journal"; echo "demo-service started";;
+  stop) rm -f "$state"; echo "{node} stop" >> "$journal"; echo "demo-service stopped";;
   status) if [ -e "$state" ]; then echo "running"; else echo "stopped"; fi;;
   *) echo "usage: $0 start|stop|status" >&2; exit 1;;
 esac
 exit 0
 """
+
+
+def journal_path(node: DemoNode) -> Path:
+    """The start/stop journal both nodes' service scripts append to."""
+    return node.root.parent / "service.journal"
+
+
+def read_journal(tmp: Path) -> list[str]:
+    try:
+        return (tmp / "service.journal").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def journal_overlap(entries: list[str]) -> str | None:
+    """Replay the journal ("NODE start|stop|power-loss" lines): did a node start the
+    service while another still ran it? A description of the first overlap, else None."""
+    running: set[str] = set()
+    for entry in entries:
+        node, _, op = entry.partition(" ")
+        if op == "start":
+            others = running - {node}
+            if others:
+                return f"{node} started {GROUP} while {', '.join(sorted(others))} still ran it"
+            running.add(node)
+        else:
+            running.discard(node)
+    return None
 
 
 def write_configs(nodes: dict[str, DemoNode], cable: SerialCable, port: int) -> None:
@@ -331,7 +362,13 @@ def write_configs(nodes: dict[str, DemoNode], cable: SerialCable, port: int) -> 
             f.write(f"auth 1\n1 sha256 {key}\n")
         (conf / "haresources").write_text(f"{NODES[0]} {GROUP}\n")
         script = conf / "resource.d" / GROUP
-        script.write_text(SERVICE_SCRIPT.format(state=shlex.quote(str(node.service_file))))
+        script.write_text(
+            SERVICE_SCRIPT.format(
+                state=shlex.quote(str(node.service_file)),
+                journal=shlex.quote(str(journal_path(node))),
+                node=name,
+            )
+        )
         script.chmod(0o755)
 
 
@@ -555,6 +592,8 @@ class Demo:
         t0 = time.monotonic()
         self.alpha.kill()
         self.alpha.service_file.unlink(missing_ok=True)
+        with open(journal_path(self.alpha), "a") as f:
+            f.write("alpha power-loss\n")
         self.wait(
             "beta to take the group over",
             lambda s: (
@@ -581,6 +620,7 @@ class Demo:
             "first, and only then does alpha start it - never two at once.",
         )
         self.cable.flush(0)  # what beta sent to the dead alpha is stale
+        mark = len(read_journal(self.tmp))
         t0 = time.monotonic()
         self.alpha.start()
         self.say(f"  started hbd for alpha again: pid {self.alpha.pids[-1]}")
@@ -603,6 +643,13 @@ class Demo:
             raise DemoFailed(
                 f"alpha came back with generation {generation}, not > {old_generation}"
             )
+        moves = read_journal(self.tmp)[mark:]
+        if moves != ["beta stop", "alpha start"]:
+            raise DemoFailed(
+                f"the failback was not a hand-off (beta stop, then alpha start): the service "
+                f"journal says {', '.join(moves) or 'nothing'}"
+            )
+        self.say(f"  hand-off: beta stopped {GROUP}, then alpha started it")
         self.say(
             f"[green]OK[/green]: alpha is back (generation {old_generation} -> {generation}) "
             f"and runs {GROUP} again. [bold]Failback time: {took:.2f} s[/bold] (restart to "
@@ -651,6 +698,9 @@ class Demo:
         self.step5()
         if self.both_files_seen:
             raise DemoFailed(f"{GROUP} ran on both nodes at once at some point")
+        overlap = journal_overlap(read_journal(self.tmp))
+        if overlap is not None:
+            raise DemoFailed(overlap)
         return failover, failback
 
     def cleanup(self) -> list[str]:

@@ -25,7 +25,16 @@ import pytest
 
 from hbd.config.load import load_config
 from hbd.config.model import AutoFailback, MediumKind
-from hbd.demo import DEADTIME_MS, KEEPALIVE_MS, NODES, DemoNode, SerialCable, write_configs
+from hbd.demo import (
+    DEADTIME_MS,
+    KEEPALIVE_MS,
+    NODES,
+    DemoNode,
+    SerialCable,
+    journal_overlap,
+    read_journal,
+    write_configs,
+)
 
 STEPS = (
     "Step 1: both nodes up",
@@ -111,7 +120,9 @@ def test_the_demo_runs_every_step_measures_the_failover_and_leaves_nothing(
     # beta last heard alpha at most a keepalive before the kill, and waits the deadtime
     assert (DEADTIME_MS - KEEPALIVE_MS) / 1000 - 0.1 <= failover < 10, out
     assert 0 < failback < 15, out
-    assert re.search(r"alpha is back \(generation (\d+) -> (\d+)\)", out), out
+    generations = re.search(r"alpha is back \(generation (\d+) -> (\d+)\)", out)
+    assert generations and int(generations[2]) > int(generations[1]), out
+    assert "hand-off: beta stopped demo-service, then alpha started it" in out
     print(f"demo: failover {failover:.2f} s, failback {failback:.2f} s, run {took:.1f} s")
 
     demo_dir = re.search(r"Demo directory: (\S+)", out)[1]  # type: ignore[index]
@@ -159,6 +170,7 @@ def test_the_generated_configuration_is_what_the_demo_means(tmp_path: Path) -> N
                 assert expect in result.stdout, (op, result.stdout)
                 assert node.service_file.exists() == (op == "start" or expect == "running")
         assert len(keys) == 1, "both nodes must share one key"
+        assert read_journal(tmp_path) == ["alpha start", "alpha stop", "beta start", "beta stop"]
     finally:
         cable.close()
 
@@ -214,3 +226,15 @@ def test_a_bad_option_is_a_usage_error() -> None:
     )
     assert proc.returncode == 2
     assert "--frobnicate" in proc.stderr
+
+
+def test_the_journal_check_catches_a_start_while_the_other_node_runs() -> None:
+    handoff = ["alpha start", "alpha power-loss", "beta start", "beta stop", "alpha start"]
+    assert journal_overlap(handoff) is None
+    assert journal_overlap(["alpha start", "beta start"]) == (
+        "beta started demo-service while alpha still ran it"
+    )
+    # a failback that starts alpha before beta has stopped is the bug the demo must catch
+    assert journal_overlap(["alpha start", "alpha power-loss", "beta start", "alpha start"]) == (
+        "alpha started demo-service while beta still ran it"
+    )
