@@ -26,6 +26,10 @@ The master forks helpers (FIFO reader, one reader and writer per medium, and dur
 shutdown more children); `stop()` and `kill()` sweep every process left in the mount
 namespace, which only this node's processes share, until none is left.
 
+Serial lines: to cut one, stop the socat joining the ptys (SIGSTOP/SIGCONT), never kill
+it: on a hung-up pty Heartbeat's reader logs "EOF in ttygets" in a busy loop (hundreds of
+MB a minute) and never reopens the line.
+
 Limits Heartbeat itself enforces (heartbeat/config.c): deadtime must exceed twice the
 keepalive, initdead must be at least deadtime; an initdead under 10 s only warns.
 Needs root; tests using it are marked `root` (see `requires_heartbeat`).
@@ -44,8 +48,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import netns
 import pytest
+
+import netns
 
 HEARTBEAT = "/usr/libexec/heartbeat/heartbeat"
 CL_STATUS = "/usr/bin/cl_status"
