@@ -389,8 +389,18 @@ def render(nodes: dict[str, DemoNode], statuses: Statuses) -> Group:
     for column in ("node", "hbd", "gen", "redundancy", f"{GROUP} holder", "here", "file"):
         summary.add_column(column)
     paths = Table()
+    # hbd reports rtt_ms per path once it measures it; until then the column is left out
+    with_rtt = any(
+        p.get("rtt_ms") is not None
+        for status in statuses.values()
+        if status is not None
+        for peer in status["nodes"].values()
+        for p in peer["paths"].values()
+    )
     for column in ("node", "path to the peer", "state", "last heard", "loss"):
         paths.add_column(column)
+    if with_rtt:
+        paths.add_column("rtt")
     lines: list[Text] = []
     for name, node in nodes.items():
         status = statuses.get(name)
@@ -419,6 +429,7 @@ def render(nodes: dict[str, DemoNode], statuses: Statuses) -> Group:
                 Text(p["status"], style="green" if p["status"] == "up" else "red"),
                 _ms(p["last_heard_ms"]),
                 f"{p['loss'] * 100:.0f} %",
+                *([_ms(p.get("rtt_ms"))] if with_rtt else []),
             )
         if status.get("decisions"):
             last = status["decisions"][-1]
