@@ -379,6 +379,10 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
+def _rtt(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
 def _group(status: dict[str, Any]) -> dict[str, Any] | None:
     return next((g for g in status.get("groups", []) if g.get("name") == GROUP), None)
 
@@ -429,7 +433,7 @@ def render(nodes: dict[str, DemoNode], statuses: Statuses) -> Group:
                 Text(p["status"], style="green" if p["status"] == "up" else "red"),
                 _ms(p["last_heard_ms"]),
                 f"{p['loss'] * 100:.0f} %",
-                *([_ms(p.get("rtt_ms"))] if with_rtt else []),
+                *([_rtt(p.get("rtt_ms"))] if with_rtt else []),
             )
         if status.get("decisions"):
             last = status["decisions"][-1]
