@@ -379,7 +379,11 @@ def frame_chunk(seed: int, count: int) -> Tally:
                 continue  # two flips of one bit: nothing was damaged
             if probe.feed(kind, path, bad):
                 check_signed(tally, kind, setup, path, bad, signed - {ident}, allow=ident)
-                common.note(f"forged probe accepted as the signed original: {data!r} -> {bad!r}")
+                at = next((i for i, (x, y) in enumerate(zip(data, bad, strict=False)) if x != y), 0)
+                common.note(
+                    f"{setup.name}: a damaged copy was accepted as the message that was signed:"
+                    f" {data[at - 12 : at + 6]!r} -> {bad[at - 12 : at + 6]!r}"
+                )
             done += 1
         else:
             done += replay_probe(rng, tally, setup, probe, sender, path, signed, history)
