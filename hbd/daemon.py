@@ -609,7 +609,7 @@ class Daemon:
                         "status": p.state.value,
                         "last_heard_ms": _ms(p.last_heard_age),
                         "loss": round(p.loss, 4),
-                        "rtt_ms": None,
+                        "rtt_ms": _ms(engine.rtt(n.name, p.path)),
                         "interval_ms": _ms(p.mean_interval),
                         "jitter_ms": _ms(p.jitter),
                         "received": p.received,

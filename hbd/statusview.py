@@ -17,7 +17,9 @@ def exit_code(status: dict[str, Any]) -> int:
 
 
 def _ms(value: Any) -> str:
-    return "-" if value is None else f"{value:.0f} ms"
+    if value is None:
+        return "-"
+    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
 
 
 def render_status(status: dict[str, Any], console: Console) -> None:
@@ -25,7 +27,7 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         f"[bold]{status['node']}[/bold] {status['state']}  generation {status['generation']}  "
         f"redundancy [bold]{status['redundancy']}[/bold]"
     )
-    table = Table("node", "status", "path", "path status", "last heard", "loss", "interval")
+    table = Table("node", "status", "path", "path status", "last heard", "loss", "rtt", "interval")
     for name, node in status["nodes"].items():
         first = True
         for pid, p in node["paths"].items() or {"-": None}.items():
@@ -36,6 +38,7 @@ def render_status(status: dict[str, Any], console: Console) -> None:
                 p["status"] if p else "-",
                 _ms(p["last_heard_ms"]) if p else "-",
                 f"{p['loss'] * 100:.1f} %" if p else "-",
+                _ms(p.get("rtt_ms")) if p else "-",
                 _ms(p["interval_ms"]) if p else "-",
             )
             first = False
@@ -66,7 +69,7 @@ def links_lines(status: dict[str, Any]) -> list[str]:
         for pid, p in node["paths"].items():
             lines.append(
                 f"{name} {pid} {p['status']} last_heard {_ms(p['last_heard_ms'])} "
-                f"loss {p['loss'] * 100:.1f}%"
+                f"loss {p['loss'] * 100:.1f}% rtt {_ms(p.get('rtt_ms'))}"
             )
     for wid, w in status.get("ping_nodes", {}).items():
         lines.append(f"{wid} {w['status']} rtt {_ms(w['rtt_ms'])}")

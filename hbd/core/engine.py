@@ -135,6 +135,8 @@ MAX_REXMIT = 32  # sequences one rexmit request or answer covers at most
 REXMIT_PATIENCE = 5.0  # seconds a missing message holds back our acks
 REQNODES_RETRY = 1.0  # Heartbeat asks again every second
 ADVERT_INTERVAL = 1.0  # an unchanged advert is repeated this often (a changed one at once)
+ECHO_INTERVAL = 1.0  # a round-trip probe on every path this often
+RTT_WEIGHT = 0.25  # weight of a new sample in the smoothed round-trip time
 
 
 @dataclass(slots=True)
@@ -179,6 +181,10 @@ class Engine:
         self._advert: bytes | None = None  # ours, as last set by the policy
         self._advert_due: float | None = None
         self._adverts: dict[str, bytes] = {}  # the latest from each live peer
+        self._next_echo = now + ECHO_INTERVAL  # nobody can answer before the first beats
+        self._echo_nonce = 0
+        self._echo_out: dict[str, tuple[int, float]] = {}  # path -> (nonce, sent at)
+        self._rtt: dict[tuple[str, str], float] = {}  # (node, path) -> smoothed seconds
         self._by_name = {n.lower(): n for n in settings.nodes}
         self._reqnodes_at: float | None = None  # when we last asked for the node list
         self._history: dict[int, hb.HaMessage] = {}  # our sequenced Heartbeat messages
@@ -223,6 +229,7 @@ class Engine:
             deadlines.append(m)
         if self._advert_due is not None:
             deadlines.append(self._advert_due)
+        deadlines.append(self._next_echo)
         return min(deadlines)
 
     def frames_to_send(self, now: float) -> list[tuple[str, bytes]]:
@@ -231,6 +238,8 @@ class Engine:
             self._send_heartbeat(now)
         if self._advert_due is not None and now >= self._advert_due:
             self._send_advert(now)
+        if now >= self._next_echo:
+            self._send_echoes(now)
         out, self._out = self._out, []
         return out
 
@@ -273,6 +282,42 @@ class Engine:
                 self._adverts.pop(e.node, None)  # what it said no longer holds
             self._events.append(e)
 
+    # -- round trips ----------------------------------------------------------------
+
+    def rtt(self, node: str, path: str) -> float | None:
+        """The smoothed round-trip time to `node` over `path`, seconds (None: no answer yet;
+        a Heartbeat peer never answers hbd's echo)."""
+        return self._rtt.get((node, path))
+
+    def _send_echoes(self, now: float) -> None:
+        self._next_echo = now + ECHO_INTERVAL
+        for pid, _kind in self.settings.paths:
+            self._echo_nonce = (self._echo_nonce + 1) & 0xFFFFFFFF
+            self._echo_out[pid] = (self._echo_nonce, now)
+            self._send_echo(pid, self._echo_nonce, None, now)
+
+    def _send_echo(self, pid: str, nonce: int, reply_to: str | None, now: float) -> None:
+        s = self.settings
+        if s.wire is WireFormat.HEARTBEAT:
+            msg = ctl.echo_message(
+                *self._src(), s.generation, self._ts(now), nonce, reply_to=reply_to, ttl=self._ttl
+            )
+            self._queue_ha(msg, only=pid)
+            return
+        kind = nat.FrameKind.ECHO_REPLY if reply_to else nat.FrameKind.ECHO
+        self._out.append((pid, self._native(pid, kind, nonce.to_bytes(4, "big"), self._seq)))
+
+    def _echo_received(self, node: str, path: str, reply: bool, nonce: int, now: float) -> None:
+        if not reply:
+            self._send_echo(path, nonce, node, now)  # answer on the path it came over
+            return
+        out = self._echo_out.get(path)
+        if out is None or out[0] != nonce:
+            return  # not our latest probe on this path: late, replayed or forged
+        sample = now - out[1]
+        old = self._rtt.get((node, path))
+        self._rtt[(node, path)] = sample if old is None else old + RTT_WEIGHT * (sample - old)
+
     # -- adverts --------------------------------------------------------------------
 
     def set_advert(self, payload: bytes, now: float) -> None:
@@ -304,24 +349,8 @@ class Engine:
             )
             return
         seq = self._next_seq()
-        state = nat.NodeState.ACTIVE if self._local is LocalState.ACTIVE else nat.NodeState.UP
-        for pid, kind in s.paths:
-            frame = nat.NativeFrame(
-                cluster_id=s.cluster_id,
-                node_id=self._my_id,
-                generation=s.generation,
-                seq=seq,
-                state=state,
-                deadtime_ms=min(nat.MAX_MS, round(s.deadtime * 1000)),
-                watchdog_ms=min(nat.MAX_MS, round((s.watchdog_timeout or 0) * 1000)),
-                path_hash=nat.path_hash(pid),
-                kind=nat.FrameKind.ADVERT,
-                payload=payload,
-            )
-            if kind is PathKind.SERIAL:
-                self._out.append((pid, nat.encode_native_serial(frame, s.auth.active)))
-            else:
-                self._out.append((pid, nat.encode_native(frame, s.auth.active)))
+        for pid, _kind in s.paths:
+            self._out.append((pid, self._native(pid, nat.FrameKind.ADVERT, payload, seq)))
 
     def _receive_segment(self, path: str, seg: Segment, now: float, source: str | None) -> None:
         keys, cid = self.settings.auth, self.settings.cluster_id
@@ -345,6 +374,11 @@ class Engine:
         if name is None:
             detail = f"node id {frame.node_id:08x} is no node in ha.cf"
             self._drop(path, Dropped(DropReason.UNKNOWN_NODE, detail), source)
+            return
+        if frame.kind in (nat.FrameKind.ECHO, nat.FrameKind.ECHO_REPLY):
+            if len(frame.payload) == 4:  # signed, so from a key holder; matched by nonce
+                reply = frame.kind is nat.FrameKind.ECHO_REPLY
+                self._echo_received(name, path, reply, int.from_bytes(frame.payload, "big"), now)
             return
         beat = Beat(
             node=name,
@@ -384,6 +418,12 @@ class Engine:
         if origin.seq is None:
             # NS_* control messages carry no seq: they cannot be replay-checked, so they
             # never count as proof of life; they are only answered.
+            if mtype in ("hbd-echo", "hbd-echo-reply"):
+                nonce = msg.get_hex("echo") if msg.get("echo") else None
+                to_me = mtype == "hbd-echo" or (msg.get("dest") or "").lower() == self.node
+                if nonce is not None and to_me:
+                    self._echo_received(name, path, mtype == "hbd-echo-reply", nonce, now)
+                return
             self._receive_unsequenced(name, mtype, msg, now)
             return
         status = ctl.parse_status(msg) if mtype == "status" else None
@@ -541,17 +581,40 @@ class Engine:
             del self._history[next(iter(self._history))]
         self._queue_ha(msg)
 
-    def _queue_ha(self, msg: hb.HaMessage) -> None:
+    def _queue_ha(self, msg: hb.HaMessage, only: str | None = None) -> None:
+        """Queue a Heartbeat-format message on every path (or on `only`)."""
         auth = self.settings.auth.active
         classic: bytes | None = None
         netstring: bytes | None = None
         for pid, kind in self.settings.paths:
+            if only is not None and pid != only:
+                continue
             if kind is PathKind.SERIAL:
                 classic = classic or hb.encode_classic(msg, auth)
                 self._out.append((pid, classic))
             else:
                 netstring = netstring or hb.encode_netstring(msg, auth)
                 self._out.append((pid, netstring))
+
+    def _native(self, pid: str, kind: nat.FrameKind, payload: bytes, seq: int) -> bytes:
+        """One native frame for path `pid`, framed for it (COBS on serial, bare on UDP)."""
+        s = self.settings
+        state = nat.NodeState.ACTIVE if self._local is LocalState.ACTIVE else nat.NodeState.UP
+        frame = nat.NativeFrame(
+            cluster_id=s.cluster_id,
+            node_id=self._my_id,
+            generation=s.generation,
+            seq=seq,
+            state=state,
+            deadtime_ms=min(nat.MAX_MS, round(s.deadtime * 1000)),
+            watchdog_ms=min(nat.MAX_MS, round((s.watchdog_timeout or 0) * 1000)),
+            path_hash=nat.path_hash(pid),
+            kind=kind,
+            payload=payload,
+        )
+        if self._paths[pid] is PathKind.SERIAL:
+            return nat.encode_native_serial(frame, s.auth.active)
+        return nat.encode_native(frame, s.auth.active)
 
     def _maybe_activate(self, now: float) -> None:
         """Heartbeat's check_comm_isup: once every peer is heard or dead, ask one live peer
@@ -610,19 +673,5 @@ class Engine:
             )
             return
         seq = self._next_seq()
-        state = nat.NodeState.ACTIVE if self._local is LocalState.ACTIVE else nat.NodeState.UP
-        for pid, kind in s.paths:
-            frame = nat.NativeFrame(
-                cluster_id=s.cluster_id,
-                node_id=self._my_id,
-                generation=s.generation,
-                seq=seq,
-                state=state,
-                deadtime_ms=min(nat.MAX_MS, round(s.deadtime * 1000)),
-                watchdog_ms=min(nat.MAX_MS, round((s.watchdog_timeout or 0) * 1000)),
-                path_hash=nat.path_hash(pid),
-            )
-            if kind is PathKind.SERIAL:
-                self._out.append((pid, nat.encode_native_serial(frame, s.auth.active)))
-            else:
-                self._out.append((pid, nat.encode_native(frame, s.auth.active)))
+        for pid, _kind in s.paths:
+            self._out.append((pid, self._native(pid, nat.FrameKind.HEARTBEAT, b"", seq)))

@@ -152,6 +152,35 @@ def resource_message(
     )
 
 
+def echo_message(
+    src: str,
+    srcuuid: bytes,
+    generation: int,
+    ts: int,
+    nonce: int,
+    *,
+    reply_to: str | None = None,
+    ttl: int = 3,
+) -> HaMessage:
+    """hbd's round-trip probe on one path: `t=hbd-echo echo=NONCE`, answered on the same
+    path by `t=hbd-echo-reply dest=SENDER echo=NONCE`. Unsequenced, like NS_ackmsg, so a
+    message sent on one path only leaves no gap in the others' sequence numbers."""
+    body = [HaField("t", "hbd-echo-reply" if reply_to else "hbd-echo")]
+    if reply_to:
+        body.append(HaField("dest", reply_to))
+    body.append(HaField("echo", f"{nonce:x}"))
+    return _envelope(
+        body,
+        src=src,
+        srcuuid=srcuuid,
+        seq=None,
+        generation=generation,
+        ts=ts,
+        ttl=ttl,
+        load=None,
+    )
+
+
 def reqnodes_message(
     src: str,
     srcuuid: bytes,

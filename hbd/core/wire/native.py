@@ -95,6 +95,8 @@ class FrameKind(enum.IntEnum):
 
     HEARTBEAT = 0
     ADVERT = 1  # a node's resource-group advert (hbd.core.advert) in the payload
+    ECHO = 2  # a round-trip probe on one path: payload = 4-byte nonce
+    ECHO_REPLY = 3  # its answer on the same path: the same nonce
 
 
 @dataclass(frozen=True, slots=True)
