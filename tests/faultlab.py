@@ -1,0 +1,814 @@
+"""The fault-matrix lab: two hbd nodes, three heartbeat paths, a service LAN, FUSE watchdogs.
+
+Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tests/netns.py
+(the LAN bridge), with tests/sampler.py watching the service address every 10 ms:
+
+    alpha ==== eth0  bcast  (veth) ==== beta          heartbeat paths
+          ==== eth1  ucast  (veth) ====
+          ==== serial (socat ptys) ====
+    alpha -- lan0 --+-- bridge (hub) --+-- lan0 -- beta   the service LAN, 10.91.0.0/24:
+                    |                  |              alpha .1, beta .2, ping node .3,
+                    +---- ping node ---+              the VIP 10.91.0.100 (group "vip")
+
+- haresources on both: `alpha IPaddr::10.91.0.100/24` (hbd's built-in IPaddr puts it on
+  lan0); ha.cf: keepalive 200 ms, deadtime 1 s, `ping 10.91.0.3`, `auto_failback on`,
+  `watchdog <a FUSE watchdog of its own>`. The watchdog timeout is then Heartbeat's
+  default ceil(deadtime + 10 ms) = 2 s and the takeover budget 2 x 2 + 1 = 5 s.
+- Each node's watchdog is `hbd.testing.fusewatchdog.mounted_watchdog(netns=...)`: starved,
+  it SIGKILLs every process of the node's namespace and flushes its IPv4 addresses (a
+  reset). `Lab.reboot(node)` puts the addresses back and starts hbd again.
+- Faults: a path cut by link down (`cut(path, "down")`), by nft dropping everything a
+  node sends on it (`cut(path, "drop", sender)`: one direction only), or by unplugging the
+  serial cable; an uplink cut (`cut_uplink`); signals to a daemon.
+- Loss and jitter (`impair`): this kernel has no sch_netem (and no sfq/fq/NFQUEUE), so loss
+  is an nft rule (`numgen random mod 100 < 30 drop`) on the path's egress, and jitter is a
+  userspace UDP relay per node (`JitterRelay`): an nft DNAT rule in the node's namespace
+  sends hbd's ucast frames to the relay (on the node's own address), which forwards each
+  after an independent uniform 0..2xJ ms delay (J = 50 ms: 50 ms +- 50 ms, as netem's
+  `delay 50ms 50ms`) from a socket whose SO_MARK exempts it from the DNAT rule. Only the
+  ucast path can be jittered this way (broadcasts and the serial line are not relayed).
+  Conntrack keeps the DNAT binding for the life of the flow, so after the impairment the
+  relay stays in place with no delay and no loss until the lab is torn down.
+
+`run_scenario(name, workdir)` builds a lab, waits until alpha holds the VIP with every path
+up, starts the sampler, runs the scenario (one of `SCENARIOS`) and returns an `Outcome`:
+dual-active milliseconds, seconds from the fault until a single stable holder, watchdog
+resets per node, and who holds the VIP at the end. Everything is torn down on exit: daemons
+(SIGKILL, so a clean stop's hand-off does not slow teardown), relays, nft tables, watchdog
+mounts, the LAN, the ping node and the namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import random
+import select
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from hbd.testing.fusewatchdog import MountedWatchdog, mounted_watchdog
+
+import cluster
+import netns
+from sampler import VipSampler
+
+T = TypeVar("T")
+
+NODES = ("alpha", "beta")
+HOME = "alpha"  # the group's preferred node (haresources)
+LAN_SUBNET = "10.91.0.0/24"
+LAN_DEV = "lan0"
+PREFIX = 24
+VIP = "10.91.0.100"
+GROUP = f"IPaddr::{VIP}/{PREFIX}"  # a group is named after its first resource, as written
+PathName = Literal["bcast", "ucast", "serial"]
+CutKind = Literal["down", "drop", "unplug"]
+PATHS: tuple[PathName, ...] = ("bcast", "ucast", "serial")
+UDPPORT = 694
+TIMING = cluster.Timing()  # keepalive 200 ms, deadtime 1 s, initdead 3 s
+DEADTIME = TIMING.deadtime / 1000
+WATCHDOG_S = 2  # ceil(deadtime + 10 ms): hbd's default for this deadtime
+BUDGET = 2 * WATCHDOG_S + 1.0  # the takeover budget: twice the watchdog timeout + one advert
+MARGIN = 3.0  # seconds allowed past a deadline: polls, loop turns, a busy 2-core box
+STARTUP = 20.0
+RELAY_PORT = 7694
+RELAY_MARK = 0x4B1D
+SOAK_DEFAULT = 20.0
+# Native frames: they carry each node's watchdog timeout, which the takeover budget is
+# counted from (Heartbeat's wire format has no such field, so a peer speaking it counts as
+# having no watchdog and is taken over after deadtime, with a warning).
+WIRE = "hbd"
+AUTH = "sha256"
+
+
+def soak_seconds(default: float = SOAK_DEFAULT) -> float:
+    """How long the loss-and-jitter scenario lasts: $HBD_SOAK_SECONDS, else `default`."""
+    text = os.environ.get("HBD_SOAK_SECONDS")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"HBD_SOAK_SECONDS={text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"HBD_SOAK_SECONDS={text!r} must be positive")
+    return value
+
+
+# -- nft in one namespace -----------------------------------------------------------------
+
+
+class Nft:
+    """The lab's own nft table in one node's namespace: egress drops and the relay DNAT.
+
+    The whole table is rewritten atomically (`nft -f`) on every change."""
+
+    TABLE = "faultlab"
+
+    def __init__(self, ns: netns.Netns, workdir: Path) -> None:
+        self.ns = ns
+        self.script = workdir / f"nft-{ns.name}.nft"
+        self.drops: dict[str, str] = {}  # key -> rule
+        self.dnat: dict[str, str] = {}
+        self.made = False
+
+    def _apply(self) -> None:
+        egress = "\n".join(f"    {rule}" for rule in self.drops.values())
+        redirect = "\n".join(f"    {rule}" for rule in self.dnat.values())
+        self.script.write_text(
+            f"table inet {self.TABLE} {{}}\n"
+            f"flush table inet {self.TABLE}\n"
+            f"table inet {self.TABLE} {{\n"
+            f"  chain egress {{\n    type filter hook output priority 0; policy accept;\n"
+            f"{egress}\n  }}\n"
+            f"  chain relay {{\n    type nat hook output priority -100; policy accept;\n"
+            f"{redirect}\n  }}\n"
+            f"}}\n"
+        )
+        self.made = True
+        self.ns.exec("nft", "-f", str(self.script))
+
+    def drop(self, key: str, dev: str, percent: int = 100) -> None:
+        """Drop `percent` % of what this node sends out of `dev` (all of it by default)."""
+        if not 0 < percent <= 100:
+            raise ValueError(f"drop percent must be 1..100, not {percent}")
+        chance = "" if percent == 100 else f"numgen random mod 100 < {percent} "
+        self.drops[key] = f'oifname "{dev}" {chance}counter drop'
+        self._apply()
+
+    def undrop(self, key: str) -> None:
+        if self.drops.pop(key, None) is not None:
+            self._apply()
+
+    def redirect_udp(self, key: str, daddr: str, dport: int, to_addr: str, to_port: int) -> None:
+        """DNAT this node's UDP to daddr:dport onto to_addr:to_port, except marked sockets."""
+        self.dnat[key] = (
+            f"meta mark != {RELAY_MARK:#x} ip daddr {daddr} udp dport {dport} "
+            f"counter dnat ip to {to_addr}:{to_port}"
+        )
+        self._apply()
+
+    def counters(self) -> str:
+        return self.ns.exec("nft", "list", "table", "inet", self.TABLE, check=False).stdout
+
+    def close(self) -> None:
+        if self.made:
+            self.ns.exec("nft", "delete", "table", "inet", self.TABLE, check=False)
+            self.made = False
+
+
+# -- the jitter relay ---------------------------------------------------------------------
+
+
+@dataclass
+class RelayStats:
+    forwarded: int = 0
+    delays: list[float] = field(default_factory=list)  # seconds, while jitter was on
+
+    def summary(self) -> str:
+        if not self.delays:
+            return f"{self.forwarded} forwarded"
+        d = sorted(self.delays)
+        return (
+            f"{self.forwarded} forwarded, delay min {d[0] * 1000:.0f} / median "
+            f"{d[len(d) // 2] * 1000:.0f} / max {d[-1] * 1000:.0f} ms over {len(d)}"
+        )
+
+
+class JitterRelay:
+    """Forwards the UDP frames DNATed to `local:RELAY_PORT` on to `peer:port`, each after a
+    random delay in [0, 2 x jitter) seconds, from `local` out of `dev` with SO_MARK set.
+
+    Its sockets are made by its own thread inside the node's namespace (setns on that thread
+    only), so the relay is no process of the namespace and a watchdog reset leaves it be."""
+
+    def __init__(
+        self, ns: netns.Netns, dev: str, local: str, peer: str, port: int, jitter: float
+    ) -> None:
+        self.ns, self.dev, self.local, self.peer, self.port = ns, dev, local, peer, port
+        self.jitter = jitter
+        self.stats = RelayStats()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"relay {ns.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(5.0) or self._error is not None:
+            self.stop()
+            raise RuntimeError(f"jitter relay in {self.ns.name} did not start") from self._error
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def _sockets(self) -> tuple[socket.socket, socket.socket]:
+        with self.ns.entered():
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind((self.local, RELAY_PORT))
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, RELAY_MARK)
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.dev.encode())
+        tx.bind((self.local, 0))
+        return rx, tx
+
+    def _run(self) -> None:
+        try:
+            rx, tx = self._sockets()
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        queue: list[tuple[float, int, bytes]] = []
+        seq = 0
+        rng = random.Random()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                while queue and queue[0][0] <= now:
+                    _, _, data = heapq.heappop(queue)
+                    with contextlib.suppress(OSError):
+                        tx.sendto(data, (self.peer, self.port))
+                        self.stats.forwarded += 1
+                wait = min(0.05, max(0.0, queue[0][0] - now)) if queue else 0.05
+                readable, _, _ = select.select([rx], [], [], wait)
+                if readable:
+                    data = rx.recv(65535)
+                    delay = rng.uniform(0.0, 2 * self.jitter) if self.jitter > 0 else 0.0
+                    if self.jitter > 0:
+                        self.stats.delays.append(delay)
+                    seq += 1
+                    heapq.heappush(queue, (time.monotonic() + delay, seq, data))
+        finally:
+            rx.close()
+            tx.close()
+
+
+# -- the lab ------------------------------------------------------------------------------
+
+
+@dataclass
+class Lab:
+    """A built fault-matrix topology (see the module docstring)."""
+
+    c: cluster.Cluster
+    lan: netns.Lan
+    ping: netns.Netns
+    dogs: dict[str, MountedWatchdog]
+    nft: dict[str, Nft]
+    vip: VipSampler | None = None
+    relays: list[JitterRelay] = field(default_factory=list)
+    fault_at: float | None = None  # sampler time of the first fault
+    notes: list[str] = field(default_factory=list)
+
+    # -- names
+
+    def ns(self, node: str) -> netns.Netns:
+        return self.c[node].ns
+
+    @staticmethod
+    def other(node: str) -> str:
+        return NODES[1] if node == NODES[0] else NODES[0]
+
+    def path_id(self, path: PathName, local: str) -> str:
+        peer = self.other(local)
+        if path == "serial":
+            return self.c.serial(*NODES).path_id(local, peer)
+        return self.c.network(self._dev(path)).path_id(local, peer)
+
+    @staticmethod
+    def _dev(path: PathName) -> str:
+        return {"bcast": "eth0", "ucast": "eth1"}[path]
+
+    @property
+    def ping_address(self) -> str:
+        return self.lan.address(self.ping)
+
+    # -- the timeline
+
+    def mark(self, label: str, fault: bool = False) -> None:
+        """Label the sampler's timeline; the first `fault=True` mark starts the clock."""
+        assert self.vip is not None, "the sampler is not running"
+        at = self.vip.mark(label)
+        if fault and self.fault_at is None:
+            self.fault_at = at
+
+    # -- faults
+
+    def cut(self, path: PathName, how: CutKind = "down", sender: str | None = None) -> None:
+        """Cut a heartbeat path: link `down` (both directions), nft `drop` of what
+        `sender` sends on it (one direction), or `unplug` (serial only)."""
+        if path == "serial":
+            if how != "unplug":
+                raise ValueError(
+                    "the serial line can only be unplugged (socat cannot drop one way)"
+                )
+            line = self.c.serial(*NODES)
+            # Remove the links first: killing socat frees its two ptys, and another socat
+            # on this machine may get the same numbers at once; a daemon reopening a
+            # dangling link would then be plugged into a stranger's cable (seen here).
+            for link in (line.pair.link_a, line.pair.link_b):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(link)
+            line.unplug()
+        elif how == "down":
+            self.c.network(self._dev(path)).cut(sender or NODES[1], "down")
+        elif how == "drop":
+            senders = (sender,) if sender is not None else NODES
+            for node in senders:
+                self.nft[node].drop(f"cut-{path}", self._dev(path))
+        else:
+            raise ValueError(f"a {path} path is cut by 'down' or 'drop', not {how!r}")
+
+    def restore(self, path: PathName) -> None:
+        """Undo every cut of `path`."""
+        if path == "serial":
+            line = self.c.serial(*NODES)
+            if not line.pair.running:
+                line.replug()
+            return
+        net = self.c.network(self._dev(path))
+        for node in NODES:
+            net.restore(node)
+            self.nft[node].undrop(f"cut-{path}")
+
+    def cut_uplink(self, node: str) -> None:
+        """Unplug `node` from the service LAN (no ping node, no VIP probes)."""
+        self.lan.set_down(self.ns(node))
+
+    def restore_uplink(self, node: str) -> None:
+        self.lan.set_up(self.ns(node))
+
+    @contextlib.contextmanager
+    def impair(self, path: PathName, loss: int, jitter: float) -> Iterator[list[JitterRelay]]:
+        """`loss` % nft loss on `path` both ways and, on ucast, a `jitter` relay each way."""
+        if jitter and path != "ucast":
+            raise ValueError("jitter needs the UDP relay, which only the ucast path has")
+        net = self.c.network(self._dev(path))
+        made: list[JitterRelay] = []
+        for node in NODES:
+            peer = self.other(node)
+            if jitter:
+                relay = JitterRelay(
+                    self.ns(node), net.dev, net.addresses[node], net.addresses[peer],
+                    UDPPORT, jitter,
+                )  # fmt: skip
+                relay.start()
+                self.relays.append(relay)
+                made.append(relay)
+                self.nft[node].redirect_udp(
+                    "jitter", net.addresses[peer], UDPPORT, net.addresses[node], RELAY_PORT
+                )
+            if loss:
+                self.nft[node].drop(f"loss-{path}", net.dev, loss)
+        try:
+            yield made
+        finally:
+            for node in NODES:
+                self.nft[node].undrop(f"loss-{path}")
+            for relay in made:
+                relay.jitter = 0.0  # conntrack keeps the DNAT: pass frames on undelayed
+
+    def kill(self, node: str, signum: int = signal.SIGKILL) -> None:
+        self.c[node].signal(signum)
+
+    # -- readings
+
+    def resets(self, node: str) -> int:
+        return len(self.dogs[node].resets())
+
+    def status(self, node: str) -> dict[str, object] | None:
+        return self.c[node].status()
+
+    def redundancy(self, node: str) -> str | None:
+        s = self.status(node)
+        return None if s is None else str(s["redundancy"])
+
+    def path_state(self, local: str, path: PathName) -> str | None:
+        view = self.c.peer_view(local, self.other(local))
+        if view is None:
+            return None
+        entry = view["paths"].get(self.path_id(path, local))
+        return None if entry is None else str(entry["status"])
+
+    def peer_state(self, local: str) -> str | None:
+        view = self.c.peer_view(local, self.other(local))
+        return None if view is None else str(view["status"])
+
+    def holder_seen_by(self, local: str) -> str | None:
+        """Who `local`'s status says holds the group (None: nobody, or no answer)."""
+        s = self.c[local].status()
+        if s is None:
+            return None
+        for g in s.get("groups", []):
+            if g["name"] == GROUP:
+                return None if g["holder"] is None else str(g["holder"])
+        return None
+
+    def group_state(self, node: str) -> str | None:
+        """The group's state in `node`'s own resource manager (started, stopped, ...)."""
+        s = self.c[node].status()
+        if s is None:
+            return None
+        for g in s.get("groups", []):
+            if g["name"] == GROUP:
+                return str(g["state"])
+        return None
+
+    def wait(self, probe: Callable[[], T | None], what: str, timeout: float) -> tuple[T, float]:
+        """A bounded poll that shows the VIP timeline, both daemons and logs on timeout."""
+
+        def dump() -> str:
+            timeline = self.vip.report() if self.vip is not None else ""
+            return f"\n{timeline}{self.c._dump()}"
+
+        return cluster.wait_for(probe, timeout, what, dump)
+
+    def wait_path_dead(
+        self, node: str, path: PathName, left: int, timeout: float = DEADTIME + MARGIN
+    ) -> float:
+        """Wait until `node` shows `path` dead with `left` paths to its peer still up, and
+        its redundancy as hbd defines it: `redundant` while two paths or more are left,
+        `degraded` with one (docs/testing.md). Seconds taken."""
+        want = "redundant" if left >= 2 else "degraded"
+
+        def probe() -> bool | None:
+            view = self.c.peer_view(node, self.other(node))
+            if view is None:
+                return None
+            up = sum(1 for p in view["paths"].values() if p["status"] == "up")
+            ok = self.path_state(node, path) == "dead" and up == left
+            return True if ok and self.redundancy(node) == want else None
+
+        return self.wait(probe, f"{node}: {path} dead, {left} path(s) left, {want}", timeout)[1]
+
+    def wait_peer(self, node: str, states: tuple[str, ...], timeout: float) -> float:
+        """Wait until `node` shows its peer in one of `states`; seconds taken."""
+
+        def probe() -> bool | None:
+            return True if self.peer_state(node) in states else None
+
+        return self.wait(probe, f"{node}: peer {'/'.join(states)}", timeout)[1]
+
+    def wait_redundant(self, timeout: float = 10.0) -> float:
+        def probe() -> bool | None:
+            ok = all(self.redundancy(n) == "redundant" for n in NODES)
+            return True if ok else None
+
+        return self.wait(probe, "both nodes redundant again", timeout)[1]
+
+    def watch(self, seconds: float) -> None:
+        """Let `seconds` pass with the sampler running (the fault has its chance to bite)."""
+        time.sleep(seconds)
+
+    # -- a node coming back
+
+    def reboot(self, node: str) -> None:
+        """What a reset node does when it boots: addresses back, links up, hbd started."""
+        ns = self.ns(node)
+        for net in self.c.networks:
+            self._readdress(ns, net.dev, net.addresses[node])
+        self._readdress(ns, LAN_DEV, self.lan.address(ns))
+        self.c[node].start()
+
+    @staticmethod
+    def _readdress(ns: netns.Netns, dev: str, addr: str) -> None:
+        have = ns.ip("-4", "-o", "addr", "show", "dev", dev).stdout
+        if f" {addr}/" not in have:
+            ns.ip("addr", "add", f"{addr}/{PREFIX}", "brd", "+", "dev", dev)
+        ns.ip("link", "set", dev, "up")
+
+
+def _hacf_overrides(watchdog: Path, ping: str) -> dict[str, str]:
+    return {"watchdog": str(watchdog), "ping": ping, "auto_failback": "on"}
+
+
+@contextlib.contextmanager
+def build(workdir: Path) -> Iterator[Lab]:
+    """The whole topology with both daemons configured (not started)."""
+    with contextlib.ExitStack() as stack:
+        c = stack.enter_context(cluster.build(workdir, NODES, timing=TIMING, wire=WIRE, auth=AUTH))
+        ping = stack.enter_context(netns.namespace("ping"))
+        hosts = [c[n].ns for n in NODES] + [ping]
+        lan = stack.enter_context(netns.lan(hosts, LAN_SUBNET, ifname=LAN_DEV))
+        dogs: dict[str, MountedWatchdog] = {}
+        for n in NODES:
+            dogs[n] = stack.enter_context(
+                mounted_watchdog(netns=c[n].ns.name, identity=f"{n} fault-lab watchdog")
+            )
+        nft = {n: Nft(c[n].ns, workdir) for n in NODES}
+        lab = Lab(c, lan, ping, dogs, nft)
+        for n in NODES:
+            node = c[n]
+            node.write_config(
+                c.hacf(n, **_hacf_overrides(dogs[n].path, lab.ping_address)),
+                cluster.AUTHKEYS[c.auth],
+            )
+            (node.config_dir / "haresources").write_text(f"{HOME} IPaddr::{VIP}/{PREFIX}\n")
+        try:
+            yield lab
+        finally:
+            # daemons first (SIGKILL: a clean stop would hand the group over first), so the
+            # watchdog mounts are no longer held open when they are unmounted
+            for n in NODES:
+                c[n].kill()
+            for relay in lab.relays:
+                relay.stop()
+            for table in nft.values():
+                table.close()
+            if lab.vip is not None:
+                with contextlib.suppress(RuntimeError):
+                    lab.vip.stop()
+
+
+def bring_up(lab: Lab) -> float:
+    """Start both daemons; wait for every path up and the VIP on alpha alone, as both say."""
+    start = time.monotonic()
+    lab.c.start()
+    lab.c.wait_all_up(STARTUP)
+
+    def settled() -> bool | None:
+        ok = (
+            all(lab.holder_seen_by(n) == HOME for n in NODES)
+            and lab.group_state(HOME) == "started"  # its start (and ARPs) finished
+            and lab.group_state(lab.other(HOME)) == "stopped"
+            and all(lab.redundancy(n) == "redundant" for n in NODES)
+        )
+        return True if ok else None
+
+    lab.wait(settled, f"{HOME} to have started {GROUP}, both agreeing", STARTUP)
+    return time.monotonic() - start
+
+
+# -- outcomes -----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one scenario did, as the summary table shows it."""
+
+    scenario: str
+    dual_active_ms: float
+    stable_after: float | None  # seconds from the fault to the final single holder
+    resets: dict[str, int]
+    holder: tuple[str, ...]  # where the VIP is at the end
+    moved_after: float | None  # seconds from the fault until the VIP first showed on beta
+    samples: int
+    max_gap_ms: float
+    timeline: str
+    notes: list[str]
+
+    def row(self) -> str:
+        stable = "never" if self.stable_after is None else f"{self.stable_after:6.2f} s"
+        resets = ", ".join(f"{n} {k}" for n, k in self.resets.items() if k) or "none"
+        return (
+            f"{self.scenario:<28} {self.dual_active_ms:8.0f} ms  {stable:>9}  "
+            f"{'+'.join(self.holder) or '-':<10} {resets}"
+        )
+
+
+HEADER = f"{'scenario':<28} {'dual-act':>11}  {'stable':>9}  {'holder':<10} watchdog resets"
+
+
+def _stable_after(vip: VipSampler, fault_at: float) -> float | None:
+    final = vip.holders()
+    if len(final) != 1:
+        return None
+    last = max((ch.at for ch in vip.timeline), default=0.0)
+    return max(0.0, last - fault_at)
+
+
+def _first_on(vip: VipSampler, node: str, fault_at: float) -> float | None:
+    at = vip.first_on(node, after=fault_at)
+    return None if at is None else at - fault_at
+
+
+# -- the scenarios ------------------------------------------------------------------------
+# Each runs on a lab whose daemons are up with alpha holding the VIP and the sampler on;
+# each marks its first fault with `fault=True` and leaves the lab in its final state.
+
+
+def one_path_cut(lab: Lab) -> None:
+    """bcast goes down: a path fault, not a peer death; nothing moves."""
+    lab.mark("bcast link down", fault=True)
+    lab.cut("bcast", "down")
+    for n in NODES:
+        lab.wait_path_dead(n, "bcast", left=2)
+    lab.mark("both see bcast dead (2 of 3 paths left: still redundant)")
+    lab.watch(BUDGET + 1.0)
+
+
+def each_path_in_turn(lab: Lab) -> None:
+    """bcast (link down), ucast (nft drop both ways), serial (unplugged), one after another."""
+    first = True
+    cuts: tuple[tuple[PathName, CutKind], ...] = (
+        ("bcast", "down"),
+        ("ucast", "drop"),
+        ("serial", "unplug"),
+    )
+    for path, how in cuts:
+        lab.mark(f"{path} cut ({how})", fault=first)
+        first = False
+        lab.cut(path, how)
+        for n in NODES:
+            lab.wait_path_dead(n, path, left=2)
+        lab.watch(2.0)
+        lab.restore(path)
+        lab.mark(f"{path} restored")
+        lab.wait_redundant()
+    lab.watch(1.0)
+
+
+def all_paths_cut(lab: Lab) -> None:
+    """Every heartbeat path cut, both nodes still see the ping node and the VIP answers."""
+    lab.mark("all paths cut", fault=True)
+    lab.cut("bcast", "down")
+    lab.cut("ucast", "down")
+    lab.cut("serial", "unplug")
+    for n in NODES:
+        lab.wait_peer(n, ("dead",), DEADTIME + MARGIN)
+    lab.mark("both declared the peer dead")
+    lab.watch(BUDGET + 2.0)
+
+
+def isolated_holder(lab: Lab) -> None:
+    """Every path cut and alpha's uplink too: alpha is isolated, releases and self-fences;
+    its watchdog resets it; beta takes over after the budget."""
+    lab.mark("all paths + alpha's uplink cut", fault=True)
+    lab.cut_uplink(HOME)
+    lab.cut("bcast", "down")
+    lab.cut("ucast", "down")
+    lab.cut("serial", "unplug")
+    lab.dogs[HOME].wait_for_reset(timeout=DEADTIME + WATCHDOG_S + MARGIN)
+    lab.mark(f"{HOME} reset by its watchdog")
+    assert lab.vip is not None
+    lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
+    lab.mark("beta holds")
+    lab.watch(2.0)
+
+
+def sigkill_active(lab: Lab) -> None:
+    """SIGKILL alpha's hbd: its watchdog stays armed and resets alpha; beta takes over."""
+    lab.mark(f"SIGKILL {HOME}'s hbd", fault=True)
+    lab.kill(HOME, signal.SIGKILL)
+    lab.dogs[HOME].wait_for_reset(timeout=WATCHDOG_S + MARGIN)
+    lab.mark(f"{HOME} reset by its watchdog")
+    assert lab.vip is not None
+    lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
+    lab.mark("beta holds")
+    lab.watch(2.0)
+
+
+def sigstop_active(lab: Lab) -> None:
+    """SIGSTOP alpha's hbd; its watchdog fires (a reset: the stopped daemon is SIGKILLed);
+    then SIGCONT, which finds nothing to wake; beta holds."""
+    lab.mark(f"SIGSTOP {HOME}'s hbd", fault=True)
+    lab.kill(HOME, signal.SIGSTOP)
+    lab.dogs[HOME].wait_for_reset(timeout=WATCHDOG_S + MARGIN)
+    lab.mark(f"{HOME} reset by its watchdog")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(lab.c[HOME].pid, signal.SIGCONT)
+    lab.mark(f"SIGCONT {HOME}'s hbd")
+    assert lab.vip is not None
+    lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
+    lab.mark("beta holds")
+    lab.watch(2.0)
+    if lab.c[HOME].running:
+        lab.notes.append(f"{HOME}'s hbd survived SIGSTOP + reset + SIGCONT")
+
+
+def asymmetric_cut(lab: Lab) -> None:
+    """alpha hears beta, beta hears nothing from alpha: nft drops what alpha sends on eth0
+    and eth1; the serial line is unplugged (socat cannot cut one way)."""
+    lab.mark("alpha's sends dropped on bcast+ucast, serial unplugged", fault=True)
+    lab.cut("bcast", "drop", sender=HOME)
+    lab.cut("ucast", "drop", sender=HOME)
+    lab.cut("serial", "unplug")
+    lab.wait_peer("beta", ("dead",), DEADTIME + MARGIN)
+    lab.mark("beta declared alpha dead")
+    lab.watch(BUDGET + 2.0)
+
+
+def loss_and_jitter(lab: Lab, seconds: float | None = None) -> None:
+    """30 % loss and 50 ms (+- 50 ms) jitter on the ucast path for HBD_SOAK_SECONDS."""
+    soak = soak_seconds() if seconds is None else seconds
+    lab.mark(f"30% loss + 50 ms jitter on ucast for {soak:g} s", fault=True)
+    with lab.impair("ucast", loss=30, jitter=0.05) as relays:
+        lab.watch(soak)
+        lab.notes += [f"relay {r.ns.name}: {r.stats.summary()}" for r in relays]
+        for n in NODES:
+            lab.notes.append(f"{n} saw ucast {lab.path_state(n, 'ucast')} at the end")
+    lab.mark("impairment lifted (relay passes frames undelayed)")
+    lab.wait_redundant()
+
+
+def serial_replug_while_nics_down(lab: Lab) -> None:
+    """Both NIC paths down; the serial line, the last path, unplugged and replugged."""
+    lab.mark("bcast + ucast down", fault=True)
+    lab.cut("bcast", "down")
+    lab.cut("ucast", "down")
+    for n in NODES:
+        lab.wait_path_dead(n, "bcast", left=1)
+        lab.wait_path_dead(n, "ucast", left=1)
+    lab.mark("both degraded: serial is the last path")
+    lab.mark("serial unplugged")
+    lab.cut("serial", "unplug")
+    lab.watch(1.5)
+    lab.restore("serial")
+    lab.mark("serial replugged")
+    for n in NODES:
+        lab.wait_peer(n, ("up", "active"), 10.0)
+    lab.mark("peer back over serial")
+    lab.watch(BUDGET)
+    lab.restore("bcast")
+    lab.restore("ucast")
+    lab.wait_redundant()
+
+
+def peer_returns(lab: Lab) -> None:
+    """alpha isolated and reset; beta takes over; the partition heals and alpha boots: one
+    holder throughout, and with auto_failback on the group goes home by hand-off."""
+    isolated_holder(lab)
+    lab.restore_uplink(HOME)
+    for path in PATHS:
+        lab.restore(path)
+    lab.mark("partition healed; rebooting alpha")
+    lab.reboot(HOME)
+    lab.c.wait_all_up(STARTUP)
+    lab.mark("alpha back on every path")
+    assert lab.vip is not None
+    lab.vip.wait_on(HOME, timeout=STARTUP)
+    lab.mark("alpha holds again")
+    lab.watch(2.0)
+
+
+SCENARIOS: dict[str, Callable[[Lab], None]] = {
+    "one_path_cut": one_path_cut,
+    "each_path_in_turn": each_path_in_turn,
+    "all_paths_cut_ping_seen": all_paths_cut,
+    "isolated_holder": isolated_holder,
+    "sigkill_active": sigkill_active,
+    "sigstop_active": sigstop_active,
+    "asymmetric_cut": asymmetric_cut,
+    "loss_and_jitter": loss_and_jitter,
+    "serial_replug_nics_down": serial_replug_while_nics_down,
+    "peer_returns": peer_returns,
+}
+
+
+def run_scenario(name: str, workdir: Path | None = None) -> Outcome:
+    """Build a lab, bring it up, run scenario `name` under the sampler; its Outcome.
+
+    Waits inside the scenario raise AssertionError (with the VIP timeline and both
+    daemons' logs) when hbd does not do what the scenario expects in time."""
+    scenario = SCENARIOS[name]
+    with contextlib.ExitStack() as stack:
+        if workdir is None:  # a short path: the control socket lives under it
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fm-")))
+        with build(workdir) as lab:
+            bring_up(lab)
+            lab.vip = VipSampler(VIP, {n: lab.ns(n).name for n in NODES})
+            lab.vip.start()
+            scenario(lab)
+            lab.vip.stop()
+            vip = lab.vip
+            fault_at = lab.fault_at if lab.fault_at is not None else 0.0
+            return Outcome(
+                scenario=name,
+                dual_active_ms=vip.dual_ms,
+                stable_after=_stable_after(vip, fault_at),
+                resets={n: lab.resets(n) for n in NODES},
+                holder=vip.holders(),
+                moved_after=_first_on(vip, "beta", fault_at),
+                samples=vip.samples,
+                max_gap_ms=vip.max_gap * 1000,
+                timeline=vip.report(),
+                notes=list(lab.notes),
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+__all__ = [
+    "BUDGET",
+    "HEADER",
+    "SCENARIOS",
+    "JitterRelay",
+    "Lab",
+    "Nft",
+    "Outcome",
+    "bring_up",
+    "build",
+    "run_scenario",
+    "soak_seconds",
+]
