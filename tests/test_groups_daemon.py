@@ -147,9 +147,9 @@ def test_scripts_start_left_to_right_stop_right_to_left_on_one_node_and_standby_
         assert calls(c, "alpha")[before["alpha"] :] == ["db stop", "web stop"]
         assert calls(c, "beta")[before["beta"] :] == ["web start", "db start"]
         assert vip.holders() == ("beta",)
-        left, arrived = vip.first_on("beta", mark), None
-        assert left is not None
-        print(f"TIMING standby all -> VIP on beta {left - mark:.2f} s")
+        moved = vip.first_on("beta", mark)
+        assert moved is not None
+        print(f"TIMING standby all -> VIP on beta {moved - mark:.2f} s")
         assert any(d["decision"] == "standby all" for d in c["alpha"].decisions())
 
         # takeover on alpha: beta gives it back the same way
@@ -205,7 +205,7 @@ def test_a_failing_start_stops_the_group_in_reverse_reports_failed_and_the_peer_
         assert c["alpha"].status()["targets"][group] == "beta"  # type: ignore[index]
         # alpha refuses the group now: beta must take it (it has no reason to fail)
         failed_at = time.monotonic()
-        c.wait_holder(group, "beta", timeout=5 * DEADTIME + 5)
+        c.wait_holder(group, "beta", timeout=3 * DEADTIME + 3)  # a hand-off takes ~1 s
         print(f"TIMING failed on alpha -> beta holds {time.monotonic() - failed_at:.2f} s")
         assert calls(c, "beta") == ["web start", "db start", "app start"]
         on_alpha, on_beta = vip.first_on("alpha"), vip.first_on("beta")
@@ -236,9 +236,10 @@ def test_a_hanging_status_is_killed_at_its_timeout_and_the_node_then_hands_the_g
         g = c["beta"].group(group)
         assert g is not None and g["state"] == "unknown", g
         assert calls(c, "alpha") == []
-        took = c.wait_holder(group, "alpha", timeout=STATUS_TIMEOUT + 10)
-        print(f"TIMING status hang -> alpha holds {time.monotonic() - hung_at:.2f} s")
-        assert time.monotonic() - hung_at >= STATUS_TIMEOUT - 1.0
+        c.wait_holder(group, "alpha", timeout=STATUS_TIMEOUT + 10)
+        held = time.monotonic() - hung_at  # hung_at is a poll (<= 50 ms) after the hang
+        print(f"TIMING status hang -> alpha holds {held:.2f} s")
+        assert held >= STATUS_TIMEOUT - 1.0
         assert not alive(shell) and not alive(child)  # its whole process group was killed
         g = c["beta"].group(group)
         assert g is not None
@@ -250,7 +251,6 @@ def test_a_hanging_status_is_killed_at_its_timeout_and_the_node_then_hands_the_g
         assert (stall["last_op"], stall["rc"]) == ("stop", 0)
         log = c["beta"].log()
         assert "timed out" in log, log[-3000:]
-        print(f"TIMING status hang -> alpha holds (wait) {took:.2f} s")
 
 
 # -- addresses: IPaddr in namespaces, gratuitous ARPs -----------------------------------------
