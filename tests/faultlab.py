@@ -171,16 +171,19 @@ class Nft:
 
 @dataclass
 class RelayStats:
+    received: int = 0
     forwarded: int = 0
+    dropped: int = 0  # sendto refused (EPERM): the nft loss rule dropped it on egress
     delays: list[float] = field(default_factory=list)  # seconds, while jitter was on
 
     def summary(self) -> str:
+        text = f"{self.received} received, {self.forwarded} forwarded, {self.dropped} dropped"
         if not self.delays:
-            return f"{self.forwarded} forwarded"
+            return text
         d = sorted(self.delays)
         return (
-            f"{self.forwarded} forwarded, delay min {d[0] * 1000:.0f} / median "
-            f"{d[len(d) // 2] * 1000:.0f} / max {d[-1] * 1000:.0f} ms over {len(d)}"
+            f"{text}; delay min {d[0] * 1000:.0f} / median {d[len(d) // 2] * 1000:.0f} / "
+            f"max {d[-1] * 1000:.0f} ms"
         )
 
 
@@ -238,13 +241,16 @@ class JitterRelay:
                 now = time.monotonic()
                 while queue and queue[0][0] <= now:
                     _, _, data = heapq.heappop(queue)
-                    with contextlib.suppress(OSError):
+                    try:
                         tx.sendto(data, (self.peer, self.port))
                         self.stats.forwarded += 1
+                    except OSError:
+                        self.stats.dropped += 1
                 wait = min(0.05, max(0.0, queue[0][0] - now)) if queue else 0.05
                 readable, _, _ = select.select([rx], [], [], wait)
                 if readable:
                     data = rx.recv(65535)
+                    self.stats.received += 1
                     delay = rng.uniform(0.0, 2 * self.jitter) if self.jitter > 0 else 0.0
                     if self.jitter > 0:
                         self.stats.delays.append(delay)
@@ -468,6 +474,16 @@ class Lab:
 
         return self.wait(probe, "both nodes redundant again", timeout)[1]
 
+    def log_marks(self) -> dict[str, int]:
+        """Where each daemon's log ends now (for `expect_logged(..., since=...)`)."""
+        return {n: self.c[n].log_mark() for n in NODES}
+
+    def expect_logged(self, node: str, text: str, since: dict[str, int] | None = None) -> None:
+        """Fail unless `node`'s hbd logged `text` (after `since[node]`): the reason behind
+        what the sampler saw, in hbd's own words."""
+        log = self.c[node].log()[since[node] if since else 0 :]
+        assert text in log, f"{node}'s hbd never logged {text!r}; its log:\n{log[-3000:]}"
+
     def watch(self, seconds: float) -> None:
         """Let `seconds` pass with the sampler running (the fault has its chance to bite)."""
         time.sleep(seconds)
@@ -640,6 +656,7 @@ def all_paths_cut(lab: Lab) -> None:
         lab.wait_peer(n, ("dead",), DEADTIME + MARGIN)
     lab.mark("both declared the peer dead")
     lab.watch(BUDGET + 2.0)
+    lab.expect_logged("beta", f"{VIP} still answers: alpha is partitioned")
 
 
 def isolated_holder(lab: Lab) -> None:
@@ -652,9 +669,12 @@ def isolated_holder(lab: Lab) -> None:
     lab.cut("serial", "unplug")
     lab.dogs[HOME].wait_for_reset(timeout=DEADTIME + WATCHDOG_S + MARGIN)
     lab.mark(f"{HOME} reset by its watchdog")
+    lab.expect_logged(HOME, f"Releasing resource group: {GROUP} (isolated)")
+    lab.expect_logged(HOME, "self-fencing: isolated")
     assert lab.vip is not None
     lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
     lab.mark("beta holds")
+    lab.expect_logged("beta", "alpha may still run it: takeover in")
     lab.watch(2.0)
 
 
@@ -667,6 +687,7 @@ def sigkill_active(lab: Lab) -> None:
     assert lab.vip is not None
     lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
     lab.mark("beta holds")
+    lab.expect_logged("beta", "alpha may still run it: takeover in")
     lab.watch(2.0)
 
 
@@ -683,6 +704,7 @@ def sigstop_active(lab: Lab) -> None:
     assert lab.vip is not None
     lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
     lab.mark("beta holds")
+    lab.expect_logged("beta", "alpha may still run it: takeover in")
     lab.watch(2.0)
     if lab.c[HOME].running:
         lab.notes.append(f"{HOME}'s hbd survived SIGSTOP + reset + SIGCONT")
@@ -698,6 +720,7 @@ def asymmetric_cut(lab: Lab) -> None:
     lab.wait_peer("beta", ("dead",), DEADTIME + MARGIN)
     lab.mark("beta declared alpha dead")
     lab.watch(BUDGET + 2.0)
+    lab.expect_logged("beta", f"{VIP} still answers: alpha is partitioned")
 
 
 def loss_and_jitter(lab: Lab, seconds: float | None = None) -> None:
@@ -707,6 +730,15 @@ def loss_and_jitter(lab: Lab, seconds: float | None = None) -> None:
     with lab.impair("ucast", loss=30, jitter=0.05) as relays:
         lab.watch(soak)
         lab.notes += [f"relay {r.ns.name}: {r.stats.summary()}" for r in relays]
+        received = sum(r.stats.received for r in relays)
+        dropped = sum(r.stats.dropped for r in relays)
+        delays = [d for r in relays for d in r.stats.delays]
+        # the impairment was real: frames went through the relays, about 30 % were lost
+        # and the delays spread over 0..100 ms
+        assert received >= 4 * soak, f"the relays carried {received} frames in {soak:g} s"
+        if received >= 100:
+            assert 0.15 <= dropped / received <= 0.45, f"{dropped} of {received} dropped"
+            assert min(delays) < 0.02 and max(delays) > 0.08, "delays not spread over 0..100 ms"
         for n in NODES:
             lab.notes.append(f"{n} saw ucast {lab.path_state(n, 'ucast')} at the end")
     lab.mark("impairment lifted (relay passes frames undelayed)")
@@ -744,12 +776,17 @@ def peer_returns(lab: Lab) -> None:
     for path in PATHS:
         lab.restore(path)
     lab.mark("partition healed; rebooting alpha")
+    since = lab.log_marks()
     lab.reboot(HOME)
     lab.c.wait_all_up(STARTUP)
     lab.mark("alpha back on every path")
     assert lab.vip is not None
     lab.vip.wait_on(HOME, timeout=STARTUP)
     lab.mark("alpha holds again")
+    # a hand-off: beta released first (its target is alpha again), alpha started only
+    # when beta's advert said so
+    lab.expect_logged("beta", f"Releasing resource group: {GROUP} (its target is alpha)", since)
+    lab.expect_logged(HOME, f"Acquiring resource group: {GROUP} (its target is this node", since)
     lab.watch(2.0)
 
 
