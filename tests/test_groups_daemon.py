@@ -253,6 +253,41 @@ def test_a_hanging_status_is_killed_at_its_timeout_and_the_node_then_hands_the_g
         assert "timed out" in log, log[-3000:]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="policy/keeper: a group whose start-up status timed out on its preferred node "
+    "counts as may-be-running (LocalGroup.may_run), and the policy only acquires a group "
+    "that is not running here (hbd/core/policy.py _decide: 'elif not mine.may_run and "
+    "target == self.local'), so the group stays 'unknown' and is never started anywhere",
+)
+def test_a_status_hang_on_the_preferred_node_still_lets_it_start_the_group(
+    tmp_path: Path,
+) -> None:
+    group = "hang_first_status::stall"
+    with running(
+        tmp_path,
+        f"alpha {group} recorder::web\n",
+        agents=("recorder", "hang_first_status"),
+        env={"alpha": {"HBD_TEST_HANG": "1"}},
+        vip=None,
+    ) as (c, _):
+        pids_file = c["alpha"].root / "rsc" / "stall.pids"
+        c.wait(lambda: True if pids_file.exists() else None, "alpha's status to hang", 10)
+        hung_at = time.monotonic()
+        c.wait(
+            lambda: True if "timed out" in c["alpha"].log() else None,
+            "alpha's status to be killed",
+            STATUS_TIMEOUT + 5,
+        )
+        # the status is unknown, the next status answers at once: alpha (the target, whom
+        # beta waits for) must bring the group up, asking status before each start
+        c.wait_holder(group, "alpha", timeout=3 * DEADTIME + 3)
+        print(f"TIMING status hang on alpha -> alpha holds {time.monotonic() - hung_at:.2f} s")
+        assert calls(c, "alpha") == ["stall start", "web start"]
+        assert calls(c, "beta") == []
+
+
 # -- addresses: IPaddr in namespaces, gratuitous ARPs -----------------------------------------
 
 
