@@ -276,6 +276,7 @@ class Lab:
     vip: VipSampler | None = None
     relays: list[JitterRelay] = field(default_factory=list)
     fault_at: float | None = None  # sampler time of the first fault
+    fault_logs: dict[str, int] | None = None  # where the daemons' logs ended at the fault
     notes: list[str] = field(default_factory=list)
 
     # -- names
@@ -309,6 +310,7 @@ class Lab:
         at = self.vip.mark(label)
         if fault and self.fault_at is None:
             self.fault_at = at
+            self.fault_logs = self.log_marks()
 
     # -- faults
 
@@ -669,8 +671,10 @@ def isolated_holder(lab: Lab) -> None:
     lab.cut("serial", "unplug")
     lab.dogs[HOME].wait_for_reset(timeout=DEADTIME + WATCHDOG_S + MARGIN)
     lab.mark(f"{HOME} reset by its watchdog")
-    lab.expect_logged(HOME, f"Releasing resource group: {GROUP} (isolated)")
-    lab.expect_logged(HOME, "self-fencing: isolated")
+    # released (the reason reads "isolated" or, once the fence is decided in the same
+    # turn, "this node is fencing itself") and stopped petting
+    lab.expect_logged(HOME, f"Releasing resource group: {GROUP} (", lab.fault_logs)
+    lab.expect_logged(HOME, "self-fencing: isolated", lab.fault_logs)
     assert lab.vip is not None
     lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
     lab.mark("beta holds")
