@@ -513,10 +513,11 @@ def _hacf_overrides(watchdog: Path, ping: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def build(workdir: Path) -> Iterator[Lab]:
-    """The whole topology with both daemons configured (not started)."""
+def build(workdir: Path, wire: str | None = WIRE, auth: str = AUTH) -> Iterator[Lab]:
+    """The whole topology with both daemons configured (not started). `wire`: hbd's
+    native frames by default; None for Heartbeat's format (no `wire` line)."""
     with contextlib.ExitStack() as stack:
-        c = stack.enter_context(cluster.build(workdir, NODES, timing=TIMING, wire=WIRE, auth=AUTH))
+        c = stack.enter_context(cluster.build(workdir, NODES, timing=TIMING, wire=wire, auth=auth))
         ping = stack.enter_context(netns.namespace("ping"))
         hosts = [c[n].ns for n in NODES] + [ping]
         lan = stack.enter_context(netns.lan(hosts, LAN_SUBNET, ifname=LAN_DEV))
@@ -808,8 +809,11 @@ SCENARIOS: dict[str, Callable[[Lab], None]] = {
 }
 
 
-def run_scenario(name: str, workdir: Path | None = None) -> Outcome:
+def run_scenario(
+    name: str, workdir: Path | None = None, wire: str | None = WIRE, auth: str = AUTH
+) -> Outcome:
     """Build a lab, bring it up, run scenario `name` under the sampler; its Outcome.
+    With `wire=None` the daemons speak Heartbeat's wire format (sha1 keys suit it).
 
     Waits inside the scenario raise AssertionError (with the VIP timeline and both
     daemons' logs) when hbd does not do what the scenario expects in time."""
@@ -817,7 +821,7 @@ def run_scenario(name: str, workdir: Path | None = None) -> Outcome:
     with contextlib.ExitStack() as stack:
         if workdir is None:  # a short path: the control socket lives under it
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fm-")))
-        with build(workdir) as lab:
+        with build(workdir, wire, auth) as lab:
             bring_up(lab)
             lab.vip = VipSampler(VIP, {n: lab.ns(n).name for n in NODES})
             lab.vip.start()
@@ -826,7 +830,7 @@ def run_scenario(name: str, workdir: Path | None = None) -> Outcome:
             vip = lab.vip
             fault_at = lab.fault_at if lab.fault_at is not None else 0.0
             return Outcome(
-                scenario=name,
+                scenario=name if wire == WIRE else f"{name} ({wire or 'heartbeat'} wire)",
                 dual_active_ms=vip.dual_ms,
                 stable_after=_stable_after(vip, fault_at),
                 resets={n: lab.resets(n) for n in NODES},
