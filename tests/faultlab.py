@@ -8,20 +8,25 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
           ==== serial (socat ptys) ====
     alpha -- lan0 --+-- bridge (hub) --+-- lan0 -- beta   the service LAN, 10.91.0.0/24:
                     |                  |              alpha .1, beta .2, ping node .3,
-                    +---- ping node ---+              the VIP 10.91.0.100 (group "vip")
+                    +---- ping node ---+              the VIP 10.91.0.100
 
 - haresources on both: `alpha IPaddr::10.91.0.100/24` (hbd's built-in IPaddr puts it on
   lan0); ha.cf: keepalive 200 ms, deadtime 1 s, `ping 10.91.0.3`, `auto_failback on`,
-  `watchdog <a FUSE watchdog of its own>`. The watchdog timeout is then Heartbeat's
-  default ceil(deadtime + 10 ms) = 2 s and the takeover budget 2 x 2 + 1 = 5 s.
+  `watchdog <a FUSE watchdog of its own>`, `wire hbd` (native frames carry the watchdog
+  timeout; Heartbeat's format does not, see `run_scenario(wire=None)`). The watchdog
+  timeout is then Heartbeat's default ceil(deadtime + 10 ms) = 2 s and the takeover budget
+  2 x 2 + 1 = 5 s. The group is named as its resource is written, `IPaddr::10.91.0.100/24`.
 - Each node's watchdog is `hbd.testing.fusewatchdog.mounted_watchdog(netns=...)`: starved,
   it SIGKILLs every process of the node's namespace and flushes its IPv4 addresses (a
   reset). `Lab.reboot(node)` puts the addresses back and starts hbd again.
-- Faults: a path cut by link down (`cut(path, "down")`), by nft dropping everything a
-  node sends on it (`cut(path, "drop", sender)`: one direction only), or by unplugging the
-  serial cable; an uplink cut (`cut_uplink`); signals to a daemon.
+- Faults: a path cut by link down (`cut(path, "down")`), by nft dropping on arrival
+  everything a node sends on it (`cut(path, "drop", sender)`: one direction only; the
+  sender's sends still succeed, as over a cut fibre), or by unplugging the serial cable
+  (its links removed first, so no daemon reopens a pty number another socat reuses); an
+  uplink cut (`cut_uplink`); signals to a daemon.
 - Loss and jitter (`impair`): this kernel has no sch_netem (and no sfq/fq/NFQUEUE), so loss
-  is an nft rule (`numgen random mod 100 < 30 drop`) on the path's egress, and jitter is a
+  is an nft rule (`numgen random mod 100 < 30 drop`) on the relay's way out (so hbd's own
+  sends never fail; without jitter, on the way in), and jitter is a
   userspace UDP relay per node (`JitterRelay`): an nft DNAT rule in the node's namespace
   sends hbd's ucast frames to the relay (on the node's own address), which forwards each
   after an independent uniform 0..2xJ ms delay (J = 50 ms: 50 ms +- 50 ms, as netem's
@@ -41,6 +46,7 @@ mounts, the LAN, the ping node and the namespaces.
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import os
 import random
@@ -108,45 +114,56 @@ def soak_seconds(default: float = SOAK_DEFAULT) -> float:
 
 
 class Nft:
-    """The lab's own nft table in one node's namespace: egress drops and the relay DNAT.
+    """The lab's own nft table in one node's namespace: drops on the way in or out of a
+    NIC, and the relay's DNAT. The whole table is rewritten atomically (`nft -f`) on every
+    change.
 
-    The whole table is rewritten atomically (`nft -f`) on every change."""
+    A drop on the way in is what a cut cable looks like to the sender: its sends succeed.
+    A drop on the way out makes the sender's `sendto` fail with EPERM, so it is used only
+    for the relay's own frames (the loss rule), never for hbd's."""
 
     TABLE = "faultlab"
 
     def __init__(self, ns: netns.Netns, workdir: Path) -> None:
         self.ns = ns
         self.script = workdir / f"nft-{ns.name}.nft"
-        self.drops: dict[str, str] = {}  # key -> rule
+        self.ingress: dict[str, str] = {}  # key -> rule
+        self.egress: dict[str, str] = {}
         self.dnat: dict[str, str] = {}
         self.made = False
 
     def _apply(self) -> None:
-        egress = "\n".join(f"    {rule}" for rule in self.drops.values())
-        redirect = "\n".join(f"    {rule}" for rule in self.dnat.values())
+        def chain(name: str, hook: str, rules: dict[str, str]) -> str:
+            body = "".join(f"    {rule}\n" for rule in rules.values())
+            return f"  chain {name} {{\n    {hook}; policy accept;\n{body}  }}\n"
+
         self.script.write_text(
             f"table inet {self.TABLE} {{}}\n"
             f"flush table inet {self.TABLE}\n"
             f"table inet {self.TABLE} {{\n"
-            f"  chain egress {{\n    type filter hook output priority 0; policy accept;\n"
-            f"{egress}\n  }}\n"
-            f"  chain relay {{\n    type nat hook output priority -100; policy accept;\n"
-            f"{redirect}\n  }}\n"
-            f"}}\n"
+            + chain("ingress", "type filter hook input priority 0", self.ingress)
+            + chain("egress", "type filter hook output priority 0", self.egress)
+            + chain("relay", "type nat hook output priority -100", self.dnat)
+            + "}\n"
         )
         self.made = True
         self.ns.exec("nft", "-f", str(self.script))
 
-    def drop(self, key: str, dev: str, percent: int = 100) -> None:
-        """Drop `percent` % of what this node sends out of `dev` (all of it by default)."""
+    def drop(self, key: str, dev: str, percent: int = 100, inbound: bool = True) -> None:
+        """Drop `percent` % (all by default) of what arrives on `dev` (`inbound`), or of
+        what this node sends out of it."""
         if not 0 < percent <= 100:
             raise ValueError(f"drop percent must be 1..100, not {percent}")
         chance = "" if percent == 100 else f"numgen random mod 100 < {percent} "
-        self.drops[key] = f'oifname "{dev}" {chance}counter drop'
+        if inbound:
+            self.ingress[key] = f'iifname "{dev}" {chance}counter drop'
+        else:
+            self.egress[key] = f'oifname "{dev}" {chance}counter drop'
         self._apply()
 
     def undrop(self, key: str) -> None:
-        if self.drops.pop(key, None) is not None:
+        found = [rules.pop(key, None) for rules in (self.ingress, self.egress)]
+        if any(rule is not None for rule in found):
             self._apply()
 
     def redirect_udp(self, key: str, daddr: str, dport: int, to_addr: str, to_port: int) -> None:
@@ -174,10 +191,13 @@ class RelayStats:
     received: int = 0
     forwarded: int = 0
     dropped: int = 0  # sendto refused (EPERM): the nft loss rule dropped it on egress
+    errors: dict[str, int] = field(default_factory=dict)  # errno name -> count
     delays: list[float] = field(default_factory=list)  # seconds, while jitter was on
 
     def summary(self) -> str:
         text = f"{self.received} received, {self.forwarded} forwarded, {self.dropped} dropped"
+        if self.errors:
+            text += f" ({', '.join(f'{k} {v}' for k, v in sorted(self.errors.items()))})"
         if not self.delays:
             return text
         d = sorted(self.delays)
@@ -244,8 +264,10 @@ class JitterRelay:
                     try:
                         tx.sendto(data, (self.peer, self.port))
                         self.stats.forwarded += 1
-                    except OSError:
+                    except OSError as e:
                         self.stats.dropped += 1
+                        name = errno.errorcode.get(e.errno or 0, str(e.errno))
+                        self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
                 wait = min(0.05, max(0.0, queue[0][0] - now)) if queue else 0.05
                 readable, _, _ = select.select([rx], [], [], wait)
                 if readable:
@@ -332,10 +354,10 @@ class Lab:
             line.unplug()
         elif how == "down":
             self.c.network(self._dev(path)).cut(sender or NODES[1], "down")
-        elif how == "drop":
+        elif how == "drop":  # on arrival: the sender's sends still succeed
             senders = (sender,) if sender is not None else NODES
             for node in senders:
-                self.nft[node].drop(f"cut-{path}", self._dev(path))
+                self.nft[self.other(node)].drop(f"cut-{path}", self._dev(path))
         else:
             raise ValueError(f"a {path} path is cut by 'down' or 'drop', not {how!r}")
 
@@ -379,7 +401,8 @@ class Lab:
                     "jitter", net.addresses[peer], UDPPORT, net.addresses[node], RELAY_PORT
                 )
             if loss:
-                self.nft[node].drop(f"loss-{path}", net.dev, loss)
+                # on the relay's way out (only its frames leave by eth1: hbd's go to it)
+                self.nft[node].drop(f"loss-{path}", net.dev, loss, inbound=not jitter)
         try:
             yield made
         finally:
