@@ -32,8 +32,10 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
   after an independent uniform 0..2xJ ms delay (J = 50 ms: 50 ms +- 50 ms, as netem's
   `delay 50ms 50ms`) from a socket whose SO_MARK exempts it from the DNAT rule. Only the
   ucast path can be jittered this way (broadcasts and the serial line are not relayed).
-  Conntrack keeps the DNAT binding for the life of the flow, so after the impairment the
-  relay stays in place with no delay and no loss until the lab is torn down.
+  The peer's incoming frames are left untracked (`notrack`), else their conntrack entry
+  would swallow our outgoing flow as its reply and the DNAT would miss (seen: half the
+  runs). Conntrack keeps the DNAT binding for the life of the flow, so after the
+  impairment the relay stays in place with no delay and no loss until teardown.
 
 `run_scenario(name, workdir)` builds a lab, waits until alpha holds the VIP with every path
 up, starts the sampler, runs the scenario (one of `SCENARIOS`) and returns an `Outcome`:
@@ -130,6 +132,7 @@ class Nft:
         self.ingress: dict[str, str] = {}  # key -> rule
         self.egress: dict[str, str] = {}
         self.dnat: dict[str, str] = {}
+        self.untracked: dict[str, str] = {}
         self.made = False
 
     def _apply(self) -> None:
@@ -144,6 +147,7 @@ class Nft:
             + chain("ingress", "type filter hook input priority 0", self.ingress)
             + chain("egress", "type filter hook output priority 0", self.egress)
             + chain("relay", "type nat hook output priority -100", self.dnat)
+            + chain("untracked", "type filter hook prerouting priority -300", self.untracked)
             + "}\n"
         )
         self.made = True
@@ -167,7 +171,13 @@ class Nft:
             self._apply()
 
     def redirect_udp(self, key: str, daddr: str, dport: int, to_addr: str, to_port: int) -> None:
-        """DNAT this node's UDP to daddr:dport onto to_addr:to_port, except marked sockets."""
+        """DNAT this node's UDP to daddr:dport onto to_addr:to_port, except marked sockets.
+
+        The peer's frames to `dport` arriving here are left untracked: hbd sends from and
+        to the same port, so an incoming frame would otherwise open a conntrack entry whose
+        reply direction is our own outgoing flow, and NAT rules are never consulted for
+        a packet of an existing entry (the redirect then silently misses)."""
+        self.untracked[key] = f"udp dport {dport} notrack"
         self.dnat[key] = (
             f"meta mark != {RELAY_MARK:#x} ip daddr {daddr} udp dport {dport} "
             f"counter dnat ip to {to_addr}:{to_port}"
