@@ -186,6 +186,10 @@ class Daemon:
             await self._hand_over()
             for program in self.respawned:
                 await program.stop()
+            if self.engine is not None:  # goodbye: peers declare us dead now, not in deadtime
+                now = self.clock()
+                self.engine.leave(now)
+                self._flush(now)
         finally:
             if self._owns_run_dir:
                 self.shutdown()
@@ -536,6 +540,12 @@ class Daemon:
             )
         elif isinstance(event, ev.NodeDead):
             log.warning("node %s: is dead", event.node, extra=journal_fields(peer=event.node))
+        elif isinstance(event, ev.NodeLeft):
+            log.info(
+                "Received shutdown notice from '%s'.",
+                event.node,
+                extra=journal_fields(peer=event.node),
+            )
         elif isinstance(event, ev.NodeRestarted):
             log.info(
                 "node %s restarted: generation %d -> %d",

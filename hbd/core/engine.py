@@ -135,7 +135,8 @@ MAX_REXMIT = 32  # sequences one rexmit request or answer covers at most
 REXMIT_PATIENCE = 5.0  # seconds a missing message holds back our acks
 REQNODES_RETRY = 1.0  # Heartbeat asks again every second
 ADVERT_INTERVAL = 1.0  # an unchanged advert is repeated this often (a changed one at once)
-ECHO_INTERVAL = 1.0  # a round-trip probe on every path this often
+ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
+SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
 RTT_WEIGHT = 0.25  # weight of a new sample in the smoothed round-trip time
 
 
@@ -181,8 +182,10 @@ class Engine:
         self._advert: bytes | None = None  # ours, as last set by the policy
         self._advert_due: float | None = None
         self._adverts: dict[str, bytes] = {}  # the latest from each live peer
+        self._leaving = False
         self._next_echo = now + ECHO_INTERVAL  # nobody can answer before the first beats
         self._echo_nonce = 0
+        self._echo_round = 0
         self._echo_out: dict[str, tuple[int, float]] = {}  # path -> (nonce, sent at)
         self._rtt: dict[tuple[str, str], float] = {}  # (node, path) -> smoothed seconds
         self._by_name = {n.lower(): n for n in settings.nodes}
@@ -220,7 +223,10 @@ class Engine:
     # -- outputs --------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        """When `handle_timer` should next be called: never None while running."""
+        """When `handle_timer` should next be called: never None while running (after
+        `leave()` only membership's deadlines are left)."""
+        if self._leaving:
+            return self.membership.get_timer()
         deadlines = [self._next_beat]
         if self._reqnodes_at is not None and self._local is LocalState.UP:
             deadlines.append(self._reqnodes_at + REQNODES_RETRY)
@@ -234,6 +240,9 @@ class Engine:
 
     def frames_to_send(self, now: float) -> list[tuple[str, bytes]]:
         """Frames to write now, as (path id, bytes); a heartbeat when one is due."""
+        if self._leaving:  # said goodbye: only what is already queued goes out
+            out, self._out = self._out, []
+            return out
         if now >= self._next_beat:
             self._send_heartbeat(now)
         if self._advert_due is not None and now >= self._advert_due:
@@ -282,6 +291,25 @@ class Engine:
                 self._adverts.pop(e.node, None)  # what it said no longer holds
             self._events.append(e)
 
+    # -- leaving --------------------------------------------------------------------
+
+    def leave(self, now: float) -> None:
+        """A clean stop: tell the peers at once (Heartbeat's t=shutdone, or a native
+        heartbeat with state leaving) so they need not wait for deadtime."""
+        self._leaving = True
+        s = self.settings
+        if s.wire is WireFormat.HEARTBEAT:
+            self._send_ha(
+                lambda seq, ts: ctl.shutdone_message(
+                    *self._src(), seq, s.generation, ts, ttl=self._ttl
+                ),
+                now,
+            )
+            return
+        seq = self._next_seq()
+        for pid, _kind in s.paths:
+            self._out.append((pid, self._native(pid, nat.FrameKind.HEARTBEAT, b"", seq)))
+
     # -- round trips ----------------------------------------------------------------
 
     def rtt(self, node: str, path: str) -> float | None:
@@ -291,7 +319,10 @@ class Engine:
 
     def _send_echoes(self, now: float) -> None:
         self._next_echo = now + ECHO_INTERVAL
-        for pid, _kind in self.settings.paths:
+        self._echo_round += 1
+        for pid, kind in self.settings.paths:
+            if kind is PathKind.SERIAL and self._echo_round % SERIAL_ECHO_EVERY != 1:
+                continue
             self._echo_nonce = (self._echo_nonce + 1) & 0xFFFFFFFF
             self._echo_out[pid] = (self._echo_nonce, now)
             self._send_echo(pid, self._echo_nonce, None, now)
@@ -396,6 +427,9 @@ class Engine:
         elif verdict and frame.kind is nat.FrameKind.ADVERT:
             self._collect()
             self._advert_received(name, frame.payload)
+        elif verdict and frame.state is nat.NodeState.LEAVING:
+            self.membership.leave(name, now)
+            self._collect()
 
     def _receive_heartbeat(self, path: str, seg: Segment, now: float, source: str | None) -> None:
         msg = hb.decode_frame(seg.data, self.settings.auth)
@@ -448,6 +482,10 @@ class Engine:
         to_me = dest is not None and dest.lower() == self.settings.node.lower()
         self._collect()  # membership's events come before what this message means
         if mtype == "status":
+            return
+        if mtype == "shutdone":
+            self.membership.leave(name, now)
+            self._collect()
             return
         if mtype == "reqnodes":
             if to_me:
@@ -600,6 +638,8 @@ class Engine:
         """One native frame for path `pid`, framed for it (COBS on serial, bare on UDP)."""
         s = self.settings
         state = nat.NodeState.ACTIVE if self._local is LocalState.ACTIVE else nat.NodeState.UP
+        if self._leaving:
+            state = nat.NodeState.LEAVING
         frame = nat.NativeFrame(
             cluster_id=s.cluster_id,
             node_id=self._my_id,

@@ -47,6 +47,14 @@ class NodeDead:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeLeft:
+    """A node said it is shutting down cleanly (Heartbeat's t=shutdone, or an hbd frame
+    with state leaving): it is declared dead at once, not after deadtime."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
 class NodeRestarted:
     """A node came back with a higher generation: it restarted (or rebooted)."""
 
@@ -143,6 +151,7 @@ Event = (
     | NodeActive
     | NodeDead
     | NodeRestarted
+    | NodeLeft
     | PathUp
     | PathDown
     | LateHeartbeat

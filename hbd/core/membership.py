@@ -53,6 +53,7 @@ from hbd.core.events import (
     LateHeartbeat,
     NodeActive,
     NodeDead,
+    NodeLeft,
     NodeRestarted,
     NodeUp,
     PathDown,
@@ -145,6 +146,7 @@ class _Node:
         "generation_tops",
         "last_beat",
         "last_heard",
+        "left",
         "name",
         "paths",
         "reported",
@@ -166,6 +168,7 @@ class _Node:
         self.last_beat: float | None = None  # last status heartbeat counted
         self.window = ReplayWindow(REPLAY_WIDTH)
         self.generation_tops: dict[int, int] = {}  # older generations -> highest seq seen
+        self.left: int | None = None  # the generation that said goodbye (t=shutdone)
         self.paths = {p: _Path() for p in paths}
         self.first_claim = ""
         self.reported: set[str] = set()
@@ -225,6 +228,11 @@ class Membership:
         path = node.paths.get(beat.path)
         if path is None:
             raise LocalProtocolError(f"unknown path id {beat.path!r}")
+        if node.left is not None and beat.generation <= node.left:
+            # copies of the goodbye (or anything older) still arriving on other paths
+            return Dropped(
+                DropReason.STALE, f"{node.name} left the cluster (generation {node.left})"
+            )
         self._timer_stale = True
 
         before = (node.window.generation, node.window.highest)
@@ -252,6 +260,23 @@ class Membership:
         if fresh:
             self._refresh_node(node, beat, now)
         return fresh
+
+    def leave(self, name: str, now: float) -> None:
+        """`name` said it is leaving (after its message was accepted by `receive`): every
+        path to it and the node itself are dead now."""
+        node = self._nodes.get(name)
+        if node is None or node.state is NodeState.DEAD:
+            return
+        self._timer_stale = True
+        node.left = node.window.generation
+        self._events.append(NodeLeft(name))
+        for pid, path in node.paths.items():
+            if path.state is PathState.UP:
+                path.state = next_path_state(path.state, PathInput.SILENT)  # UP -> DEAD
+                silent = now - path.last_heard if path.last_heard is not None else 0.0
+                self._events.append(PathDown(name, pid, silent, True))
+        node.state = next_node_state(node.state, NodeInput.SILENT)  # UP/ACTIVE -> DEAD
+        self._events.append(NodeDead(name, node.last_heard, 0.0))
 
     def handle_timer(self, now: float) -> None:
         """Let every deadline at or before `now` pass: paths first, then nodes."""

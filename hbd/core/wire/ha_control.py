@@ -181,6 +181,30 @@ def echo_message(
     )
 
 
+def shutdone_message(
+    src: str,
+    srcuuid: bytes,
+    seq: int,
+    generation: int,
+    ts: int,
+    *,
+    ttl: int = 3,
+    load: str = "n/a",
+) -> HaMessage:
+    """The last message of a clean stop: `t=shutdone st=dead`. A Heartbeat peer logs
+    "Received shutdown notice" and takes over at once instead of waiting for deadtime."""
+    return _envelope(
+        [HaField("t", "shutdone"), HaField("st", "dead")],
+        src=src,
+        srcuuid=srcuuid,
+        seq=seq,
+        generation=generation,
+        ts=ts,
+        ttl=ttl,
+        load=load,
+    )
+
+
 def reqnodes_message(
     src: str,
     srcuuid: bytes,
