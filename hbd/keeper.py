@@ -170,7 +170,11 @@ class GroupKeeper:
             if advert is not None:
                 adverts[p.name] = advert
         local = {
-            g.name: LocalGroup(self.rm.may_be_running(g.name), g.name in self._failed)
+            g.name: LocalGroup(
+                self.rm.may_be_running(g.name),
+                g.name in self._failed,
+                self.rm.state(g.name) is rs.GroupState.STARTED,
+            )
             for g in self.config.groups
         }
         self.policy.update(

@@ -26,9 +26,12 @@ def adverts(draw: st.DrawFn) -> Advert:
         running=tuple(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
         targets=tuple(draw(st.lists(st.integers(0, NO_NODE), min_size=n, max_size=n))),
         hears=draw(st.integers(0, 0xFFFF)),
+        failed=tuple(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
         standby=draw(st.sampled_from(Standby)),
         claim=draw(st.sampled_from(Standby)),
         claim_id=draw(st.integers(0, 0xFFFF)),
+        epoch=draw(st.integers(0, 0xFFFF)),
+        seen=tuple(draw(st.lists(st.integers(0, 0xFFFF), max_size=16))),
     )
 
 

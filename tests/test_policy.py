@@ -48,6 +48,9 @@ class Node:
     witness: bool = True
     service_net: bool = True
     resets: int = 0
+    fails: set[str] = field(default_factory=set)  # groups whose start fails here
+    failed: set[str] = field(default_factory=set)
+    doubt: set[str] = field(default_factory=set)  # state unknown (e.g. a status timed out)
 
 
 class World:
@@ -80,6 +83,7 @@ class World:
         self.hears = {("alpha", "beta"): True, ("beta", "alpha"): True}
         self.last_heard: dict[tuple[str, str], float | None] = dict.fromkeys(self.hears)
         self.adverts: dict[tuple[str, str], Advert] = {}
+        self._in_flight: dict[tuple[str, str], Advert] = {}  # adverts lag heartbeats a step
         self.probe_answer: dict[tuple[str, str], float | None] = {}
         self.fences: list[tuple[float, str, str]] = []
         self.dual_active = 0.0
@@ -98,6 +102,9 @@ class World:
     def crash(self, n: str) -> None:
         node = self.nodes[n]
         node.up = False
+        for key in [k for k in (*self.adverts, *self._in_flight) if k[0] == n]:
+            self.adverts.pop(key, None)  # a restarted daemon remembers nothing it heard
+            self._in_flight.pop(key, None)
         node.running.clear()  # a power loss: the resources die with the box
         node.busy.clear()
 
@@ -114,7 +121,12 @@ class World:
         for (a, b), ok in self.hears.items():
             if ok and self.nodes[a].up and self.nodes[b].up and not self.nodes[b].hung:
                 self.last_heard[(a, b)] = now
-                self.adverts[(a, b)] = self.nodes[b].policy.advert()
+                if (a, b) in self._in_flight:
+                    self.adverts[(a, b)] = self._in_flight[(a, b)]
+                self._in_flight[(a, b)] = self.nodes[b].policy.advert()
+            elif not self.nodes[b].up:
+                self._in_flight.pop((a, b), None)
+                self.adverts.pop((a, b), None)
         for node in self.nodes.values():
             self._finish_operations(node)
             self._watchdog(node)
@@ -129,8 +141,11 @@ class World:
         for g, (done, start) in list(node.busy.items()):
             if self.now >= done and node.up:
                 del node.busy[g]
-                if not start:
+                node.doubt.discard(g)
+                if not start or g in node.fails:
                     node.running.discard(g)
+                if start and g in node.fails:
+                    node.failed.add(g)
                 node.policy.settled(g)
 
     def _watchdog(self, node: Node) -> None:
@@ -158,7 +173,12 @@ class World:
                     self.probe_answer[(me, g.name)] = now
             probes[g.name] = self.probe_answer.get((me, g.name))
         local = {
-            g.name: LocalGroup(g.name in node.running or g.name in node.busy) for g in self.groups
+            g.name: LocalGroup(
+                g.name in node.running or g.name in node.busy or g.name in node.doubt,
+                failed=g.name in node.failed,
+                started=g.name in node.running and g.name not in node.busy,
+            )
+            for g in self.groups
         }
         node.policy.update(
             now,
@@ -374,3 +394,80 @@ def test_bad_operator_modes_are_refused() -> None:
         w.nodes["alpha"].policy.standby("sideways", 0.0)
     with pytest.raises(Exception, match="takeover needs"):
         w.nodes["alpha"].policy.takeover("off", 0.0)
+
+
+def test_a_group_that_fails_to_start_goes_to_the_peer() -> None:
+    w = World()
+    w.nodes["alpha"].fails.add(VIP.name)
+    w.run(4)
+    assert w.holder() == "beta"
+    assert w.nodes["beta"].policy.targets()[VIP.name] == "beta"
+
+
+def test_with_failback_off_a_returning_node_takes_nothing_back_before_it_speaks() -> None:
+    w = World(auto_failback=AutoFailback.OFF)
+    w.run(3)
+    w.crash("alpha")
+    w.run(8)
+    assert w.holder() == "beta"
+    w.nodes["alpha"] = Node(
+        "alpha",
+        Policy(
+            "alpha",
+            ("alpha", "beta"),
+            (VIP,),
+            AutoFailback.OFF,
+            watchdog_armed=True,
+            has_witnesses=True,
+            probe_window=DEADTIME,
+            now=w.now,
+        ),
+    )
+    w.run(5)
+    assert w.holder() == "beta"
+    assert not any("release" in d for d in w.decisions("beta")[-5:])
+
+
+def test_a_group_in_doubt_on_its_target_is_acquired_again() -> None:
+    w = World()
+    w.nodes["alpha"].doubt.add(VIP.name)  # its status timed out: may be running
+    w.run(4)
+    assert w.holder() == "alpha"
+    assert w.nodes["alpha"].doubt == set()
+
+
+def test_agreement_given_before_our_claim_is_not_enough() -> None:
+    """Beta's advert says "target alpha, not running" but was made before it saw alpha's
+    claim (its views could be about to flip): alpha waits for an answer to its claim."""
+    alpha = Policy(
+        "alpha",
+        ("alpha", "beta"),
+        (VIP,),
+        AutoFailback.ON,
+        watchdog_armed=True,
+        has_witnesses=False,
+        probe_window=DEADTIME,
+        now=0.0,
+    )
+    beta_view = (PeerView("beta", True, True, 1.0, WATCHDOG, DEADTIME),)
+    stale = Advert(alpha.digest, (False,), (0,), hears=0b11, epoch=7, seen=(0, 7))
+
+    def turn(advert: Advert, now: float) -> list[object]:
+        alpha.update(
+            now,
+            peers=beta_view,
+            adverts={"beta": advert},
+            witness_up=True,
+            local={VIP.name: LocalGroup(False)},
+            probes={},
+        )
+        out = []
+        while (action := alpha.next_action()) is not None:
+            out.append(action)
+        return out
+
+    assert turn(stale, 1.0) == []
+    claim = alpha.advert().epoch
+    assert any("see our claim" in d.reason for d in alpha.decisions)
+    answered = Advert(alpha.digest, (False,), (0,), hears=0b11, epoch=7, seen=(claim, 7))
+    assert [type(a) for a in turn(answered, 1.1)] == [Acquire]

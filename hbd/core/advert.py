@@ -4,13 +4,18 @@ Heartbeats say "I am alive"; the advert says what the policy needs to agree on w
 which group without ever letting two nodes run one:
 
 - `running`: per group, whether it may be running on the sender (not known stopped);
+- `failed`: per group, whether it failed to start on the sender (it refuses the group);
 - `targets`: per group, which node the sender thinks should hold it (a node index into
   ha.cf's node list, or NO_NODE);
 - `hears`: which nodes the sender hears (a bitmap of node indexes), so a node learns when
   its peer has stopped hearing it (an asymmetric cut);
 - `standby`: which groups the sender refuses (hbctl standby), and `claim`/`claim_id`: a
   takeover request ("you, give these up"), applied once per new claim_id;
-- `digest`: a hash of the group list, so nodes with different haresources notice.
+- `digest`: a hash of the group list, so nodes with different haresources notice;
+- `epoch` and `seen`: the sender's advert number (it goes up on every change) and, per
+  node, the number of that node's advert the sender last had. A node starts a group only
+  when each peer's "you are the target" was said after seeing this node's claim to it, so
+  two nodes whose views flip at the same moment cannot both act on stale agreement.
 
 It is sent on every change and again every second (not in every heartbeat: a heartbeat
 stays 48 bytes on serial). Native frames carry it as kind ADVERT; Heartbeat-format frames as
@@ -26,11 +31,12 @@ from dataclasses import dataclass
 
 from hbd.core.errors import LocalProtocolError
 
-VERSION = 1
+VERSION = 2
 NO_NODE = 0xFF
 MAX_GROUPS = 64
 MAX_NODES = 16
-_HEAD = struct.Struct("!BHBHBBH")  # version, digest, ngroups, hears, standby, claim, claim_id
+# version, digest, groups, nodes, hears, standby, claim, claim_id, epoch
+_HEAD = struct.Struct("!BHBBHBBHH")
 
 
 class Standby(enum.IntEnum):
@@ -73,52 +79,90 @@ class Advert:
     running: tuple[bool, ...]
     targets: tuple[int, ...]
     hears: int = 0
+    failed: tuple[bool, ...] = ()  # per group (empty: none failed)
     standby: Standby = Standby.NONE
     claim: Standby = Standby.NONE  # groups (from the sender's point of view) it asks for
     claim_id: int = 0
+    epoch: int = 0  # goes up whenever anything else in the sender's advert changes
+    seen: tuple[int, ...] = ()  # per node index: the epoch of its advert the sender last had
 
     def __post_init__(self) -> None:
         if len(self.running) != len(self.targets) or len(self.running) > MAX_GROUPS:
             raise LocalProtocolError("advert: running and targets must match, <= 64 groups")
         if not 0 <= self.digest <= 0xFFFF or not 0 <= self.claim_id <= 0xFFFF:
             raise LocalProtocolError("advert: digest and claim_id are 16-bit")
-        if not 0 <= self.hears < 1 << MAX_NODES:
-            raise LocalProtocolError("advert: hears is a 16-node bitmap")
+        if not 0 <= self.epoch <= 0xFFFF or any(not 0 <= e <= 0xFFFF for e in self.seen):
+            raise LocalProtocolError("advert: epochs are 16-bit")
+        if not 0 <= self.hears < 1 << MAX_NODES or len(self.seen) > MAX_NODES:
+            raise LocalProtocolError("advert: at most 16 nodes")
         if any(not 0 <= t <= NO_NODE for t in self.targets):
             raise LocalProtocolError("advert: a target is a node index or NO_NODE")
+        if self.failed and len(self.failed) != len(self.running):
+            raise LocalProtocolError("advert: failed must be empty or one per group")
+
+    def failed_group(self, index: int) -> bool:
+        return bool(self.failed) and self.failed[index]
 
     def hears_node(self, index: int) -> bool:
         return bool(self.hears >> index & 1)
 
+    def saw(self, index: int) -> int | None:
+        """The epoch of node `index`'s advert the sender last had (None: none yet)."""
+        return self.seen[index] if index < len(self.seen) else None
+
     def encode(self) -> bytes:
         n = len(self.running)
-        bitmap = sum(1 << i for i, r in enumerate(self.running) if r)
+        running = sum(1 << i for i, r in enumerate(self.running) if r)
+        failed = sum(1 << i for i, f in enumerate(self.failed) if f)
+        head = _HEAD.pack(
+            VERSION,
+            self.digest,
+            n,
+            len(self.seen),
+            self.hears,
+            self.standby,
+            self.claim,
+            self.claim_id,
+            self.epoch,
+        )
+        seen = b"".join(e.to_bytes(2, "big") for e in self.seen)
         return (
-            _HEAD.pack(VERSION, self.digest, n, self.hears, self.standby, self.claim, self.claim_id)
-            + bitmap.to_bytes(8, "big")
+            head
+            + running.to_bytes(8, "big")
+            + failed.to_bytes(8, "big")
             + bytes(self.targets)
+            + seen
         )
 
 
 def decode_advert(data: bytes) -> Advert | None:
     """The advert in `data`, or None when it is not one (never raises)."""
-    if len(data) < _HEAD.size + 8:
+    body = _HEAD.size + 16
+    if len(data) < body:
         return None
-    version, digest, n, hears, standby, claim, claim_id = _HEAD.unpack_from(data)
-    if version != VERSION or n > MAX_GROUPS or len(data) != _HEAD.size + 8 + n:
+    version, digest, n, nodes, hears, standby, claim, claim_id, epoch = _HEAD.unpack_from(data)
+    if version != VERSION or n > MAX_GROUPS or nodes > MAX_NODES:
+        return None
+    if len(data) != body + n + 2 * nodes:
         return None
     if standby > Standby.ALL or claim > Standby.ALL:
         return None
-    bitmap = int.from_bytes(data[_HEAD.size : _HEAD.size + 8], "big")
-    if bitmap >> n:
+    running = int.from_bytes(data[_HEAD.size : _HEAD.size + 8], "big")
+    failed = int.from_bytes(data[_HEAD.size + 8 : body], "big")
+    if running >> n or failed >> n:
         return None
-    targets = tuple(data[_HEAD.size + 8 :])
+    seen_at = body + n
     return Advert(
         digest,
-        tuple(bool(bitmap >> i & 1) for i in range(n)),
-        targets,
+        tuple(bool(running >> i & 1) for i in range(n)),
+        tuple(data[body:seen_at]),
         hears,
+        tuple(bool(failed >> i & 1) for i in range(n)),
         Standby(standby),
         Standby(claim),
         claim_id,
+        epoch,
+        tuple(
+            int.from_bytes(data[seen_at + 2 * i : seen_at + 2 * i + 2], "big") for i in range(nodes)
+        ),
     )

@@ -60,6 +60,7 @@ interval from when it last heard that node, which is later (deadtime <= W).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import deque
 from collections.abc import Mapping
@@ -100,6 +101,7 @@ class LocalGroup:
 
     may_run: bool  # any resource not known stopped
     failed: bool = False  # a start failed here: refuse the group until an operator acts
+    started: bool = False  # every resource known running
 
 
 # -- actions (imperatives) ---------------------------------------------------------------
@@ -198,6 +200,10 @@ class Policy:
         self._lost: dict[str, _Lost] = {}
         self._heard_by: set[str] = set()  # peers whose adverts said they hear us
         self._frozen_survivor: str | None = None  # the survivor when contact was lost
+        self._epoch = 0
+        self._content: Advert | None = None  # the last published content, epoch aside
+        self._published: Advert | None = None
+        self._claim_epoch: dict[str, int] = {}  # group -> epoch that first claimed it
         self._local: dict[str, LocalGroup] = {g.name: LocalGroup(False) for g in groups}
         self._probes: dict[str, float | None] = {}
         self._witness_up = True
@@ -270,17 +276,37 @@ class Policy:
         return self._timer
 
     def advert(self) -> Advert:
+        """This node's advert now (its epoch goes up whenever its content changed)."""
+        self._publish()
+        assert self._published is not None
+        return self._published
+
+    def _publish(self) -> None:
         me = self.nodes.index(self.local)
         hears = sum(1 << self.nodes.index(p.name) for p in self._peers.values() if p.alive)
-        return Advert(
+        targets = tuple(self._index_of(self._target(g)) for g in self.groups)
+        content = Advert(
             digest=self.digest,
             running=tuple(self._local[g.name].may_run for g in self.groups),
-            targets=tuple(self._index_of(self._target(g)) for g in self.groups),
+            targets=targets,
             hears=hears | 1 << me,
+            failed=tuple(self._local[g.name].failed for g in self.groups),
             standby=self._state.standby,
             claim=self._state.claim,
             claim_id=self._state.claim_id,
         )
+        old = self._content
+        if content != old:
+            self._epoch = (self._epoch + 1) & 0xFFFF
+            self._content = content
+            for i, g in enumerate(self.groups):
+                claimed_before = old is not None and old.targets[i] == me
+                if targets[i] == me and not claimed_before:
+                    self._claim_epoch[g.name] = self._epoch  # first said "mine" in this one
+                elif targets[i] != me:
+                    self._claim_epoch.pop(g.name, None)
+        seen = tuple(self._adverts[n].epoch if n in self._adverts else 0 for n in self.nodes)
+        self._published = dataclasses.replace(content, epoch=self._epoch, seen=seen)
 
     def peer_adverts(self) -> dict[str, Advert]:
         """The live peers' latest adverts (those with our group list)."""
@@ -297,6 +323,7 @@ class Policy:
 
     def _decide(self, now: float) -> None:
         self._timer = None
+        self._publish()
         isolated = self._isolated()
         if isolated:
             self._say(
@@ -325,10 +352,13 @@ class Policy:
                 continue
             if mine.may_run and target != self.local:
                 self._release(g, now, f"its target is {target or 'no node'}")
-            elif not mine.may_run and target == self.local:
+            elif target == self.local and not mine.started:
+                # not running, or in doubt (a status that timed out, a half-started group
+                # after a crash): acquiring asks each resource's status before starting it,
+                # so nothing runs twice
                 self._maybe_acquire(g, now)
             else:
-                self._pending.discard(g.name)
+                self._pending.discard(g.name)  # settled either way: may ask again later
 
     def _maybe_acquire(self, g: GroupInfo, now: float) -> None:
         me = self._index_of(self.local)
@@ -348,6 +378,12 @@ class Policy:
             i = self._index[g.name]
             if advert.running[i] or advert.targets[i] != me:
                 self._say(now, g.name, Why.AGREEMENT, f"{name} has not handed it over yet")
+                return
+            claim = self._claim_epoch.get(g.name)
+            saw = advert.saw(me)
+            if claim is None or saw is None or (saw - claim) & 0xFFFF >= 0x8000:
+                # its "target: you" predates our claim: wait for its answer to the claim
+                self._say(now, g.name, Why.AGREEMENT, f"waiting for {name} to see our claim")
                 return
         for name, lost in self._lost.items():
             if not self._may_run_on(name, g, lost):
@@ -438,13 +474,17 @@ class Policy:
         advert = self._adverts.get(node)
         if advert is None:
             return False
-        return advert.standby.covers(g.preferred == node)
+        failed = advert.failed_group(self._index[g.name])
+        return failed or advert.standby.covers(g.preferred == node)
 
     def _running_on(self, node: str, g: GroupInfo) -> bool:
+        """Does `node` run `g`, for stickiness (auto_failback off)? A peer counts only by
+        what it advertised: one that has not spoken yet holds nothing here (and no start
+        happens anywhere before it has spoken)."""
         if node == self.local:
             return self._local[g.name].may_run
         advert = self._adverts.get(node)
-        return advert is None or advert.running[self._index[g.name]]
+        return advert is not None and advert.running[self._index[g.name]]
 
     def _may_run_on(self, node: str, g: GroupInfo, lost: _Lost) -> bool:
         """Could the lost `node` be running `g`? Yes unless its last advert said it was not
