@@ -32,6 +32,7 @@ def adverts(draw: st.DrawFn) -> Advert:
         claim_id=draw(st.integers(0, 0xFFFF)),
         epoch=draw(st.integers(0, 0xFFFF)),
         seen=tuple(draw(st.lists(st.integers(0, 0xFFFF), max_size=16))),
+        started=tuple(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
     )
 
 
@@ -93,3 +94,12 @@ def test_a_dead_peers_advert_is_forgotten(wire: WireFormat) -> None:
     sim.crash("alpha")
     sim.run_for(2)
     assert sim.engine("beta").advert_of("alpha") is None
+
+
+@WIRES
+def test_the_watchdog_timeout_reaches_the_peer_in_either_wire_format(wire: WireFormat) -> None:
+    """The takeover budget is twice the peer's watchdog timeout: the peer must know it."""
+    sim = SimCluster(wire=wire, keepalive=0.2, deadtime=1.0, watchdog_timeout=2.0)
+    sim.run_for(2)
+    status = sim.engine("beta").node_status("alpha", sim.clock.now)
+    assert status.watchdog == 2.0

@@ -166,14 +166,6 @@ def test_scripts_start_left_to_right_stop_right_to_left_on_one_node_and_standby_
         assert any("asked to take over" in d["reason"] for d in c["beta"].decisions())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="policy: a peer never learns that a group failed to start on its preferred node "
-    "(hbd/core/policy.py _refuses: a remote node refuses a group only through "
-    "advert.standby; the advert carries no 'failed' bit), so beta's target stays alpha "
-    "and nobody runs the group",
-)
 def test_a_failing_start_stops_the_group_in_reverse_reports_failed_and_the_peer_takes_it(
     tmp_path: Path,
 ) -> None:
@@ -253,14 +245,6 @@ def test_a_hanging_status_is_killed_at_its_timeout_and_the_node_then_hands_the_g
         assert "timed out" in log, log[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="policy/keeper: a group whose start-up status timed out on its preferred node "
-    "counts as may-be-running (LocalGroup.may_run), and the policy only acquires a group "
-    "that is not running here (hbd/core/policy.py _decide: 'elif not mine.may_run and "
-    "target == self.local'), so the group stays 'unknown' and is never started anywhere",
-)
 def test_a_status_hang_on_the_preferred_node_still_lets_it_start_the_group(
     tmp_path: Path,
 ) -> None:
@@ -408,17 +392,7 @@ def test_a_hung_holder_whose_address_still_answers_is_not_taken_over(tmp_path: P
     "auto_failback",
     [
         "on",
-        pytest.param(
-            "off",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="policy: with auto_failback off the holder releases the group as soon "
-                "as the preferred node is back, before its first advert (hbd/core/policy.py "
-                "_target counts a node with no advert yet as running the group: _running_on "
-                "returns True for advert None), so the group fails back anyway",
-            ),
-        ),
+        "off",
     ],
 )
 def test_failback_when_the_preferred_node_returns(tmp_path: Path, auto_failback: str) -> None:

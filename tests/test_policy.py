@@ -17,6 +17,7 @@ from hbd.config.model import AutoFailback
 from hbd.core.advert import Advert
 from hbd.core.policy import (
     Acquire,
+    Action,
     GroupInfo,
     LocalGroup,
     PeerView,
@@ -452,7 +453,7 @@ def test_agreement_given_before_our_claim_is_not_enough() -> None:
     beta_view = (PeerView("beta", True, True, 1.0, WATCHDOG, DEADTIME),)
     stale = Advert(alpha.digest, (False,), (0,), hears=0b11, epoch=7, seen=(0, 7))
 
-    def turn(advert: Advert, now: float) -> list[object]:
+    def turn(advert: Advert, now: float) -> list[Action]:
         alpha.update(
             now,
             peers=beta_view,

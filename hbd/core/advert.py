@@ -5,6 +5,8 @@ which group without ever letting two nodes run one:
 
 - `running`: per group, whether it may be running on the sender (not known stopped);
 - `failed`: per group, whether it failed to start on the sender (it refuses the group);
+- `started`: per group, whether every resource is known running on the sender (what
+  `auto_failback off` keeps a group on; `running` is the cautious "may be running");
 - `targets`: per group, which node the sender thinks should hold it (a node index into
   ha.cf's node list, or NO_NODE);
 - `hears`: which nodes the sender hears (a bitmap of node indexes), so a node learns when
@@ -84,6 +86,7 @@ class Advert:
     claim: Standby = Standby.NONE  # groups (from the sender's point of view) it asks for
     claim_id: int = 0
     epoch: int = 0  # goes up whenever anything else in the sender's advert changes
+    started: tuple[bool, ...] = ()  # per group (empty: none started)
     seen: tuple[int, ...] = ()  # per node index: the epoch of its advert the sender last had
 
     def __post_init__(self) -> None:
@@ -99,6 +102,11 @@ class Advert:
             raise LocalProtocolError("advert: a target is a node index or NO_NODE")
         if self.failed and len(self.failed) != len(self.running):
             raise LocalProtocolError("advert: failed must be empty or one per group")
+        if self.started and len(self.started) != len(self.running):
+            raise LocalProtocolError("advert: started must be empty or one per group")
+
+    def started_group(self, index: int) -> bool:
+        return bool(self.started) and self.started[index]
 
     def failed_group(self, index: int) -> bool:
         return bool(self.failed) and self.failed[index]
@@ -114,6 +122,7 @@ class Advert:
         n = len(self.running)
         running = sum(1 << i for i, r in enumerate(self.running) if r)
         failed = sum(1 << i for i, f in enumerate(self.failed) if f)
+        started = sum(1 << i for i, f in enumerate(self.started) if f)
         head = _HEAD.pack(
             VERSION,
             self.digest,
@@ -130,6 +139,7 @@ class Advert:
             head
             + running.to_bytes(8, "big")
             + failed.to_bytes(8, "big")
+            + started.to_bytes(8, "big")
             + bytes(self.targets)
             + seen
         )
@@ -137,7 +147,7 @@ class Advert:
 
 def decode_advert(data: bytes) -> Advert | None:
     """The advert in `data`, or None when it is not one (never raises)."""
-    body = _HEAD.size + 16
+    body = _HEAD.size + 24
     if len(data) < body:
         return None
     version, digest, n, nodes, hears, standby, claim, claim_id, epoch = _HEAD.unpack_from(data)
@@ -148,21 +158,23 @@ def decode_advert(data: bytes) -> Advert | None:
     if standby > Standby.ALL or claim > Standby.ALL:
         return None
     running = int.from_bytes(data[_HEAD.size : _HEAD.size + 8], "big")
-    failed = int.from_bytes(data[_HEAD.size + 8 : body], "big")
-    if running >> n or failed >> n:
+    failed = int.from_bytes(data[_HEAD.size + 8 : _HEAD.size + 16], "big")
+    started = int.from_bytes(data[_HEAD.size + 16 : body], "big")
+    if running >> n or failed >> n or started >> n:
         return None
     seen_at = body + n
     return Advert(
-        digest,
-        tuple(bool(running >> i & 1) for i in range(n)),
-        tuple(data[body:seen_at]),
-        hears,
-        tuple(bool(failed >> i & 1) for i in range(n)),
-        Standby(standby),
-        Standby(claim),
-        claim_id,
-        epoch,
-        tuple(
+        digest=digest,
+        running=tuple(bool(running >> i & 1) for i in range(n)),
+        targets=tuple(data[body:seen_at]),
+        hears=hears,
+        failed=tuple(bool(failed >> i & 1) for i in range(n)),
+        standby=Standby(standby),
+        claim=Standby(claim),
+        claim_id=claim_id,
+        epoch=epoch,
+        seen=tuple(
             int.from_bytes(data[seen_at + 2 * i : seen_at + 2 * i + 2], "big") for i in range(nodes)
         ),
+        started=tuple(bool(started >> i & 1) for i in range(n)),
     )

@@ -469,6 +469,7 @@ class Engine:
             status=status.status if status is not None else None,
             uuid=origin.srcuuid,
             deadtime=(status.deadtime_ms / 1000 if status and status.deadtime_ms else None),
+            watchdog=(status.watchdog_ms / 1000 if status and status.watchdog_ms else None),
             source=source,
         )
         verdict = self.membership.receive(beat, now)
@@ -708,6 +709,7 @@ class Engine:
                     min(0xFFFFFFFF, round(s.deadtime * 1000)),
                     ts,
                     ttl=self._ttl,
+                    watchdog_ms=round(s.watchdog_timeout * 1000) if s.watchdog_timeout else None,
                 ),
                 now,
             )

@@ -294,6 +294,7 @@ class Policy:
             standby=self._state.standby,
             claim=self._state.claim,
             claim_id=self._state.claim_id,
+            started=tuple(self._local[g.name].started for g in self.groups),
         )
         old = self._content
         if content != old:
@@ -478,13 +479,13 @@ class Policy:
         return failed or advert.standby.covers(g.preferred == node)
 
     def _running_on(self, node: str, g: GroupInfo) -> bool:
-        """Does `node` run `g`, for stickiness (auto_failback off)? A peer counts only by
-        what it advertised: one that has not spoken yet holds nothing here (and no start
-        happens anywhere before it has spoken)."""
+        """Does `node` run `g`, for stickiness (auto_failback off)? Only a group known
+        started counts (not one still being probed), and a peer only by what it advertised:
+        one that has not spoken yet holds nothing (and no start happens before it spoke)."""
         if node == self.local:
-            return self._local[g.name].may_run
+            return self._local[g.name].started
         advert = self._adverts.get(node)
-        return advert is not None and advert.running[self._index[g.name]]
+        return advert is not None and advert.started_group(self._index[g.name])
 
     def _may_run_on(self, node: str, g: GroupInfo, lost: _Lost) -> bool:
         """Could the lost `node` be running `g`? Yes unless its last advert said it was not

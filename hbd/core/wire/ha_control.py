@@ -65,6 +65,9 @@ def _envelope(
     return HaMessage(tuple(fields))
 
 
+WATCHDOG_FIELD = "hbdwd"  # hbd's extension to t=status: the sender's watchdog timeout (hex ms)
+
+
 def status_message(
     src: str,
     srcuuid: bytes,
@@ -77,11 +80,18 @@ def status_message(
     ttl: int = 3,
     load: str = "n/a",
     protocol: int | None = PROTOCOL_VERSION,
+    watchdog_ms: int | None = None,
 ) -> HaMessage:
-    """A heartbeat: `t=status st dt protocol` then the envelope (auth added by the codec)."""
+    """A heartbeat: `t=status st dt protocol` then the envelope (auth added by the codec).
+
+    hbd adds `hbdwd` (hex milliseconds) when it has a watchdog armed, so an hbd peer
+    knows how long to wait before taking over (the takeover budget); Heartbeat ignores
+    fields it does not know."""
     body = [HaField("t", "status"), HaField("st", status), HaField("dt", f"{deadtime_ms:x}")]
     if protocol is not None:
         body.append(HaField("protocol", str(protocol)))
+    if watchdog_ms:
+        body.append(HaField(WATCHDOG_FIELD, f"{watchdog_ms:x}"))
     return _envelope(
         body, src=src, srcuuid=srcuuid, seq=seq, generation=generation, ts=ts, ttl=ttl, load=load
     )
@@ -402,6 +412,7 @@ class HaStatus:
     deadtime_ms: int | None  # the sender's deadtime (`dt`); Heartbeat adopts it for that node
     protocol: int | None
     load: str | None
+    watchdog_ms: int | None = None  # hbd's `hbdwd`: the sender's watchdog timeout
 
     @property
     def src(self) -> str:
@@ -429,6 +440,7 @@ def parse_status(msg: HaMessage) -> HaStatus | None:
         msg.get_hex("dt"),
         int(proto) if proto is not None and proto.isdigit() else None,
         msg.get("ld"),
+        msg.get_hex(WATCHDOG_FIELD),
     )
 
 
