@@ -164,11 +164,16 @@ class GroupKeeper:
             if n.name != self.node
         )
         adverts = {}
+        last_words = {}
         for p in peers:
             raw = engine.advert_of(p.name)
             advert = decode_advert(raw) if raw is not None else None
             if advert is not None:
                 adverts[p.name] = advert
+            raw = engine.last_advert_of(p.name)
+            last = decode_advert(raw) if raw is not None else None
+            if last is not None:
+                last_words[p.name] = last
         local = {
             g.name: LocalGroup(
                 self.rm.may_be_running(g.name),
@@ -184,6 +189,7 @@ class GroupKeeper:
             witness_up=witnesses.any_up() if witnesses is not None else True,
             local=local,
             probes=self._answered,
+            last_words=last_words,
         )
         while (action := self.policy.next_action()) is not None:
             if isinstance(action, Acquire):
@@ -248,16 +254,22 @@ class GroupKeeper:
                 self.policy.standby("all", now)
 
     def stopped(self, now: float) -> bool:
-        """True once every group is stopped here (or the stop has waited too long)."""
+        """True once every group is stopped here and a live peer has taken it over (or
+        there is none to take it, or the hand-over waited `2 x deadtime`)."""
         if not self.active:
             return True
-        if all(self.rm.is_stopped(g.name) for g in self.config.groups):
-            return True
         since = self._stopping_since if self._stopping_since is not None else now
-        if now - since > SHUTDOWN_LIMIT:
-            log.critical("groups still not stopped after %.0f s; exiting anyway", now - since)
-            return True
-        return False
+        if not all(self.rm.is_stopped(g.name) for g in self.config.groups):
+            if now - since > SHUTDOWN_LIMIT:
+                log.critical("groups still not stopped after %.0f s; exiting anyway", now - since)
+                return True
+            return False
+        adverts = self.policy.peer_adverts()
+        if not adverts or now - since > 2 * self.config.hacf.deadtime:
+            return True  # nobody to hand over to, or nobody took them in time
+        return all(
+            any(a.running[i] for a in adverts.values()) for i in range(len(self.config.groups))
+        )
 
     def close(self, clean: bool) -> None:
         for probe in self.probes.values():

@@ -166,6 +166,9 @@ class World:
         known = heard is not None or now >= INITDEAD
         view = PeerView(peer, alive, known, heard, WATCHDOG if self.watchdog else None, DEADTIME)
         adverts = {peer: self.adverts[(me, peer)]} if alive and (me, peer) in self.adverts else {}
+        last_words = (
+            {peer: self.adverts[(me, peer)]} if not alive and (me, peer) in self.adverts else {}
+        )
         probes = {}
         for g in self.groups:
             if g.addresses and node.service_net:
@@ -188,6 +191,7 @@ class World:
             witness_up=node.witness,
             local=local,
             probes=probes,
+            last_words=last_words,
         )
         while (action := node.policy.next_action()) is not None:
             if isinstance(action, Acquire):
@@ -472,3 +476,20 @@ def test_agreement_given_before_our_claim_is_not_enough() -> None:
     assert any("see our claim" in d.reason for d in alpha.decisions)
     answered = Advert(alpha.digest, (False,), (0,), hears=0b11, epoch=7, seen=(claim, 7))
     assert [type(a) for a in turn(answered, 1.1)] == [Acquire]
+
+
+def test_a_clean_stop_hands_over_without_waiting_for_the_budget() -> None:
+    """The holder gives its groups up and then goes: its last advert said "stopped", so
+    the peer need not wait the takeover budget for a node that cannot be running them."""
+    w = started()
+    w.nodes["alpha"].policy.standby("all", w.now)
+    w.run(START_TIME + 0.2)  # released, and the "stopped" advert is out
+    w.crash("alpha")  # the daemon exits right after
+    stopped = w.now
+    while w.holder() != "beta" and w.now - stopped < 3 * WATCHDOG:
+        w.run(STEP)
+    assert w.holder() == "beta"
+    assert w.now - stopped < 1.0  # far inside the 2 x W + 1 s budget
+    assert not any("takeover in" in d for d in w.decisions("beta"))
+    acquired = [d for d in w.decisions("beta") if d.startswith("acquire")]
+    assert acquired and ("every peer agreed" in acquired[-1] or "does not run it" in acquired[-1])

@@ -182,6 +182,7 @@ class Engine:
         self._advert: bytes | None = None  # ours, as last set by the policy
         self._advert_due: float | None = None
         self._adverts: dict[str, bytes] = {}  # the latest from each live peer
+        self._last_words: dict[str, bytes] = {}  # the last advert of a peer now dead
         self._leaving = False
         self._next_echo = now + ECHO_INTERVAL  # nobody can answer before the first beats
         self._echo_nonce = 0
@@ -288,7 +289,11 @@ class Engine:
     def _collect(self) -> None:
         while (e := self.membership.next_event()) is not None:
             if isinstance(e, NodeDead | NodeRestarted):
-                self._adverts.pop(e.node, None)  # what it said no longer holds
+                last = self._adverts.pop(e.node, None)  # it no longer speaks for now...
+                if isinstance(e, NodeRestarted):
+                    self._last_words.pop(e.node, None)  # ...and a restart voids it
+                elif last is not None:
+                    self._last_words[e.node] = last
             self._events.append(e)
 
     # -- leaving --------------------------------------------------------------------
@@ -360,6 +365,10 @@ class Engine:
     def advert_of(self, node: str) -> bytes | None:
         """The latest advert of a live peer, or None (never heard one, or it died)."""
         return self._adverts.get(node)
+
+    def last_advert_of(self, node: str) -> bytes | None:
+        """The last advert a now-dead peer sent (what it said it ran when it went)."""
+        return self._last_words.get(node)
 
     def _advert_received(self, node: str, payload: bytes) -> None:
         self._adverts[node] = payload

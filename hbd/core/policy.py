@@ -250,10 +250,20 @@ class Policy:
         witness_up: bool,
         local: Mapping[str, LocalGroup],
         probes: Mapping[str, float | None],
+        last_words: Mapping[str, Advert] | None = None,
     ) -> None:
-        """Take in the current view and decide; actions come out of `next_action()`."""
+        """Take in the current view and decide; actions come out of `next_action()`.
+
+        `last_words` are dead peers' final adverts (a node stopping cleanly says "stopped"
+        and goodbye in one breath): what a lost peer last said it ran."""
         self._now = now
         self._peers = {p.name: p for p in peers}
+        for name, advert in (last_words or {}).items():
+            if advert.digest == self.digest:
+                self._last_advert[name] = advert
+                lost = self._lost.get(name)
+                if lost is not None:
+                    lost.advert = advert
         self._adverts = {n: a for n, a in adverts.items() if a.digest == self.digest}
         for name, advert in adverts.items():
             if advert.digest != self.digest:
@@ -564,10 +574,14 @@ class Policy:
     def _acquire_reason(self, g: GroupInfo) -> str:
         if not self._lost:
             return "its target is this node and every peer agreed"
-        text = f"taking over from {', '.join(sorted(self._lost))}"
-        unfenced = [
-            n for n in sorted(self._lost) if not self._peers.get(n) or not self._peers[n].watchdog
-        ]
+        risky = sorted(n for n, lost in self._lost.items() if self._may_run_on(n, g, lost))
+        if not risky:
+            return (
+                f"{', '.join(sorted(self._lost))} said it does not run it "
+                "(its last advert before it went)"
+            )
+        text = f"taking over from {', '.join(risky)}"
+        unfenced = [n for n in risky if not self._peers.get(n) or not self._peers[n].watchdog]
         if unfenced:
             text += f" ({', '.join(unfenced)}: no watchdog, safety rests on the paths alone)"
         return text
