@@ -106,14 +106,6 @@ def test_isolated_holder_releases_self_fences_and_peer_takes_over() -> None:
     assert_taken_over(run("isolated_holder"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hbd over Heartbeat's wire format does not advertise its watchdog timeout: "
-    "ha_control.status_message (hbd/core/wire/ha_control.py:68) has no watchdog field and "
-    "engine.py:461 builds the peer's Beat without one, so beta sees alpha as watchdog-less "
-    "(status watchdog_ms None), skips the 5 s budget and takes the VIP after deadtime "
-    "(~1.1 s), racing alpha's own isolated release (1 ms dual-active seen)",
-)
 def test_isolated_holder_over_heartbeat_wire_peer_waits_the_budget() -> None:
     o = faultlab.run_scenario("isolated_holder", wire=None, auth="sha1")
     _rows.append(o)
