@@ -65,22 +65,9 @@ class World:
         self.now = 0.0
         self.groups = groups
         self.watchdog = watchdog
-        self.nodes = {
-            n: Node(
-                n,
-                Policy(
-                    n,
-                    ("alpha", "beta"),
-                    groups,
-                    auto_failback,
-                    watchdog_armed=watchdog,
-                    has_witnesses=witnesses,
-                    probe_window=DEADTIME,
-                    now=0.0,
-                ),
-            )
-            for n in ("alpha", "beta")
-        }
+        self.auto_failback = auto_failback
+        self.witnesses = witnesses
+        self.nodes = {n: Node(n, self._policy(n, auto_failback)) for n in ("alpha", "beta")}
         self.hears = {("alpha", "beta"): True, ("beta", "alpha"): True}
         self.last_heard: dict[tuple[str, str], float | None] = dict.fromkeys(self.hears)
         self.adverts: dict[tuple[str, str], Advert] = {}
@@ -108,6 +95,22 @@ class World:
             self._in_flight.pop(key, None)
         node.running.clear()  # a power loss: the resources die with the box
         node.busy.clear()
+
+    def restart(self, n: str) -> None:
+        """The node comes back with a fresh daemon: a new policy that remembers nothing."""
+        self.nodes[n] = Node(n, self._policy(n, self.auto_failback))
+
+    def _policy(self, n: str, auto_failback: AutoFailback) -> Policy:
+        return Policy(
+            n,
+            ("alpha", "beta"),
+            self.groups,
+            auto_failback,
+            watchdog_armed=self.watchdog,
+            has_witnesses=self.witnesses,
+            probe_window=DEADTIME,
+            now=self.now,
+        )
 
     # -- the world's clock -------------------------------------------------------------
 
@@ -295,19 +298,7 @@ def test_failback_on_waits_for_the_stop_before_the_start() -> None:
     w.crash("alpha")
     w.run(8)
     assert w.holder() == "beta"
-    w.nodes["alpha"] = Node(
-        "alpha",
-        Policy(
-            "alpha",
-            ("alpha", "beta"),
-            (VIP,),
-            AutoFailback.ON,
-            watchdog_armed=True,
-            has_witnesses=True,
-            probe_window=DEADTIME,
-            now=w.now,
-        ),
-    )
+    w.restart("alpha")
     w.run(5)
     assert w.holder() == "alpha"
     assert any("release" in d for d in w.decisions("beta"))
@@ -318,19 +309,7 @@ def test_failback_off_leaves_the_group_where_it_is() -> None:
     w.run(3)
     w.crash("alpha")
     w.run(8)
-    w.nodes["alpha"] = Node(
-        "alpha",
-        Policy(
-            "alpha",
-            ("alpha", "beta"),
-            (VIP,),
-            AutoFailback.OFF,
-            watchdog_armed=True,
-            has_witnesses=True,
-            probe_window=DEADTIME,
-            now=w.now,
-        ),
-    )
+    w.restart("alpha")
     w.run(5)
     assert w.holder() == "beta"
 
@@ -415,19 +394,7 @@ def test_with_failback_off_a_returning_node_takes_nothing_back_before_it_speaks(
     w.crash("alpha")
     w.run(8)
     assert w.holder() == "beta"
-    w.nodes["alpha"] = Node(
-        "alpha",
-        Policy(
-            "alpha",
-            ("alpha", "beta"),
-            (VIP,),
-            AutoFailback.OFF,
-            watchdog_armed=True,
-            has_witnesses=True,
-            probe_window=DEADTIME,
-            now=w.now,
-        ),
-    )
+    w.restart("alpha")
     w.run(5)
     assert w.holder() == "beta"
     assert not any("release" in d for d in w.decisions("beta")[-5:])
