@@ -105,7 +105,14 @@ class GroupKeeper:
         self.fencing = Fencing(
             timeout, stall_bound=max(hacf.deadtime - hacf.keepalive, hacf.keepalive), now=now
         )
-        self.rm = rs.ResourceManager(config.groups, self.node, watchdog_armed=watchdog is not None)
+        timeouts = rs.Timeouts(
+            start=hacf.resource_timeout_start,
+            stop=hacf.resource_timeout_stop,
+            status=hacf.resource_timeout_status,
+        )
+        self.rm = rs.ResourceManager(
+            config.groups, self.node, timeouts=timeouts, watchdog_armed=watchdog is not None
+        )
         addresses = service_addresses(config)
         self.policy = Policy(
             self.node,

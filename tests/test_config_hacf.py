@@ -174,6 +174,11 @@ EFFECTS: dict[str, tuple[tuple[str, ...], Getter, Any]] = {
         40.0,
     ),
     "adaptive_detector": (("adaptive_detector on",), lambda h: h.adaptive_detector, True),
+    "resource_timeout": (
+        ("resource_timeout stop 90", "resource_timeout status 1500ms"),
+        lambda h: (h.resource_timeout_start, h.resource_timeout_stop, h.resource_timeout_status),
+        (60.0, 90.0, 1.5),
+    ),
     "crm": (("crm off",), lambda h: h.warnings, ()),
     "pacemaker": (("pacemaker no",), lambda h: h.warnings, ()),
 }
@@ -501,3 +506,18 @@ def test_docs_directives_describes_every_directive() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "directives.md").read_text()
     missing = [name for name in DIRECTIVES if f"`{name}" not in doc]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("line", "phrase"),
+    [
+        ("resource_timeout reboot 5", "takes an operation and a time"),
+        ("resource_timeout stop", "takes an operation and a time"),
+        ("resource_timeout stop soon", "'soon' is not a time"),
+        ("resource_timeout start 0", "'0' is not a time"),
+    ],
+)
+def test_a_bad_resource_timeout_names_its_line(line: str, phrase: str) -> None:
+    with pytest.raises(ConfigError, match=phrase) as e:
+        parse_hacf(f"node alpha\nbcast eth0\n{line}\n", "ha.cf")
+    assert e.value.line == 3

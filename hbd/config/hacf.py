@@ -452,6 +452,17 @@ def _wire(b: _Builder, name: str, args: list[str]) -> None:
         raise b.fail(f"'wire' takes heartbeat or hbd; got '{args[0]}'") from None
 
 
+def _resource_timeout(b: _Builder, name: str, args: list[str]) -> None:
+    if len(args) != 2 or args[0].lower() not in ("start", "stop", "status"):
+        raise b.fail(
+            "'resource_timeout' takes an operation and a time, e.g. resource_timeout stop 90"
+        )
+    ms = parse_time_ms(args[1])
+    if ms is None or ms <= 0:
+        raise b.fail(f"resource_timeout {args[0]}: '{args[1]}' is not a time such as 60 or 1500ms")
+    b.values[f"resource_timeout_{args[0].lower()}"] = ms / 1000.0
+
+
 def _cluster(b: _Builder, name: str, args: list[str]) -> None:
     b.values["cluster"] = _one(b, name, args, "a cluster name")
 
@@ -546,6 +557,7 @@ DIRECTIVES: dict[str, Handler] = {
     "wire": _wire,
     "watchdog_timeout": _watchdog_timeout,
     "adaptive_detector": _bool("adaptive_detector"),
+    "resource_timeout": _resource_timeout,
     # recognised, not carried out: each says what hbd does instead
     "crm": _pacemaker,
     "pacemaker": _pacemaker,

@@ -155,6 +155,9 @@ class HaCf:
     apiauth: tuple[ApiAuth, ...] = ()
     wire: WireFormat = WireFormat.HEARTBEAT
     adaptive_detector: bool = False  # hbd: `adaptive_detector on` turns on phi accrual
+    resource_timeout_start: float = 60.0  # hbd: `resource_timeout start TIME`
+    resource_timeout_stop: float = 60.0  # hbd: `resource_timeout stop TIME`
+    resource_timeout_status: float = 20.0  # hbd: `resource_timeout status TIME`
     warnings: tuple[ConfigWarning, ...] = field(default=())
 
 
