@@ -1,7 +1,8 @@
 """Failover time, hbd beside Heartbeat 3.0.6 and keepalived, in the same run.
 
     sudo python bench/failover.py [--runs 5] [--side-runs 2] [--quick]
-                                  [--only hbd,heartbeat,keepalived] [--scenarios crash,cut,hung]
+                                  [--only hbd,heartbeat,keepalived] [--systems LABEL,...]
+                                  [--scenarios crash,cut,hung]
                                   [--json bench/results/failover.json]
 
 Topology per run (fresh every run): namespaces alpha and beta joined by a veth pair `eth0`
@@ -444,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side-runs", type=int, default=2, help="runs for cut and hung")
     parser.add_argument("--quick", action="store_true", help="1 run, four systems")
     parser.add_argument("--only", default="", help="kinds: hbd,heartbeat,keepalived")
+    parser.add_argument("--systems", default="", help="exact labels, comma-separated")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--json", type=Path, default=RESULTS / "failover.json")
     args = parser.parse_args(argv)
@@ -460,6 +462,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         kinds = set(args.only.split(","))
         chosen = [s for s in chosen if s.kind in kinds]
+    if args.systems:
+        labels = args.systems.split(",")
+        known = {s.label for s in systems(False)}
+        if unknown := [x for x in labels if x not in known]:
+            parser.error(f"unknown system(s) {unknown}; known: {sorted(known)}")
+        chosen = [s for s in systems(False) if s.label in labels]
+    if unknown := [x for x in args.scenarios.split(",") if x and x not in SCENARIOS]:
+        parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
     scenarios = [x for x in args.scenarios.split(",") if x]
     runs: list[Run] = []
     failed = 0
