@@ -123,9 +123,16 @@ def test_serial_sizes_capacity_and_pty_run() -> None:
 # -- idle -------------------------------------------------------------------------------------
 
 
-def _bench_namespaces() -> set[str]:
+def _bench_namespaces(pid: int) -> set[str]:
+    """The namespaces a bench process made (bench/common.py names them `hbdb-*-PIDxN`),
+    so another bench running beside this test does not count."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.startswith("hbdb-")}
+    mark = f"-{pid % 100000}x"
+    return {
+        line.split()[0]
+        for line in out.stdout.splitlines()
+        if line.startswith("hbdb-") and mark in line.split()[0]
+    }
 
 
 @pytest.mark.root
@@ -135,11 +142,15 @@ def _bench_namespaces() -> set[str]:
     not os.access("/usr/libexec/heartbeat/heartbeat", os.X_OK), reason="needs Heartbeat 3.0.6"
 )
 def test_idle_cluster_measured_for_hbd_and_heartbeat() -> None:
-    before = _bench_namespaces()
-    out = run_bench(
-        "idle.py", "--window", "3", "--settle", "0.5", "--rates", "10", "--systems",
-        "hbd,heartbeat", timeout=120,
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "idle.py"), "--window", "3", "--settle", "0.5",
+         "--rates", "10", "--systems", "hbd,heartbeat"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )  # fmt: skip
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, f"idle.py exited {proc.returncode}\n{out}\n{err}"
     rows = table_rows(out, "system")
     assert set(rows) == {"hbd (native frames)", "Heartbeat 3.0.6"}
     for row in rows.values():
@@ -148,4 +159,4 @@ def test_idle_cluster_measured_for_hbd_and_heartbeat() -> None:
         assert number(row[5]) >= 1
     # Heartbeat runs a reader and a writer per path beside its master: more than hbd's one
     assert number(rows["Heartbeat 3.0.6"][5]) > number(rows["hbd (native frames)"][5])
-    assert _bench_namespaces() == before  # every namespace it made is gone
+    assert _bench_namespaces(proc.pid) == set()  # every namespace it made is gone

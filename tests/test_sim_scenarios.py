@@ -33,7 +33,9 @@ WIRES = pytest.mark.parametrize(
 def quick() -> Iterator[None]:
     start = time.process_time()
     yield
-    assert time.process_time() - start < 1.0, "a scenario must take well under a second of CPU"
+    # Well under a second on an idle machine (about 0.7 s for the longest); the bound is
+    # loose enough not to flake on two shared cores and still catches a real slowdown.
+    assert time.process_time() - start < 2.0, "a scenario must take about a second of CPU"
 
 
 @WIRES
