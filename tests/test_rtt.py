@@ -1,6 +1,6 @@
-"""Round-trip time per path: every 5 s (20 s on serial) each node probes every path and the answer on the
-same path gives a smoothed RTT for status; echoes never disturb loss counting, and an answer
-that is not to our latest probe is ignored."""
+"""Round-trip time per path: every 5 s (20 s on serial) each node probes every path, and the
+answer on the same path gives a smoothed RTT for status; echoes never disturb loss counting,
+and an answer that is not to our latest probe is ignored."""
 
 from __future__ import annotations
 
