@@ -117,6 +117,7 @@ def systems(quick: bool) -> list[System]:
         # VRRP: master down after 3 x advert (+ skew): its own 'deadtime'
         out.append(System(f"keepalived advert {advert}", "keepalived", ka, 3 * ka, setting=setting))
     out.append(System("hbd native +wd 0.1/0.5 W=1", "hbd", 100, 500, True, True, 1, "fastest"))
+    out.append(System("hbd native 0.1/0.5", "hbd", 100, 500, True, False, setting="fastest"))
     if quick:
         keep = {"hbd native 0.2/1", "hbd native +wd 0.2/1", "Heartbeat 3.0.6 0.2/1"}
         keep.add("keepalived advert 0.2")
@@ -448,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default="", help="exact labels, comma-separated")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--json", type=Path, default=RESULTS / "failover.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other systems' runs already in --json (rerun some systems only)",
+    )
     args = parser.parse_args(argv)
     missing = common.missing_for_cluster(heartbeat=True)
     for tool in ("nft", "keepalived"):
@@ -487,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(r)
                 moved = "never" if r.failover_s is None else f"{r.failover_s:.2f} s"
                 common.note(f"{s.label:<30} {scenario:<5} {moved:>8}  split {r.split_ms:.0f} ms")
+    if args.merge and args.json.exists():
+        old = json.loads(args.json.read_text())
+        mine = {s.label for s in chosen}
+        order = [s.label for s in systems(False)]
+        kept = [System(**s) for s in old["systems"] if s["label"] not in mine]
+        chosen = sorted(kept + chosen, key=lambda s: order.index(s.label))
+        runs = [Run(**r) for r in old["runs"] if r["system"] not in mine] + runs
     text = report(chosen, runs)
     print(text)
     print(f"{len(runs)} runs ({failed} failed) in {time.monotonic() - started:.0f} s")
