@@ -134,7 +134,6 @@ class GroupKeeper:
         self._failed: set[str] = set()
         self._logged: set[Decision] = set()
         self._stopping_since: float | None = None
-        self._running_ops = 0
         if config.groups:
             self.rm.probe_all(now)
             self._drain_rm(now)
@@ -351,11 +350,7 @@ class GroupKeeper:
                 self._failed.add(event.group)
 
     async def _run(self, action: rs.RunAgent) -> None:
-        self._running_ops += 1
-        try:
-            await carry_out(self.runner, self.rm, action)
-        finally:
-            self._running_ops -= 1
+        await carry_out(self.runner, self.rm, action)
         self._drain_rm(time.monotonic())
 
     def _log_rm_event(self, event: object) -> None:

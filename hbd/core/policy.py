@@ -213,7 +213,6 @@ class Policy:
         self._said: dict[tuple[str, Why], float] = {}
         self.fenced: str | None = None
         self._timer: float | None = None
-        self._now = now
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -256,7 +255,6 @@ class Policy:
 
         `last_words` are dead peers' final adverts (a node stopping cleanly says "stopped"
         and goodbye in one breath): what a lost peer last said it ran."""
-        self._now = now
         self._peers = {p.name: p for p in peers}
         for name, advert in (last_words or {}).items():
             if advert.digest == self.digest:
