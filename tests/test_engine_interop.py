@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_engine import SERIAL, UDP, engine, events, frames, keys
 
-from hbd.core.engine import Engine
+from hbd.core.engine import ECHO_INTERVAL, Engine
 from hbd.core.errors import LocalProtocolError
 from hbd.core.events import MessageReceived
 from hbd.core.wire import Dropped
@@ -120,3 +120,16 @@ def test_resource_message_refuses_an_unknown_holding() -> None:
         ctl.resource_message("hb2", bytes(16), 1, 1, 1, "some", True)
     msg = ctl.resource_message("hb2", bytes(16), 1, 1, 1, "all", False, comment="shutdown")
     assert (msg.get("rsc_hold"), msg.get("isstable"), msg.get("info")) == ("all", "0", "shutdown")
+
+
+def test_a_heartbeat_peer_is_never_sent_hbds_round_trip_probe() -> None:
+    # Heartbeat logs an unsequenced message of a type it does not know as an error, with
+    # a dump of it: "process_clustermsg: missing seqno". Its status carries no `hbdwd`,
+    # so hbd knows it for Heartbeat and measures no round trip to it.
+    e = engine()
+    data = frames("sha1", "hb1")
+    assert len(data) * 0.25 > 2 * ECHO_INTERVAL  # long enough for two rounds of probes
+    sent = feed(e, data)
+    assert "hb1" in e.membership.live_nodes()
+    assert typed(sent, "hbd-echo") == [] and typed(sent, "hbd-echo-reply") == []
+    assert {e.rtt("hb1", pid) for pid in (SERIAL, UDP)} == {None}

@@ -189,6 +189,7 @@ class Engine:
         self._echo_round = 0
         self._echo_out: dict[str, tuple[int, float]] = {}  # path -> (nonce, sent at)
         self._rtt: dict[tuple[str, str], float] = {}  # (node, path) -> smoothed seconds
+        self._hbd_peers: set[str] = set()  # peers whose Heartbeat-format status says "hbd"
         self._by_name = {n.lower(): n for n in settings.nodes}
         self._reqnodes_at: float | None = None  # when we last asked for the node list
         self._history: dict[int, hb.HaMessage] = {}  # our sequenced Heartbeat messages
@@ -324,6 +325,13 @@ class Engine:
 
     def _send_echoes(self, now: float) -> None:
         self._next_echo = now + ECHO_INTERVAL
+        if self.settings.wire is WireFormat.HEARTBEAT:
+            # Heartbeat logs an unsequenced message of a type it does not know as an error
+            # ("missing seqno", and a dump of it), so the probe goes out only while every
+            # live peer has said in its status (`hbdwd`) that it is hbd.
+            live = self.membership.live_nodes()
+            if not live or not self._hbd_peers.issuperset(live):
+                return
         self._echo_round += 1
         for pid, kind in self.settings.paths:
             if kind is PathKind.SERIAL and self._echo_round % SERIAL_ECHO_EVERY != 1:
@@ -488,6 +496,11 @@ class Engine:
         if not verdict:
             return  # a copy of a message already handled via another path
         self._track_for_ack(name, origin.generation, origin.seq, now)
+        if status is not None:
+            if status.from_hbd:
+                self._hbd_peers.add(name)
+            else:
+                self._hbd_peers.discard(name)
         dest = msg.get("dest")
         to_me = dest is not None and dest.lower() == self.settings.node.lower()
         self._collect()  # membership's events come before what this message means
@@ -718,7 +731,7 @@ class Engine:
                     min(0xFFFFFFFF, round(s.deadtime * 1000)),
                     ts,
                     ttl=self._ttl,
-                    watchdog_ms=round(s.watchdog_timeout * 1000) if s.watchdog_timeout else None,
+                    watchdog_ms=round((s.watchdog_timeout or 0) * 1000),  # 0: hbd, no watchdog
                 ),
                 now,
             )

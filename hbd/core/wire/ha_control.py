@@ -84,13 +84,13 @@ def status_message(
 ) -> HaMessage:
     """A heartbeat: `t=status st dt protocol` then the envelope (auth added by the codec).
 
-    hbd adds `hbdwd` (hex milliseconds) when it has a watchdog armed, so an hbd peer
-    knows how long to wait before taking over (the takeover budget); Heartbeat ignores
-    fields it does not know."""
+    hbd adds `hbdwd` (hex milliseconds; 0 without a watchdog), so an hbd peer knows how
+    long to wait before taking over (the takeover budget) and that the sender is hbd;
+    Heartbeat ignores fields it does not know. `watchdog_ms=None` builds Heartbeat's own."""
     body = [HaField("t", "status"), HaField("st", status), HaField("dt", f"{deadtime_ms:x}")]
     if protocol is not None:
         body.append(HaField("protocol", str(protocol)))
-    if watchdog_ms:
+    if watchdog_ms is not None:
         body.append(HaField(WATCHDOG_FIELD, f"{watchdog_ms:x}"))
     return _envelope(
         body, src=src, srcuuid=srcuuid, seq=seq, generation=generation, ts=ts, ttl=ttl, load=load
@@ -413,6 +413,7 @@ class HaStatus:
     protocol: int | None
     load: str | None
     watchdog_ms: int | None = None  # hbd's `hbdwd`: the sender's watchdog timeout
+    from_hbd: bool = False  # it carried `hbdwd`: the sender is hbd, not Heartbeat
 
     @property
     def src(self) -> str:
@@ -440,7 +441,8 @@ def parse_status(msg: HaMessage) -> HaStatus | None:
         msg.get_hex("dt"),
         int(proto) if proto is not None and proto.isdigit() else None,
         msg.get("ld"),
-        msg.get_hex(WATCHDOG_FIELD),
+        msg.get_hex(WATCHDOG_FIELD) or None,
+        msg.get(WATCHDOG_FIELD) is not None,
     )
 
 
