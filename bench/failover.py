@@ -1,6 +1,6 @@
 """Failover time, hbd beside Heartbeat 3.0.6 and keepalived, in the same run.
 
-    sudo python bench/failover.py [--runs 5] [--side-runs 2] [--quick]
+    sudo python bench/failover.py [--runs 5] [--side-runs 5] [--quick] [--merge]
                                   [--only hbd,heartbeat,keepalived] [--systems LABEL,...]
                                   [--scenarios crash,cut,hung]
                                   [--json bench/results/failover.json]
@@ -443,7 +443,7 @@ def report(all_systems: list[System], runs: list[Run]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per system for the crash")
-    parser.add_argument("--side-runs", type=int, default=2, help="runs for cut and hung")
+    parser.add_argument("--side-runs", type=int, default=5, help="runs for cut and hung")
     parser.add_argument("--quick", action="store_true", help="1 run, four systems")
     parser.add_argument("--only", default="", help="kinds: hbd,heartbeat,keepalived")
     parser.add_argument("--systems", default="", help="exact labels, comma-separated")
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--merge",
         action="store_true",
-        help="keep the other systems' runs already in --json (rerun some systems only)",
+        help="keep the runs already in --json of the systems and scenarios not rerun",
     )
     args = parser.parse_args(argv)
     missing = common.missing_for_cluster(heartbeat=True)
@@ -499,7 +499,10 @@ def main(argv: list[str] | None = None) -> int:
         order = [s.label for s in systems(False)]
         kept = [System(**s) for s in old["systems"] if s["label"] not in mine]
         chosen = sorted(kept + chosen, key=lambda s: order.index(s.label))
-        runs = [Run(**r) for r in old["runs"] if r["system"] not in mine] + runs
+        rerun = set(scenarios)
+        runs = [
+            Run(**r) for r in old["runs"] if r["system"] not in mine or r["scenario"] not in rerun
+        ] + runs
     text = report(chosen, runs)
     print(text)
     print(f"{len(runs)} runs ({failed} failed) in {time.monotonic() - started:.0f} s")
