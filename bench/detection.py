@@ -177,23 +177,13 @@ def simulated(pairs: list[Pair], crashes: int, hours: float, seed: int) -> str:
 
 @contextlib.contextmanager
 def adaptive_lab(adaptive: bool, workdir: Path) -> Iterator[Any]:
-    """tests/faultlab.py's lab, with `adaptive_detector on` added to both ha.cf files."""
+    """tests/faultlab.py's lab, with `adaptive_detector on|off` in both ha.cf files."""
     import faultlab
 
-    original = faultlab._hacf_overrides
-
-    def overrides(watchdog: Path, ping: str) -> dict[str, str]:
-        extra = original(watchdog, ping)
-        if adaptive:
-            extra["adaptive_detector"] = "on"
-        return extra
-
-    faultlab._hacf_overrides = overrides
-    try:
-        with faultlab.build(workdir) as lab:
-            yield lab
-    finally:
-        faultlab._hacf_overrides = original
+    with faultlab.build(
+        workdir, extra_hacf={"adaptive_detector": "on" if adaptive else "off"}
+    ) as lab:
+        yield lab
 
 
 def real_row(adaptive: bool, seconds: float) -> list[object]:

@@ -66,6 +66,7 @@ from hbd.core.receive import FrameFormat, Segment, SerialDemux, classify_datagra
 from hbd.core.wire import Dropped
 from hbd.core.wire import heartbeat as hb
 from hbd.core.wire import native as nat
+from hbd.testing import fuzzing
 
 VECTORS = common.REPO / "tests" / "vectors" / "heartbeat"
 UDP, SERIAL = "bcast:eth0", "serial:/dev/ttyS0"
@@ -256,28 +257,6 @@ def corpus(setup: Setup) -> list[tuple[str, bytes]]:
     return out
 
 
-def mutate(rng: random.Random, data: bytes, pool: list[tuple[str, bytes]]) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(6)
-        i = rng.randrange(len(b) + 1)
-        if op == 0 and b:
-            b[min(i, len(b) - 1)] ^= 1 << rng.randrange(8)
-        elif op == 1:
-            b[i:i] = rng.randbytes(rng.randint(1, 8))
-        elif op == 2:
-            del b[i : i + rng.randint(1, 16)]
-        elif op == 3:
-            del b[i:]
-        elif op == 4:
-            _, other = rng.choice(pool)
-            j = rng.randrange(len(other) + 1)
-            b[i:] = other[j:]
-        else:
-            b[i:i] = rng.choice([b">>>\n", b"<<<\n", b"###\n", b"%%%\n", b"\x00", b"\xb8\x01"])
-    return bytes(b)
-
-
 def flip_bits(rng: random.Random, data: bytes) -> bytes:
     b = bytearray(data)
     for _ in range(rng.randint(1, 3)):
@@ -352,6 +331,7 @@ def frame_chunk(seed: int, count: int) -> Tally:
             signed.update(verified_messages(path, data, SETUPS[0].keys))
             for s in SETUPS:
                 signed.update(verified_messages(path, data, s.keys))
+    spares = {name: [data for _, data in run[3]] for name, run in runs.items()}  # to splice in
     history: dict[tuple[str, str], list[bytes]] = {}  # (setup, path) -> frames accepted
     done = 0
     while done < count:
@@ -366,7 +346,7 @@ def frame_chunk(seed: int, count: int) -> Tally:
             done += 1
         elif kind == "mutated":
             path, original = rng.choice(pool)
-            data = mutate(rng, original, pool)
+            data = fuzzing.mutate(rng, original, spares[setup.name])
             slow = path == SERIAL and rng.random() < 0.125
             if fuzz.feed(kind, path, data, byte_at_a_time=slow):
                 check_signed(tally, kind, setup, path, data, signed)
@@ -471,112 +451,13 @@ def replay_probe(
 
 # -- configuration --------------------------------------------------------------------------
 
-WORDS = [
-    "0",
-    "1",
-    "2",
-    "10",
-    "1.5",
-    ".5",
-    "1.",
-    "1500ms",
-    "200us",
-    "499us",
-    "1e3",
-    "-1",
-    "65535",
-    "65536",
-    "694",
-    "19200",
-    "14400",
-    "255",
-    "256",
-    "on",
-    "off",
-    "yes",
-    "no",
-    "legacy",
-    "none",
-    "any",
-    "other",
-    "true",
-    "maybe",
-    "eth0",
-    "eth1",
-    "lo",
-    "eth0/1",
-    "/dev/ttyS0",
-    "/dev/watchdog",
-    "ttyS0",
-    "10.0.0.1",
-    "10.0.0.2",
-    "239.192.0.1",
-    "225.0.0.1",
-    "10.0.0.300",
-    "::1",
-    "ff12::1",
-    "ha-01",
-    "ha-02",
-    "HA-01",
-    "ha_01!",
-    "hacluster",
-    "/usr/lib/ipfail",
-    "uid=hacluster",
-    "gid=haclient",
-    "uid=",
-    "heartbeat",
-    "hbd",
-    "classic",
-    "netstring",
-    "file",
-    "nodename",
-    "time",
-    "local0",
-    "local9",
-    "daemon",
-    "#",
-    "crc",
-    "md5",
-    "sha1",
-    "sha256",
-    "SHA1",
-    "sha3",
-    "auth",
-    "15",
-    "16",
-    "10.0.0.5",
-    "10.0.0.5/24/eth0/10.0.0.255",
-    "10.0.0.5/33",
-    "IPaddr::10.0.0.6",
-    "IPaddr2::10.0.0.7/24",
-    "IPaddr::",
-    "SendArp",
-    "SendArp::10.0.0.5/eth0",
-    "OCF::Dummy",
-    "OCF::Dummy::one",
-    "OCF::../x::y",
-    "Filesystem::/dev/sdb1::/srv",
-    "..",
-    ".",
-    "a/b",
-    "::",
-    "apache",
-    "\\",
-    "\u00b2",
-    "\u0661\u0662",
-    "\uff11",
-    "a" * 20,
-    "9" * 40,
-    "9" * 400,
-    "9" * 5000,
-    "1" * 31,
-]
-SEPARATORS = [" ", "  ", ",", ", ", "\t", " \f", "\x85", "\u2028"]
-ENDINGS = ["", "", " # comment", " \\", "\r"]
+WORDS = [*fuzzing.VALUES, *fuzzing.TRICKY, *fuzzing.RESOURCES]
 HACF_HEADS = sorted(DIRECTIVES)
-AUTHKEYS_HEADS = ["auth", "AUTH", "0", "1", "2", "15", "16", "\u00b9", "x"]
-HARESOURCES_HEADS = ["ha-01", "ha-02", "HA-02", "ha-03", ""]
-NODES = ("ha-01", "ha-02")
+SOUP_HEADS = {
+    "ha.cf": HACF_HEADS,
+    "authkeys": list(fuzzing.AUTHKEYS_HEADS),
+    "haresources": list(fuzzing.HARESOURCES_HEADS),
+}
 GOOD = {
     "ha.cf": "node ha-01 ha-02\nbcast eth0\nauto_failback on\n",
     "authkeys": "auth 1\n1 sha1 Correct-Horse-Battery-Staple\n",
@@ -599,7 +480,9 @@ def soup(rng: random.Random, heads: list[str], file: str) -> str:
         if file == "ha.cf" and rng.random() < 0.1:
             head = head.upper()
         values = [word(rng) for _ in range(1 if rng.random() < 0.5 else rng.randint(0, 6))]
-        lines.append(rng.choice(SEPARATORS).join([head, *values]) + rng.choice(ENDINGS))
+        lines.append(
+            rng.choice(fuzzing.SEPARATORS).join([head, *values]) + rng.choice(fuzzing.ENDINGS)
+        )
     text = "\n".join(lines)
     if file == "authkeys" and rng.random() < 0.5:
         index = rng.choice(["1", "2", "15"])
@@ -611,9 +494,8 @@ def soup(rng: random.Random, heads: list[str], file: str) -> str:
 PARSERS: dict[str, Callable[[str, AgentDirs], object]] = {
     "ha.cf": lambda text, dirs: parse_hacf(text, "ha.cf"),
     "authkeys": lambda text, dirs: parse_authkeys(text, "authkeys"),
-    "haresources": lambda text, dirs: parse_haresources(text, NODES, dirs, "haresources"),
+    "haresources": lambda text, dirs: parse_haresources(text, fuzzing.NODES, dirs, "haresources"),
 }
-SOUP_HEADS = {"ha.cf": HACF_HEADS, "authkeys": AUTHKEYS_HEADS, "haresources": HARESOURCES_HEADS}
 
 
 def config_chunk(seed: int, count: int) -> Tally:

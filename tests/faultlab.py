@@ -541,14 +541,16 @@ class Lab:
         ns.ip("link", "set", dev, "up")
 
 
-def _hacf_overrides(watchdog: Path, ping: str) -> dict[str, str]:
-    return {"watchdog": str(watchdog), "ping": ping, "auto_failback": "on"}
-
-
 @contextlib.contextmanager
-def build(workdir: Path, wire: str | None = WIRE, auth: str = AUTH) -> Iterator[Lab]:
+def build(
+    workdir: Path,
+    wire: str | None = WIRE,
+    auth: str = AUTH,
+    extra_hacf: dict[str, str] | None = None,
+) -> Iterator[Lab]:
     """The whole topology with both daemons configured (not started). `wire`: hbd's
-    native frames by default; None for Heartbeat's format (no `wire` line)."""
+    native frames by default; None for Heartbeat's format (no `wire` line). `extra_hacf`:
+    more ha.cf directives for both nodes (e.g. `{"adaptive_detector": "on"}`)."""
     with contextlib.ExitStack() as stack:
         c = stack.enter_context(cluster.build(workdir, NODES, timing=TIMING, wire=wire, auth=auth))
         ping = stack.enter_context(netns.namespace("ping"))
@@ -563,10 +565,9 @@ def build(workdir: Path, wire: str | None = WIRE, auth: str = AUTH) -> Iterator[
         lab = Lab(c, lan, ping, dogs, nft)
         for n in NODES:
             node = c[n]
-            node.write_config(
-                c.hacf(n, **_hacf_overrides(dogs[n].path, lab.ping_address)),
-                cluster.AUTHKEYS[c.auth],
-            )
+            directives = {"watchdog": str(dogs[n].path), "ping": lab.ping_address}
+            directives |= extra_hacf or {}
+            node.write_config(c.hacf(n, **directives), cluster.AUTHKEYS[c.auth])
             (node.config_dir / "haresources").write_text(f"{HOME} IPaddr::{VIP}/{PREFIX}\n")
         try:
             yield lab

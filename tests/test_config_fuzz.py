@@ -24,6 +24,7 @@ from hbd.config.hacf import DIRECTIVES, parse_hacf, parse_time_ms
 from hbd.config.haresources import AgentDirs, parse_haresources
 from hbd.config.load import load_config
 from hbd.core.errors import ConfigError
+from hbd.testing import fuzzing
 
 from confkit import GOOD_AUTHKEYS, GOOD_HACF
 
@@ -34,96 +35,10 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-NODES = ("ha-01", "ha-02")
-
-WORDS = st.one_of(
-    st.sampled_from(
-        [
-            "0",
-            "1",
-            "2",
-            "10",
-            "1.5",
-            ".5",
-            "1.",
-            "1500ms",
-            "200us",
-            "499us",
-            "1e3",
-            "-1",
-            "65535",
-            "65536",
-            "694",
-            "19200",
-            "14400",
-            "255",
-            "256",
-            "99",
-            "100",
-            "on",
-            "off",
-            "yes",
-            "no",
-            "legacy",
-            "none",
-            "any",
-            "other",
-            "true",
-            "maybe",
-            "eth0",
-            "eth1",
-            "lo",
-            "eth0/1",
-            "a" * 20,
-            "/dev/ttyS0",
-            "/dev/watchdog",
-            "ttyS0",
-            "10.0.0.1",
-            "10.0.0.2",
-            "239.192.0.1",
-            "225.0.0.1",
-            "10.0.0.300",
-            "::1",
-            "ff12::1",
-            "ha-01",
-            "ha-02",
-            "HA-01",
-            "ha_01!",
-            "hacluster",
-            "/usr/lib/ipfail",
-            "uid=hacluster",
-            "gid=haclient",
-            "uid=",
-            "heartbeat",
-            "hbd",
-            "classic",
-            "netstring",
-            "file",
-            "nodename",
-            "time",
-            "local0",
-            "local9",
-            "daemon",
-            "\u00b2",
-            "\u0661\u0662",
-            "\uff11",
-            "9" * 40,
-            "9" * 400,
-            "9" * 5000,
-            "#",
-            "\\",
-        ]
-    ),
-    st.text(max_size=12),
-)
-
-# Words that have broken parsers before: digits int() refuses or reads oddly, numbers
-# too long for a double or for int()'s 4300-digit limit, separators str.splitlines() sees.
-TRICKY = st.sampled_from(
-    ["\u00b2", "\u0661\u0662", "\uff11", "9" * 400, "9" * 5000, "1" * 31, "\f", "\x85"]
-)
-
-SEPARATORS = st.sampled_from([" ", "  ", ",", ", ", "\t", " \f", "\x85", "\u2028"])
+NODES = fuzzing.NODES
+WORDS = st.one_of(st.sampled_from(fuzzing.VALUES + fuzzing.TRICKY), st.text(max_size=12))
+TRICKY = st.sampled_from(fuzzing.TRICKY)
+SEPARATORS = st.sampled_from(fuzzing.SEPARATORS)
 
 
 @st.composite
@@ -132,7 +47,7 @@ def soup_line(draw: st.DrawFn, heads: st.SearchStrategy[str]) -> str:
     count = draw(st.one_of(st.just(1), st.integers(min_value=0, max_value=6)))
     words = [draw(heads), *draw(st.lists(WORDS, min_size=count, max_size=count))]
     line = draw(SEPARATORS).join(words)
-    return line + draw(st.sampled_from(["", "", " # comment", " \\", "\r"]))
+    return line + draw(st.sampled_from(fuzzing.ENDINGS))
 
 
 def soup(heads: st.SearchStrategy[str], prefix: str = "") -> st.SearchStrategy[str]:
@@ -147,46 +62,22 @@ HACF_HEADS = st.one_of(
     st.sampled_from(sorted(DIRECTIVES)).map(str.upper),
     st.text(max_size=10),
 )
-AUTHKEYS_HEADS = st.sampled_from(["auth", "AUTH", "0", "1", "2", "15", "16", "\u00b9", "x"])
+AUTHKEYS_HEADS = st.sampled_from(fuzzing.AUTHKEYS_HEADS)
 AUTHKEYS_SOUP = st.lists(
     st.one_of(
         st.builds(lambda i: f"auth {i}", WORDS),
         st.builds(
             lambda i, m, k: f"{i} {m} {k}",
-            st.sampled_from(["0", "1", "2", "15", "16", "\u00b2", "one"]),
-            st.sampled_from(["crc", "md5", "sha1", "sha256", "SHA1", "sha3", ""]),
+            st.sampled_from(fuzzing.KEY_INDEXES),
+            st.sampled_from(fuzzing.KEY_METHODS),
             WORDS,
         ),
         soup_line(AUTHKEYS_HEADS),
     ),
     max_size=8,
 ).map("\n".join)
-RESOURCE_WORDS = st.one_of(
-    WORDS,
-    st.sampled_from(
-        [
-            "10.0.0.5",
-            "10.0.0.5/24/eth0/10.0.0.255",
-            "10.0.0.5/33",
-            "10.0.0.5/\u00b2",
-            "IPaddr::10.0.0.6",
-            "IPaddr2::10.0.0.7/24",
-            "IPaddr::",
-            "SendArp",
-            "SendArp::10.0.0.5/eth0",
-            "OCF::Dummy",
-            "OCF::Dummy::one",
-            "OCF::../x::y",
-            "Filesystem::/dev/sdb1::/srv",
-            "..",
-            ".",
-            "a/b",
-            "::",
-            "apache",
-        ]
-    ),
-)
-HARESOURCES_HEADS = st.sampled_from([*NODES, "HA-02", "ha-03", ""])
+RESOURCE_WORDS = st.one_of(WORDS, st.sampled_from(fuzzing.RESOURCES))
+HARESOURCES_HEADS = st.sampled_from(fuzzing.HARESOURCES_HEADS)
 
 
 def check(error: ConfigError, file: str) -> None:

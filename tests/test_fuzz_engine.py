@@ -22,6 +22,7 @@ from hbd.config.model import WireFormat
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.engine import Engine, EngineSettings, PathKind
 from hbd.core.events import Event, FrameDropped
+from hbd.testing import fuzzing
 
 VECTORS = Path(__file__).parent / "vectors" / "heartbeat"
 UDP, SERIAL = "bcast:eth0", "serial:/dev/ttyS0"
@@ -71,25 +72,7 @@ CORPUS = corpus()
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(6)
-        i = rng.randrange(len(b) + 1)
-        if op == 0 and b:
-            b[min(i, len(b) - 1)] ^= 1 << rng.randrange(8)
-        elif op == 1:
-            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif op == 2:
-            del b[i : i + rng.randint(1, 16)]
-        elif op == 3:
-            del b[i:]
-        elif op == 4:
-            _, other = rng.choice(CORPUS)
-            j = rng.randrange(len(other) + 1)
-            b[i:] = other[j:]
-        else:
-            b[i:i] = rng.choice([b">>>\n", b"<<<\n", b"###\n", b"%%%\n", b"\x00", b"\xb8\x01"])
-    return bytes(b)
+    return fuzzing.mutate(rng, data, [d for _, d in CORPUS])
 
 
 def feed_checked(e: Engine, path: str, data: bytes, now: float) -> list[Event]:
