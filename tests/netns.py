@@ -124,7 +124,7 @@ def namespace(prefix: str = "hbd") -> Iterator[Netns]:
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL after `timeout`; always reaped."""
+    """SIGTERM, then SIGKILL after `timeout`; always reaped, its pipes closed."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -132,6 +132,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 class NetemUnavailable(RuntimeError):
@@ -366,6 +369,21 @@ class SocatPair:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def start_socat(
+    *addresses: str, links: Sequence[Path], timeout: float = 5.0
+) -> subprocess.Popen[bytes]:
+    """socat joining `addresses`, once every path of `links` (its pty symlinks) exists."""
+    proc = subprocess.Popen(["socat", *addresses], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while not all(link.exists() for link in links):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            raise RuntimeError(f"socat did not create {list(map(str, links))}: {err.decode()}")
+        time.sleep(0.01)
+    return proc
 
 
 @contextlib.contextmanager

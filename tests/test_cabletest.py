@@ -11,7 +11,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,8 @@ from hbd.cabletest import (
     run,
 )
 
+from netns import start_socat, stop_process
+
 SIZE = 64
 FRAME_BYTES = HEADER.size + SIZE + 4  # header, payload, CRC-32
 
@@ -50,37 +51,6 @@ while True:
 """
 
 
-def start_socat(*addresses: str, links: list[Path]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(["socat", *addresses], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 5
-    while not all(link.exists() for link in links):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            _, err = proc.communicate()
-            raise RuntimeError(f"socat did not create {links}: {err.decode()}")
-        time.sleep(0.01)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-
-
-@pytest.fixture
-def loopback_plug(tmp_path: Path) -> Iterator[str]:
-    port = tmp_path / "ttyLOOP"
-    proc = start_socat(f"pty,raw,echo=0,link={port}", "EXEC:cat", links=[port])
-    try:
-        yield str(port)
-    finally:
-        stop(proc)
-
-
 @pytest.fixture
 def noisy_plug(tmp_path: Path) -> Iterator[str]:
     """A loopback plug that flips bit 0 inside the payload of the fourth frame (seq 3)."""
@@ -96,20 +66,7 @@ def noisy_plug(tmp_path: Path) -> Iterator[str]:
     try:
         yield str(port)
     finally:
-        stop(proc)
-
-
-@pytest.fixture
-def cable(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Two pty ends joined like a null-modem cable: what one writes the other reads."""
-    here, there = tmp_path / "ttyHERE", tmp_path / "ttyTHERE"
-    proc = start_socat(
-        f"pty,raw,echo=0,link={here}", f"pty,raw,echo=0,link={there}", links=[here, there]
-    )
-    try:
-        yield str(here), str(there)
-    finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def report_of(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:

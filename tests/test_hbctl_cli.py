@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,46 +20,6 @@ from hbd.cli import hbctl_main
 from cluster import HBCTL
 
 requires_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat")
-
-
-def socat(*addresses: str, links: list[Path]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(["socat", *addresses], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 5
-    while not all(link.exists() for link in links):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"socat did not make {links}: {proc.communicate()[1].decode()}")
-        time.sleep(0.01)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-
-
-@pytest.fixture
-def loopback_plug(tmp_path: Path) -> Iterator[str]:
-    port = tmp_path / "ttyLOOP"
-    proc = socat(f"pty,raw,echo=0,link={port}", "EXEC:cat", links=[port])
-    try:
-        yield str(port)
-    finally:
-        stop(proc)
-
-
-@pytest.fixture
-def cable(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    here, there = tmp_path / "ttyHERE", tmp_path / "ttyTHERE"
-    proc = socat(f"pty,raw,echo=0,link={here}", f"pty,raw,echo=0,link={there}", links=[here, there])
-    try:
-        yield str(here), str(there)
-    finally:
-        stop(proc)
 
 
 # -- cable-test -----------------------------------------------------------------------
