@@ -35,6 +35,9 @@ holder keeps answering): so after a cut it does not move (by design), and after 
 moves only once the hung node's watchdog has reset it. Those are rows to read as
 "safe, not split", not as failures. Needs root, socat, nft, /dev/fuse (watchdog rows),
 Heartbeat 3.0.6 (Debian `heartbeat`) and keepalived (Debian `keepalived`).
+
+Writes every run to --json, the tables beside it (failover.md) and one line per run
+(failover-runs.txt); bench/plot.py draws the PNG from the JSON.
 """
 
 from __future__ import annotations
@@ -440,6 +443,11 @@ def report(all_systems: list[System], runs: list[Run]) -> str:
     return "\n".join(out)
 
 
+def run_line(r: Run) -> str:
+    moved = "never" if r.failover_s is None else f"{r.failover_s:.2f} s"
+    return f"{r.system:<30} {r.scenario:<5} {moved:>8}  split {r.split_ms:.0f} ms"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per system for the crash")
@@ -491,8 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                     common.note(f"{s.label} {scenario} run {i + 1}: FAILED: {e}")
                     continue
                 runs.append(r)
-                moved = "never" if r.failover_s is None else f"{r.failover_s:.2f} s"
-                common.note(f"{s.label:<30} {scenario:<5} {moved:>8}  split {r.split_ms:.0f} ms")
+                common.note(run_line(r))
     if args.merge and args.json.exists():
         old = json.loads(args.json.read_text())
         mine = {s.label for s in chosen}
@@ -511,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"systems": [asdict(s) for s in chosen], "runs": [asdict(r) for r in runs]}
         args.json.write_text(json.dumps(payload, indent=1) + "\n")
         args.json.with_suffix(".md").write_text(text)
+        per_run = args.json.with_name(args.json.stem + "-runs.txt")
+        per_run.write_text("".join(run_line(r) + "\n" for r in runs))
     bad = [r for r in runs if r.split_ms > 0 and r.system.startswith("hbd")]
     return 1 if bad or failed else 0
 
