@@ -16,7 +16,9 @@ three figures of size:
 
 Capacity at 19200 baud, 8N1: 10 bits on the line per byte, so 1920 bytes/s each way (a
 null-modem cable is full duplex: each node's heartbeats have their own wire). The highest
-rate is 1920 / engine B per heartbeat, the shortest keepalive its inverse.
+rate is (1920 - the probes' bytes per second) / engine B per heartbeat, the shortest
+keepalive its inverse. The round-trip probes (an echo and its answer every 5 s on UDP, every
+20 s on serial) run on their own clock, so they are counted apart, in bytes per second.
 
 Measured through a real pty pair (socat, opened with pyserial at 19200 baud as the daemon
 does): a writer encodes and writes heartbeats back to back for `--pty-seconds`, a reader
@@ -157,9 +159,33 @@ def heartbeat_format(method: AuthMethod, node: str) -> Format:
 # -- what the engine writes per keepalive ---------------------------------------------------
 
 
-def engine_bytes_per_heartbeat(fmt: Format, seconds: int = 60) -> tuple[float, float]:
-    """(UDP, serial) bytes one engine writes per keepalive, in a steady two-node exchange of
-    `seconds` simulated seconds at keepalive 1 s, every frame delivered to the peer."""
+@dataclass(frozen=True)
+class EngineBytes:
+    """What one engine writes in a steady two-node exchange at keepalive 1 s."""
+
+    udp_per_beat: float  # bytes per keepalive on the UDP path, acks included, probes not
+    serial_per_beat: float  # the same on the serial path
+    udp_probe_per_s: float  # the round-trip probes (echo and reply), bytes per second
+    serial_probe_per_s: float
+
+
+def is_probe(data: bytes, keys: AuthKeys, cluster_id: int, serial: bool) -> bool:
+    """Whether `data` is a round-trip probe or its answer (sent on its own schedule, every
+    5 s on UDP and 20 s on serial, whatever the keepalive)."""
+    if data[:3] in (b">>>", b"###"):
+        msg = hb.decode_frame(data, keys)
+        return not isinstance(msg, Dropped) and msg.get("t") in ("hbd-echo", "hbd-echo-reply")
+    if serial:  # one COBS frame between zero delimiters
+        frame = nat.decode_native_serial(data.strip(b"\x00"), keys, cluster_id)
+    else:
+        frame = nat.decode_native(data, keys, cluster_id)
+    probes = (nat.FrameKind.ECHO, nat.FrameKind.ECHO_REPLY)
+    return not isinstance(frame, Dropped) and frame.kind in probes
+
+
+def engine_bytes_per_heartbeat(fmt: Format, seconds: int = 60) -> EngineBytes:
+    """What one engine writes over `seconds` simulated seconds at keepalive 1 s, every frame
+    delivered to the peer: per keepalive, and the probes apart."""
     node = fmt.node or "alpha"
     nodes = (node, PEER)
     keys = keys_of(fmt.key)
@@ -184,6 +210,8 @@ def engine_bytes_per_heartbeat(fmt: Format, seconds: int = 60) -> tuple[float, f
 
     a, b = engine(node, bytes(range(16))), engine(PEER, bytes(range(16, 32)))
     sent = {UDP_PATH: 0, SERIAL_PATH: 0}
+    probed = {UDP_PATH: 0, SERIAL_PATH: 0}
+    cid = nat.cluster_id(nodes, 694)
     warmup = 5  # the start-up exchange (node lists, first acks) is not steady state
     for tick in range(seconds + warmup):
         now = float(tick)
@@ -191,12 +219,19 @@ def engine_bytes_per_heartbeat(fmt: Format, seconds: int = 60) -> tuple[float, f
             sender.handle_timer(now)
             for path, data in sender.frames_to_send(now):
                 if sender is a and tick >= warmup:
-                    sent[path] += len(data)
+                    serial = path == SERIAL_PATH
+                    tally = probed if is_probe(data, keys, cid, serial) else sent
+                    tally[path] += len(data)
                 receiver.receive_frame(path, data, now + 0.001)
         for e in (a, b):
             while e.next_event() is not None:
                 pass
-    return sent[UDP_PATH] / seconds, sent[SERIAL_PATH] / seconds
+    return EngineBytes(
+        sent[UDP_PATH] / seconds,
+        sent[SERIAL_PATH] / seconds,
+        probed[UDP_PATH] / seconds,
+        probed[SERIAL_PATH] / seconds,
+    )
 
 
 def captured_heartbeat(method: str) -> tuple[float, float, float, float] | None:
@@ -305,16 +340,17 @@ def through_pty(fmt: Format, tty_a: str, tty_b: str, seconds: float) -> PtyResul
 def size_rows(formats: list[Format], sim_seconds: int) -> list[list[object]]:
     rows: list[list[object]] = []
     for fmt in formats:
-        e_udp, e_ser = engine_bytes_per_heartbeat(fmt, sim_seconds)
-        hz = LINE_BYTES_PER_S / e_ser
+        e = engine_bytes_per_heartbeat(fmt, sim_seconds)
+        hz = (LINE_BYTES_PER_S - e.serial_probe_per_s) / e.serial_per_beat
         rows.append(
             [
                 f"{fmt.name} ({fmt.auth})",
                 len(fmt.node) if fmt.node else "any",
                 len(fmt.encode_udp(1)),
                 len(fmt.encode_serial(1)),
-                f"{e_udp:.0f}",
-                f"{e_ser:.0f}",
+                f"{e.udp_per_beat:.0f}",
+                f"{e.serial_per_beat:.0f}",
+                f"{e.udp_probe_per_s:.1f} / {e.serial_probe_per_s:.1f}",
                 f"{hz:.1f}",
                 f"{1000 / hz:.0f}",
             ]
@@ -332,6 +368,7 @@ def size_rows(formats: list[Format], sim_seconds: int) -> list[list[object]]:
                     f"{f_ser:.0f}",
                     f"{c_udp:.0f}",
                     f"{c_ser:.0f}",
+                    "-",
                     f"{hz:.1f}",
                     f"{1000 / hz:.0f}",
                 ]
@@ -385,17 +422,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{BAUD} baud 8N1: {BITS_PER_BYTE} bits per byte, {LINE_BYTES_PER_S:.0f} bytes/s each way\n"
     )
     headers = ["format", "name len", "UDP frame B", "serial frame B", "UDP B/hb", "serial B/hb"]
-    headers += ["max Hz @19200", "min keepalive ms"]
+    headers += ["probe B/s UDP / serial", "max Hz @19200", "min keepalive ms"]
     print(common.table(headers, size_rows(formats, args.sim_seconds)))
     print(
         "\nframe B: one heartbeat as Heartbeat 3.0.6 writes it (a real /proc/loadavg in `ld`),"
         " or hbd's native frame."
         f"\nB/hb: bytes hbd's engine writes per keepalive on that path in that format, acks"
-        f" included ({args.sim_seconds} simulated s, two nodes, after start-up)."
+        f" included ({args.sim_seconds} simulated s, two nodes, after start-up), round-trip"
+        " probes not: they go out on their own clock (every 5 s on UDP, 20 s on serial; an"
+        " echo and its answer) whatever the keepalive, and 'probe B/s' is what they cost."
         "\n  For 'Heartbeat 3.0.6 itself': its heartbeats plus its acks over its heartbeats,"
         " from the frames it sent in tests/vectors/heartbeat (keepalive 1 s)."
-        "\nmax Hz @19200 = 1920 / serial B/hb, computed (10 bits per byte at 8N1); min"
-        " keepalive = 1000 / max Hz."
+        "\nmax Hz @19200 = (1920 - serial probe B/s) / serial B/hb, computed (10 bits per"
+        " byte at 8N1); min keepalive = 1000 / max Hz."
     )
     if args.pty_seconds <= 0:
         return 0
