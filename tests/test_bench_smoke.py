@@ -110,8 +110,11 @@ def test_serial_sizes_capacity_and_pty_run() -> None:
     native = sizes["hbd native (HMAC-SHA256/128)"]
     assert number(native[2]) == nat.HEARTBEAT_LEN
     assert number(native[3]) == nat.HEARTBEAT_SERIAL_LEN
-    for row in sizes.values():  # capacity is the line's bytes/s over the bytes per heartbeat
-        assert number(row[6]) == pytest.approx(1920 / number(row[5]), rel=0.01, abs=0.06)
+    for row in sizes.values():
+        # capacity: the line's bytes/s less the probes' over the bytes per heartbeat
+        probes = 0.0 if row[6] == "-" else number(row[6].split("/")[1])
+        assert number(row[7]) == pytest.approx((1920 - probes) / number(row[5]), rel=0.01, abs=0.06)
+    assert number(native[6].split("/")[1]) > 0  # the serial path is probed too
     assert any(name.startswith("Heartbeat wire, sent by hbd (crc)") for name in sizes)
     pty = table_rows(out.split("measured:", 1)[1], "format")
     assert len(pty) == 4  # native, and Heartbeat's sha1, md5, crc for one name
