@@ -27,7 +27,8 @@ from hbd.net import (
     gratuitous_arp,
     parse_ipaddr,
 )
-from tests import netns
+
+import netns
 
 VIP = "10.77.0.100"
 
