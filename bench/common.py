@@ -354,7 +354,7 @@ class HbdNode(Node):
 
     def status(self) -> dict[str, Any] | None:
         """The daemon's status over its control socket, None if it does not answer."""
-        from hbd.control import ControlError, request
+        from hbd.shell.control import ControlError, request
 
         try:
             return request(str(self.root / "run"), "status", timeout=2.0)

@@ -48,9 +48,9 @@ from typing import Any
 
 import common
 
-from hbd.config.model import WireFormat
 from hbd.core.engine import PathKind
 from hbd.core.events import NodeDead, PathDown
+from hbd.core.model import WireFormat
 from hbd.testing.sim import SimCluster
 
 sys.path.append(str(common.REPO / "tests"))

@@ -57,11 +57,11 @@ import common
 from hbd.config.authkeys import parse_authkeys
 from hbd.config.hacf import DIRECTIVES, parse_hacf
 from hbd.config.haresources import AgentDirs, parse_haresources
-from hbd.config.model import WireFormat
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.engine import Engine, EngineSettings, PathKind
 from hbd.core.errors import ConfigError
 from hbd.core.events import FrameDropped
+from hbd.core.model import WireFormat
 from hbd.core.receive import FrameFormat, Segment, SerialDemux, classify_datagram
 from hbd.core.wire import Dropped
 from hbd.core.wire import heartbeat as hb

@@ -49,9 +49,9 @@ from typing import Protocol
 
 import common
 
-from hbd.config.model import WireFormat
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.engine import Engine, EngineSettings, PathKind
+from hbd.core.model import WireFormat
 from hbd.core.wire import Dropped
 from hbd.core.wire import heartbeat as hb
 from hbd.core.wire import native as nat

@@ -25,10 +25,7 @@ from __future__ import annotations
 import abc
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from hbd.config.model import Medium
+from typing import Protocol, runtime_checkable
 
 # Reopen backoff: first retry after 0.5 s, doubling up to 5 s.
 BACKOFF_INITIAL = 0.5
@@ -260,24 +257,3 @@ def describe(error: BaseException) -> str:
         name = f" {error.filename}" if error.filename else ""
         return f"{error.strerror}{name}"
     return str(error) or type(error).__name__
-
-
-def make_link(
-    medium: Medium,
-    *,
-    lock_dir: str | None = None,
-    backoff: Backoff | None = None,
-) -> Link:
-    """The driver for one ha.cf medium (not yet opened): serial, bcast, mcast or ucast.
-
-    `lock_dir` overrides where serial lines take their UUCP locks (default /var/lock).
-    Raises ValueError naming the ha.cf line for a medium no driver can serve.
-    """
-    from hbd.config.model import MediumKind
-
-    from .serial import DEFAULT_LOCK_DIR, SerialLink
-    from .udp import udp_link
-
-    if medium.kind is MediumKind.SERIAL:
-        return SerialLink(medium, lock_dir=lock_dir or DEFAULT_LOCK_DIR, backoff=backoff)
-    return udp_link(medium, backoff=backoff)

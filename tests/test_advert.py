@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hbd.config.model import WireFormat
 from hbd.core.advert import NO_NODE, Advert, Standby, decode_advert, group_digest
 from hbd.core.errors import LocalProtocolError
 from hbd.core.events import AdvertReceived
+from hbd.core.model import WireFormat
 from hbd.testing import SimCluster
 
 WIRES = pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hbd.cabletest import (
+from hbd.commands.cabletest import (
     HEADER,
     PROBE,
     Corrupt,
@@ -105,7 +105,16 @@ def test_two_hosts_test_the_cable_with_one_side_echoing(
 ) -> None:
     here, there = cable
     peer = subprocess.Popen(
-        [sys.executable, "-m", "hbd.cabletest", there, "--peer", "--json", "--timeout", "10"],
+        [
+            sys.executable,
+            "-m",
+            "hbd.commands.cabletest",
+            there,
+            "--peer",
+            "--json",
+            "--timeout",
+            "10",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

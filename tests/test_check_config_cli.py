@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from hbd.cli import hbctl_main
+from hbd.commands.cli import hbctl_main
 from hbd.config.load import load_config
 from hbd.core.errors import ConfigError
 

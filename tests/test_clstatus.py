@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from hbd.cli import hbctl_main
-from hbd.clstatus import (
+from hbd.commands.cli import hbctl_main
+from hbd.commands.clstatus import (
     NORMAL_FAIL,
     OK,
     PARAMETER_ERROR,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hbd.cli import hbctl_main
+from hbd.commands.cli import hbctl_main
 from hbd.config.authkeys import check_mode, parse_authkeys
 from hbd.config.load import load_config
 from hbd.core.auth import AuthMethod

@@ -10,9 +10,10 @@ import pytest
 
 from hbd.config.hacf import DIRECTIVES, parse_bool, parse_hacf, parse_time_ms
 from hbd.config.load import load_config
-from hbd.config.model import AgentKind, AutoFailback, HaCf, MediumKind, WireFormat
+from hbd.config.model import HaCf, MediumKind
 from hbd.core.auth import AuthMethod
 from hbd.core.errors import ConfigError
+from hbd.core.model import AgentKind, AutoFailback, WireFormat
 
 from confkit import GOOD_HACF, config_dir, empty_agent_dirs, sample
 

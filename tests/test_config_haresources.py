@@ -8,8 +8,8 @@ import pytest
 
 from hbd.config.haresources import AgentDirs, parse_haresources
 from hbd.config.load import load_config
-from hbd.config.model import AgentKind, ResourceGroup
 from hbd.core.errors import ConfigError
+from hbd.core.model import AgentKind, ResourceGroup
 
 from confkit import config_dir, empty_agent_dirs, make_executable
 

@@ -23,9 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from hbd.config.load import load_config
-from hbd.config.model import AutoFailback, MediumKind
-from hbd.demo import (
+from hbd.commands.demo import (
     DEADTIME_MS,
     KEEPALIVE_MS,
     NODES,
@@ -35,6 +33,9 @@ from hbd.demo import (
     read_journal,
     write_configs,
 )
+from hbd.config.load import load_config
+from hbd.config.model import MediumKind
+from hbd.core.model import AutoFailback
 
 STEPS = (
     "Step 1: both nodes up",
@@ -216,7 +217,7 @@ def test_a_bad_option_is_a_usage_error() -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from hbd.cli import hbd_main; sys.exit(hbd_main())",
+            "import sys; from hbd.commands.cli import hbd_main; sys.exit(hbd_main())",
             "demo",
             "--frobnicate",
         ],

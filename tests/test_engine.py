@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from hbd.config.model import WireFormat
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.engine import Engine, EngineSettings, PathKind
 from hbd.core.errors import DropReason, LocalProtocolError
@@ -20,6 +19,7 @@ from hbd.core.events import (
     NodeUp,
     PathUp,
 )
+from hbd.core.model import WireFormat
 from hbd.core.states import LocalState, NodeState, PathState
 from hbd.core.wire import Dropped
 from hbd.core.wire.heartbeat import decode_frame

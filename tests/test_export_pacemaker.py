@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hbd.config.model import AgentKind, AutoFailback, Resource, ResourceGroup
-from hbd.export import ExportError, export_pacemaker
+from hbd.commands.export import ExportError, export_pacemaker
+from hbd.core.model import AgentKind, AutoFailback, Resource, ResourceGroup
 
 
 def res(name: str, *args: str, agent: AgentKind = AgentKind.RESOURCE_D, line: int = 4) -> Resource:

@@ -1,5 +1,5 @@
 """The FUSE test watchdog: its timer logic (no FUSE, time jumps) and the real mounted file
-driven by the real hbd.watchdog layer, resetting a node made in a network namespace.
+driven by the real hbd.effects.watchdog layer, resetting a node made in a network namespace.
 """
 
 from __future__ import annotations
@@ -16,6 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from hbd.effects.watchdog import (
+    WDIOF_MAGICCLOSE,
+    WDIOS_DISABLECARD,
+    WDIOS_ENABLECARD,
+    Watchdog,
+    WatchdogError,
+    magic_close_warning,
+)
 from hbd.testing.fusewatchdog import (
     MountedWatchdog,
     NodeReset,
@@ -23,14 +31,6 @@ from hbd.testing.fusewatchdog import (
     WatchdogTimer,
     mounted_watchdog,
     read_events,
-)
-from hbd.watchdog import (
-    WDIOF_MAGICCLOSE,
-    WDIOS_DISABLECARD,
-    WDIOS_ENABLECARD,
-    Watchdog,
-    WatchdogError,
-    magic_close_warning,
 )
 
 from netns import Netns, namespace, run, stop_process, unique_name

@@ -18,10 +18,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hbd.config.model import WireFormat
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.engine import Engine, EngineSettings, PathKind
 from hbd.core.events import Event, FrameDropped
+from hbd.core.model import WireFormat
 from hbd.testing import fuzzing
 
 VECTORS = Path(__file__).parent / "vectors" / "heartbeat"

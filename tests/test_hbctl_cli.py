@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hbd.cli import hbctl_main
+from hbd.commands.cli import hbctl_main
 
 from cluster import HBCTL
 

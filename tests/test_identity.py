@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hbd.identity import StateError, load_identity, local_node_name
+from hbd.config.load import local_node_name
+from hbd.effects.identity import StateError, load_identity
 
 
 def test_node_name_is_uname_lowercased_unless_overridden() -> None:

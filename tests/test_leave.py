@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from hbd.config.model import WireFormat
 from hbd.core.events import NodeDead, NodeLeft, NodeUp
+from hbd.core.model import WireFormat
 from hbd.core.states import NodeState
 from hbd.testing import SimCluster
 

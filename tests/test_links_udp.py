@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from hbd.config.model import Medium, MediumKind
-from hbd.links.base import Link, LinkLost, LinkOpened, LinkOpenFailed, Received, make_link
+from hbd.links.base import Link, LinkLost, LinkOpened, LinkOpenFailed, Received
+from hbd.links.factory import make_link
 from hbd.links.serial import SerialLink
 from hbd.links.udp import BcastLink, McastLink, UcastLink, UdpLink, udp_link
 

@@ -18,15 +18,9 @@ import pytest
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
-from hbd.config.model import AgentKind, Resource
-from hbd.net import (
-    AddressError,
-    BuiltinAgents,
-    PyrouteAddressManager,
-    VirtualAddress,
-    gratuitous_arp,
-    parse_ipaddr,
-)
+from hbd.config.ipaddr import AddressError, VirtualAddress, parse_ipaddr
+from hbd.core.model import AgentKind, Resource
+from hbd.effects.addresses import BuiltinAgents, PyrouteAddressManager, gratuitous_arp
 
 import netns
 
@@ -268,9 +262,9 @@ def test_a_group_with_a_virtual_ip_runs_through_the_core_and_the_runner(
 ) -> None:
     import asyncio
 
-    from hbd.config.model import ResourceGroup
+    from hbd.core.model import ResourceGroup
     from hbd.core.resources import GroupStarted, GroupStopped, ResourceManager, RunAgent
-    from hbd.scripts import ScriptRunner, carry_out
+    from hbd.effects.agents import ScriptRunner, carry_out
 
     monkeypatch.setenv("HBD_TEST_LOG", str(tmp_path / "calls.log"))
     monkeypatch.setenv("HBD_TEST_STATE", str(tmp_path))

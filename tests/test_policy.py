@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hbd.config.model import AutoFailback
 from hbd.core.advert import Advert
+from hbd.core.model import AutoFailback
 from hbd.core.policy import (
     Acquire,
     Action,

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hbd.config.model import AgentKind, Resource, ResourceGroup
 from hbd.core.errors import LocalProtocolError
+from hbd.core.model import AgentKind, Resource, ResourceGroup
 from hbd.core.resources import (
     GroupFailed,
     GroupProbed,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hbd.config.model import Respawn
-from hbd.respawn import RespawnedProgram, programs
+from hbd.effects.respawn import RespawnedProgram, programs
 
 
 def script(tmp_path: Path, body: str) -> str:

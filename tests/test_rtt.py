@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from hbd.config.model import WireFormat
 from hbd.core.events import FrameDropped
+from hbd.core.model import WireFormat
 from hbd.testing import SimCluster
 
 WIRES = pytest.mark.parametrize(

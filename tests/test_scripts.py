@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hbd.config.model import AgentKind, Resource, ResourceGroup
 from hbd.core.errors import ConfigError
+from hbd.core.model import AgentKind, Resource, ResourceGroup
 from hbd.core.resources import GroupFailed, GroupStarted, GroupStopped, ResourceManager, RunAgent
-from hbd.scripts import OpResult, ScriptRunner, agent_command, carry_out, ocf_environment
+from hbd.effects.agents import OpResult, ScriptRunner, agent_command, carry_out, ocf_environment
 
 AGENTS = Path(__file__).parent / "agents"
 
@@ -122,7 +122,7 @@ def test_a_failing_start_unwinds_what_ran_with_real_scripts(
 def test_output_is_logged_with_the_resource_named_and_rc_is_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hbd.scripts")
+    caplog.set_level(logging.INFO, logger="hbd.effects.agents")
     res = agent("failing", "3")
     result = asyncio.run(ScriptRunner().run(res, "start", 5.0))
     assert result.rc == 3 and not result.timed_out

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from hbd.config.model import WireFormat
 from hbd.core.engine import PathKind
 from hbd.core.events import (
     Event,
@@ -21,6 +20,7 @@ from hbd.core.events import (
     PathDown,
     PathUp,
 )
+from hbd.core.model import WireFormat
 from hbd.core.states import NodeState, PathState
 from hbd.testing import SimCluster
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from hbd.control import socket_path
+from hbd.shell.control import socket_path
 
 from cluster import Cluster, HbdNode, Net, build, wait_for
 from netns import requires_root

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from hbd.systemd import (
+from hbd.effects.systemd import (
     JournalHandler,
     Notifier,
     journal_fields,
@@ -106,7 +106,7 @@ def test_service_manager_hears_the_lifecycle_from_the_main_process(
 ) -> None:
     proc = run_daemon_like(
         f"""
-        from hbd.systemd import Notifier
+        from hbd.effects.systemd import Notifier
         n = Notifier(use_libsystemd={libsystemd})
         print(n.backend, flush=True)
         assert n.ready("alpha: starting")
@@ -145,7 +145,7 @@ def test_watchdog_pets_arrive_at_half_the_watchdog_timeout(
     proc = run_daemon_like(
         f"""
         import time
-        from hbd.systemd import Notifier, watchdog_interval
+        from hbd.effects.systemd import Notifier, watchdog_interval
         n = Notifier(use_libsystemd={libsystemd})
         interval = watchdog_interval()
         print(interval, flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hbd.watchdog import (
+from hbd.effects.watchdog import (
     WATCHDOG_INFO_SIZE,
     WDIOC_GETSUPPORT,
     WDIOC_GETTIMELEFT,

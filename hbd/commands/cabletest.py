@@ -442,7 +442,7 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hbd.cabletest PORT ...``: the same command without the hbctl CLI."""
+    """``python -m hbd.commands.cabletest PORT ...``: the same command without the hbctl CLI."""
     parser = argparse.ArgumentParser(prog="hbctl cable-test", description=DESCRIPTION)
     _add_arguments(parser)
     return run(parser.parse_args(argv))

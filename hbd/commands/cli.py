@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hbd.config.load import DEFAULT_CONFIG_DIR, load_config
+from hbd.config.load import DEFAULT_CONFIG_DIR, load_config, local_node_name
 from hbd.core.errors import HbdError
-from hbd.identity import DEFAULT_STATE_DIR, local_node_name
+from hbd.shell.paths import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
 
-DEFAULT_RUN_DIR = "/run/hbd"
 EXIT_OK = 0
 EXIT_USAGE = 2
 
@@ -31,7 +30,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from hbd.checkconfig import print_config
+    from hbd.commands.checkconfig import print_config
 
     config = load_config(args.config_dir, local_node_name(args.node_name))
     print_config(config, args.json)
@@ -45,8 +44,8 @@ def _add_run_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from hbd import statusview
-    from hbd.control import ControlError, request
+    from hbd.commands import statusview
+    from hbd.shell.control import ControlError, request
 
     def fetch() -> dict[str, Any] | None:
         try:
@@ -85,13 +84,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _cl_status(args: argparse.Namespace) -> int:
-    from hbd.clstatus import main
+    from hbd.commands.clstatus import main
 
     return main(args.words, run_dir=args.run_dir, config_dir=args.config_dir)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from hbd.export import ExportError, export_pacemaker
+    from hbd.commands.export import ExportError, export_pacemaker
 
     config = load_config(args.config_dir, local_node_name(args.node_name))
     try:
@@ -106,7 +105,7 @@ def _export(args: argparse.Namespace) -> int:
 def _steer(args: argparse.Namespace) -> int:
     """`hbctl standby MODE` / `hbctl takeover MODE`: ask the daemon; the hand-off itself
     happens as the policy allows (never two holders), `hbctl status` shows its progress."""
-    from hbd.control import request
+    from hbd.shell.control import request
 
     reply = request(args.run_dir, args.command, mode=args.mode)
     print(reply.get("message", f"{args.command} {args.mode} requested"))
@@ -155,7 +154,7 @@ def hbctl_parser() -> argparse.ArgumentParser:
         _add_run_dir(p)
         p.add_argument("mode", nargs="?", default="all", choices=modes)
         p.set_defaults(func=_steer)
-    from hbd import cabletest
+    from hbd.commands import cabletest
 
     cabletest.add_parser(sub)
     p = sub.add_parser("export", help="the configuration for another cluster manager")
@@ -207,7 +206,7 @@ def hbd_parser() -> argparse.ArgumentParser:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
-    from hbd.daemon import AlreadyRunning, Daemon, DaemonOptions
+    from hbd.shell.daemon import AlreadyRunning, Daemon, DaemonOptions
 
     options = DaemonOptions(
         config_dir=args.config_dir,
@@ -226,7 +225,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
 def hbd_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
-        from hbd.demo import demo_main
+        from hbd.commands.demo import demo_main
 
         return demo_main(argv[1:])
     args = hbd_parser().parse_args(argv)

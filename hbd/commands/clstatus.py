@@ -525,7 +525,7 @@ def split_hbctl_options(words: Sequence[str]) -> tuple[list[str], dict[str, str]
 
 def fetch(run_dir: str, timeout: float = 5.0) -> tuple[dict[str, Any] | None, Reach, str]:
     """The daemon's status, or None with why not (cl_status gives up after 5 s)."""
-    from hbd.control import ControlError, request
+    from hbd.shell.control import ControlError, request
 
     try:
         return request(run_dir, "status", timeout=timeout), Reach.ANSWERED, ""

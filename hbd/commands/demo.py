@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import os
 import random
 import secrets
@@ -46,7 +47,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from hbd.control import ControlError, request
+from hbd.shell.control import ControlError, request
 
 T = TypeVar("T")
 Statuses = dict[str, dict[str, Any] | None]  # node -> its status, None if it does not answer
@@ -171,7 +172,11 @@ def _hbd_command() -> list[str]:
     script = Path(sysconfig.get_path("scripts")) / "hbd"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from hbd.cli import hbd_main; sys.exit(hbd_main())"]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from hbd.commands.cli import hbd_main; sys.exit(hbd_main())",
+    ]
 
 
 @dataclass
@@ -725,21 +730,18 @@ class Demo:
             if node.running and node.terminate() is None:
                 problems.append(f"hbd {node.name} ignored SIGTERM and was killed")
         if self.cable is not None:
-            devices = list(self.cable.devices)
             self.cable.close()
-            self._remove_stale_locks(devices)
+            self._remove_stale_locks()
         shutil.rmtree(self.tmp, ignore_errors=True)
         if self.tmp.exists():
             problems.append(f"could not remove {self.tmp}")
         return problems
 
-    def _remove_stale_locks(self, devices: list[str]) -> None:
-        """A killed hbd leaves its UUCP lock on the pty behind; remove ours, only ours."""
-        from hbd.links.serial import lock_name
-
+    def _remove_stale_locks(self) -> None:
+        """A killed hbd leaves its UUCP lock on the pty behind: remove the locks our nodes' pids
+        hold, and only those."""
         pids = {pid for node in self.nodes.values() for pid in node.pids}
-        for device in devices:
-            path = os.path.join(LOCK_DIR, lock_name(device))
+        for path in glob.glob(os.path.join(LOCK_DIR, "LCK..*")):
             with contextlib.suppress(OSError, ValueError):
                 with open(path) as f:
                     pid = int(f.read().strip())

@@ -25,7 +25,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from hbd.config.model import AgentKind, AutoFailback, Resource, ResourceGroup
+from hbd.core.model import AgentKind, AutoFailback, Resource, ResourceGroup
 
 LOCATION_SCORE = 100
 STICKY_SCORE = 1000  # auto_failback off: above LOCATION_SCORE
@@ -92,7 +92,7 @@ class _Ids:
 
 
 def _ipaddr_params(r: Resource) -> tuple[tuple[str, str], ...]:
-    from hbd.net import AddressError, parse_ipaddr
+    from hbd.config.ipaddr import AddressError, parse_ipaddr
 
     if len(r.args) != 1:
         raise ExportError(f"{r.source}: {r.spec}: {r.name} takes one argument")

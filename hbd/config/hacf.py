@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 from hbd.config.model import (
     ApiAuth,
-    AutoFailback,
     ConfigWarning,
     HaCf,
     Medium,
@@ -32,11 +31,11 @@ from hbd.config.model import (
     PingGroup,
     PingNode,
     Respawn,
-    WireFormat,
 )
 from hbd.config.syntax import digits as _digits
 from hbd.config.syntax import lines as _lines
 from hbd.core.errors import ConfigError
+from hbd.core.model import AutoFailback, WireFormat
 
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800)
 DEFAULT_UDPPORT = 694
@@ -612,69 +611,26 @@ def parse_hacf(text: str, path: str = "ha.cf") -> HaCf:
     return _finish(b)
 
 
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    keepalive: float
+    deadtime: float
+    warntime: float
+    initdead: float
+    deadping: float
+
+
 def _finish(b: _Builder) -> HaCf:
-    def line_of(name: str) -> int | None:
-        return b.seen.get(name)
-
-    def fail(name: str, message: str) -> ConfigError:
-        return ConfigError(b.path, line_of(name), message)
-
-    v = b.values
-    keepalive = float(v.get("keepalive", 1.0))  # type: ignore[arg-type]
-    deadtime = float(v.get("deadtime", 30.0))  # type: ignore[arg-type]
+    """Check what only the whole file can tell, fill in Heartbeat's defaults, build HaCf."""
     if not b.nodes:
         raise ConfigError(b.path, None, "no nodes defined; add 'node NAME' for every cluster node")
     if not b.media:
         raise ConfigError(
             b.path, None, "no heartbeat media defined; add serial, bcast, mcast or ucast"
         )
-    if deadtime <= 2 * keepalive:
-        raise fail(
-            "deadtime",
-            f"deadtime {deadtime:g}s is too small compared to keepalive {keepalive:g}s; "
-            "deadtime must be more than twice keepalive",
-        )
-    warntime = float(v.get("warntime", _ms(deadtime / 2)))  # type: ignore[arg-type]
-    if warntime >= deadtime:
-        raise fail("warntime", f"warntime {warntime:g}s must be less than deadtime {deadtime:g}s")
-    if warntime <= keepalive:
-        b.warnings.append(
-            ConfigWarning(
-                f"{b.path}:{line_of('warntime')}",
-                f"warntime {warntime:g}s is not more than keepalive {keepalive:g}s: every "
-                "heartbeat will be reported late",
-            )
-        )
-    if "initdead" in v:
-        initdead = float(v["initdead"])  # type: ignore[arg-type]
-    elif deadtime > 10.0:
-        initdead = deadtime
-    elif deadtime < 6.0:
-        initdead = 12.0
-    else:
-        initdead = 2 * deadtime
-    if initdead < deadtime:
-        raise fail(
-            "initdead",
-            f"initdead {initdead:g}s is smaller than deadtime {deadtime:g}s; "
-            "it must be at least deadtime",
-        )
-    if initdead < 10.0:
-        b.warnings.append(
-            ConfigWarning(
-                f"{b.path}:{line_of('initdead')}",
-                f"initdead {initdead:g}s may be too small: it accounts for slow network "
-                "start-up and should be >= deadtime and >= 10 seconds",
-            )
-        )
-    deadping = float(v.get("deadping", deadtime))  # type: ignore[arg-type]
-    if deadping <= 2 * keepalive:
-        raise fail(
-            "deadping",
-            f"deadping {deadping:g}s is too small compared to keepalive {keepalive:g}s; "
-            "it must be more than twice keepalive",
-        )
-    if "auto_failback" not in v:
+    timing = _timing(b)
+    _check_watchdog(b, timing.deadtime)
+    if "auto_failback" not in b.values:
         b.warnings.append(
             ConfigWarning(
                 b.path,
@@ -682,24 +638,9 @@ def _finish(b: _Builder) -> HaCf:
                 "Heartbeat); add 'auto_failback on' or 'auto_failback off'",
             )
         )
-    if v.get("watchdog_timeout") is not None and "watchdog" not in v:
-        raise fail("watchdog_timeout", "watchdog_timeout needs a 'watchdog DEVICE' line")
-    timeout = v.get("watchdog_timeout")
-    if isinstance(timeout, float) and timeout < deadtime:
-        raise fail(
-            "watchdog_timeout",
-            f"watchdog_timeout {timeout:g}s is shorter than deadtime {deadtime:g}s: the node "
-            "would reset itself before its peer could declare it dead",
-        )
     known = {f.name for f in dataclasses.fields(HaCf)}
-    extra = {k: val for k, val in v.items() if k in known}
-    extra.update(
-        keepalive=keepalive,
-        deadtime=deadtime,
-        warntime=warntime,
-        initdead=initdead,
-        deadping=deadping,
-    )
+    extra = {k: val for k, val in b.values.items() if k in known}
+    extra.update(dataclasses.asdict(timing))
     return HaCf(
         path=b.path,
         nodes=tuple(b.nodes),
@@ -711,6 +652,86 @@ def _finish(b: _Builder) -> HaCf:
         warnings=tuple(b.warnings),
         **extra,  # type: ignore[arg-type]
     )
+
+
+def _fail(b: _Builder, name: str, message: str) -> ConfigError:
+    """An error about directive `name`, at the line it was given on (or the file)."""
+    return ConfigError(b.path, b.seen.get(name), message)
+
+
+def _warn(b: _Builder, name: str, message: str) -> None:
+    b.warnings.append(ConfigWarning(f"{b.path}:{b.seen.get(name)}", message))
+
+
+def _timing(b: _Builder) -> _Timing:
+    """keepalive, deadtime, warntime, initdead and deadping, with Heartbeat's defaults (read
+    off the real 3.0.6 with `cl_status hbparameter`) and the checks Heartbeat makes."""
+    v = b.values
+    keepalive = float(v.get("keepalive", 1.0))  # type: ignore[arg-type]
+    deadtime = float(v.get("deadtime", 30.0))  # type: ignore[arg-type]
+    if deadtime <= 2 * keepalive:
+        raise _fail(
+            b,
+            "deadtime",
+            f"deadtime {deadtime:g}s is too small compared to keepalive {keepalive:g}s; "
+            "deadtime must be more than twice keepalive",
+        )
+    warntime = float(v.get("warntime", _ms(deadtime / 2)))  # type: ignore[arg-type]
+    if warntime >= deadtime:
+        raise _fail(
+            b, "warntime", f"warntime {warntime:g}s must be less than deadtime {deadtime:g}s"
+        )
+    if warntime <= keepalive:
+        _warn(
+            b,
+            "warntime",
+            f"warntime {warntime:g}s is not more than keepalive {keepalive:g}s: every "
+            "heartbeat will be reported late",
+        )
+    if "initdead" in v:
+        initdead = float(v["initdead"])  # type: ignore[arg-type]
+    elif deadtime > 10.0:
+        initdead = deadtime
+    elif deadtime < 6.0:
+        initdead = 12.0
+    else:
+        initdead = 2 * deadtime
+    if initdead < deadtime:
+        raise _fail(
+            b,
+            "initdead",
+            f"initdead {initdead:g}s is smaller than deadtime {deadtime:g}s; "
+            "it must be at least deadtime",
+        )
+    if initdead < 10.0:
+        _warn(
+            b,
+            "initdead",
+            f"initdead {initdead:g}s may be too small: it accounts for slow network "
+            "start-up and should be >= deadtime and >= 10 seconds",
+        )
+    deadping = float(v.get("deadping", deadtime))  # type: ignore[arg-type]
+    if deadping <= 2 * keepalive:
+        raise _fail(
+            b,
+            "deadping",
+            f"deadping {deadping:g}s is too small compared to keepalive {keepalive:g}s; "
+            "it must be more than twice keepalive",
+        )
+    return _Timing(keepalive, deadtime, warntime, initdead, deadping)
+
+
+def _check_watchdog(b: _Builder, deadtime: float) -> None:
+    timeout = b.values.get("watchdog_timeout")
+    if timeout is not None and "watchdog" not in b.values:
+        raise _fail(b, "watchdog_timeout", "watchdog_timeout needs a 'watchdog DEVICE' line")
+    if isinstance(timeout, float) and timeout < deadtime:
+        raise _fail(
+            b,
+            "watchdog_timeout",
+            f"watchdog_timeout {timeout:g}s is shorter than deadtime {deadtime:g}s: the node "
+            "would reset itself before its peer could declare it dead",
+        )
 
 
 def _ms(seconds: float) -> float:

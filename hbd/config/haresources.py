@@ -16,10 +16,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from hbd.config.model import AgentKind, Resource, ResourceGroup
 from hbd.config.syntax import digits as _digits
 from hbd.config.syntax import lines as _lines
 from hbd.core.errors import ConfigError
+from hbd.core.model import AgentKind, Resource, ResourceGroup
 
 BUILTINS = ("IPaddr", "IPaddr2", "SendArp")
 _BARE_IP = re.compile(r"^\d{1,3}(\.\d{1,3}){3}(/.*)?$")

@@ -7,11 +7,17 @@ import os
 from hbd.config.authkeys import check_mode, parse_authkeys
 from hbd.config.hacf import parse_hacf
 from hbd.config.haresources import AgentDirs, parse_haresources
-from hbd.config.model import Config, ConfigWarning, WireFormat
+from hbd.config.model import Config, ConfigWarning
 from hbd.core.auth import AuthMethod
 from hbd.core.errors import ConfigError
+from hbd.core.model import WireFormat
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
+
+
+def local_node_name(override: str | None = None) -> str:
+    """The node name: --node-name if given, else `uname -n`, lowercased as Heartbeat does."""
+    return (override or os.uname().nodename).lower()
 
 
 def _read(path: str) -> str:

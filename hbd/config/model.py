@@ -10,19 +10,7 @@ import enum
 from dataclasses import dataclass, field
 
 from hbd.core.auth import AuthKeys
-
-
-class WireFormat(enum.Enum):
-    """Which frame format hbd sends (`wire` directive). Both are always accepted."""
-
-    HEARTBEAT = "heartbeat"  # Heartbeat 3.0.6: classic text on serial, netstring on UDP
-    HBD = "hbd"  # hbd's compact HMAC-SHA256 frames
-
-
-class AutoFailback(enum.Enum):
-    ON = "on"
-    OFF = "off"
-    LEGACY = "legacy"
+from hbd.core.model import AutoFailback, ResourceGroup, WireFormat
 
 
 class MediumKind(enum.Enum):
@@ -159,45 +147,6 @@ class HaCf:
     resource_timeout_stop: float = 60.0  # hbd: `resource_timeout stop TIME`
     resource_timeout_status: float = 20.0  # hbd: `resource_timeout status TIME`
     warnings: tuple[ConfigWarning, ...] = field(default=())
-
-
-class AgentKind(enum.Enum):
-    """How a resource agent is run, in Heartbeat's resolution order."""
-
-    BUILTIN = "builtin"  # written into hbd: IPaddr, IPaddr2, SendArp
-    RESOURCE_D = "resource.d"  # /etc/ha.d/resource.d/NAME [args] start|stop|status
-    INIT_D = "init.d"  # /etc/init.d/NAME start|stop|status
-    OCF = "ocf"  # OCF agent: OCF_RESKEY_* environment, OCF exit codes
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """One `name::arg1::arg2` item of an haresources line, resolved to an agent."""
-
-    name: str
-    args: tuple[str, ...]
-    agent: AgentKind
-    agent_path: str | None  # the script for resource.d/init.d/OCF; None for built-ins
-    source: str
-
-    @property
-    def spec(self) -> str:
-        """The resource as written (a bare IP is shown as `IPaddr::IP`)."""
-        return "::".join((self.name, *self.args))
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceGroup:
-    """One haresources line: the preferred node and its resources, started left to right."""
-
-    preferred: str
-    resources: tuple[Resource, ...]
-    source: str
-
-    @property
-    def name(self) -> str:
-        """A group is named by its first resource, as Heartbeat's ResourceManager does."""
-        return self.resources[0].spec
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hbd.config.model import Config, MediumKind, WireFormat
 from hbd.core.auth import AuthKeys
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.events import (
@@ -34,6 +33,7 @@ from hbd.core.events import (
     NodeRestarted,
 )
 from hbd.core.membership import Beat, Membership, NodeStatus
+from hbd.core.model import WireFormat
 from hbd.core.receive import FrameFormat, Segment, SerialDemux, classify_datagram
 from hbd.core.states import LocalState
 from hbd.core.wire import Dropped
@@ -51,7 +51,7 @@ class PathKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    """Everything an engine needs, as plain values (see `from_config`).
+    """Everything an engine needs, as plain values (the shell builds them from the config).
 
     `paths` maps each path id (as `Medium.path_id`) to `PathKind.SERIAL` or
     `PathKind.DATAGRAM`. Times are seconds. `uuid` is this node's 16-byte uuid,
@@ -91,33 +91,6 @@ class EngineSettings:
             raise LocalProtocolError(
                 f"keepalive {self.keepalive} must be positive and below deadtime {self.deadtime}"
             )
-
-    @classmethod
-    def from_config(
-        cls, config: Config, *, uuid: bytes, generation: int, wall_offset: float = 0.0
-    ) -> EngineSettings:
-        """Settings for `config.node_name` from a loaded configuration directory."""
-        cf = config.hacf
-        return cls(
-            node=config.node_name,
-            uuid=uuid,
-            generation=generation,
-            nodes=cf.nodes,
-            paths=tuple(
-                (m.path_id, PathKind.SERIAL if m.kind is MediumKind.SERIAL else PathKind.DATAGRAM)
-                for m in cf.media
-            ),
-            auth=config.authkeys,
-            keepalive=cf.keepalive,
-            deadtime=cf.deadtime,
-            warntime=cf.warntime,
-            initdead=cf.initdead,
-            wire=cf.wire,
-            cluster_id=nat.cluster_id(cf.nodes, cf.udpport),
-            watchdog_timeout=cf.watchdog_timeout if cf.watchdog else None,
-            adaptive_detector=cf.adaptive_detector,
-            wall_offset=wall_offset,
-        )
 
 
 _NATIVE_STATUS = {
@@ -469,13 +442,7 @@ class Engine:
         if origin.seq is None:
             # NS_* control messages carry no seq: they cannot be replay-checked, so they
             # never count as proof of life; they are only answered.
-            if mtype in ("hbd-echo", "hbd-echo-reply"):
-                nonce = msg.get_hex("echo") if msg.get("echo") else None
-                to_me = mtype == "hbd-echo" or (msg.get("dest") or "").lower() == self.node
-                if nonce is not None and to_me:
-                    self._echo_received(name, path, mtype == "hbd-echo-reply", nonce, now)
-                return
-            self._receive_unsequenced(name, mtype, msg, now)
+            self._receive_unsequenced(name, path, mtype, msg, now)
             return
         status = ctl.parse_status(msg) if mtype == "status" else None
         beat = Beat(
@@ -501,16 +468,20 @@ class Engine:
                 self._hbd_peers.add(name)
             else:
                 self._hbd_peers.discard(name)
+        self._collect()  # membership's events come before what this message means
+        if mtype != "status":
+            self._heartbeat_message(name, path, mtype, msg, now, source)
+
+    def _heartbeat_message(
+        self, name: str, path: str, mtype: str, msg: hb.HaMessage, now: float, source: str | None
+    ) -> None:
+        """What a new, authenticated, sequenced Heartbeat-format message from `name` means."""
         dest = msg.get("dest")
         to_me = dest is not None and dest.lower() == self.settings.node.lower()
-        self._collect()  # membership's events come before what this message means
-        if mtype == "status":
-            return
         if mtype == "shutdone":
             self.membership.leave(name, now)
             self._collect()
-            return
-        if mtype == "reqnodes":
+        elif mtype == "reqnodes":
             if to_me:
                 self._send_ha(
                     lambda seq, ts: ctl.repnodes_message(
@@ -525,34 +496,42 @@ class Engine:
                     ),
                     now,
                 )
-            return
-        if mtype == "repnodes":
+        elif mtype == "repnodes":
             if to_me and self._local is LocalState.UP and self._reqnodes_at is not None:
                 self._become_active(now)
-            return
-        if mtype == "hbd-advert":
+        elif mtype == "hbd-advert":
             try:
                 payload = bytes.fromhex(msg.get("advert") or "")
             except ValueError:
                 self._drop(path, Dropped(DropReason.MALFORMED, "advert is not hex"), source)
                 return
             self._advert_received(name, payload)
-            return
-        if mtype == "starting" and self._advert is None:
-            # A Heartbeat node going active asks what its peers hold and waits, acquiring
-            # none of its groups and unable to shut down, until one answers "stable".
-            # Without an advert we run no groups: we hold none. (With groups, the answer
-            # is the policy's to give: mixed clusters with groups are not supported yet.)
-            self._send_ha(
-                lambda seq, ts: ctl.resource_message(
-                    *self._src(), seq, self.settings.generation, ts, "none", True, ttl=self._ttl
-                ),
-                now,
-            )
-        fields = tuple((f.name, f.value) for f in msg if isinstance(f.value, str))
-        self._events.append(MessageReceived(name, path, mtype, fields))
+        else:
+            if mtype == "starting" and self._advert is None:
+                # A Heartbeat node going active asks what its peers hold and waits, acquiring
+                # none of its groups and unable to shut down, until one answers "stable".
+                # Without an advert we run no groups: we hold none. (With groups, the answer
+                # is the policy's to give: mixed clusters with groups are not supported yet.)
+                self._send_ha(
+                    lambda seq, ts: ctl.resource_message(
+                        *self._src(), seq, self.settings.generation, ts, "none", True, ttl=self._ttl
+                    ),
+                    now,
+                )
+            fields = tuple((f.name, f.value) for f in msg if isinstance(f.value, str))
+            self._events.append(MessageReceived(name, path, mtype, fields))
 
-    def _receive_unsequenced(self, node: str, mtype: str, msg: hb.HaMessage, now: float) -> None:
+    def _receive_unsequenced(
+        self, node: str, path: str, mtype: str, msg: hb.HaMessage, now: float
+    ) -> None:
+        """An unsequenced message (NS_* flow control, hbd's round-trip echo): answered, never
+        taken as proof of life."""
+        if mtype in ("hbd-echo", "hbd-echo-reply"):
+            nonce = msg.get_hex("echo") if msg.get("echo") else None
+            to_me = mtype == "hbd-echo" or (msg.get("dest") or "").lower() == self.node
+            if nonce is not None and to_me:
+                self._echo_received(node, path, mtype == "hbd-echo-reply", nonce, now)
+            return
         dest = msg.get("dest")
         if dest is None or dest.lower() != self.settings.node.lower():
             return

@@ -66,9 +66,9 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hbd.config.model import AutoFailback
 from hbd.core.advert import NO_NODE, Advert, Standby, group_digest
 from hbd.core.errors import LocalProtocolError
+from hbd.core.model import AutoFailback
 
 ADVERT_SLACK = 1.0  # one advert interval (hbd.core.engine.ADVERT_INTERVAL)
 MAX_DECISIONS = 20

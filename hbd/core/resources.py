@@ -57,8 +57,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hbd.config.model import AgentKind, Resource, ResourceGroup
 from hbd.core.errors import LocalProtocolError
+from hbd.core.model import AgentKind, Resource, ResourceGroup
 
 Op = Literal["start", "stop", "status"]
 

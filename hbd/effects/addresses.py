@@ -21,88 +21,19 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Protocol
 
-from hbd.config.model import Resource
+from hbd.config.ipaddr import AddressError, VirtualAddress, parse_ipaddr, parse_ipv4
+from hbd.core.model import Resource
 from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_GENERIC, OCF_NOT_RUNNING, Op
 
-log = logging.getLogger("hbd.net")
+log = logging.getLogger("hbd.effects.addresses")
 
 ARP_COUNT = 5  # Heartbeat's send_arp / IPaddr2 arp_count default
 ARP_INTERVAL = 0.2  # seconds; IPaddr2 arp_interval default 200 ms
 _CLONE_NEWNET = 0x40000000
 _ETH_P_ARP = 0x0806
-
-
-class AddressError(Exception):
-    """A built-in's argument is wrong, or the system refused an address change."""
-
-
-@dataclass(frozen=True, slots=True)
-class VirtualAddress:
-    """One IPaddr argument, parsed. `iface`/`prefixlen` are None until resolved."""
-
-    ip: IPv4Address
-    prefixlen: int | None = None
-    iface: str | None = None
-    label: str | None = None  # the full label, e.g. "eth0:web"
-    broadcast: IPv4Address | None = None
-
-    @property
-    def network(self) -> IPv4Network:
-        return IPv4Network(f"{self.ip}/{self.prefixlen or 32}", strict=False)
-
-    def resolved(self, iface: str, prefixlen: int) -> VirtualAddress:
-        return VirtualAddress(self.ip, prefixlen, iface, self.label, self.broadcast)
-
-
-def parse_ipaddr(arg: str) -> VirtualAddress:
-    """Parse `ADDR[/PREFIX[/IFACE[:LABEL]][/BROADCAST]]` as Heartbeat's IPaddr2 wrapper does.
-
-    PREFIX may be a bit count or a dotted netmask; a part after PREFIX starting with a
-    digit is the broadcast address (no interface given).
-    """
-    parts = arg.split("/")
-    try:
-        ip = IPv4Address(parts[0])
-    except ValueError:
-        raise AddressError(f"{arg!r}: {parts[0]!r} is not an IPv4 address") from None
-    prefixlen = iface = label = broadcast = None
-    if len(parts) > 1 and parts[1]:
-        prefixlen = _prefix(arg, parts[1])
-    rest = parts[2:]
-    if rest and rest[0] and rest[0][0].isdigit():
-        broadcast, rest = _ip(arg, rest[0]), rest[1:]
-    elif rest and rest[0]:
-        iface = rest[0]
-        if ":" in iface:
-            label, iface = iface, iface.split(":", 1)[0]
-        rest = rest[1:]
-        if rest and rest[0]:
-            broadcast, rest = _ip(arg, rest[0]), rest[1:]
-    if rest:
-        raise AddressError(f"{arg!r}: unexpected {'/'.join(rest)!r} after the address")
-    if label is not None and len(label) > 15:
-        raise AddressError(f"{arg!r}: label {label!r} is longer than 15 characters")
-    return VirtualAddress(ip, prefixlen, iface, label, broadcast)
-
-
-def _prefix(arg: str, text: str) -> int:
-    if text.isdigit() and 0 <= int(text) <= 32:
-        return int(text)
-    try:
-        return IPv4Network(f"0.0.0.0/{text}").prefixlen
-    except ValueError:
-        raise AddressError(f"{arg!r}: {text!r} is neither a prefix length nor a netmask") from None
-
-
-def _ip(arg: str, text: str) -> IPv4Address:
-    try:
-        return IPv4Address(text)
-    except ValueError:
-        raise AddressError(f"{arg!r}: {text!r} is not an IPv4 address") from None
 
 
 def gratuitous_arp(ip: IPv4Address, mac: str, *, reply: bool = False) -> bytes:
@@ -262,7 +193,7 @@ class BuiltinAgents:
     """IPaddr, IPaddr2 and SendArp over an AddressManager; `run` returns (OCF rc, output).
 
     `run` blocks (netlink calls, the ARP burst's pauses): call it from a worker thread,
-    as `hbd.scripts.ScriptRunner` does.
+    as `hbd.effects.agents.ScriptRunner` does.
     """
 
     NAMES = frozenset({"IPaddr", "IPaddr2", "SendArp"})
@@ -335,7 +266,7 @@ class BuiltinAgents:
         ip_text, slash, iface = resource.args[0].partition("/")
         if not slash or not iface:
             raise AddressError("SendArp takes ADDR/IFACE")
-        ip = _ip(resource.args[0], ip_text)
+        ip = parse_ipv4(resource.args[0], ip_text)
         key = resource.spec
         if op == "status":
             return (0, "running") if key in self._arps_sent else (OCF_NOT_RUNNING, "stopped")

@@ -9,7 +9,7 @@ Invocation follows Heartbeat 3.0.6's ResourceManager (`doscript`):
   OCF_RA_VERSION_MAJOR/MINOR, OCF_RESOURCE_TYPE, OCF_RESOURCE_INSTANCE and one
   ``OCF_RESKEY_key=value`` per ``key=value`` argument; a bare first argument names the
   instance (as Heartbeat's `OCF::type::instance` wrapper does). Judged by OCF exit codes.
-- Built-ins (IPaddr, IPaddr2, SendArp) go to an `hbd.net.BuiltinAgents`, run in a
+- Built-ins (IPaddr, IPaddr2, SendArp) go to an `hbd.effects.addresses.BuiltinAgents`, run in a
   worker thread so the event loop never blocks.
 
 Every script runs in its own session (process group) with stdout and stderr going to an
@@ -32,14 +32,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
-from hbd.config.model import AgentKind, Resource
 from hbd.core.errors import ConfigError
+from hbd.core.model import AgentKind, Resource
 from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_INSTALLED, Op, ResourceManager, RunAgent
 
 if TYPE_CHECKING:
-    from hbd.net import BuiltinAgents
+    from hbd.effects.addresses import BuiltinAgents
 
-log = logging.getLogger("hbd.scripts")
+log = logging.getLogger("hbd.effects.agents")
 
 HA_DIR = "/etc/ha.d"
 OCF_ROOT = "/usr/lib/ocf"

@@ -1,4 +1,4 @@
-"""This node's identity: its name, its uuid, and the generation counter kept across starts.
+"""This node's identity: its uuid, and the generation counter kept across starts.
 
 The uuid lives in the state directory (`--state-dir`, default /var/lib/hbd) unless ha.cf
 says `uuidfrom nodename`. The generation is incremented, written and fsync'ed at every
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from hbd.config.syntax import digits
 from hbd.core.errors import HbdError
 
-DEFAULT_STATE_DIR = "/var/lib/hbd"
 UUID_FILE = "uuid"
 GENERATION_FILE = "generation"
 
@@ -29,11 +28,6 @@ class Identity:
     node_name: str
     uuid: bytes  # 16 bytes
     generation: int
-
-
-def local_node_name(override: str | None = None) -> str:
-    """The node name: --node-name if given, else `uname -n`, lowercased as Heartbeat does."""
-    return (override or os.uname().nodename).lower()
 
 
 def _write_durably(path: str, text: str) -> None:
@@ -105,6 +99,6 @@ def load_identity(state_dir: str, node_name: str, uuidfrom: str, hbgenmethod: st
     except OSError as e:
         raise StateError(
             f"{e.filename or state_dir}: {e.strerror}; hbd keeps its uuid and generation in "
-            f"the state directory (--state-dir, default {DEFAULT_STATE_DIR})"
+            f"the state directory (--state-dir)"
         ) from None
     return Identity(node_name, node_uuid, generation)

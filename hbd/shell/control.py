@@ -26,7 +26,7 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class Registry(Protocol):
-    """Where sockets are watched: a `selectors` selector, or `hbd.daemon.LoopRegistry`."""
+    """Where sockets are watched: a `selectors` selector, or `hbd.shell.daemon.LoopRegistry`."""
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> Any: ...
 

@@ -3,7 +3,7 @@
 Data flows one way. A link driver reads bytes; the loop hands them, with the path id and
 the monotonic `now`, to the engine; the engine returns frames to send and events; the loop
 writes the frames and logs the events in words a Heartbeat user can grep. The group keeper
-(`hbd.keeper`) runs the resource groups, the policy, the service probes and the watchdog.
+(`hbd.shell.keeper`) runs the resource groups, the policy, the service probes and the watchdog.
 `hbctl` talks to the control socket. Timers are inputs: the loop sleeps until the earliest
 of the engine's, the witnesses', the drivers' and the keeper's deadlines.
 
@@ -27,31 +27,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hbd.config.load import load_config
+from hbd.config.load import load_config, local_node_name
 from hbd.config.model import Config, Medium, PingGroup, PingNode
-from hbd.control import ControlServer
 from hbd.core import events as ev
-from hbd.core.engine import Engine, EngineSettings
+from hbd.core.engine import Engine
 from hbd.core.errors import HbdError
 from hbd.core.membership import NodeStatus
 from hbd.core.states import NodeState, PathState
 from hbd.core.witness import WitnessDead, Witnesses, WitnessUp
-from hbd.identity import Identity, load_identity, local_node_name
-from hbd.keeper import GroupKeeper
-from hbd.links.base import Driver, Link, LinkLost, LinkOpened, LinkOpenFailed, make_link
+from hbd.effects.addresses import BuiltinAgents, PyrouteAddressManager
+from hbd.effects.agents import Runner, ScriptRunner
+from hbd.effects.identity import Identity, load_identity
+from hbd.effects.realtime import go_realtime
+from hbd.effects.respawn import RespawnedProgram, programs
+from hbd.effects.systemd import Notifier, journal_fields, watchdog_interval
+from hbd.effects.watchdog import Watchdog, WatchdogDevice
+from hbd.links.base import Driver, Link, LinkLost, LinkOpened, LinkOpenFailed
+from hbd.links.factory import make_link
 from hbd.links.ping import PingLink
 from hbd.links.serial import DEFAULT_LOCK_DIR
-from hbd.logsetup import configure_logging
-from hbd.net import BuiltinAgents, PyrouteAddressManager
-from hbd.realtime import go_realtime
-from hbd.respawn import RespawnedProgram, programs
-from hbd.scripts import Runner, ScriptRunner
-from hbd.systemd import Notifier, journal_fields, watchdog_interval
-from hbd.watchdog import Watchdog, WatchdogDevice
+from hbd.shell.control import ControlServer
+from hbd.shell.keeper import GroupKeeper
+from hbd.shell.logsetup import configure_logging
+from hbd.shell.settings import engine_settings
 
 log = logging.getLogger("hbd")
 
-DEFAULT_RUN_DIR = "/run/hbd"
 STATUS_REFRESH = 1.0  # seconds between systemd STATUS= updates (when changed)
 
 
@@ -87,6 +88,58 @@ def redundancy(nodes: tuple[NodeStatus, ...], local: str) -> str:
         if up < 2:
             level = "degraded"
     return level
+
+
+LogLine = tuple[int, str, dict[str, str]]  # level, text, journal fields
+
+
+def event_log_line(event: ev.Event, names: dict[str, str]) -> LogLine | None:
+    """The log line for a core event, in words a Heartbeat user can grep (None: debug)."""
+    if isinstance(event, ev.NodeUp):
+        text = f"Status update for node {event.node}: status up (generation {event.generation})"
+        return logging.INFO, text, {"peer": event.node}
+    if isinstance(event, ev.NodeActive):
+        return (
+            logging.INFO,
+            f"Status update for node {event.node}: status active",
+            {"peer": event.node},
+        )
+    if isinstance(event, ev.NodeDead):
+        return logging.WARNING, f"node {event.node}: is dead", {"peer": event.node}
+    if isinstance(event, ev.NodeLeft):
+        return logging.INFO, f"Received shutdown notice from '{event.node}'.", {"peer": event.node}
+    if isinstance(event, ev.NodeRestarted):
+        text = (
+            f"node {event.node} restarted: generation {event.old_generation} -> "
+            f"{event.new_generation}"
+        )
+        return logging.INFO, text, {}
+    if isinstance(event, ev.PathUp | ev.PathDown):
+        word = "up" if isinstance(event, ev.PathUp) else "dead"
+        text = f"Link {event.node}:{names.get(event.path, event.path)} {word}."
+        return logging.INFO, text, {"peer": event.node, "path": event.path}
+    if isinstance(event, ev.LateHeartbeat):
+        text = (
+            f"Late heartbeat: node {event.node}, interval {event.interval_ms} ms "
+            f"(path {event.path})"
+        )
+        return logging.WARNING, text, {}
+    if isinstance(event, ev.DuplicateNode):
+        text = (
+            f"two sources claim node {event.node}: {event.first} and {event.second} "
+            f"({event.detail}); a cloned machine? give each node its own uuid (remove the "
+            "state directory's uuid file on the clone)"
+        )
+        return logging.ERROR, text, {}
+    if isinstance(event, ev.FrameDropped):
+        text = (
+            f"dropped a frame on {event.path} from {event.source or '?'}: "
+            f"{event.reason.value} {event.detail}"
+        )
+        return logging.DEBUG, text, {}
+    if isinstance(event, ev.LocalActive):
+        return logging.INFO, "Local status now set to: 'active'", {}
+    return None
 
 
 class LoopRegistry:
@@ -292,7 +345,7 @@ class Daemon:
 
     def _restart_engine(self, config: Config, watchdog_timeout: float | None) -> None:
         assert self.identity is not None
-        settings = EngineSettings.from_config(
+        settings = engine_settings(
             config,
             uuid=self.identity.uuid,
             generation=self.identity.generation,
@@ -524,78 +577,14 @@ class Daemon:
     # -- events to log lines ----------------------------------------------------------
 
     def _log_event(self, event: ev.Event) -> None:
-        name = self.names
-        if isinstance(event, ev.NodeUp):
-            log.info(
-                "Status update for node %s: status up (generation %d)",
-                event.node,
-                event.generation,
-                extra=journal_fields(peer=event.node),
-            )
-        elif isinstance(event, ev.NodeActive):
-            log.info(
-                "Status update for node %s: status active",
-                event.node,
-                extra=journal_fields(peer=event.node),
-            )
-        elif isinstance(event, ev.NodeDead):
-            log.warning("node %s: is dead", event.node, extra=journal_fields(peer=event.node))
-        elif isinstance(event, ev.NodeLeft):
-            log.info(
-                "Received shutdown notice from '%s'.",
-                event.node,
-                extra=journal_fields(peer=event.node),
-            )
-        elif isinstance(event, ev.NodeRestarted):
-            log.info(
-                "node %s restarted: generation %d -> %d",
-                event.node,
-                event.old_generation,
-                event.new_generation,
-            )
-        elif isinstance(event, ev.PathUp):
-            log.info(
-                "Link %s:%s up.",
-                event.node,
-                name.get(event.path, event.path),
-                extra=journal_fields(peer=event.node, path=event.path),
-            )
-        elif isinstance(event, ev.PathDown):
-            log.info(
-                "Link %s:%s dead.",
-                event.node,
-                name.get(event.path, event.path),
-                extra=journal_fields(peer=event.node, path=event.path),
-            )
-        elif isinstance(event, ev.LateHeartbeat):
-            log.warning(
-                "Late heartbeat: node %s, interval %d ms (path %s)",
-                event.node,
-                event.interval_ms,
-                event.path,
-            )
-        elif isinstance(event, ev.DuplicateNode):
-            log.error(
-                "two sources claim node %s: %s and %s (%s); a cloned machine? give each node "
-                "its own uuid (remove the state directory's uuid file on the clone)",
-                event.node,
-                event.first,
-                event.second,
-                event.detail,
-            )
-        elif isinstance(event, ev.FrameDropped):
+        if isinstance(event, ev.FrameDropped):
             self.dropped[event.reason.value] += 1
-            log.debug(
-                "dropped a frame on %s from %s: %s %s",
-                event.path,
-                event.source or "?",
-                event.reason.value,
-                event.detail,
-            )
-        elif isinstance(event, ev.LocalActive):
-            log.info("Local status now set to: 'active'")
-        else:
+        line = event_log_line(event, self.names)
+        if line is None:
             log.debug("%s", event)
+            return
+        level, text, fields = line
+        log.log(level, "%s", text, extra=journal_fields(**fields) if fields else None)
 
     # -- status and control -------------------------------------------------------------
 

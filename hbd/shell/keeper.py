@@ -33,10 +33,10 @@ from hbd.core.policy import (
 )
 from hbd.core.states import NodeState
 from hbd.core.witness import Witnesses
+from hbd.effects.agents import Runner, carry_out
+from hbd.effects.systemd import journal_fields
+from hbd.effects.watchdog import WatchdogDevice, default_timeout, magic_close_warning
 from hbd.links.ping import PingLink
-from hbd.scripts import Runner, carry_out
-from hbd.systemd import journal_fields
-from hbd.watchdog import WatchdogDevice, default_timeout, magic_close_warning
 
 log = logging.getLogger("hbd")
 

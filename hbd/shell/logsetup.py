@@ -53,7 +53,7 @@ def configure_logging(config: Config, verbose: int = 0) -> None:
     logger.propagate = False
     fmt = HeartbeatFormatter(config.node_name)
     if _under_journal():
-        from hbd.systemd import make_journal_handler
+        from hbd.effects.systemd import make_journal_handler
 
         journal = make_journal_handler()
         if journal is not None:

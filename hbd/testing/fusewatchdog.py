@@ -62,7 +62,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-from hbd.watchdog import (
+from hbd.effects.watchdog import (
     WDIOC_GETBOOTSTATUS,
     WDIOC_GETSTATUS,
     WDIOC_GETSUPPORT,

@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from hbd.config.model import WireFormat
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.engine import Engine, EngineSettings, PathKind
 from hbd.core.errors import LocalProtocolError
 from hbd.core.events import Event
+from hbd.core.model import WireFormat
 from hbd.core.wire.native import cluster_id
 
 E = TypeVar("E")
