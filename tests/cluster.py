@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from hbd.control import ControlError, request
+from hbd.shell.control import ControlError, request
 
 import netns
 from sampler import VipSampler
