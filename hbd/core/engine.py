@@ -15,12 +15,14 @@ from itself. See `membership.py` for what is decided from what arrives.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hbd.core import acks
 from hbd.core.auth import AuthKeys
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.events import (
@@ -111,6 +113,36 @@ ADVERT_INTERVAL = 1.0  # an unchanged advert is repeated this often (a changed o
 ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
 RTT_WEIGHT = 0.25  # weight of a new sample in the smoothed round-trip time
+SENT_KEPT = 4096  # send times kept for acknowledgements (minutes at 10 heartbeats a second)
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """What this node knows of one peer's hearing of it (from the peer's acknowledgements,
+    `hbd.core.acks`).
+
+    `acks`: the peer acknowledges (an hbd node; Heartbeat does not). `acked_until`: the
+    send time of our newest message the peer has, or, for a peer incarnation that has not
+    acknowledged anything yet, when we first heard that incarnation (it cannot count us dead
+    sooner than a deadtime after it started). None: never heard. `ack_frame_at`: when the
+    peer's latest acknowledging heartbeat arrived."""
+
+    acks: bool
+    acked_until: float | None
+    ack_frame_at: float | None
+    back_at: float | None = None  # when its frames started arriving again after a silence
+    listed: bool = False  # its latest heartbeat lists us: it counts us alive
+
+
+@dataclass(slots=True)
+class _Contact:
+    acks: bool = False
+    generation: int | None = None
+    acked_until: float | None = None
+    ack_frame_at: float | None = None
+    last_frame: float | None = None
+    back_at: float | None = None
+    listed: bool = False
 
 
 @dataclass(slots=True)
@@ -167,6 +199,10 @@ class Engine:
         self._reqnodes_at: float | None = None  # when we last asked for the node list
         self._history: dict[int, hb.HaMessage] = {}  # our sequenced Heartbeat messages
         self._acks: dict[str, _AckTrack] = {}
+        self._sent_at: dict[int, float] = {}  # our sequence -> when sent
+        self._sorted = tuple(sorted(settings.nodes))
+        self._my_index = self._sorted.index(settings.node)
+        self._contacts: dict[str, _Contact] = {n: _Contact() for n in settings.nodes}
         self._ack_trigger = {n: nat.node_id(n) % 10 for n in settings.nodes}
 
     # -- inputs ---------------------------------------------------------------------
@@ -194,6 +230,31 @@ class Engine:
         self._maybe_activate(now)
         if now >= self._next_beat:
             self._send_heartbeat(now)
+
+    def reconfigure(self, settings: EngineSettings, now: float) -> None:
+        """A reload: new paths, timings, keys or wire format, keeping the incarnation
+        (generation, sequence), membership and adverts, so peers notice nothing but what
+        changed. The node, its uuid and the node list cannot change here."""
+        old = self.settings
+        if (settings.node, settings.nodes, settings.uuid) != (old.node, old.nodes, old.uuid):
+            raise LocalProtocolError("the node name, uuid or node list changed: restart instead")
+        self.settings = dataclasses.replace(settings, generation=old.generation)
+        self._paths = dict(settings.paths)
+        self._demux = {
+            pid: self._demux.get(pid) or SerialDemux()
+            for pid, kind in settings.paths
+            if kind is PathKind.SERIAL
+        }
+        self.membership.reconfigure(
+            self._paths,
+            keepalive=settings.keepalive,
+            deadtime=settings.deadtime,
+            warntime=settings.warntime,
+            initdead=settings.initdead,
+            adaptive=settings.adaptive_detector,
+        )
+        self._echo_out = {p: v for p, v in self._echo_out.items() if p in self._paths}
+        self._next_beat = min(self._next_beat, now + settings.keepalive)
 
     # -- outputs --------------------------------------------------------------------
 
@@ -285,11 +346,57 @@ class Engine:
                 now,
             )
             return
-        seq = self._next_seq()
+        seq = self._next_seq(now)
         for pid, _kind in s.paths:
             self._out.append((pid, self._native(pid, nat.FrameKind.HEARTBEAT, b"", seq)))
 
     # -- round trips ----------------------------------------------------------------
+
+    # -- acknowledgements ---------------------------------------------------------
+
+    def contact(self, node: str) -> Contact:
+        """What `node` has acknowledged of ours (see `Contact`)."""
+        c = self._contacts[node]
+        return Contact(c.acks, c.acked_until, c.ack_frame_at, c.back_at, c.listed)
+
+    def _my_acks(self) -> tuple[acks.Ack, ...]:
+        out: list[acks.Ack] = []
+        live = self.membership.live_nodes()
+        for index, name in enumerate(self._sorted):
+            if name == self.settings.node or name not in live:
+                continue  # a peer we count dead is not listed: it learns it is unheard
+            newest = self.membership.newest_heard(name)
+            if newest is not None:
+                out.append(acks.Ack(index, newest[0] & 0xFF, newest[1] % acks.SEQ_MOD))
+        return tuple(out)
+
+    def _note_frame(self, node: str, generation: int, now: float) -> None:
+        """An accepted frame of `node`: a new incarnation of it has heard nothing of ours
+        yet, but cannot count us dead before a deadtime from now."""
+        c = self._contacts[node]
+        if c.last_frame is None or now - c.last_frame >= self.settings.deadtime:
+            c.back_at = now  # heard again after a silence: its acks lag by a round trip
+        c.last_frame = now
+        if c.generation != generation:
+            c.back_at = now  # a new incarnation: it has not had a round trip to hear us
+            c.generation = generation
+            c.acked_until = now if c.acked_until is None else max(c.acked_until, now)
+
+    def _take_acks(self, node: str, entries: tuple[acks.Ack, ...], now: float) -> None:
+        c = self._contacts[node]
+        c.acks = True
+        c.ack_frame_at = now
+        c.listed = False
+        for entry in entries:
+            if entry.index != self._my_index or entry.generation != self.generation & 0xFF:
+                continue  # about another node, or about an incarnation of ours before this
+            c.listed = True
+            seq = acks.full_seq(entry.seq, self._seq)
+            sent = self._sent_at.get(seq) if seq is not None else None
+            if sent is None and seq is not None and self._sent_at:
+                sent = next(iter(self._sent_at.values()))  # older than we keep: that old
+            if sent is not None and (c.acked_until is None or sent > c.acked_until):
+                c.acked_until = sent
 
     def rtt(self, node: str, path: str) -> float | None:
         """The smoothed round-trip time to `node` over `path`, seconds (None: no answer yet;
@@ -369,7 +476,7 @@ class Engine:
                 now,
             )
             return
-        seq = self._next_seq()
+        seq = self._next_seq(now)
         for pid, _kind in s.paths:
             self._out.append((pid, self._native(pid, nat.FrameKind.ADVERT, payload, seq)))
 
@@ -414,7 +521,13 @@ class Engine:
         verdict = self.membership.receive(beat, now)
         if isinstance(verdict, Dropped):
             self._drop(path, verdict, source)
-        elif verdict and frame.kind is nat.FrameKind.ADVERT:
+            return
+        self._note_frame(name, frame.generation, now)
+        if frame.kind is nat.FrameKind.HEARTBEAT:
+            entries = acks.decode_acks(frame.payload)
+            if entries is not None:
+                self._take_acks(name, entries, now)
+        if verdict and frame.kind is nat.FrameKind.ADVERT:
             self._collect()
             self._advert_received(name, frame.payload)
         elif verdict and frame.state is nat.NodeState.LEAVING:
@@ -460,6 +573,12 @@ class Engine:
         if isinstance(verdict, Dropped):
             self._drop(path, verdict, source)
             return
+        self._note_frame(name, origin.generation, now)
+        ack_text = msg.get(ctl.ACK_FIELD) if status is not None else None
+        if ack_text is not None:
+            entries = acks.parse_acks_text(ack_text)
+            if entries is not None:
+                self._take_acks(name, entries, now)
         if not verdict:
             return  # a copy of a message already handled via another path
         self._track_for_ack(name, origin.generation, origin.seq, now)
@@ -614,7 +733,7 @@ class Engine:
 
     def _send_ha(self, build: Callable[[int, int], hb.HaMessage], now: float) -> None:
         """Build a sequenced Heartbeat message with the next seq, keep it for rexmit, send."""
-        seq = self._next_seq()
+        seq = self._next_seq(now)
         msg = build(seq, self._ts(now))
         self._history[seq] = msg
         while len(self._history) > HISTORY:
@@ -690,8 +809,13 @@ class Engine:
         self._events.append(LocalActive(self.settings.node))
         self._next_beat = now  # tell the peers at once, as Heartbeat's set_local_status
 
-    def _next_seq(self) -> int:
+    def _next_seq(self, now: float) -> int:
+        """The next sequence number; its send time is kept so acknowledgements of it tell
+        when a peer last heard us."""
         self._seq += 1
+        self._sent_at[self._seq] = now
+        while len(self._sent_at) > SENT_KEPT:
+            del self._sent_at[next(iter(self._sent_at))]
         return self._seq
 
     def _send_heartbeat(self, now: float) -> None:
@@ -699,6 +823,7 @@ class Engine:
         if self._next_beat <= now:  # the caller fell behind: do not burst
             self._next_beat = now + self.settings.keepalive
         s = self.settings
+        heard = self._my_acks()
         if s.wire is WireFormat.HEARTBEAT:
             status = self._local.value
             self._send_ha(
@@ -711,10 +836,12 @@ class Engine:
                     ts,
                     ttl=self._ttl,
                     watchdog_ms=round((s.watchdog_timeout or 0) * 1000),  # 0: hbd, no watchdog
+                    acks=acks.acks_text(heard),
                 ),
                 now,
             )
             return
-        seq = self._next_seq()
+        seq = self._next_seq(now)
+        payload = acks.encode_acks(heard)
         for pid, _kind in s.paths:
-            self._out.append((pid, self._native(pid, nat.FrameKind.HEARTBEAT, b"", seq)))
+            self._out.append((pid, self._native(pid, nat.FrameKind.HEARTBEAT, payload, seq)))

@@ -64,6 +64,16 @@ class NodeRestarted:
 
 
 @dataclass(frozen=True, slots=True)
+class GenerationWentBack:
+    """A node silent for its deadtime came back with a LOWER generation: a new incarnation
+    (reinstalled, or its state directory lost), taken as a restart and worth a warning."""
+
+    node: str
+    old_generation: int
+    new_generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class PathUp:
     """`path` carries `node` again (or for the first time)."""
 
@@ -151,6 +161,7 @@ Event = (
     | NodeActive
     | NodeDead
     | NodeRestarted
+    | GenerationWentBack
     | NodeLeft
     | PathUp
     | PathDown

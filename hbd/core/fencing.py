@@ -3,17 +3,19 @@
 Theory of operation
 -------------------
 The watchdog resets this node unless it is petted at least every `timeout` seconds. hbd
-pets it only while it can vouch for itself:
+pets it only while it can vouch for itself (docs/policy.md, "the takeover budget"):
 
-- only from the main loop, and only while the loop keeps time: a loop that comes back more
-  than `stall_bound` late (hung, SIGSTOPped, starved) has been silent long enough for its
-  peers to declare it dead and start counting their takeover budget, so it must not carry
-  on: it stops petting and lets the watchdog reset the node;
-- never again once `fence(reason)` was called (the policy found this node isolated or the
-  non-survivor, or a resource could not be stopped).
+- only after every deadline up to now has been looked at, so a pet is never given by a
+  node that should already have gone: `pet_due` is asked last, after the decisions;
+- only while the node keeps time: an input that comes more than `stall_bound` after the
+  one before means the node was hung, SIGSTOPped or starved that long. Its peers may then
+  have declared it dead and started counting their takeover budget, so a node that may be
+  running anything must go (the caller fences); one that runs nothing starts nothing until
+  its view is fresh again;
+- never again once `fence(reason)` was called.
 
-`stall_bound` is deadtime minus one keepalive: a loop late by less was still heartbeating
-within deadtime, so no peer can have declared this node dead.
+`stall_bound` is deadtime minus one keepalive: a node silent for less was still
+heartbeating within deadtime, so no peer can have declared it dead.
 """
 
 from __future__ import annotations
@@ -30,15 +32,21 @@ class Fenced:
 
 
 class Fencing:
-    """Decides each loop turn whether to pet; remembers a fence once decided."""
+    """Pet scheduling and stall detection for one node; remembers a fence once decided."""
 
     def __init__(self, timeout: float | None, *, stall_bound: float, now: float) -> None:
         self.timeout = timeout  # None: no watchdog armed
         self.stall_bound = stall_bound
         self.pet_interval = min(timeout / 4, 1.0) if timeout else 1.0
-        self._last_turn = now
+        self._last_input = now
         self._next_pet = now
         self.fenced: Fenced | None = None
+
+    def observe(self, now: float) -> float | None:
+        """An input arrived at `now`: the gap since the previous one when it is a stall."""
+        gap = now - self._last_input
+        self._last_input = max(self._last_input, now)
+        return gap if gap > self.stall_bound else None
 
     def fence(self, now: float, reason: str) -> Fenced | None:
         """Stop petting for good. Returns the new Fenced, or None if already fenced."""
@@ -47,21 +55,18 @@ class Fencing:
         self.fenced = Fenced(now, reason)
         return self.fenced
 
-    def turn(self, now: float) -> tuple[bool, Fenced | None]:
-        """One loop turn: (pet now?, a fence decided in this turn because the loop stalled)."""
-        gap = now - self._last_turn
-        self._last_turn = now
-        new: Fenced | None = None
-        if gap > self.stall_bound:
-            new = self.fence(
-                now,
-                f"the event loop stalled for {gap:.1f} s (more than {self.stall_bound:.1f} s): "
-                "peers may already count this node dead",
-            )
+    def unfence(self) -> None:
+        """Serve again: only for a node that went without a watchdog (nothing reset it)."""
+        if self.timeout is not None:
+            raise ValueError("a node that stopped petting an armed watchdog cannot come back")
+        self.fenced = None
+
+    def pet_due(self, now: float) -> bool:
+        """Whether to pet now (then the next pet is scheduled)."""
         if self.timeout is None or self.fenced is not None or now < self._next_pet:
-            return False, new
+            return False
         self._next_pet = now + self.pet_interval
-        return True, new
+        return True
 
     def get_timer(self) -> float | None:
         if self.timeout is None or self.fenced is not None:

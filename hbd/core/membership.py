@@ -24,7 +24,10 @@ How.
   every path a copy arrived on but refuses the same copy twice on one path (a replay).
   Sequence gaps seen on a path are its losses.
 - A higher generation means the peer restarted (NodeRestarted); an older one is stale
-  and dropped.
+  and dropped, unless the node has been silent for its deadtime: then the lower generation
+  is a new incarnation (a reinstalled node, a lost state directory), taken as a restart and
+  reported (GenerationWentBack). Replays of a dead node's old frames are the replay
+  defence's to refuse (signed frames carry no freshness of their own).
 - The gap between two status heartbeats from a node, past warntime, is a LateHeartbeat.
 - A node name heard with two uuids, one uuid heard under two names, two source
   addresses for one node on one path within deadtime, or an older generation still
@@ -50,6 +53,7 @@ from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.events import (
     DuplicateNode,
     Event,
+    GenerationWentBack,
     LateHeartbeat,
     NodeActive,
     NodeDead,
@@ -228,12 +232,19 @@ class Membership:
         path = node.paths.get(beat.path)
         if path is None:
             raise LocalProtocolError(f"unknown path id {beat.path!r}")
-        if node.left is not None and beat.generation <= node.left:
+        current = node.window.generation
+        reinstalled = (
+            current is not None and beat.generation < current and self._silent_long(node, now)
+        )
+        if node.left is not None and beat.generation <= node.left and not reinstalled:
             # copies of the goodbye (or anything older) still arriving on other paths
             return Dropped(
                 DropReason.STALE, f"{node.name} left the cluster (generation {node.left})"
             )
         self._timer_stale = True
+        if reinstalled:
+            assert current is not None
+            self._reincarnate(node, current, beat.generation)
 
         before = (node.window.generation, node.window.highest)
         verdict = node.window.check(beat.generation, beat.seq)
@@ -260,6 +271,52 @@ class Membership:
         if fresh:
             self._refresh_node(node, beat, now)
         return fresh
+
+    def _silent_long(self, node: _Node, now: float) -> bool:
+        """Silent for its whole deadtime (or never heard): its old incarnation is gone."""
+        if node.state is NodeState.DEAD or node.last_heard is None:
+            return True
+        return now - node.last_heard >= self._node_deadtime(node)
+
+    def _reincarnate(self, node: _Node, old: int, new: int) -> None:
+        """Forget the old incarnation's windows: `new` < `old` starts over."""
+        if node.window.highest is not None:
+            node.generation_tops[old] = node.window.highest
+        node.window = ReplayWindow(REPLAY_WIDTH)
+        for path in node.paths.values():
+            path.window = ReplayWindow(REPLAY_WIDTH)
+        node.left = None
+        node.last_beat = None
+        self._events.append(GenerationWentBack(node.name, old, new))
+        self._events.append(NodeRestarted(node.name, old, new))
+
+    def reconfigure(
+        self,
+        paths: Iterable[str],
+        *,
+        keepalive: float,
+        deadtime: float,
+        warntime: float,
+        initdead: float,
+        adaptive: bool,
+    ) -> None:
+        """A reload: paths added (state init) or removed, new timings; every node's state,
+        windows and history are kept."""
+        if keepalive <= 0 or deadtime <= 0 or initdead < 0 or warntime < 0:
+            raise LocalProtocolError(
+                f"bad timing: keepalive={keepalive} deadtime={deadtime} "
+                f"warntime={warntime} initdead={initdead}"
+            )
+        self.path_ids = tuple(dict.fromkeys(paths))
+        for node in self._nodes.values():
+            node.paths = {p: node.paths.get(p) or _Path() for p in self.path_ids}
+        if adaptive and (self.detector is None or keepalive != self.keepalive):
+            self.detector = PhiAccrual(keepalive)
+        elif not adaptive:
+            self.detector = None
+        self.keepalive, self.deadtime, self.warntime = keepalive, deadtime, warntime
+        self.initdead = initdead
+        self._timer_stale = True
 
     def leave(self, name: str, now: float) -> None:
         """`name` said it is leaving (after its message was accepted by `receive`): every
@@ -338,6 +395,23 @@ class Membership:
         return all(
             n.last_heard is not None or n.state is NodeState.DEAD for n in self._nodes.values()
         )
+
+    def newest_heard(self, name: str) -> tuple[int, int] | None:
+        """(generation, highest sequence) accepted from `name`, None before its first frame."""
+        window = self._node(name).window
+        if window.generation is None or window.highest is None:
+            return None
+        return window.generation, window.highest
+
+    def has_left(self, name: str) -> bool:
+        """`name` said goodbye (and has not come back since)."""
+        node = self._node(name)
+        return node.left is not None and node.state is NodeState.DEAD
+
+    def addresses_of(self, name: str) -> tuple[str, ...]:
+        """The source addresses `name`'s frames came from on datagram paths."""
+        node = self._node(name)
+        return tuple(dict.fromkeys(p.source for p in node.paths.values() if p.source))
 
     def uuid_of(self, name: str) -> bytes | None:
         """The uuid `name` last advertised, None if it never did."""

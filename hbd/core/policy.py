@@ -1,61 +1,47 @@
-"""The link-redundancy policy: who holds each resource group, and when a node fences itself.
+"""The link-redundancy policy: who holds each resource group, and when a node must go.
 
 Theory of operation
 -------------------
-What it decides: for each haresources group, whether THIS node should acquire it, release
-it, or leave it; and whether this node must fence itself (stop petting its watchdog).
-It never decides alone what another node does: every start is justified by what the peers
-said (their adverts, `hbd.core.advert`) or by evidence that a lost peer cannot be serving.
+docs/policy.md opens with the table of situations and required outcomes this module
+implements, and holds the proof of the takeover budget; read it first. In short:
 
-Inputs (`update`, with `now`): the membership view of every peer (alive or not, when last
-heard, the watchdog timeout it advertises, how many paths are up), each live peer's latest
-advert, whether any ping witness answers, this node's own groups (may any resource be
-running? did a start fail?), and for each group with a service address when that address
-last answered a probe from here. Operator commands come as `standby(mode)` and
-`takeover(mode)`.
+What it decides, for ONE node: for each haresources group, acquire it, release it, or
+leave it; and whether this node must go (release everything and stop petting its
+watchdog, so it is reset before a peer takes over).
 
-The target. From the same inputs every node computes the same target for a group: the first
-node, preferred node first, that is alive and does not refuse the group (standby, or a group
-that failed to start there); with `auto_failback off` a group stays on the live node already
-running it.
+Inputs (`update`, `now` always a parameter): each peer's view from membership and the
+acknowledgements (`PeerView`: alive, left, last heard, advertised watchdog, whether the
+peer may already count this node dead -- "unheard" -- and whether its frames say it does
+not hear this node -- "deaf"), the peers' adverts (`hbd.core.advert`), whether this node
+reaches a ping witness (`Isolation`), this node's own groups (`LocalGroup`), and when each
+probe answered: a peer's own addresses, and each group's service addresses. Operator
+commands come as `standby(mode)` and `takeover(mode)`.
 
-Hand-off between live nodes (never two at once): a node releases a group whose target is
-another node; it starts a group whose target is itself only when EVERY live peer's latest
-advert says "its target is you, and it is not running here". A peer that is running a group
-says so until its resource manager reports every resource stopped, so a start can only
-follow a completed stop. A peer that has not advertised yet (just started, or a Heartbeat
-node) blocks every start.
-
-A lost peer (dead, or alive but no longer hearing us, as its advert says) is the hard case:
-from here a crashed peer and a partition look the same. This node takes over a group a lost
-peer may be running only when all of these hold:
-  1. it is not isolated: when ping witnesses are configured, at least one answers;
-  2. the takeover budget has passed since the peer was last heard: twice the watchdog timeout
-     it advertised plus one advert interval (sbd's rule, plus the time an asymmetric cut
-     takes to become known); with no watchdog on the peer, its deadtime, and a warning that
-     safety then rests on the paths alone;
-  3. there is evidence the peer is not serving it: for a group with a service address, that
-     address has not answered a probe for `probe_window` (a partitioned holder keeps
-     answering; a crashed, hung-then-reset or isolated one does not); for a group without
-     one, this node is the designated survivor (below) or the operator said `takeover`.
-The side that keeps running a group across a partition is the one still serving it, so a
-partition never makes two holders.
-
-The designated survivor decides groups that have no service address: while connected, both
-nodes compute it from the same adverts: the node running FEWEST such groups (the standby),
-ties to the first in name order. A node that loses its peers while running such groups and
-is not the survivor releases them and fences itself; the survivor takes them after the
-budget. So a crashed holder is replaced, and a partition moves the service once; the price
-is that a crashed standby makes the holder give its address-less groups up (a service
-address avoids that: the probe rule needs no survivor).
-
-Isolation: a node that has lost every peer and reaches none of its configured ping witnesses
-releases everything, fences itself if it was running anything, and never takes over.
-
-Why the budget is safe: a node that must go stops petting at the latest when it declares its
-peer lost (deadtime after last hearing it, plus at most one advert interval when the cut is
-asymmetric); its watchdog resets it at most W later. The survivor waits 2 W + one advert
-interval from when it last heard that node, which is later (deadtime <= W).
+1. Targets. From the same adverts every node computes the same target for a group: an
+   active takeover claim's claimant, else the first node, preferred first, that is
+   reachable and does not refuse it (standby, or a start that failed there); with
+   `auto_failback off` a group stays where it is started.
+2. Hand-off between nodes that hear each other (never two at once): a node releases a
+   group whose target is another; it starts one whose target is itself only when every
+   live peer's advert says "your target, not running here", given after it saw our claim
+   (advert epochs). A stop must complete before the peer says "not running".
+3. A holder never gives a group up because it lost its peer. It goes (releases
+   everything and fences) only when a peer may already count it dead ("unheard": no
+   acknowledgement of our frames for our deadtime) AND either that peer is alive and deaf
+   to us (a one-way cut: it will take over) or this node reaches no ping witness
+   (isolated). So the death of a standby never interrupts a holder.
+4. A node takes over a group a lost (silent) peer may be running only when: it is not
+   cut off (reaches a ping witness, or has none to ask), the takeover budget has passed
+   since it last heard the peer (from its own start if it never did), and nothing of the
+   peer answers a probe: neither the peer's own addresses nor the group's service
+   addresses, for `probe_window`. A partitioned peer answers, so nothing moves; a dead,
+   reset or isolated one does not.
+5. Budget = max(deadtime, deadping) + keepalive + W + margin, W the peer's advertised
+   watchdog timeout (the worst case, `peer_watchdog_timeout`, for a peer never heard since
+   start). By then a peer that must go has been reset: docs/policy.md has the proof.
+6. What two nodes alone cannot tell apart -- every path cut, both reach a ping node,
+   nothing of the peer answers -- puts a group on both (the residual case,
+   docs/policy.md); a third vote is the only cure.
 """
 
 from __future__ import annotations
@@ -64,14 +50,14 @@ import dataclasses
 import enum
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hbd.core.advert import NO_NODE, Advert, Standby, group_digest
 from hbd.core.errors import LocalProtocolError
 from hbd.core.model import AutoFailback
 
-ADVERT_SLACK = 1.0  # one advert interval (hbd.core.engine.ADVERT_INTERVAL)
-MAX_DECISIONS = 20
+MAX_DECISIONS = 40
+TAKEOVER_MARGIN = 0.25  # seconds: latency both ways, loop and watchdog timer slack
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +71,37 @@ class GroupInfo:
 
 @dataclass(frozen=True, slots=True)
 class PeerView:
-    """One configured peer, from the membership view."""
+    """One configured peer, from membership and its acknowledgements of our frames."""
 
     name: str
-    alive: bool
-    known: bool  # heard, or declared dead (initdead passed): False while still in init
-    last_heard: float | None
-    watchdog: float | None  # the watchdog timeout it advertises, seconds
+    alive: bool  # heard within its deadtime
+    known: bool  # heard, or initdead passed (False: still waiting for first contact)
+    last_heard: float | None  # None: not heard since this node started
+    watchdog: float | None  # advertised watchdog timeout (None: no watchdog, or never heard)
     deadtime: float  # the deadtime that applies to it
+    generation: int | None = None
+    left: bool = False  # said goodbye: a clean stop, not a partition
+    unheard: bool = False  # it may already count this node dead
+    unheard_at: float | None = None  # when `unheard` becomes true, if it is not yet
+    deaf: bool = False  # alive, and its frames say it has not heard us for our deadtime
+    answered: float | None = None  # when a probe of its own addresses last answered
+
+
+class Isolation(enum.Enum):
+    """Whether this node can still reach the world outside the cluster."""
+
+    REACHES = "a ping node answers"
+    ISOLATED = "no ping node answers"
+    NO_WITNESSES = "no ping nodes are configured: isolation cannot be told"
+    UNPROVEN = (
+        "no ping node has answered since start although a peer was heard over the network: "
+        "a configuration problem, not evidence of isolation"
+    )
+    UNKNOWN = "no ping node has answered since start: this node may be cut off"
+
+    @property
+    def cut_off(self) -> bool:
+        return self in (Isolation.ISOLATED, Isolation.UNKNOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +111,22 @@ class LocalGroup:
     may_run: bool  # any resource not known stopped
     failed: bool = False  # a start failed here: refuse the group until an operator acts
     started: bool = False  # every resource known running
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """The policy's configuration, as plain values."""
+
+    local: str
+    nodes: tuple[str, ...]
+    groups: tuple[GroupInfo, ...]
+    auto_failback: AutoFailback
+    watchdog_armed: bool
+    keepalive: float
+    deadping: float
+    probe_window: float
+    peer_watchdog: float | None  # assumed for a peer never heard since start (None: none)
+    margin: float = TAKEOVER_MARGIN
 
 
 # -- actions (imperatives) ---------------------------------------------------------------
@@ -121,7 +146,8 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class SelfFence:
-    """Stop petting the watchdog: this node must be reset before its peer takes over."""
+    """This node must go: release everything and stop petting the watchdog, so it is reset
+    before its peer takes over (without a watchdog: release everything, and hope)."""
 
     reason: str
 
@@ -139,106 +165,104 @@ class Decision:
 
 
 class Why(enum.Enum):
-    """Why a group is not acquired right now (kept to log each reason once)."""
+    """Why a group is not acquired right now (kept to say each reason once a second)."""
 
     AGREEMENT = "waiting for the peers to agree"
     BUDGET = "takeover budget"
-    SERVICE = "service address still answers"
-    SURVIVOR = "not the designated survivor"
-    ISOLATED = "isolated"
-    FENCED = "fenced"
+    ANSWERS = "the peer still answers"
+    CUT_OFF = "cut off"
+    SUSPENDED = "settling after a stall"
 
 
 @dataclass
 class _Lost:
-    """What is remembered of a peer once it is lost."""
+    """What is remembered of a silent peer."""
 
     since: float
     last_heard: float | None
-    advert: Advert | None  # its last advert before it was lost
+    advert: Advert | None  # its last advert before it went silent
+
+
+@dataclass
+class _Claim:
+    mode: Standby
+    membership: tuple[tuple[str, bool, int | None], ...]  # what the peers were when made
 
 
 @dataclass
 class _State:
     standby: Standby = Standby.NONE
-    claim: Standby = Standby.NONE
+    claim: _Claim | None = None
     claim_id: int = 0
-    applied_claims: dict[str, int] = field(default_factory=dict)
-    forced: set[str] = field(default_factory=set)  # groups `takeover` forced past the survivor rule
 
 
 class Policy:
-    """Decides acquisitions, releases and self-fencing for one node."""
+    """Decides acquisitions, releases and going for one node. See the module docstring."""
 
-    def __init__(
-        self,
-        local: str,
-        nodes: tuple[str, ...],
-        groups: tuple[GroupInfo, ...],
-        auto_failback: AutoFailback,
-        *,
-        watchdog_armed: bool,
-        has_witnesses: bool,
-        probe_window: float,
-        now: float,
-    ) -> None:
-        if local not in nodes:
-            raise LocalProtocolError(f"local node {local!r} is not in {nodes}")
-        self.local = local
-        self.nodes = tuple(sorted(nodes))  # indexes in adverts: the same on every node
-        self.groups = groups
-        self._index = {g.name: i for i, g in enumerate(groups)}
-        self.digest = group_digest(tuple(g.name for g in groups))
-        self.auto_failback = auto_failback
-        self.watchdog_armed = watchdog_armed
-        self.has_witnesses = has_witnesses
-        self.probe_window = probe_window
+    def __init__(self, settings: PolicySettings, *, now: float) -> None:
+        if settings.local not in settings.nodes:
+            raise LocalProtocolError(f"local node {settings.local!r} is not in {settings.nodes}")
+        self.settings = settings
+        self.local = settings.local
+        self.nodes = tuple(sorted(settings.nodes))  # indexes in adverts: the same everywhere
+        self.groups = settings.groups
+        self.started = now
+        self._index = {g.name: i for i, g in enumerate(self.groups)}
+        self.digest = group_digest(tuple(g.name for g in self.groups))
         self._state = _State()
         self._peers: dict[str, PeerView] = {}
         self._adverts: dict[str, Advert] = {}
-        self._last_advert: dict[str, Advert] = {}  # kept after a peer is lost
+        self._last_advert: dict[str, Advert] = {}  # kept after a peer goes silent
         self._lost: dict[str, _Lost] = {}
-        self._heard_by: set[str] = set()  # peers whose adverts said they hear us
-        self._frozen_survivor: str | None = None  # the survivor when contact was lost
         self._epoch = 0
-        self._content: Advert | None = None  # the last published content, epoch aside
+        self._content: Advert | None = None
         self._published: Advert | None = None
         self._claim_epoch: dict[str, int] = {}  # group -> epoch that first claimed it
-        self._local: dict[str, LocalGroup] = {g.name: LocalGroup(False) for g in groups}
-        self._probes: dict[str, float | None] = {}
-        self._witness_up = True
-        self._pending: set[str] = set()  # groups asked to acquire or release, not settled
+        self._local: dict[str, LocalGroup] = {g.name: LocalGroup(False) for g in self.groups}
+        self._group_answered: dict[str, float | None] = {}
+        self._isolation = Isolation.NO_WITNESSES
+        self._reach_since: float | None = now  # not cut off since then, continuously
+        self._pending: dict[str, str] = {}  # group -> "acquire" or "release", not settled
         self._actions: deque[Action] = deque()
         self.decisions: deque[Decision] = deque(maxlen=MAX_DECISIONS)
+        self.decisions_made = 0  # ever, so a reader can tell which lines are new
         self._said: dict[tuple[str, Why], float] = {}
         self.fenced: str | None = None
+        self._unfencible = False  # went without a watchdog: may serve once peers hear us
+        self._suspended_until: float | None = None
         self._timer: float | None = None
 
     # -- inputs ---------------------------------------------------------------------
 
     def standby(self, mode: str, now: float) -> None:
-        """`hbctl standby all|local|foreign|off`: refuse those groups from now on."""
+        """`hbctl standby all|local|foreign|off`: refuse those groups until `standby off`."""
         self._state.standby = Standby.parse(mode)
+        self._end_claim(now, "a new operator command")
         self._decide_line(now, f"standby {mode}", "operator request")
 
     def takeover(self, mode: str, now: float) -> None:
-        """`hbctl takeover all|local|foreign|failback`: ask the peers to give these up.
+        """`hbctl takeover all|local|foreign|failback`: bring these groups here, once.
 
-        Live peers apply the claim once (it becomes their standby); groups a lost peer may
-        run are taken past the survivor rule (the operator asserts the peer is down), still
-        only after the takeover budget."""
+        The claim travels in the advert; every node makes the claimant the target of the
+        groups it covers until the claim ends: at the next membership change (a peer lost,
+        back or restarted) or operator command. It never overrides the partition rules."""
         claim = Standby.LOCAL if mode == "failback" else Standby.parse(mode)
         if claim is Standby.NONE:
             raise LocalProtocolError("takeover needs all, local, foreign or failback")
         self._state.standby = Standby.NONE
-        self._state.claim = claim
+        self._state.claim = _Claim(claim, self._membership())
         self._state.claim_id = (self._state.claim_id + 1) & 0xFFFF
         for g in self.groups:
-            if claim.covers(g.preferred == self.local):
-                self._state.forced.add(g.name)
-                if self._local[g.name].failed:
-                    self._local[g.name] = LocalGroup(self._local[g.name].may_run, False)
-        self._decide_line(now, f"takeover {mode}", "operator request")
+            if claim.covers(g.preferred == self.local) and self._local[g.name].failed:
+                self._local[g.name] = LocalGroup(self._local[g.name].may_run, False)
+        self._decide_line(
+            now, f"takeover {mode}", "operator request: until the next membership change"
+        )
+
+    def suspend_takeovers(self, until: float, now: float, reason: str) -> None:
+        """Start nothing before `until` (the view is stale: the loop was stalled)."""
+        self._suspended_until = until
+        self._decide_line(now, "start nothing for now", reason)
 
     def update(
         self,
@@ -246,15 +270,15 @@ class Policy:
         *,
         peers: tuple[PeerView, ...],
         adverts: Mapping[str, Advert],
-        witness_up: bool,
+        isolation: Isolation,
         local: Mapping[str, LocalGroup],
-        probes: Mapping[str, float | None],
+        group_answered: Mapping[str, float | None] | None = None,
         last_words: Mapping[str, Advert] | None = None,
     ) -> None:
         """Take in the current view and decide; actions come out of `next_action()`.
 
-        `last_words` are dead peers' final adverts (a node stopping cleanly says "stopped"
-        and goodbye in one breath): what a lost peer last said it ran."""
+        `last_words` are silent peers' final adverts (a node stopping cleanly says
+        "stopped" and goodbye in one breath): what a lost peer last said it ran."""
         self._peers = {p.name: p for p in peers}
         for name, advert in (last_words or {}).items():
             if advert.digest == self.digest:
@@ -267,12 +291,27 @@ class Policy:
             if advert.digest != self.digest:
                 self._say(now, name, Why.AGREEMENT, f"{name} lists different resource groups")
         self._last_advert.update(self._adverts)
-        self._witness_up = witness_up
+        if isolation.cut_off:
+            self._reach_since = None
+        elif self._reach_since is None:
+            self._reach_since = now  # probes sent while cut off proved nothing
+        self._isolation = isolation
         self._local.update(local)
-        self._probes = dict(probes)
-        self._apply_claims(now)
+        self._group_answered = dict(group_answered or {})
         self._track_lost(now)
+        self._check_claim(now)
         self._decide(now)
+
+    def fenced_elsewhere(self, now: float, reason: str) -> None:
+        """The node goes for a reason found outside the policy (a stalled loop, a resource
+        that cannot be stopped): release everything, take nothing."""
+        if self.fenced is None:
+            self.fenced = reason
+            self._decide_line(now, "self-fence", reason)
+
+    def settled(self, group: str) -> None:
+        """The resource manager finished what was asked for `group`: ask again if needed."""
+        self._pending.pop(group, None)
 
     # -- outputs --------------------------------------------------------------------
 
@@ -280,7 +319,8 @@ class Policy:
         return self._actions.popleft() if self._actions else None
 
     def get_timer(self) -> float | None:
-        """When a waiting takeover becomes possible (a budget or probe window ends)."""
+        """When the decision may change with no new input (a budget, a probe window, the
+        moment a peer may count us dead, the end of a suspension)."""
         return self._timer
 
     def advert(self) -> Advert:
@@ -289,10 +329,365 @@ class Policy:
         assert self._published is not None
         return self._published
 
+    def peer_adverts(self) -> dict[str, Advert]:
+        return dict(self._adverts)
+
+    def targets(self) -> dict[str, str | None]:
+        return {g.name: self._target(g) for g in self.groups}
+
+    @property
+    def isolation(self) -> Isolation:
+        return self._isolation
+
+    def summary(self) -> dict[str, object]:
+        """The operator-visible state: standby and takeover in force on every node."""
+        standby = {self.local: self._state.standby.name.lower()}
+        claims: dict[str, str] = {}
+        if self._state.claim is not None:
+            claims[self.local] = self._state.claim.mode.name.lower()
+        for name, advert in self._adverts.items():
+            standby[name] = advert.standby.name.lower()
+            if advert.claim is not Standby.NONE:
+                claims[name] = advert.claim.name.lower()
+        return {
+            "standby": standby,
+            "takeover": claims,
+            "isolation": self._isolation.value,
+            "lost": sorted(self._lost),
+            "fenced": self.fenced,
+        }
+
+    # -- the decision ---------------------------------------------------------------
+
+    def _decide(self, now: float) -> None:
+        self._timer = None
+        self._publish()
+        running_any = any(lg.may_run for lg in self._local.values())
+        if running_any:
+            self._check_must_go(now)
+        for g in self.groups:
+            mine = self._local[g.name]
+            target = self._target(g)
+            if self.fenced is not None:
+                if mine.may_run:
+                    self._release(g, now, "this node is going: " + self.fenced)
+                continue
+            if mine.may_run and target != self.local:
+                self._release(g, now, f"its target is {target or 'no node'}")
+            elif target == self.local and not mine.started:
+                # not running, or in doubt (a status that timed out, a half-started group
+                # after a crash): acquiring asks each resource's status before starting it
+                self._maybe_acquire(g, now)
+            else:
+                self._pending.pop(g.name, None)
+
+    def _check_must_go(self, now: float) -> None:
+        """Rule 3: go when a peer may count us dead and will take over (alive but deaf to
+        us), or when we are cut off from the world (isolated)."""
+        for peer in self._peers.values():
+            if peer.left:
+                continue
+            if not peer.unheard:
+                if peer.unheard_at is not None:
+                    self._wait(peer.unheard_at)
+                continue
+            if peer.deaf:
+                self._fence(
+                    now,
+                    f"{peer.name} does not hear this node any more (a one-way cut) and will "
+                    "take its groups over",
+                )
+                return
+            if self._isolation.cut_off:
+                self._fence(
+                    now,
+                    f"isolated: {peer.name} may count this node dead and {self._isolation.value}",
+                )
+                return
+
+    def _maybe_acquire(self, g: GroupInfo, now: float) -> None:
+        if self._suspended_until is not None:
+            if now < self._suspended_until:
+                self._wait(self._suspended_until)
+                self._say(now, g.name, Why.SUSPENDED, "the event loop stalled: settling first")
+                return
+            self._suspended_until = None
+        waiting = [n for n, p in self._peers.items() if not p.known]
+        if waiting:
+            self._say(
+                now, g.name, Why.AGREEMENT, f"waiting for first contact with {', '.join(waiting)}"
+            )
+            return
+        if not self._live_peers_agree(g, now):
+            return
+        for name, lost in self._lost.items():
+            if self._may_run_on(name, g, lost) and not self._lost_peer_ready(name, g, now):
+                return
+        if g.name not in self._pending:
+            self._pending[g.name] = "acquire"
+            reason = self._acquire_reason(g)
+            self._actions.append(Acquire(g.name, reason))
+            self._decide_line(now, f"acquire {g.name}", reason)
+
+    def _live_peers_agree(self, g: GroupInfo, now: float) -> bool:
+        me = self._index_of(self.local)
+        i = self._index[g.name]
+        for name, peer in self._peers.items():
+            if name in self._lost:
+                continue
+            if peer.deaf:
+                self._say(now, g.name, Why.AGREEMENT, f"{name} does not hear us: it cannot agree")
+                return False
+            advert = self._adverts.get(name)
+            if advert is None:
+                self._say(now, g.name, Why.AGREEMENT, f"no advert from {name} yet")
+                return False
+            if advert.running[i] or advert.targets[i] != me:
+                self._say(now, g.name, Why.AGREEMENT, f"{name} has not handed it over yet")
+                return False
+            claim = self._claim_epoch.get(g.name)
+            saw = advert.saw(me)
+            if claim is None or saw is None or (saw - claim) & 0xFFFF >= 0x8000:
+                # its "target: you" predates our claim: wait for its answer to the claim
+                self._say(now, g.name, Why.AGREEMENT, f"waiting for {name} to see our claim")
+                return False
+        return True
+
+    def _lost_peer_ready(self, name: str, g: GroupInfo, now: float) -> bool:
+        """Rule 4: may `g` be taken from the silent peer `name`, which may be running it?"""
+        peer = self._peers.get(name)
+        if peer is None:
+            return True
+        if not peer.left and self._isolation.cut_off:
+            self._say(
+                now,
+                g.name,
+                Why.CUT_OFF,
+                f"{name} is silent but this node is cut off ({self._isolation.value})",
+            )
+            return False
+        window = self.settings.probe_window
+        reach = self._reach_since if self._reach_since is not None else now
+        if now < reach + window:
+            self._wait(reach + window)
+            self._say(
+                now,
+                g.name,
+                Why.ANSWERS,
+                "this node was cut off until just now: its probes of "
+                f"{name} need {window:g} s of silence to mean anything",
+            )
+            return False
+        # any address the peer may hold proves it alive: its own, and every service
+        # address of a group it may be running
+        lost = self._lost[name]
+        answers = [
+            self._group_answered.get(h.name)
+            for h in self.groups
+            if h.addresses and self._may_run_on(name, h, lost)
+        ]
+        answered = max((t for t in answers if t is not None), default=None)
+        ready_at = self.takeover_at(peer, answered)
+        if now < ready_at:
+            self._wait(ready_at)
+            heard = peer.last_heard if peer.last_heard is not None else self.started
+            if peer.answered is not None and peer.answered > heard:
+                why, text = (
+                    Why.ANSWERS,
+                    (
+                        f"{name} is silent on every path but its address answers: a partition, "
+                        "not a death; nothing moves"
+                    ),
+                )
+            elif answered is not None and answered > heard:
+                why, text = (
+                    Why.ANSWERS,
+                    (
+                        f"{', '.join(g.addresses)} still answers: {name} is partitioned, not "
+                        "dead; it keeps the group"
+                    ),
+                )
+            else:
+                why, text = (
+                    Why.BUDGET,
+                    (
+                        f"{name} may still run it: takeover in {ready_at - now:.1f} s "
+                        f"({self._budget_text(peer)})"
+                    ),
+                )
+            self._say(now, g.name, why, text)
+            return False
+        return True
+
+    def takeover_at(self, peer: PeerView, *answers: float | None) -> float:
+        """Rules 4 and 5: when a peer that may run a group has certainly been reset if it had
+        to go. The budget counts from its last sign of life: a heartbeat, or an answer to a
+        probe of its own addresses (or of the group's service addresses, `answers`). A
+        peer partitioned but answering keeps pushing it out: nothing moves."""
+        s = self.settings
+        base = peer.last_heard if peer.last_heard is not None else self.started
+        for t in (peer.answered, *answers):
+            if t is not None and t > base:
+                base = t
+        watchdog = peer.watchdog if peer.last_heard is not None else s.peer_watchdog
+        return base + max(peer.deadtime, s.deadping) + s.keepalive + (watchdog or 0) + s.margin
+
+    def _release(self, g: GroupInfo, now: float, reason: str) -> None:
+        if self._pending.get(g.name) == "release":
+            return  # asked already (a release overrides an acquisition under way)
+        self._pending[g.name] = "release"
+        self._actions.append(Release(g.name, reason))
+        self._decide_line(now, f"release {g.name}", reason)
+
+    def _fence(self, now: float, reason: str) -> None:
+        if self.fenced is not None:
+            return
+        self.fenced = reason
+        self._unfencible = not self.settings.watchdog_armed
+        self._actions.append(SelfFence(reason))
+        if self.settings.watchdog_armed:
+            self._decide_line(now, "self-fence", reason)
+        else:
+            self._decide_line(
+                now,
+                "release everything (no watchdog to fence with)",
+                reason + "; with no watchdog armed, safety rests on the release completing",
+            )
+
+    # -- the view ---------------------------------------------------------------------
+
+    def _target(self, g: GroupInfo) -> str | None:
+        order = [g.preferred, *(n for n in self.nodes if n != g.preferred)]
+        candidates = [n for n in order if self._reachable(n) and not self._refuses(n, g)]
+        if not candidates:
+            return None
+        for n in self.nodes:
+            claim = self._claim_of(n)
+            if n in candidates and claim is not None and claim.covers(g.preferred == n):
+                return n
+        if self.settings.auto_failback is AutoFailback.OFF:
+            for n in candidates:
+                if self._running_on(n, g):
+                    return n
+        return candidates[0]
+
+    def _claim_of(self, node: str) -> Standby | None:
+        if node == self.local:
+            return self._state.claim.mode if self._state.claim is not None else None
+        advert = self._adverts.get(node)
+        if advert is None or advert.claim is Standby.NONE:
+            return None
+        return advert.claim
+
+    def _reachable(self, node: str) -> bool:
+        if node == self.local:
+            return self.fenced is None
+        peer = self._peers.get(node)
+        return peer is not None and peer.alive and not peer.deaf and node not in self._lost
+
+    def _refuses(self, node: str, g: GroupInfo) -> bool:
+        if node == self.local:
+            return self._state.standby.covers(g.preferred == node) or self._local[g.name].failed
+        advert = self._adverts.get(node)
+        if advert is None:
+            return False
+        return advert.failed_group(self._index[g.name]) or advert.standby.covers(
+            g.preferred == node
+        )
+
+    def _running_on(self, node: str, g: GroupInfo) -> bool:
+        """Does `node` run `g`, for stickiness (auto_failback off)? Only a group known
+        started counts, and a peer only by what it advertised."""
+        if node == self.local:
+            return self._local[g.name].started
+        advert = self._adverts.get(node)
+        return advert is not None and advert.started_group(self._index[g.name])
+
+    def _may_run_on(self, node: str, g: GroupInfo, lost: _Lost) -> bool:
+        """Could the silent `node` be running `g`? Yes unless its last advert said it was not
+        running it and did not mean to (a node starts a group only after advertising that it
+        is the target and hearing its peers agree)."""
+        advert = lost.advert
+        if advert is None:
+            return True
+        i = self._index[g.name]
+        return advert.running[i] or advert.targets[i] == self._index_of(node)
+
+    def _track_lost(self, now: float) -> None:
+        for name, peer in self._peers.items():
+            silent = not peer.alive and peer.known
+            if silent and name not in self._lost:
+                self._lost[name] = _Lost(now, peer.last_heard, self._last_advert.get(name))
+                why = "said goodbye" if peer.left else "is silent on every path"
+                self._decide_line(now, f"peer {name} lost", why)
+            elif peer.alive and name in self._lost:
+                del self._lost[name]
+                self._decide_line(now, f"peer {name} back", "heard again")
+        if self._unfencible and all(
+            p.alive and not p.deaf and not p.unheard for p in self._peers.values()
+        ):
+            # no watchdog reset us: with every peer hearing us again we may serve
+            self.fenced = None
+            self._unfencible = False
+            self._decide_line(now, "serve again", "every peer hears this node again")
+
+    def _membership(self) -> tuple[tuple[str, bool, int | None], ...]:
+        return tuple(
+            (p.name, p.alive and not p.deaf, p.generation)
+            for p in sorted(self._peers.values(), key=lambda p: p.name)
+        )
+
+    def _check_claim(self, now: float) -> None:
+        claim = self._state.claim
+        if claim is not None and claim.membership != self._membership():
+            self._end_claim(now, "the membership changed")
+
+    def _end_claim(self, now: float, why: str) -> None:
+        if self._state.claim is not None:
+            mode = self._state.claim.mode.name.lower()
+            self._state.claim = None
+            self._decide_line(now, f"takeover {mode} ended", why)
+
+    def _budget_text(self, peer: PeerView) -> str:
+        s = self.settings
+        watchdog = peer.watchdog if peer.last_heard is not None else s.peer_watchdog
+        base = "since last heard" if peer.last_heard is not None else "since this node started"
+        dead = max(peer.deadtime, s.deadping)
+        if watchdog:
+            return (
+                f"{base}: deadtime {dead:g} + keepalive {s.keepalive:g} + its watchdog "
+                f"{watchdog:g} + {s.margin:g} s"
+            )
+        return f"{base}: it has no watchdog, safety rests on the paths and probes alone"
+
+    def _acquire_reason(self, g: GroupInfo) -> str:
+        if not self._lost:
+            return "its target is this node and every peer agreed"
+        risky = sorted(n for n, lost in self._lost.items() if self._may_run_on(n, g, lost))
+        if not risky:
+            return (
+                f"{', '.join(sorted(self._lost))} said it does not run it "
+                "(its last advert before it went)"
+            )
+        text = f"taking over from {', '.join(risky)}: budget passed, nothing of it answers"
+        unfenced = [
+            n for n in risky if self._peers.get(n) is not None and not self._peers[n].watchdog
+        ]
+        if unfenced:
+            text += f" ({', '.join(unfenced)}: no watchdog, safety rests on the paths alone)"
+        return text
+
+    # -- the advert -------------------------------------------------------------------
+
     def _publish(self) -> None:
         me = self.nodes.index(self.local)
-        hears = sum(1 << self.nodes.index(p.name) for p in self._peers.values() if p.alive)
+        hears = sum(
+            1 << self.nodes.index(p.name)
+            for p in self._peers.values()
+            if p.alive and p.name not in self._lost
+        )
         targets = tuple(self._index_of(self._target(g)) for g in self.groups)
+        claim = self._state.claim.mode if self._state.claim is not None else Standby.NONE
         content = Advert(
             digest=self.digest,
             running=tuple(self._local[g.name].may_run for g in self.groups),
@@ -300,7 +695,7 @@ class Policy:
             hears=hears | 1 << me,
             failed=tuple(self._local[g.name].failed for g in self.groups),
             standby=self._state.standby,
-            claim=self._state.claim,
+            claim=claim,
             claim_id=self._state.claim_id,
             started=tuple(self._local[g.name].started for g in self.groups),
         )
@@ -317,289 +712,6 @@ class Policy:
         seen = tuple(self._adverts[n].epoch if n in self._adverts else 0 for n in self.nodes)
         self._published = dataclasses.replace(content, epoch=self._epoch, seen=seen)
 
-    def peer_adverts(self) -> dict[str, Advert]:
-        """The live peers' latest adverts (those with our group list)."""
-        return dict(self._adverts)
-
-    def targets(self) -> dict[str, str | None]:
-        return {g.name: self._target(g) for g in self.groups}
-
-    def survivor(self) -> str:
-        """The designated survivor: agreed while connected, frozen once a peer is lost."""
-        return self._frozen_survivor or self._survivor()
-
-    # -- the decision ---------------------------------------------------------------
-
-    def _decide(self, now: float) -> None:
-        self._timer = None
-        self._publish()
-        isolated = self._isolated()
-        if isolated:
-            self._say(
-                now, "*", Why.ISOLATED, "isolated: every peer lost and no ping witness answers"
-            )
-        running_any = any(lg.may_run for lg in self._local.values())
-        if isolated and running_any:
-            self._fence(now, "isolated: every peer lost and no ping witness answers")
-        elif self._lost and running_any and not self._is_survivor():
-            owned = [g.name for g in self.groups if not g.addresses and self._local[g.name].may_run]
-            if owned:
-                self._fence(
-                    now,
-                    f"lost every path to {', '.join(sorted(self._lost))} while running "
-                    f"{', '.join(owned)} without the designated survivor's role "
-                    f"(survivor: {self.survivor()})",
-                )
-        for g in self.groups:
-            mine = self._local[g.name]
-            target = self._target(g)
-            if self.fenced is not None or isolated:
-                if mine.may_run:
-                    self._release(
-                        g, now, "this node is fencing itself" if self.fenced else "isolated"
-                    )
-                continue
-            if mine.may_run and target != self.local:
-                self._release(g, now, f"its target is {target or 'no node'}")
-            elif target == self.local and not mine.started:
-                # not running, or in doubt (a status that timed out, a half-started group
-                # after a crash): acquiring asks each resource's status before starting it,
-                # so nothing runs twice
-                self._maybe_acquire(g, now)
-            else:
-                self._pending.discard(g.name)  # settled either way: may ask again later
-
-    def _maybe_acquire(self, g: GroupInfo, now: float) -> None:
-        me = self._index_of(self.local)
-        waiting = [n for n, p in self._peers.items() if not p.known]
-        if waiting:
-            self._say(
-                now, g.name, Why.AGREEMENT, f"waiting for first contact with {', '.join(waiting)}"
-            )
-            return
-        for name, peer in self._peers.items():
-            if not peer.alive or name in self._lost:
-                continue
-            advert = self._adverts.get(name)
-            if advert is None:
-                self._say(now, g.name, Why.AGREEMENT, f"no advert from {name} yet")
-                return
-            i = self._index[g.name]
-            if advert.running[i] or advert.targets[i] != me:
-                self._say(now, g.name, Why.AGREEMENT, f"{name} has not handed it over yet")
-                return
-            claim = self._claim_epoch.get(g.name)
-            saw = advert.saw(me)
-            if claim is None or saw is None or (saw - claim) & 0xFFFF >= 0x8000:
-                # its "target: you" predates our claim: wait for its answer to the claim
-                self._say(now, g.name, Why.AGREEMENT, f"waiting for {name} to see our claim")
-                return
-        for name, lost in self._lost.items():
-            if not self._may_run_on(name, g, lost):
-                continue
-            lost_peer = self._peers.get(name)
-            ready_at = self._budget_end(lost_peer, lost)
-            if now < ready_at:
-                self._wait(ready_at)
-                self._say(
-                    now,
-                    g.name,
-                    Why.BUDGET,
-                    f"{name} may still run it: takeover in {ready_at - now:.1f} s "
-                    f"({self._budget_text(lost_peer)})",
-                )
-                return
-            if g.addresses:
-                answered = self._probes.get(g.name)
-                if answered is not None and now - answered < self.probe_window:
-                    self._wait(answered + self.probe_window)
-                    self._say(
-                        now,
-                        g.name,
-                        Why.SERVICE,
-                        f"{', '.join(g.addresses)} still answers: {name} is partitioned, "
-                        "not dead; it keeps the group",
-                    )
-                    return
-            elif g.name not in self._state.forced and not self._is_survivor():
-                self._say(
-                    now,
-                    g.name,
-                    Why.SURVIVOR,
-                    f"cannot tell a crashed {name} from a partition (the group has no "
-                    f"service address) and {self.survivor()} is the designated survivor; "
-                    "'hbctl takeover' forces it",
-                )
-                return
-        if g.name not in self._pending:
-            self._pending.add(g.name)
-            reason = self._acquire_reason(g)
-            self._actions.append(Acquire(g.name, reason))
-            self._decide_line(now, f"acquire {g.name}", reason)
-
-    def _release(self, g: GroupInfo, now: float, reason: str) -> None:
-        if g.name in self._pending:
-            return
-        self._pending.add(g.name)
-        self._actions.append(Release(g.name, reason))
-        self._decide_line(now, f"release {g.name}", reason)
-
-    def _fence(self, now: float, reason: str) -> None:
-        if self.fenced is not None:
-            return
-        self.fenced = reason
-        if self.watchdog_armed:
-            self._actions.append(SelfFence(reason))
-            self._decide_line(now, "self-fence", reason)
-        else:
-            self._decide_line(
-                now,
-                "release everything (no watchdog to fence with)",
-                reason + "; with no watchdog armed, safety rests on the release completing",
-            )
-
-    # -- the view ---------------------------------------------------------------------
-
-    def _target(self, g: GroupInfo) -> str | None:
-        order = [g.preferred, *(n for n in self.nodes if n != g.preferred)]
-        candidates = [n for n in order if self._reachable(n) and not self._refuses(n, g)]
-        if not candidates:
-            return None
-        if self.auto_failback is AutoFailback.OFF:
-            for n in candidates:
-                if self._running_on(n, g):
-                    return n
-        return candidates[0]
-
-    def _reachable(self, node: str) -> bool:
-        if node == self.local:
-            return self.fenced is None
-        peer = self._peers.get(node)
-        return peer is not None and peer.alive and node not in self._lost
-
-    def _refuses(self, node: str, g: GroupInfo) -> bool:
-        if node == self.local:
-            return self._state.standby.covers(g.preferred == node) or self._local[g.name].failed
-        advert = self._adverts.get(node)
-        if advert is None:
-            return False
-        failed = advert.failed_group(self._index[g.name])
-        return failed or advert.standby.covers(g.preferred == node)
-
-    def _running_on(self, node: str, g: GroupInfo) -> bool:
-        """Does `node` run `g`, for stickiness (auto_failback off)? Only a group known
-        started counts (not one still being probed), and a peer only by what it advertised:
-        one that has not spoken yet holds nothing (and no start happens before it spoke)."""
-        if node == self.local:
-            return self._local[g.name].started
-        advert = self._adverts.get(node)
-        return advert is not None and advert.started_group(self._index[g.name])
-
-    def _may_run_on(self, node: str, g: GroupInfo, lost: _Lost) -> bool:
-        """Could the lost `node` be running `g`? Yes unless its last advert said it was not
-        running it and did not mean to (a node starts a group only after advertising that
-        it is the target)."""
-        advert = lost.advert
-        if advert is None:
-            return True
-        i = self._index[g.name]
-        return advert.running[i] or advert.targets[i] == self._index_of(node)
-
-    def _track_lost(self, now: float) -> None:
-        me = self._index_of(self.local)
-        for name, peer in self._peers.items():
-            advert = self._adverts.get(name)
-            if advert is not None and advert.hears_node(me):
-                self._heard_by.add(name)
-            # deaf: it heard us before and does not any more (an asymmetric cut); a peer
-            # that has not heard us yet (both just started) is not deaf
-            deaf = (
-                peer.alive
-                and advert is not None
-                and not advert.hears_node(me)
-                and name in self._heard_by
-            )
-            if not peer.alive:
-                self._heard_by.discard(name)
-            gone = (not peer.alive and peer.known) or deaf
-            if gone and name not in self._lost:
-                if not self._lost:
-                    self._frozen_survivor = self._survivor()
-                self._lost[name] = _Lost(now, peer.last_heard, self._last_advert.get(name))
-                why = "does not hear us any more" if deaf else "is dead"
-                self._decide_line(now, f"peer {name} lost", why)
-            elif peer.alive and not deaf and name in self._lost:
-                del self._lost[name]
-                if not self._lost:
-                    self._frozen_survivor = None
-                self._decide_line(now, f"peer {name} back", "it hears us and we hear it")
-                if not self._lost and self.fenced is not None and not self.watchdog_armed:
-                    self.fenced = None  # nothing reset us; with the peers back we may serve
-                    self._decide_line(now, "serve again", "every lost peer is back")
-
-    def _isolated(self) -> bool:
-        lost_all = bool(self._peers) and all(n in self._lost for n in self._peers)
-        return lost_all and self.has_witnesses and not self._witness_up
-
-    def _survivor(self) -> str:
-        counts: dict[str, int] = {}
-        for n in self.nodes:
-            counts[n] = sum(1 for g in self.groups if not g.addresses and self._last_running(n, g))
-        return min(self.nodes, key=lambda n: (counts[n], self.nodes.index(n)))
-
-    def _last_running(self, node: str, g: GroupInfo) -> bool:
-        if node == self.local:
-            return self._local[g.name].may_run
-        advert = self._last_advert.get(node)
-        return advert is not None and advert.running[self._index[g.name]]
-
-    def _is_survivor(self) -> bool:
-        return self.survivor() == self.local
-
-    def _budget_end(self, peer: PeerView | None, lost: _Lost) -> float:
-        last = lost.last_heard if lost.last_heard is not None else lost.since
-        if peer is not None and peer.watchdog:
-            return last + 2 * peer.watchdog + ADVERT_SLACK
-        deadtime = peer.deadtime if peer is not None else 0.0
-        return max(lost.since, last + deadtime)
-
-    @staticmethod
-    def _budget_text(peer: PeerView | None) -> str:
-        if peer is not None and peer.watchdog:
-            return f"2 x its watchdog {peer.watchdog:g} s + {ADVERT_SLACK:g} s"
-        return "it has no watchdog: safety rests on the paths alone"
-
-    def _acquire_reason(self, g: GroupInfo) -> str:
-        if not self._lost:
-            return "its target is this node and every peer agreed"
-        risky = sorted(n for n, lost in self._lost.items() if self._may_run_on(n, g, lost))
-        if not risky:
-            return (
-                f"{', '.join(sorted(self._lost))} said it does not run it "
-                "(its last advert before it went)"
-            )
-        text = f"taking over from {', '.join(risky)}"
-        unfenced = [n for n in risky if not self._peers.get(n) or not self._peers[n].watchdog]
-        if unfenced:
-            text += f" ({', '.join(unfenced)}: no watchdog, safety rests on the paths alone)"
-        return text
-
-    def _apply_claims(self, now: float) -> None:
-        for name, advert in self._adverts.items():
-            if advert.claim is Standby.NONE:
-                continue
-            if self._state.applied_claims.get(name) == advert.claim_id:
-                continue
-            self._state.applied_claims[name] = advert.claim_id
-            # The claimant's LOCAL groups are our FOREIGN ones and the other way round.
-            mine = {
-                Standby.LOCAL: Standby.FOREIGN,
-                Standby.FOREIGN: Standby.LOCAL,
-                Standby.ALL: Standby.ALL,
-            }[advert.claim]
-            self._state.standby = mine
-            self._decide_line(now, f"standby {mine.name.lower()}", f"{name} asked to take over")
-
     def _index_of(self, node: str | None) -> int:
         return NO_NODE if node is None else self.nodes.index(node)
 
@@ -608,22 +720,11 @@ class Policy:
 
     def _decide_line(self, now: float, decision: str, reason: str) -> None:
         self.decisions.append(Decision(now, decision, reason))
+        self.decisions_made += 1
 
     def _say(self, now: float, key: str, why: Why, reason: str) -> None:
-        """A waiting reason, recorded once per second at most (the countdown)."""
+        """A waiting reason, recorded once a second at most (the countdown)."""
         last = self._said.get((key, why))
         if last is None or now - last >= 1.0:
             self._said[(key, why)] = now
             self._decide_line(now, f"wait {key}", reason)
-
-    def fenced_elsewhere(self, now: float, reason: str) -> None:
-        """The node is fencing itself for a reason found outside the policy (a stalled loop,
-        a resource that cannot be stopped): release everything, take nothing."""
-        if self.fenced is None:
-            self.fenced = reason
-            self._decide_line(now, "self-fence", reason)
-
-    def settled(self, group: str) -> None:
-        """The resource manager finished what was asked for `group` (started, stopped or
-        failed): the policy may ask again."""
-        self._pending.discard(group)

@@ -77,6 +77,7 @@ class Witnesses:
         for address in (*ping_nodes, *(a for _, ms in ping_groups for a in ms)):
             self._targets.setdefault(address, _Target())
         self._status: dict[str, str] = dict.fromkeys((*self._nodes, *self._groups), "init")
+        self._answered: set[str] = set()  # witnesses that have answered since start
         self._next_echo = now
         self._events: deque[WitnessEvent] = deque()
 
@@ -101,7 +102,7 @@ class Witnesses:
     def handle_timer(self, now: float) -> None:
         for target in self._targets.values():
             last = target.last_reply if target.last_reply is not None else self._start
-            if target.status != "dead" and now - last >= self._deadping:
+            if target.status != "dead" and now >= last + self._deadping:
                 target.status = "dead"
         self._update(now)
 
@@ -143,6 +144,17 @@ class Witnesses:
             )
         return tuple(out)
 
+    def configured(self) -> bool:
+        return bool(self._status)
+
+    def ever_up(self) -> bool:
+        """Some witness has answered since start: its silence now is evidence."""
+        return bool(self._answered)
+
+    def never_answered(self) -> tuple[str, ...]:
+        """Witnesses that have not answered once since start."""
+        return tuple(w for w in self._status if w not in self._answered)
+
     def any_up(self) -> bool:
         """True when at least one witness answers: this node still reaches the outside."""
         return any(s == "up" for s in self._status.values())
@@ -159,6 +171,7 @@ class Witnesses:
                 continue
             self._status[wid] = new  # init -> up, up -> dead, dead -> up, init -> dead
             if new == "up":
+                self._answered.add(wid)
                 self._events.append(WitnessUp(wid))
             elif new == "dead":
                 lasts = [self._targets[a].last_reply for a in members]

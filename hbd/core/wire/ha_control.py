@@ -65,6 +65,7 @@ def _envelope(
     return HaMessage(tuple(fields))
 
 
+ACK_FIELD = "hbdack"  # hbd's extension to t=status: what it heard (hbd.core.acks)
 WATCHDOG_FIELD = "hbdwd"  # hbd's extension to t=status: the sender's watchdog timeout (hex ms)
 
 
@@ -81,17 +82,21 @@ def status_message(
     load: str = "n/a",
     protocol: int | None = PROTOCOL_VERSION,
     watchdog_ms: int | None = None,
+    acks: str | None = None,
 ) -> HaMessage:
     """A heartbeat: `t=status st dt protocol` then the envelope (auth added by the codec).
 
     hbd adds `hbdwd` (hex milliseconds; 0 without a watchdog), so an hbd peer knows how
     long to wait before taking over (the takeover budget) and that the sender is hbd;
-    Heartbeat ignores fields it does not know. `watchdog_ms=None` builds Heartbeat's own."""
+    Heartbeat ignores fields it does not know. `watchdog_ms=None` builds Heartbeat's own.
+    `acks` is hbd's `hbdack` (`hbd.core.acks`): the newest message heard from each peer."""
     body = [HaField("t", "status"), HaField("st", status), HaField("dt", f"{deadtime_ms:x}")]
     if protocol is not None:
         body.append(HaField("protocol", str(protocol)))
     if watchdog_ms is not None:
         body.append(HaField(WATCHDOG_FIELD, f"{watchdog_ms:x}"))
+    if acks is not None:
+        body.append(HaField(ACK_FIELD, acks))
     return _envelope(
         body, src=src, srcuuid=srcuuid, seq=seq, generation=generation, ts=ts, ttl=ttl, load=load
     )

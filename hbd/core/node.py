@@ -1,0 +1,713 @@
+"""One node, whole: engine, membership, witnesses, policy, resource groups and fencing.
+
+After aioquic's `QuicConnection`, one sans-I/O object with one method per input and the
+results of every action fed back as inputs:
+
+    inputs                                   outputs
+    receive_frame(path, data, now, source)   frames_to_send(now) -> [(path, bytes)]
+    witness_reply(address, rtt, now)         next_action() -> RunAgent | PetWatchdog |
+    probe_reply(address, now)                    GoingDown | SendPings | SendProbes |
+    agent_done / agent_timed_out /               RememberPeerAddresses
+        agent_failed(group, index, op, ...)  next_event() -> membership, witness, resource
+    standby(mode, now), takeover(mode, now)      events and policy Decided, in order
+    begin_stop(now), leave(now)              get_timer() -> when handle_timer is due
+    reconfigure(settings, now)
+    handle_timer(now)
+
+The daemon shell (`hbd.shell.daemon`) and the simulator (`hbd.testing.sim`) are carriers:
+they move bytes, run agents, send probes and pet the device as the node says. The policy
+is evaluated when an input changed something it reads, or when its own timer is due --
+not on every call. A pet is only given after every deadline up to now was looked at
+(`hbd.core.fencing`). docs/policy.md has the outcomes this composes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hbd.core import events as ev
+from hbd.core import resources as rs
+from hbd.core.advert import decode_advert
+from hbd.core.engine import Contact, Engine, EngineSettings, PathKind
+from hbd.core.errors import LocalProtocolError
+from hbd.core.fencing import Fencing
+from hbd.core.model import AutoFailback, ResourceGroup
+from hbd.core.policy import (
+    Acquire,
+    Decision,
+    GroupInfo,
+    Isolation,
+    LocalGroup,
+    PeerView,
+    Policy,
+    PolicySettings,
+    Release,
+    SelfFence,
+)
+from hbd.core.states import NodeState
+from hbd.core.witness import Witnesses, WitnessEvent
+
+DEAF_GRACE = 0.1  # seconds beyond two keepalives: latency both ways
+PROBE_SLOW = 5.0  # seconds between probes while the peer is heard (they only prove they work)
+
+
+def probe_window(keepalive: float, deadtime: float) -> float:
+    """How long the probes of a silent peer must go unanswered before it counts as gone:
+    several probes (one per keepalive), at least 2 s, never more than deadtime. A live
+    kernel answers ARP within milliseconds, so a few misses in a row mean it is down; a
+    short window lets a peer that was reset be taken over before it has booted again."""
+    return min(deadtime, max(4 * keepalive, 2.0))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """Everything a node needs, as plain values (the shell builds them from the config)."""
+
+    engine: EngineSettings
+    groups: tuple[ResourceGroup, ...] = ()
+    auto_failback: AutoFailback = AutoFailback.ON
+    ping_nodes: tuple[str, ...] = ()
+    ping_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    deadping: float | None = None  # None: deadtime
+    watchdog_timeout: float | None = None  # the armed watchdog's timeout; None: none armed
+    peer_watchdog_timeout: float | None = None  # assumed for a peer never heard since start
+    resource_timeouts: rs.Timeouts = field(default_factory=rs.Timeouts)
+    peer_addresses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    service_addresses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = {g.name for g in self.groups}
+        for group in self.service_addresses:
+            if group not in names:
+                raise LocalProtocolError(f"service addresses for an unknown group {group!r}")
+        for peer in self.peer_addresses:
+            if peer not in self.engine.nodes or peer == self.engine.node:
+                raise LocalProtocolError(f"addresses for {peer!r}, which is no peer")
+
+    @property
+    def node(self) -> str:
+        return self.engine.node
+
+
+# -- actions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PetWatchdog:
+    """Pet the watchdog device now."""
+
+
+@dataclass(frozen=True, slots=True)
+class GoingDown:
+    """This node must go: everything it runs is being released, and from now on it pets no
+    more (an armed device resets it within its timeout)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendPings:
+    """Send one ICMP echo to each ping witness address; answers come to `witness_reply`."""
+
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SendProbes:
+    """Probe each address (ARP when on a local link, ICMP echo otherwise); an answer comes
+    back to `probe_reply`."""
+
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RememberPeerAddresses:
+    """Keep these addresses of `peer` across restarts (the state directory), so a node that
+    restarts during a partition can still probe it."""
+
+    peer: str
+    addresses: tuple[str, ...]
+
+
+NodeAction = rs.RunAgent | PetWatchdog | GoingDown | SendPings | SendProbes | RememberPeerAddresses
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A line of the policy's reasoning (`hbd.core.policy.Decision`)."""
+
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """The node was not called for `gap` seconds (hung, stopped or starved)."""
+
+    gap: float
+    going: bool  # it may be running something, so it goes
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessesUnproven:
+    """No ping node has answered since start although a peer was heard over the network:
+    a configuration problem (address, route, firewall), not evidence of isolation."""
+
+    witnesses: tuple[str, ...]
+
+
+NodeEvent = ev.Event | WitnessEvent | rs.Event | Decided | Stalled | WitnessesUnproven
+
+
+@dataclass(slots=True)
+class _Probe:
+    owner: str  # a peer name, or "group:NAME" for a service address
+    answered: float | None = None
+    validated: bool = False  # answered while its peer was heard: it is known to work
+
+
+class Node:
+    """One hbd node as a sans-I/O object. See the module docstring."""
+
+    def __init__(self, settings: NodeSettings, now: float) -> None:
+        self.settings = settings
+        self.name = settings.node
+        self.started = now
+        s = settings.engine
+        self.engine = Engine(s, now)
+        self._kinds = dict(s.paths)
+        self.witnesses = self._make_witnesses(settings, now)
+        self.rm = rs.ResourceManager(
+            settings.groups,
+            self.name,
+            timeouts=settings.resource_timeouts,
+            watchdog_armed=settings.watchdog_timeout is not None,
+        )
+        self.policy = Policy(self._policy_settings(settings), now=now)
+        self.fencing = Fencing(
+            settings.watchdog_timeout,
+            stall_bound=max(s.deadtime - s.keepalive, s.keepalive),
+            now=now,
+        )
+        self._actions: deque[NodeAction] = deque()
+        self._events: deque[NodeEvent] = deque()
+        self._failed: set[str] = set()
+        self._dirty = True
+        self._deaf: dict[str, bool] = {}
+        self._heard_on_network = False
+        self._unproven_reported = False
+        self._stopping_since: float | None = None
+        self._decisions_seen = 0
+        self._probes: dict[str, _Probe] = {}
+        self._remembered: dict[str, tuple[str, ...]] = {
+            p: tuple(a) for p, a in settings.peer_addresses.items()
+        }
+        self._next_probe = now
+        self._rebuild_probes()
+        if settings.groups:
+            self.rm.probe_all(now)
+            self._drain_rm(now)
+
+    @property
+    def active(self) -> bool:
+        """Whether this node runs resource groups at all (only then it sends adverts)."""
+        return bool(self.settings.groups)
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def receive_frame(self, path: str, data: bytes, now: float, source: str | None = None) -> None:
+        self._observe(now)
+        self.engine.receive_frame(path, data, now, source)
+        self._collect_engine(now)
+        self._check_deaf()
+        self._after_input(now)
+
+    def witness_reply(self, address: str, rtt: float, now: float) -> None:
+        self._observe(now)
+        self.witnesses.reply(address, rtt, now)
+        self._collect_witnesses()
+        self._after_input(now)
+
+    def probe_reply(self, address: str, now: float) -> None:
+        """`address` answered a probe. Only the change from silent to answering can change
+        a decision, so only that makes the policy look again."""
+        self._observe(now)
+        probe = self._probes.get(address)
+        if probe is None:
+            return  # not a target (any more): a late or stray answer
+        window = self.policy.settings.probe_window
+        if probe.answered is None or now - probe.answered >= window:
+            self._dirty = True
+        probe.answered = now
+        if not probe.validated and self._owner_heard(probe.owner):
+            probe.validated = True
+        self._after_input(now)
+
+    def agent_done(
+        self,
+        group: str,
+        index: int,
+        op: rs.Op,
+        rc: int,
+        output: str,
+        now: float,
+        duration_ms: int | None = None,
+    ) -> None:
+        self._observe(now)
+        self.rm.operation_done(group, index, op, rc, output, now, duration_ms)
+        self._drain_rm(now)
+        self._after_input(now)
+
+    def agent_timed_out(
+        self, group: str, index: int, op: rs.Op, now: float, duration_ms: int | None = None
+    ) -> None:
+        self._observe(now)
+        self.rm.operation_timed_out(group, index, op, now, duration_ms)
+        self._drain_rm(now)
+        self._after_input(now)
+
+    def agent_failed(self, group: str, index: int, op: rs.Op, reason: str, now: float) -> None:
+        """The agent could not be run at all (no file, no memory, no process): a failed
+        operation, judged as an agent that exited with a generic error."""
+        self._observe(now)
+        self.rm.operation_done(group, index, op, rs.OCF_ERR_GENERIC, reason, now)
+        self._drain_rm(now)
+        self._after_input(now)
+
+    def standby(self, mode: str, now: float) -> None:
+        self._need_groups("standby")
+        self.policy.standby(mode, now)
+        if mode in ("off", "none"):
+            self._failed.clear()
+        self._dirty = True
+        self._after_input(now)
+
+    def takeover(self, mode: str, now: float) -> None:
+        self._need_groups("takeover")
+        self.policy.takeover(mode, now)
+        self._failed.clear()
+        self._dirty = True
+        self._after_input(now)
+
+    def begin_stop(self, now: float) -> None:
+        """A clean stop: hand every group over (standby all) before going."""
+        if self._stopping_since is None:
+            self._stopping_since = now
+            if self.active:
+                self.policy.standby("all", now)
+            self._dirty = True
+            self._after_input(now)
+
+    def leave(self, now: float) -> None:
+        """Say goodbye (the last thing before the process exits)."""
+        self.engine.leave(now)
+        self._collect_engine(now)
+
+    def handle_timer(self, now: float) -> None:
+        self._observe(now)
+        self.engine.handle_timer(now)
+        self._collect_engine(now)
+        self.witnesses.handle_timer(now)
+        self._collect_witnesses()
+        t = self.rm.get_timer()
+        if t is not None and t <= now:
+            self.rm.handle_timer(now)
+            self._drain_rm(now)
+        pings = self.witnesses.due_echoes(now)
+        if pings:
+            self._actions.append(SendPings(pings))
+        self._maybe_probe(now)
+        self._after_input(now)
+
+    def reconfigure(self, settings: NodeSettings, now: float) -> None:
+        """A reload: new paths, timings, witnesses or keys, keeping everything peers hear
+        (generation, sequence, membership, adverts). Groups and the watchdog must not
+        change (that needs a restart); raises LocalProtocolError if they do."""
+        old = self.settings
+        if settings.groups != old.groups:
+            raise LocalProtocolError("the resource groups changed: that needs a restart")
+        if settings.watchdog_timeout != old.watchdog_timeout:
+            raise LocalProtocolError("the watchdog changed: that needs a restart")
+        if settings.engine.node != old.engine.node or settings.engine.nodes != old.engine.nodes:
+            raise LocalProtocolError("the node list changed: that needs a restart")
+        self.settings = settings
+        self.engine.reconfigure(settings.engine, now)
+        self._kinds = dict(settings.engine.paths)
+        if (settings.ping_nodes, settings.ping_groups) != (old.ping_nodes, old.ping_groups) or (
+            settings.deadping != old.deadping
+        ):
+            self.witnesses = self._make_witnesses(settings, now)
+        self.policy.settings = self._policy_settings(settings)
+        e = settings.engine
+        self.fencing.stall_bound = max(e.deadtime - e.keepalive, e.keepalive)
+        for peer, addresses in settings.peer_addresses.items():
+            known = self._remembered.get(peer, ())
+            self._remembered[peer] = tuple(dict.fromkeys((*known, *addresses)))
+        self._rebuild_probes()
+        self._dirty = True
+        self._after_input(now)
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def frames_to_send(self, now: float) -> list[tuple[str, bytes]]:
+        out = self.engine.frames_to_send(now)
+        self._collect_engine(now)
+        return out
+
+    def next_action(self) -> NodeAction | None:
+        return self._actions.popleft() if self._actions else None
+
+    def next_event(self) -> NodeEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times = [
+            t
+            for t in (
+                self.engine.get_timer(),
+                self.witnesses.get_timer(),
+                self.rm.get_timer(),
+                self.fencing.get_timer(),
+                self.policy.get_timer() if self.active else None,
+                self._probe_timer(),
+            )
+            if t is not None
+        ]
+        return min(times, default=None)
+
+    # -- state for status and the shell ---------------------------------------------
+
+    @property
+    def fenced(self) -> str | None:
+        return None if self.fencing.fenced is None else self.fencing.fenced.reason
+
+    def stopped(self, now: float) -> bool:
+        """After `begin_stop`: True once every group is stopped here and a live peer has
+        taken it over (or there is none to take it, or it waited 2 x deadtime)."""
+        if not self.active:
+            return True
+        since = self._stopping_since if self._stopping_since is not None else now
+        if not all(self.rm.is_stopped(g.name) for g in self.settings.groups):
+            return False
+        adverts = self.policy.peer_adverts()
+        if not adverts or now - since > 2 * self.settings.engine.deadtime:
+            return True
+        return all(
+            any(a.running[i] for a in adverts.values()) for i in range(len(self.settings.groups))
+        )
+
+    def probe_status(self, now: float) -> list[dict[str, object]]:
+        """Every probe target: whose, when it last answered, whether it is known to work."""
+        return [
+            {
+                "address": address,
+                "of": probe.owner,
+                "answered_ms_ago": None
+                if probe.answered is None
+                else round((now - probe.answered) * 1000),
+                "proven": probe.validated,
+            }
+            for address, probe in self._probes.items()
+        ]
+
+    def probe_targets(self) -> tuple[str, ...]:
+        return tuple(self._probes)
+
+    def holders(self) -> dict[str, str | None]:
+        """Who holds each group, as far as this node knows."""
+        out: dict[str, str | None] = {}
+        for g in self.settings.groups:
+            out[g.name] = self.name if self.rm.may_be_running(g.name) else None
+        for name, advert in self.policy.peer_adverts().items():
+            for i, g in enumerate(self.settings.groups):
+                if advert.running[i] and out[g.name] is None:
+                    out[g.name] = name
+        return out
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _need_groups(self, what: str) -> None:
+        if not self.active:
+            raise LocalProtocolError(f"{what}: this node runs no resource groups")
+
+    @staticmethod
+    def _make_witnesses(settings: NodeSettings, now: float) -> Witnesses:
+        e = settings.engine
+        return Witnesses(
+            settings.ping_nodes,
+            settings.ping_groups,
+            deadping=settings.deadping if settings.deadping is not None else e.deadtime,
+            interval=e.keepalive,
+            now=now,
+        )
+
+    @staticmethod
+    def _policy_settings(settings: NodeSettings) -> PolicySettings:
+        e = settings.engine
+        return PolicySettings(
+            local=e.node,
+            nodes=e.nodes,
+            groups=tuple(
+                GroupInfo(g.name, g.preferred, tuple(settings.service_addresses.get(g.name, ())))
+                for g in settings.groups
+            ),
+            auto_failback=settings.auto_failback,
+            watchdog_armed=settings.watchdog_timeout is not None,
+            keepalive=e.keepalive,
+            deadping=settings.deadping if settings.deadping is not None else e.deadtime,
+            probe_window=probe_window(e.keepalive, e.deadtime),
+            peer_watchdog=settings.peer_watchdog_timeout,
+        )
+
+    def _observe(self, now: float) -> None:
+        gap = self.fencing.observe(now)
+        if gap is None:
+            return
+        going = any(self.rm.may_be_running(g.name) for g in self.settings.groups)
+        self._events.append(Stalled(gap, going))
+        reason = (
+            f"the event loop stalled for {gap:.1f} s (more than "
+            f"{self.fencing.stall_bound:.1f} s): peers may already count this node dead"
+        )
+        if going:
+            self._go(now, reason)
+        elif self.active:
+            dead = max(self.settings.engine.deadtime, self.policy.settings.deadping)
+            self.policy.suspend_takeovers(now + dead, now, reason)
+        self._dirty = True
+
+    def _go(self, now: float, reason: str) -> None:
+        fenced = self.fencing.fence(now, reason)
+        if fenced is not None:
+            self.policy.fenced_elsewhere(now, reason)
+            self._actions.append(GoingDown(reason))
+            self._dirty = True
+
+    def _after_input(self, now: float) -> None:
+        """Decide if anything the policy reads changed or its timer is due; then pet."""
+        if self.active:
+            t = self.policy.get_timer()
+            if self._dirty or (t is not None and t <= now):
+                self._evaluate(now)
+        if self.fencing.pet_due(now):
+            self._actions.append(PetWatchdog())
+
+    def _evaluate(self, now: float) -> None:
+        self._dirty = False
+        engine = self.engine
+        peers: list[PeerView] = []
+        adverts = {}
+        last_words = {}
+        own_deadtime = self.settings.engine.deadtime
+        for n in engine.nodes_status(now):
+            if n.name == self.name:
+                continue
+            alive = n.state in (NodeState.UP, NodeState.ACTIVE)
+            contact = engine.contact(n.name)
+            if contact.acks or n.last_heard is None:
+                acked = contact.acked_until if contact.acked_until is not None else self.started
+                unheard_at: float | None = acked + own_deadtime
+                unheard = now >= acked + own_deadtime
+                deaf = alive and self._is_deaf(contact)
+            else:  # a Heartbeat peer acknowledges nothing: it counts us dead when we it
+                unheard, unheard_at, deaf = not alive, None, False
+            peers.append(
+                PeerView(
+                    n.name,
+                    alive=alive,
+                    known=n.state is not NodeState.INIT,
+                    last_heard=n.last_heard,
+                    watchdog=n.watchdog,
+                    deadtime=n.deadtime,
+                    generation=n.generation,
+                    left=engine.membership.has_left(n.name),
+                    unheard=unheard,
+                    unheard_at=None if unheard else unheard_at,
+                    deaf=deaf,
+                    answered=self._answered(n.name),
+                )
+            )
+            raw = engine.advert_of(n.name)
+            advert = decode_advert(raw) if raw is not None else None
+            if advert is not None:
+                adverts[n.name] = advert
+            raw = engine.last_advert_of(n.name)
+            last = decode_advert(raw) if raw is not None else None
+            if last is not None:
+                last_words[n.name] = last
+        local = {
+            g.name: LocalGroup(
+                self.rm.may_be_running(g.name),
+                g.name in self._failed,
+                self.rm.state(g.name) is rs.GroupState.STARTED,
+            )
+            for g in self.settings.groups
+        }
+        self.policy.update(
+            now,
+            peers=tuple(peers),
+            adverts=adverts,
+            isolation=self._isolation(now),
+            local=local,
+            group_answered={
+                g.name: self._answered(f"group:{g.name}") for g in self.settings.groups
+            },
+            last_words=last_words,
+        )
+        if self.policy.fenced is None and self.fencing.fenced is not None:
+            self.fencing.unfence()  # no watchdog: the policy let it serve again
+        while (action := self.policy.next_action()) is not None:
+            if isinstance(action, Acquire):
+                self.rm.acquire(action.group, now)
+            elif isinstance(action, Release):
+                self.rm.release(action.group, now)
+            elif isinstance(action, SelfFence):
+                self._go(now, action.reason)
+        self._drain_rm(now)
+        self._emit_decisions()
+        engine.set_advert(self.policy.advert().encode(), now)
+        self._rebuild_probes()
+
+    def _isolation(self, now: float) -> Isolation:
+        w = self.witnesses
+        if not w.configured():
+            return Isolation.NO_WITNESSES
+        if w.any_up():
+            return Isolation.REACHES
+        if w.ever_up():
+            return Isolation.ISOLATED
+        deadping = self.policy.settings.deadping
+        if self._heard_on_network and now - self.started >= deadping:
+            if not self._unproven_reported:
+                self._unproven_reported = True
+                self._events.append(WitnessesUnproven(w.never_answered()))
+            return Isolation.UNPROVEN
+        return Isolation.UNKNOWN
+
+    def _emit_decisions(self) -> None:
+        decisions = self.policy.decisions
+        new = self.policy.decisions_made - self._decisions_seen
+        for d in list(decisions)[max(0, len(decisions) - new) :]:
+            self._events.append(Decided(d))
+        self._decisions_seen = self.policy.decisions_made
+
+    def _collect_engine(self, now: float) -> None:
+        while (event := self.engine.next_event()) is not None:
+            self._events.append(event)
+            if isinstance(event, ev.FrameDropped | ev.LateHeartbeat):
+                continue
+            if isinstance(event, ev.PathUp) and self._kinds.get(event.path) is PathKind.DATAGRAM:
+                self._heard_on_network = True
+                self._learn_addresses(event.node)
+            self._dirty = True
+
+    def _collect_witnesses(self) -> None:
+        while (event := self.witnesses.next_event()) is not None:
+            self._events.append(event)
+            self._dirty = True
+
+    def _check_deaf(self) -> None:
+        """A frame whose acknowledgements turn a peer deaf (or hearing again) changes the
+        decision; other frames do not."""
+        for peer in self.settings.engine.nodes:
+            if peer == self.name:
+                continue
+            deaf = self._is_deaf(self.engine.contact(peer))
+            if self._deaf.get(peer, False) != deaf:
+                self._deaf[peer] = deaf
+                self._dirty = True
+
+    def _is_deaf(self, c: Contact) -> bool:
+        """The peer's latest heartbeat leaves us out: it counts us dead. A peer heard again
+        after a silence, or a new incarnation of it, gets a round trip (two keepalives)
+        first: its first frames were sent before ours could reach it."""
+        e = self.settings.engine
+        if not c.acks or c.ack_frame_at is None or c.listed:
+            return False
+        return c.back_at is None or c.ack_frame_at - c.back_at > 2 * e.keepalive + DEAF_GRACE
+
+    def _drain_rm(self, now: float) -> None:
+        while (action := self.rm.next_action()) is not None:
+            if isinstance(action, rs.RunAgent):
+                self._actions.append(action)
+            else:  # rs.SelfFence: a resource that cannot be stopped
+                self._go(now, action.reason)
+        while (event := self.rm.next_event()) is not None:
+            self._events.append(event)
+            if isinstance(event, rs.GroupStarted | rs.GroupStopped | rs.GroupFailed):
+                self.policy.settled(event.group)
+                self._dirty = True
+            if isinstance(event, rs.GroupFailed) and not event.may_be_running:
+                self._failed.add(event.group)
+            if isinstance(event, rs.ProbeFinished | rs.GroupProbed):
+                self._dirty = True
+
+    # -- probes -------------------------------------------------------------------------
+
+    def _learn_addresses(self, peer: str) -> None:
+        learned = self.engine.membership.addresses_of(peer)
+        known = self._remembered.get(peer, ())
+        new = tuple(a for a in learned if a not in known)
+        if new:
+            self._remembered[peer] = (*known, *new)
+            self._actions.append(RememberPeerAddresses(peer, self._remembered[peer]))
+            self._rebuild_probes()
+
+    def _rebuild_probes(self) -> None:
+        """The targets: every peer's own addresses (configured, remembered, learned), and
+        the service addresses of groups that are not running here (an address held here
+        answers for this node, not for a peer)."""
+        wanted: dict[str, str] = {}
+        for peer, addresses in self._remembered.items():
+            for address in addresses:
+                wanted.setdefault(address, peer)
+        for g in self.settings.groups:
+            if self.rm.may_be_running(g.name):
+                continue
+            for address in self.settings.service_addresses.get(g.name, ()):
+                wanted.setdefault(address, f"group:{g.name}")
+        if wanted.keys() == self._probes.keys() and all(
+            self._probes[a].owner == o for a, o in wanted.items()
+        ):
+            return
+        old = self._probes
+        self._probes = {}
+        for address, owner in wanted.items():
+            probe = old.get(address)
+            if probe is None or probe.owner != owner:
+                probe = _Probe(owner)
+            self._probes[address] = probe
+
+    def _owner_heard(self, owner: str) -> bool:
+        live = self.engine.membership.live_nodes()
+        if owner.startswith("group:"):
+            return bool(live)
+        return owner in live
+
+    def _answered(self, owner: str) -> float | None:
+        times = [p.answered for p in self._probes.values() if p.owner == owner and p.answered]
+        return max(times, default=None)
+
+    def _probe_interval(self) -> float:
+        """Fast (every keepalive) while a peer is not heard, slowly otherwise."""
+        membership = self.engine.membership
+        if len(membership.live_nodes()) < len(membership.node_names):
+            return self.settings.engine.keepalive
+        return max(PROBE_SLOW, self.settings.engine.keepalive)
+
+    def _probe_timer(self) -> float | None:
+        return self._next_probe if self._probes else None
+
+    def _maybe_probe(self, now: float) -> None:
+        if not self._probes:
+            return
+        interval = self._probe_interval()
+        self._next_probe = min(self._next_probe, now + interval)  # a peer just went silent
+        if now < self._next_probe:
+            return
+        self._next_probe = now + interval
+        self._actions.append(SendProbes(tuple(self._probes)))
