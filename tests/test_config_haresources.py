@@ -104,10 +104,11 @@ def test_ocf_resource_finds_its_agent_and_instance_settings(dirs: AgentDirs) -> 
     agent = make_executable(Path(dirs.ocf_root) / "resource.d" / "heartbeat" / "Dummy")
     settings = Path(dirs.config_dir) / "conf" / "OCF" / "Dummy" / "one"
     settings.parent.mkdir(parents=True)
-    settings.write_text("state=/run/dummy-one.state\n")
+    settings.write_text("# the state file\nOCF_RESKEY_state=/run/dummy-one.state\n")
     (group,) = parse("ha-01 OCF::Dummy::one\n", dirs)
     (res,) = group.resources
     assert (res.agent, res.agent_path, res.args) == (AgentKind.OCF, str(agent), ("Dummy", "one"))
+    assert res.settings == (("OCF_RESKEY_state", "/run/dummy-one.state"),)
 
 
 def test_ocf_prefers_the_heartbeat_provider(dirs: AgentDirs) -> None:

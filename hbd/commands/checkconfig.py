@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 from hbd.config.model import Config, MediumKind
+from hbd.core.model import AgentKind, Resource
 
 
 def _ms(seconds: float) -> float | int:
@@ -66,10 +68,7 @@ def describe(config: Config) -> dict[str, Any]:
                 "name": g.name,
                 "preferred": g.preferred,
                 "source": g.source,
-                "resources": [
-                    {"spec": r.spec, "agent": r.agent.value, "path": r.agent_path}
-                    for r in g.resources
-                ],
+                "resources": [_resource(config, r) for r in g.resources],
             }
             for g in config.groups
         ],
@@ -83,6 +82,17 @@ def describe(config: Config) -> dict[str, Any]:
         warnings=[str(w) for w in config.warnings],
     )
     return out
+
+
+def _resource(config: Config, r: Resource) -> dict[str, Any]:
+    item: dict[str, Any] = {"spec": r.spec, "agent": r.agent.value, "path": r.agent_path}
+    if r.agent is AgentKind.OCF:
+        agent_type, instance = r.args
+        item["instance_file"] = os.path.join(config.directory, "conf", "OCF", agent_type, instance)
+        prefix = "OCF_RESKEY_"
+        item["parameters"] = {k[len(prefix) :]: v for k, v in r.settings if k.startswith(prefix)}
+        item["environment"] = {k: v for k, v in r.settings if not k.startswith(prefix)}
+    return item
 
 
 def _fmt_s(ms: float | int) -> str:
@@ -117,7 +127,11 @@ def render_text(d: dict[str, Any]) -> str:
     lines.append("  groups:" if d["groups"] else "  groups:     none")
     for g in d["groups"]:
         lines.append(f"    {g['name']} (preferred {g['preferred']}, {g['source']})")
-        lines.extend(f"      {r['spec']:<40} {r['agent']}" for r in g["resources"])
+        for r in g["resources"]:
+            lines.append(f"      {r['spec']:<40} {r['agent']}")
+            if "instance_file" in r:
+                params = " ".join(f"{k}={v}" for k, v in r["parameters"].items())
+                lines.append(f"        {r['instance_file']}: {params or 'no parameters'}")
     if d["warnings"]:
         lines.append("  warnings:")
         lines.extend(f"    {w}" for w in d["warnings"])

@@ -16,6 +16,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from hbd.config.model import ConfigWarning
+from hbd.config.ocf import parse_instance
 from hbd.config.syntax import digits as _digits
 from hbd.config.syntax import lines as _lines
 from hbd.core.errors import ConfigError
@@ -81,7 +83,36 @@ def _executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def _resolve(word: str, where: tuple[str, int], dirs: AgentDirs) -> Resource:
+def _instance_settings(
+    settings: str, where: tuple[str, int], warnings: list[ConfigWarning]
+) -> tuple[tuple[str, str], ...]:
+    """The assignments of an OCF instance file (errors name the file's own line)."""
+    path, line = where
+    try:
+        with open(settings, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            path,
+            line,
+            f"OCF instance settings {settings} not found; create it with one "
+            "OCF_RESKEY_name=value per line (the agent's parameters, as Heartbeat's OCF "
+            "wrapper reads them)",
+        ) from None
+    except OSError as e:
+        raise ConfigError(settings, None, f"cannot read: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(settings, data[: e.start].count(b"\n") + 1, "not UTF-8 text") from None
+    parsed = parse_instance(text, settings)
+    warnings.extend(parsed.warnings)
+    return parsed.assignments
+
+
+def _resolve(
+    word: str, where: tuple[str, int], dirs: AgentDirs, warnings: list[ConfigWarning]
+) -> Resource:
     path, line = where
     source = f"{path}:{line}"
     args: tuple[str, ...]
@@ -117,15 +148,12 @@ def _resolve(word: str, where: tuple[str, int], dirs: AgentDirs) -> Resource:
                 line,
                 f"OCF agent '{agent_type}' not found under {dirs.ocf_root}/resource.d/*/",
             )
-        settings = os.path.join(dirs.config_dir, "conf", "OCF", agent_type, instance)
-        if not os.path.isfile(settings):
-            raise ConfigError(
-                path,
-                line,
-                f"OCF instance settings {settings} not found; create it with one KEY=value per "
-                "line (they become OCF_RESKEY_KEY)",
-            )
-        return Resource(name, args, AgentKind.OCF, agent, source)
+        if "/" in instance or instance in (".", ".."):
+            raise ConfigError(path, line, f"OCF instance name '{instance}' must not contain '/'")
+        settings = _instance_settings(
+            os.path.join(dirs.config_dir, "conf", "OCF", agent_type, instance), where, warnings
+        )
+        return Resource(name, args, AgentKind.OCF, agent, source, settings)
     if "/" in name or name in (".", ".."):
         raise ConfigError(path, line, f"resource name '{name}' must not contain '/'")
     script = os.path.join(dirs.config_dir, "resource.d", name)
@@ -159,9 +187,16 @@ def _find_ocf(ocf_root: str, agent_type: str) -> str | None:
 
 
 def parse_haresources(
-    text: str, nodes: tuple[str, ...], dirs: AgentDirs, path: str = "haresources"
+    text: str,
+    nodes: tuple[str, ...],
+    dirs: AgentDirs,
+    path: str = "haresources",
+    warnings: list[ConfigWarning] | None = None,
 ) -> tuple[ResourceGroup, ...]:
-    """Parse haresources text into resolved groups; nodes are ha.cf's node names."""
+    """Parse haresources text into resolved groups; nodes are ha.cf's node names.
+
+    Warnings (from OCF instance files) are appended to `warnings` when it is given."""
+    found: list[ConfigWarning] = [] if warnings is None else warnings
     groups: list[ResourceGroup] = []
     seen: dict[str, str] = {}
     for line, content in _logical_lines(text):
@@ -178,7 +213,7 @@ def parse_haresources(
             )
         if not words:
             raise ConfigError(path, line, f"group for node '{node}' lists no resources")
-        resources = tuple(_resolve(w, (path, line), dirs) for w in words)
+        resources = tuple(_resolve(w, (path, line), dirs, found) for w in words)
         for res in resources:
             if res.spec in seen:
                 raise ConfigError(
