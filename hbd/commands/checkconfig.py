@@ -31,8 +31,14 @@ def describe(config: Config) -> dict[str, Any]:
             item["port"] = m.port
         if m.kind is MediumKind.MCAST:
             item.update(group=m.group, ttl=m.ttl, loop=m.loop)
-        if m.kind is MediumKind.UCAST:
+        if m.kind is MediumKind.MCAST6:
+            item.update(group=m.group, hops=m.ttl, loop=m.loop)
+        if m.kind in (MediumKind.UCAST, MediumKind.UCAST6):
             item["peer"] = m.peer
+        if m.kind in (MediumKind.MCAST6, MediumKind.UCAST6):
+            item["family"] = "ipv6"
+        elif m.kind is not MediumKind.SERIAL:
+            item["family"] = "ipv4"
         item["source"] = m.source
         paths.append(item)
     out: dict[str, Any] = {
@@ -59,7 +65,14 @@ def describe(config: Config) -> dict[str, Any]:
             "method": config.authkeys.active.method.value,
             "indexes": sorted(config.authkeys.entries),
         },
-        ping_nodes=[{"id": p.path_id, "address": p.address} for p in h.ping_nodes],
+        ping_nodes=[
+            {
+                "id": p.path_id,
+                "address": p.address,
+                "family": "ipv6" if ":" in p.address else "ipv4",
+            }
+            for p in h.ping_nodes
+        ],
         ping_groups=[
             {"id": g.path_id, "name": g.name, "addresses": list(g.addresses)} for g in h.ping_groups
         ],
@@ -122,7 +135,10 @@ def render_text(d: dict[str, Any]) -> str:
         lines.append(f"    {p['id']:<32} {extra:<12} ({p['source']})")
     if d["ping_nodes"] or d["ping_groups"]:
         lines.append("  ping nodes:")
-        lines.extend(f"    {p['id']}" for p in d["ping_nodes"])
+        lines.extend(
+            f"    {p['id']}" + (" (ping6)" if p["family"] == "ipv6" else "")
+            for p in d["ping_nodes"]
+        )
         lines.extend(f"    {g['id']} ({', '.join(g['addresses'])})" for g in d["ping_groups"])
     lines.append("  groups:" if d["groups"] else "  groups:     none")
     for g in d["groups"]:
