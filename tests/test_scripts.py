@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -281,3 +284,64 @@ def test_a_missing_script_is_reported_not_raised() -> None:
     result = asyncio.run(ScriptRunner().run(missing, "start", 5.0))
     assert result.rc == 5 and "cannot run /nonexistent/nope" in result.output
     assert os.path.exists(AGENTS / "recorder")
+
+
+CHILD_FACTS = r"""
+import asyncio, json, os, sys
+from hbd.core.model import AgentKind, Resource
+from hbd.effects.agents import ScriptRunner
+from hbd.effects.realtime import go_realtime
+
+try:
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("-1000")  # what the unit's OOMScoreAdjust= gives hbd
+    print("hbd-oom -1000")
+except PermissionError:  # no CAP_SYS_RESOURCE (a container): hbd keeps 0 too
+    print("hbd-oom 0")
+os.umask(0o027)  # the unit's UMask=
+os.environ.update(NOTIFY_SOCKET="/run/systemd/notify", WATCHDOG_USEC="5000000")
+assert go_realtime(None) == [], "no realtime here"
+script = Resource("facts", (), AgentKind.RESOURCE_D, sys.argv[1], "haresources:1")
+result = asyncio.run(ScriptRunner().run(script, "start", 10.0))
+print(result.output)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="sets its own OOM score and realtime priority")
+def test_scripts_do_not_inherit_hbds_oom_protection_realtime_umask_or_notify_socket(
+    tmp_path: Path,
+) -> None:
+    facts = tmp_path / "facts"
+    facts.write_text(
+        "#!/bin/sh\n"
+        'echo "oom $(cat /proc/self/oom_score_adj)"\n'
+        'echo "umask $(umask)"\n'
+        "echo \"policy $(sed -n 's/^policy *: *//p' /proc/self/sched)\"\n"
+        'echo "notify ${NOTIFY_SOCKET:-unset} ${WATCHDOG_USEC:-unset}"\n'
+    )
+    facts.chmod(0o755)
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD_FACTS, str(facts)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    got = dict(line.split(" ", 1) for line in run.stdout.split("\n") if line)
+    assert got.pop("hbd-oom") in ("-1000", "0")
+    assert got == {"oom": "0", "umask": "0022", "policy": "0", "notify": "unset unset"}
+
+
+def test_a_child_of_an_oom_protected_hbd_runs_under_choom_with_score_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hbd.effects import children
+
+    if shutil.which("choom") is None:
+        pytest.skip("needs util-linux's choom")
+    monkeypatch.setattr(children, "own_oom_score_adj", lambda: -1000)
+    argv = children.child_argv(["/bin/sh", "-c", "cat /proc/self/oom_score_adj"])
+    assert Path(argv[0]).name == "choom"
+    assert argv[1:] == ["-n", "0", "--", "/bin/sh", "-c", "cat /proc/self/oom_score_adj"]
+    assert subprocess.run(argv, capture_output=True, text=True, check=True).stdout == "0\n"
+    monkeypatch.setattr(children, "own_oom_score_adj", lambda: 0)
+    assert children.child_argv(["/bin/true"]) == ["/bin/true"]  # nothing to undo

@@ -16,7 +16,8 @@ Every script runs in its own session (process group) with stdout and stderr goin
 anonymous temporary file, not a pipe: a service the script leaves behind keeps that file
 instead of a pipe we would have to hold open (Heartbeat sends them to its debug log).
 A script that outlives its timeout gets SIGKILL on its whole process group. Its output
-is logged line by line with the resource and operation named.
+is logged line by line with the resource and operation named. Scripts do not inherit hbd's
+OOM protection, umask or service-manager variables (`hbd.effects.children`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from hbd.core.model import AgentKind, Resource
 from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_INSTALLED, Op, ResourceManager, RunAgent
+from hbd.effects.children import CHILD_UMASK, child_argv, child_environment
 
 if TYPE_CHECKING:
     from hbd.effects.addresses import BuiltinAgents
@@ -133,7 +135,7 @@ class ScriptRunner:
         self.builtins = builtins
         self.ha_dir = ha_dir
         self.ocf_root = ocf_root
-        self.base_env = dict(os.environ if env is None else env)
+        self.base_env = child_environment(os.environ if env is None else env)
         # as ResourceManager: "Make ifconfig work in France"
         self.base_env.pop("LC_ALL", None)
         self.base_env.pop("LANGUAGE", None)
@@ -172,12 +174,13 @@ class ScriptRunner:
         with tempfile.TemporaryFile(prefix="hbd-agent-") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                    *child_argv(argv),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=out,
                     env=env,
                     start_new_session=True,
+                    umask=CHILD_UMASK,
                 )
             except OSError as e:
                 return OpResult(OCF_ERR_INSTALLED, f"cannot run {argv[0]}: {e}", 0)
