@@ -262,6 +262,39 @@ def test_json_names_every_path_witness_and_timing_in_milliseconds(tmp_path: Path
     assert d["warnings"] == []
 
 
+def test_check_config_describes_ipv6_paths_witnesses_and_addresses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hacf = (
+        "node ha-01 ha-02\nauto_failback on\nucast6 eth0 FD00:0::2\n"
+        "mcast6 eth1 ff12::1:694 695 1 0\nping6 fd00::fe fe80::1%eth1\n"
+    )
+    haresources = "ha-01 IPv6addr::fd00::100/64/eth0 IPaddr2::fd00::101/64\n"
+    directory = config_dir(tmp_path / "ha.d", hacf, haresources=haresources)
+    d = check_json(directory)
+    assert [(p["id"], p["family"], p["port"]) for p in d["paths"]] == [
+        ("ucast6:eth0:fd00::2", "ipv6", 694),
+        ("mcast6:eth1:ff12::1:694", "ipv6", 695),
+    ]
+    assert (d["paths"][0]["peer"], d["paths"][1]["hops"], d["paths"][1]["loop"]) == (
+        "fd00::2",
+        1,
+        False,
+    )
+    assert [(p["id"], p["family"]) for p in d["ping_nodes"]] == [
+        ("ping:fd00::fe", "ipv6"),
+        ("ping:fe80::1%eth1", "ipv6"),
+    ]
+    assert [r["spec"] for r in d["groups"][0]["resources"]] == [
+        "IPv6addr::fd00::100/64/eth0",
+        "IPaddr2::fd00::101/64",
+    ]
+    argv = ["check-config", "--config-dir", str(directory), "--node-name", "ha-01"]
+    assert hbctl_main(argv) == 0
+    text = capsys.readouterr().out
+    assert "ucast6:eth0:fd00::2" in text and "ping:fd00::fe (ping6)" in text
+
+
 def test_json_of_the_issues_example(tmp_path: Path) -> None:
     d = check_json(sample("example", tmp_path))
     assert (d["keepalive_ms"], d["deadtime_ms"], d["warntime_ms"], d["initdead_ms"]) == (
