@@ -1,4 +1,5 @@
-"""UDP paths: `bcast`, `mcast` and `ucast`, one non-blocking socket each, bound to its NIC.
+"""UDP paths: `bcast`, `mcast`, `ucast` (IPv4) and `mcast6`, `ucast6` (IPv6), one
+non-blocking socket each, bound to its NIC.
 
 Every socket is tied to its device with SO_BINDTODEVICE, so a path is the NIC it names
 even when routes would say otherwise. Several media may share a device and port (e.g.
@@ -15,13 +16,21 @@ kind of traffic:
   but keeps only datagrams addressed to a unicast address (IP_PKTINFO), so the
   broadcasts of a bcast path on the same port are not counted twice.
 
-`Received.source` is the sender's IP address. A device that vanishes (ENODEV) is
+- mcast6 binds the group and port on the device, joins the group there, sends with the
+  configured hop limit and loop (Heartbeat's mcast6 plugin, which binds `[::]`).
+- ucast6 binds `[::]` and the port on the device (IPv6 only), sends to the peer (a
+  link-local peer on the device's scope), and like ucast keeps only datagrams addressed
+  to a unicast address (IPV6_PKTINFO).
+
+`Received.source` is the sender's IP address (for IPv6 compressed, without a `%scope`,
+as ha.cf names peers). A device that vanishes (ENODEV) is
 reported lost and reopened with backoff like a serial line; a device that is merely
 down drops frames (counted in `stats.dropped_down`) and the socket stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import ipaddress
@@ -37,6 +46,9 @@ SIOCGIFBRDADDR = 0x8919
 SIOCGIFNETMASK = 0x891B
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+IPV6_MULTICAST_ALL = 29  # Linux >= 4.20: only the groups this socket joined
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 MAX_DATAGRAM = 65535
@@ -92,6 +104,7 @@ class UdpLink(ReopeningDriver):
         self.destination: tuple[str, int] | None = None
         self._broadcast = "255.255.255.255"  # the device's broadcast address, set at open
         self._sock: socket.socket | None = None
+        self._sendto: tuple[str, int, int, int] | None = None  # IPv6: with the scope id
 
     # -- subclass hooks --------------------------------------------------------------
 
@@ -135,7 +148,7 @@ class UdpLink(ReopeningDriver):
         out: list[Received] = []
         while sock is not None and len(out) < MAX_DATAGRAMS_PER_CALL:
             try:
-                data, ancdata, _flags, sender = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(12))
+                data, ancdata, _flags, sender = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(20))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
@@ -147,7 +160,7 @@ class UdpLink(ReopeningDriver):
                 continue
             self.stats.frames_received += 1
             self.stats.bytes_received += len(data)
-            out.append(Received(self.path_id, data, sender[0]))
+            out.append(Received(self.path_id, data, sender[0].split("%", 1)[0]))
         return out
 
     # -- output ----------------------------------------------------------------------
@@ -159,7 +172,7 @@ class UdpLink(ReopeningDriver):
             self.stats.dropped_down += 1
             return False
         try:
-            sock.sendto(frame, self.destination)
+            sock.sendto(frame, self._sendto or self.destination)
         except InterruptedError:
             return self.send(frame, now)
         except OSError as e:
@@ -183,6 +196,8 @@ def _pktinfo_destination(ancdata: list[tuple[int, int, bytes]]) -> str:
     for level, kind, data in ancdata:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
             return socket.inet_ntoa(data[8:12])  # struct in_pktinfo: ifindex, spec_dst, addr
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
+            return socket.inet_ntop(socket.AF_INET6, data[:16])  # struct in6_pktinfo: addr, ifindex
     return "0.0.0.0"
 
 
@@ -263,12 +278,128 @@ class UcastLink(UdpLink):
         return not (address.is_multicast or is_broadcast)
 
 
+def interface_ipv6(device: str) -> tuple[int, frozenset[str]]:
+    """(ifindex, IPv6 addresses) of `device` in this thread's network namespace.
+
+    Raises OSError (ENODEV) when the device is missing; the addresses come from
+    /proc/thread-self/net/if_inet6 (empty when the device has none, or IPv6 is off).
+    """
+    index = socket.if_nametoindex(device)
+    found: set[str] = set()
+    try:
+        with open("/proc/thread-self/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5] == device:
+                    found.add(str(ipaddress.IPv6Address(int(fields[0], 16))))
+    except FileNotFoundError:
+        pass  # no IPv6 in this kernel: sends will fail and be counted
+    return index, frozenset(found)
+
+
+class Udp6Link(UdpLink):
+    """What mcast6 and ucast6 share: an IPv6-only socket on the device."""
+
+    def __init__(self, medium: Medium, *, backoff: Backoff | None = None) -> None:
+        super().__init__(medium, backoff=backoff)
+        self.ifindex = 0
+        self.local_addresses: frozenset[str] = frozenset()
+
+    def _do_open(self) -> None:
+        try:
+            self.ifindex, self.local_addresses = interface_ipv6(self.device)
+        except OSError as e:
+            raise LinkUnavailable(f"{self.device}: {describe(e)}") from e
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self._sock = sock
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.device.encode())
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        self.destination = self._setup(sock)
+
+    def is_own(self, source: str) -> bool:
+        return source in self.local_addresses
+
+    def _scope(self, address: ipaddress.IPv6Address) -> int:
+        """The scope id a sockaddr for `address` needs on this device (0: none)."""
+        link_scope = address.is_link_local or (
+            address.is_multicast and address.packed[1] & 0x0F == 0x2
+        )
+        return self.ifindex if link_scope else 0
+
+
+class Mcast6Link(Udp6Link):
+    """`mcast6 DEV GROUP PORT HOPS LOOP`: join GROUP on DEV, send there with HOPS and LOOP."""
+
+    kind = MediumKind.MCAST6
+
+    def __init__(self, medium: Medium, *, backoff: Backoff | None = None) -> None:
+        super().__init__(medium, backoff=backoff)
+        try:
+            group = ipaddress.IPv6Address(medium.group or "")
+        except ValueError:
+            group = None
+        if group is None or not group.is_multicast:
+            raise ValueError(
+                f"{medium.source}: mcast6 group {medium.group!r} is not IPv6 multicast"
+            )
+        self.group = group
+
+    def _setup(self, sock: socket.socket) -> tuple[str, int]:
+        with contextlib.suppress(OSError):  # kernels before 4.20: every joined group
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        sock.bind((str(self.group), self.port, 0, self._scope(self.group)))
+        mreq = self.group.packed + struct.pack("@I", self.ifindex)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.medium.ttl)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(self.medium.loop))
+        self._sendto: tuple[str, int, int, int] = (
+            str(self.group),
+            self.port,
+            0,
+            self._scope(self.group),
+        )
+        return (str(self.group), self.port)
+
+
+class Ucast6Link(Udp6Link):
+    """`ucast6 DEV PEER`: send to PEER; receive unicasts from anyone on DEV's port."""
+
+    kind = MediumKind.UCAST6
+
+    def __init__(self, medium: Medium, *, backoff: Backoff | None = None) -> None:
+        super().__init__(medium, backoff=backoff)
+        try:
+            peer = ipaddress.IPv6Address(medium.peer or "")
+        except ValueError:
+            raise ValueError(
+                f"{medium.source}: ucast6 peer {medium.peer!r} is not an IPv6 address"
+            ) from None
+        self.peer = peer
+
+    def _setup(self, sock: socket.socket) -> tuple[str, int]:
+        sock.bind(("::", self.port))
+        self._sendto = (str(self.peer), self.port, 0, self._scope(self.peer))
+        return (str(self.peer), self.port)
+
+    def _accept(self, destination: str) -> bool:
+        try:
+            return not ipaddress.IPv6Address(destination).is_multicast
+        except ValueError:
+            return False
+
+
 def udp_link(medium: Medium, *, backoff: Backoff | None = None) -> UdpLink:
-    """The UDP driver for a bcast, mcast or ucast medium."""
+    """The UDP driver for a bcast, mcast, ucast, mcast6 or ucast6 medium."""
     cls: type[UdpLink] = {
         MediumKind.BCAST: BcastLink,
         MediumKind.MCAST: McastLink,
         MediumKind.UCAST: UcastLink,
+        MediumKind.MCAST6: Mcast6Link,
+        MediumKind.UCAST6: Ucast6Link,
     }.get(medium.kind, UdpLink)
     if cls is UdpLink:
         raise ValueError(f"{medium.source}: {medium.kind.value} is not a UDP medium")

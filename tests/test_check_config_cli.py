@@ -85,7 +85,18 @@ MALFORMED: dict[str, Bad] = {
     "wire": Bad("ha.cf", H + "wire json\n", 4, "heartbeat or hbd"),
     "crm respawn": Bad("ha.cf", H + "crm respawn\n", 4, "does not start Pacemaker"),
     "pacemaker on": Bad("ha.cf", H + "pacemaker on\n", 4, "use 'crm off'"),
-    "mcast6": Bad("ha.cf", H + "mcast6 eth0 ff12::1 694 1 0\n", 4, "no IPv6 heartbeat paths"),
+    "mcast6 global": Bad("ha.cf", H + "mcast6 eth0 ff0e::1 694 1 0\n", 4, "as Heartbeat refuses"),
+    "mcast6 hops": Bad("ha.cf", H + "mcast6 eth0 ff12::1 694 5 0\n", 4, "hops '5'"),
+    "mcast6 v4 group": Bad("ha.cf", H + "mcast6 eth0 239.0.0.1 694 1 0\n", 4, "write mcast"),
+    "mcast v6 group": Bad("ha.cf", H + "mcast eth0 ff12::1 694 1 0\n", 4, "write mcast6"),
+    "ucast v6 peer": Bad("ha.cf", H + "ucast eth1 fd00::2\n", 4, "write ucast6 eth1 fd00::2"),
+    "ucast6 v4 peer": Bad("ha.cf", H + "ucast6 eth1 10.0.0.2\n", 4, "write ucast eth1"),
+    "ucast6 loopback": Bad("ha.cf", H + "ucast6 eth1 ::1\n", 4, "loopback address"),
+    "ucast6 scope": Bad("ha.cf", H + "ucast6 eth1 fe80::2%eth0\n", 4, "names interface eth0"),
+    "ping v6": Bad("ha.cf", H + "ping fd00::fe\n", 4, "write ping6 fd00::fe"),
+    "ping6 v4": Bad("ha.cf", H + "ping6 10.0.0.254\n", 4, "write ping 10.0.0.254"),
+    "ping6 link-local": Bad("ha.cf", H + "ping6 fe80::1\n", 4, "fe80::1%eth0"),
+    "ping_group v6": Bad("ha.cf", H + "ping_group gw fd00::1\n", 4, "one ping6 line each"),
     "NUL byte": Bad("ha.cf", H + "bcast\x00 eth1\n", 4, "NUL byte"),
     "not UTF-8": Bad("ha.cf", H.encode() + b"logfile /var/log/\xff\n", 4, "not UTF-8"),
     "form feed": Bad("ha.cf", H + "# part two\f\nkeepalive fast\n", 5, "needs a time"),
@@ -115,6 +126,10 @@ MALFORMED: dict[str, Bad] = {
     ),
     "ipaddr 2 args": Bad("haresources", "ha-01 IPaddr::10.0.0.5::eth0\n", 1, "one argument"),
     "empty part": Bad("haresources", "ha-01 IPaddr2::\n", 1, "empty part"),
+    "IPaddr v6": Bad("haresources", "ha-01 IPaddr::fd00::5\n", 1, "IPaddr is IPv4 only"),
+    "bare v6": Bad("haresources", "ha-01 fd00::5/64\n", 1, "write IPv6addr::fd00::5/64"),
+    "IPv6addr v4": Bad("haresources", "ha-01 IPv6addr::10.0.0.5\n", 1, "write IPaddr2::"),
+    "IPv6 prefix": Bad("haresources", "ha-01 IPaddr2::fd00::5/129\n", 1, "from 0 to 128"),
     "ocf short": Bad("haresources", "ha-01 OCF::Dummy\n", 1, "OCF::agent-type::instance"),
     "ocf missing": Bad("haresources", "ha-01 OCF::HbdTestNoSuch::a\n", 1, "not found under"),
     "sendarp bare": Bad("haresources", "ha-01 SendArp\n", 1, "SendArp needs ip/iface"),
@@ -245,6 +260,39 @@ def test_json_names_every_path_witness_and_timing_in_milliseconds(tmp_path: Path
         ("ha-02", "IPaddr::10.0.0.101/24/eth0"),
     ]
     assert d["warnings"] == []
+
+
+def test_check_config_describes_ipv6_paths_witnesses_and_addresses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hacf = (
+        "node ha-01 ha-02\nauto_failback on\nucast6 eth0 FD00:0::2\n"
+        "mcast6 eth1 ff12::1:694 695 1 0\nping6 fd00::fe fe80::1%eth1\n"
+    )
+    haresources = "ha-01 IPv6addr::fd00::100/64/eth0 IPaddr2::fd00::101/64\n"
+    directory = config_dir(tmp_path / "ha.d", hacf, haresources=haresources)
+    d = check_json(directory)
+    assert [(p["id"], p["family"], p["port"]) for p in d["paths"]] == [
+        ("ucast6:eth0:fd00::2", "ipv6", 694),
+        ("mcast6:eth1:ff12::1:694", "ipv6", 695),
+    ]
+    assert (d["paths"][0]["peer"], d["paths"][1]["hops"], d["paths"][1]["loop"]) == (
+        "fd00::2",
+        1,
+        False,
+    )
+    assert [(p["id"], p["family"]) for p in d["ping_nodes"]] == [
+        ("ping:fd00::fe", "ipv6"),
+        ("ping:fe80::1%eth1", "ipv6"),
+    ]
+    assert [r["spec"] for r in d["groups"][0]["resources"]] == [
+        "IPv6addr::fd00::100/64/eth0",
+        "IPaddr2::fd00::101/64",
+    ]
+    argv = ["check-config", "--config-dir", str(directory), "--node-name", "ha-01"]
+    assert hbctl_main(argv) == 0
+    text = capsys.readouterr().out
+    assert "ucast6:eth0:fd00::2" in text and "ping:fd00::fe (ping6)" in text
 
 
 def test_json_of_the_issues_example(tmp_path: Path) -> None:

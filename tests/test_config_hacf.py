@@ -125,6 +125,26 @@ EFFECTS: dict[str, tuple[tuple[str, ...], Getter, Any]] = {
         lambda h: (h.media[-1].path_id, h.media[-1].peer, h.media[-1].port),
         ("ucast:eth1:10.0.0.2", "10.0.0.2", 694),
     ),
+    "mcast6": (
+        # Heartbeat's own example line (mcast6.c): a transient link-local group
+        ("mcast6 eth1 ff12::1:2:3:4 5405 1 0",),
+        lambda h: [(m.path_id, m.port, m.ttl, m.loop) for m in h.media[1:]],
+        [("mcast6:eth1:ff12::1:2:3:4", 5405, 1, False)],
+    ),
+    "ucast6": (
+        # a link-local peer is reached on the line's device; the address is kept compressed
+        ("udpport 7000", "ucast6 eth1 FE80:0::5054:ff:fe29:3949", "ucast6 eth2 fd00::7%eth2"),
+        lambda h: [(m.path_id, m.peer, m.port) for m in h.media[1:]],
+        [
+            ("ucast6:eth1:fe80::5054:ff:fe29:3949", "fe80::5054:ff:fe29:3949", 7000),
+            ("ucast6:eth2:fd00::7", "fd00::7", 7000),
+        ],
+    ),
+    "ping6": (
+        ("ping6 fd00::fe fe80::1%eth1", "ping 192.168.0.254"),
+        lambda h: [p.path_id for p in h.ping_nodes],
+        ["ping:fd00::fe", "ping:fe80::1%eth1", "ping:192.168.0.254"],
+    ),
     "ping": (
         ("ping 192.168.0.254 192.168.0.253",),
         lambda h: [p.path_id for p in h.ping_nodes],
@@ -210,8 +230,6 @@ NOT_DONE: dict[str, tuple[str, str]] = {
 
 # Recognised and refused: hbd will not silently run without what the line asked for.
 REFUSED: dict[str, tuple[str, str]] = {
-    "mcast6": ("mcast6 eth0 ff12::1:2:3:4 694 1 0", "no IPv6 heartbeat paths"),
-    "ucast6": ("ucast6 eth1 fe80::5054:ff:fe29:3949", "no IPv6 heartbeat paths"),
     "hbaping": ("hbaping fc-card-name", "'ping' or 'ping_group'"),
 }
 

@@ -104,10 +104,11 @@ def test_ocf_resource_finds_its_agent_and_instance_settings(dirs: AgentDirs) -> 
     agent = make_executable(Path(dirs.ocf_root) / "resource.d" / "heartbeat" / "Dummy")
     settings = Path(dirs.config_dir) / "conf" / "OCF" / "Dummy" / "one"
     settings.parent.mkdir(parents=True)
-    settings.write_text("state=/run/dummy-one.state\n")
+    settings.write_text("# the state file\nOCF_RESKEY_state=/run/dummy-one.state\n")
     (group,) = parse("ha-01 OCF::Dummy::one\n", dirs)
     (res,) = group.resources
     assert (res.agent, res.agent_path, res.args) == (AgentKind.OCF, str(agent), ("Dummy", "one"))
+    assert res.settings == (("OCF_RESKEY_state", "/run/dummy-one.state"),)
 
 
 def test_ocf_prefers_the_heartbeat_provider(dirs: AgentDirs) -> None:
@@ -157,3 +158,17 @@ def test_no_haresources_file_is_allowed_but_said(tmp_path: Path) -> None:
     assert [str(w) for w in config.warnings] == [
         f"{directory}/haresources: warning: no haresources file: this cluster runs no groups"
     ]
+
+
+def test_ipv6_service_addresses_keep_the_double_colon_heartbeat_would_split(
+    dirs: AgentDirs,
+) -> None:
+    (group,) = parse("ha-01 IPv6addr::fd00::5/64/eth0 IPaddr2::2001:db8::6 10.0.0.7\n", dirs)
+    assert [(r.name, r.args, r.agent) for r in group.resources] == [
+        ("IPv6addr", ("fd00::5/64/eth0",), AgentKind.BUILTIN),
+        ("IPaddr2", ("2001:db8::6",), AgentKind.BUILTIN),
+        ("IPaddr", ("10.0.0.7",), AgentKind.BUILTIN),
+    ]
+    assert group.name == "IPv6addr::fd00::5/64/eth0"
+    # an IPv4 argument split on '::' is still two arguments, and an error
+    assert "takes one argument" in error("ha-01 IPaddr2::10.0.0.5::eth0\n", dirs).message

@@ -41,7 +41,14 @@ GROUPS = (
         "beta",
         (
             res("IPaddr2", "10.0.0.20", agent=AgentKind.BUILTIN, line=5),
-            res("Dummy", "db1", "state=/run/db one", agent=AgentKind.OCF, line=5),
+            Resource(  # OCF::Dummy::db1, conf/OCF/Dummy/db1 setting OCF_RESKEY_state
+                "OCF",
+                ("Dummy", "db1"),
+                AgentKind.OCF,
+                "/usr/lib/ocf/resource.d/pacemaker/Dummy",
+                "haresources:5",
+                (("OCF_RESKEY_state", "/run/db one"), ("helper", "not a parameter")),
+            ),
             res("SendArp", "10.0.0.21/eth1", line=5),
         ),
         "haresources:5",

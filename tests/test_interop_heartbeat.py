@@ -338,3 +338,77 @@ def test_ucast_with_md5(tmp_path: Path) -> None:
         heartbeat_stops_and_returns(m, clean=False)
         hbd_stops_and_returns(m)
         m.hb.stop()
+
+
+def test_ucast6_and_mcast6_with_sha1(tmp_path: Path) -> None:
+    """The same frames over IPv6: Heartbeat's ucast6 on eth0 and mcast6 on eth1 (its own
+    plugins, ucast6.so and mcast6.so), hbd with the same lines. Both sides see every link
+    up and the other node active; a cut IPv6 path is reported dead on both sides."""
+    v6 = {HB: "fd93::1", HBD: "fd93::2"}
+    group, port = "ff12::1:694", 695
+    with contextlib.ExitStack() as stack:
+        ns_hb = stack.enter_context(namespace("hb"))
+        ns_hbd = stack.enter_context(namespace("alpha"))
+        eth0 = stack.enter_context(veth_pair(ns_hb, ns_hbd, "10.93.0.0/24"))
+        stack.enter_context(veth_pair(ns_hb, ns_hbd, "10.94.0.0/24", "eth1", "eth1"))
+        for ns, name in ((ns_hb, HB), (ns_hbd, HBD)):
+            ns.ip("-6", "addr", "add", f"{v6[name]}/64", "dev", "eth0", "nodad")
+        hb = HeartbeatPeer(HB, ns_hb, tmp_path / "hb")
+        stack.callback(hb.kill)
+        hbd = HbdNode(HBD, ns_hbd, tmp_path / "alpha")
+        stack.callback(hbd.kill)
+        media = [f"ucast6 eth0 {v6[HBD]}", f"mcast6 eth1 {group} {port} 1 0"]
+        hb.configure(media, (HB, HBD), AUTH["sha1"], HbTiming(deadtime=f"{DEADTIME:g}"))
+        lines = ["keepalive 500ms", "warntime 2", f"deadtime {DEADTIME:g}", "initdead 6"]
+        lines += ["auto_failback off", f"ucast6 eth0 {v6[HB]}", f"mcast6 eth1 {group} {port} 1 0"]
+        hbd.write_config("\n".join([*lines, f"node {HB} {HBD}", ""]), AUTH["sha1"])
+        paths = {f"ucast6:eth0:{v6[HB]}": "eth0", f"mcast6:eth1:{group}": "eth1"}
+
+        def sees(hbd_paths: dict[str, str], hb_links: dict[str, str]) -> bool:
+            status = hbd.status()
+            view = None if status is None else status["nodes"].get(HB)
+            if view is None or view["status"] != "active":
+                return False
+            if any(view["paths"].get(p, {}).get("status") != s for p, s in hbd_paths.items()):
+                return False
+            if hb.node_status(HBD) != "active" or hb.node_status(HB) != "active":
+                return False
+            return all(hb.link_status(HBD, link) == s for link, s in hb_links.items())
+
+        def dump() -> str:
+            return f"\n{hbd.status()}\n{hbd.log()[-2500:]}\n{hb.logfile()[-3500:]}"
+
+        try:
+            hbd.start()
+            hb.start()
+            _, took = wait_for(
+                lambda: (
+                    True if sees(dict.fromkeys(paths, "up"), {"eth0": "up", "eth1": "up"}) else None
+                ),
+                STARTUP,
+                "hbd and Heartbeat active on both IPv6 links",
+                dump,
+            )
+            print(f"TIMING ucast6+mcast6/sha1: both links up, both active {took:.2f} s")
+            assert sorted(hb.links(HBD)) == ["eth0", "eth1"]
+            eth0.set_down("b")  # cut ucast6: both sides see exactly that link dead
+            _, took = wait_for(
+                lambda: (
+                    True
+                    if sees(
+                        {f"ucast6:eth0:{v6[HB]}": "dead", f"mcast6:eth1:{group}": "up"},
+                        {"eth0": "dead", "eth1": "up"},
+                    )
+                    else None
+                ),
+                DEADTIME + MARGIN + HB_LINK_LAG + 1,
+                "the ucast6 link dead on both sides, mcast6 still up",
+                dump,
+            )
+            print(f"TIMING ucast6 cut: dead on both sides after {took:.2f} s")
+            assert "missing seqno" not in hb.logfile()  # nothing hbd sent upset Heartbeat
+            assert hbd.stop() == 0
+            hb.stop()
+        except BaseException:
+            print(dump())
+            raise

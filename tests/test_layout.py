@@ -137,5 +137,5 @@ def test_an_import_against_the_direction_is_caught(
 
 
 def test_a_module_outside_every_layer_is_named() -> None:
-    with pytest.raises(AssertionError, match="hbd.misc: not in any layer"):
+    with pytest.raises(AssertionError, match=r"hbd\.misc: not in any layer"):
         layer_of("hbd.misc")

@@ -158,9 +158,51 @@ def test_a_ping_group_pings_every_member_and_hears_those_alive(hosts: Hosts) -> 
         assert link.last_reply_at(silent) is None
 
 
-def test_a_ping_address_that_is_not_ipv4_is_refused_naming_the_line() -> None:
-    with pytest.raises(ValueError, match=r"ha\.cf:22: ping address 'gateway' is not an IPv4"):
+def test_a_ping_address_that_is_not_an_address_is_refused_naming_the_line() -> None:
+    with pytest.raises(ValueError, match=r"ha\.cf:22: ping address 'gateway' is not an IP"):
         PingLink(PingGroup("g", ("10.0.0.1", "gateway"), source="ha.cf:22"))
+    with pytest.raises(ValueError, match=r"ha\.cf:24: ping_group:g mixes IPv4 and IPv6"):
+        PingLink(PingGroup("g", ("10.0.0.1", "fd00::1"), source="ha.cf:24"))
+
+
+# -- ping6 -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hosts6(hosts: Hosts) -> Hosts:
+    """The veth pair with fd79::1 (a) and fd79::2 (b), no duplicate address detection, and
+    link-local fe80::a (a) and fe80::b (b)."""
+    for ns, n, ll in ((hosts.a, 1, "a"), (hosts.b, 2, "b")):
+        ns.ip("-6", "addr", "add", f"fd79::{n}/64", "dev", "eth0", "nodad")
+        ns.ip("-6", "addr", "add", f"fe80::{ll}/64", "dev", "eth0", "nodad")
+    return hosts
+
+
+@requires_root
+@pytest.mark.root
+def test_a_ping6_node_answers_over_icmpv6_global_and_link_local(hosts6: Hosts) -> None:
+    with pinger(hosts6.a, PingNode("fd79::2", source="ha.cf:30")) as link:
+        assert link.send_echo(time.monotonic()) == 1
+        [reply] = replies(link, 0.3)
+        assert (reply.path_id, reply.address, reply.sequence) == ("ping:fd79::2", "fd79::2", 1)
+        assert 0 < reply.rtt_s < 0.3 and link.outstanding == 0
+    # a link-local witness is reached on the interface its %scope names
+    group = PingGroup("gw6", ("fe80::b%eth0", "fd79::99"), source="ha.cf:31")
+    with pinger(hosts6.a, group) as link:
+        assert link.send_echo(time.monotonic()) == 2
+        got = replies(link, 0.5)
+        assert [(r.path_id, r.address) for r in got] == [("ping_group:gw6", "fe80::b%eth0")]
+        assert link.outstanding == 1  # fd79::99: nobody has it
+
+
+@requires_root
+@pytest.mark.root
+def test_a_ping6_node_that_stops_answering_gives_no_reply(hosts6: Hosts) -> None:
+    hosts6.b.sysctl("net.ipv6.icmp.echo_ignore_all", "1")
+    with pinger(hosts6.a, PingNode("fd79::2", source="ha.cf:30")) as link:
+        assert link.send_echo(time.monotonic()) == 1
+        assert replies(link, 0.4) == []
+        assert link.outstanding == 1
 
 
 def test_a_closed_pinger_counts_what_it_could_not_send() -> None:

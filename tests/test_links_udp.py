@@ -16,7 +16,15 @@ from hbd.config.model import Medium, MediumKind
 from hbd.links.base import Link, LinkLost, LinkOpened, LinkOpenFailed, Received
 from hbd.links.factory import make_link
 from hbd.links.serial import SerialLink
-from hbd.links.udp import BcastLink, McastLink, UcastLink, UdpLink, udp_link
+from hbd.links.udp import (
+    BcastLink,
+    Mcast6Link,
+    McastLink,
+    Ucast6Link,
+    UcastLink,
+    UdpLink,
+    udp_link,
+)
 
 from netns import Netns, Veth, lan, namespace, requires_root, veth_pair
 
@@ -224,6 +232,12 @@ def test_media_that_cannot_work_are_refused_naming_the_line() -> None:
     bad_peer = Medium(MediumKind.UCAST, "eth0", source="ha.cf:4", peer="beta")
     with pytest.raises(ValueError, match=r"ha\.cf:4: ucast peer 'beta' is not an IPv4"):
         udp_link(bad_peer)
+    bad_group6 = Medium(MediumKind.MCAST6, "eth0", source="ha.cf:6", group="fd00::1")
+    with pytest.raises(ValueError, match=r"ha\.cf:6: mcast6 group 'fd00::1' is not IPv6 mult"):
+        udp_link(bad_group6)
+    bad_peer6 = Medium(MediumKind.UCAST6, "eth0", source="ha.cf:7", peer="10.0.0.2")
+    with pytest.raises(ValueError, match=r"ha\.cf:7: ucast6 peer '10\.0\.0\.2' is not an IPv6"):
+        udp_link(bad_peer6)
     serial = Medium(MediumKind.SERIAL, "/dev/ttyS0", source="ha.cf:5")
     with pytest.raises(ValueError, match=r"ha\.cf:5: serial is not a UDP medium"):
         udp_link(serial)
@@ -235,6 +249,8 @@ def test_make_link_picks_the_driver_for_each_medium(tmp_path: Path) -> None:
         BcastLink: Medium(MediumKind.BCAST, "eth0", source="ha.cf:2"),
         McastLink: Medium(MediumKind.MCAST, "eth0", source="ha.cf:3", group=GROUP),
         UcastLink: Medium(MediumKind.UCAST, "eth0", source="ha.cf:4", peer="10.0.0.2"),
+        Mcast6Link: Medium(MediumKind.MCAST6, "eth0", source="ha.cf:5", group="ff12::1:694"),
+        Ucast6Link: Medium(MediumKind.UCAST6, "eth0", source="ha.cf:6", peer="fe80::2"),
     }
     for cls, medium in media.items():
         link = make_link(medium, lock_dir=str(tmp_path))
@@ -271,3 +287,90 @@ def test_bcast_on_a_three_host_lan_reaches_everyone_until_one_host_is_cut() -> N
             (b"a still here", "10.78.0.1"),
             (b"c into the void", "10.78.0.3"),
         }
+
+
+# -- IPv6: mcast6 and ucast6 ---------------------------------------------------------------
+
+GROUP6 = "ff12::1:694"  # Heartbeat's kind of group: transient, link-local scope
+
+
+@pytest.fixture
+def hosts6(hosts: Hosts) -> Hosts:
+    """The veth pair with fd77::1 (a), fd77::2 (b) and link-local fe80::a, fe80::b, all
+    without duplicate address detection (nothing else could have them here)."""
+    for ns, n, ll in ((hosts.a, 1, "a"), (hosts.b, 2, "b")):
+        ns.ip("-6", "addr", "add", f"fd77::{n}/64", "dev", "eth0", "nodad")
+        ns.ip("-6", "addr", "add", f"fe80::{ll}/64", "dev", "eth0", "nodad")
+    return hosts
+
+
+@requires_root
+@pytest.mark.root
+def test_ucast6_delivers_both_ways_to_global_and_link_local_peers(hosts6: Hosts) -> None:
+    with (
+        opened(hosts6.a, MediumKind.UCAST6, peer="fd77::2") as a,
+        opened(hosts6.b, MediumKind.UCAST6, peer="fe80::a") as b,
+    ):
+        assert isinstance(a, Ucast6Link) and a.destination == ("fd77::2", PORT)
+        assert a.send(b"to beta", time.monotonic())
+        assert b.send(b"to alpha over link-local", time.monotonic())
+        assert collect(b) == [Received("ucast6:eth0:fe80::a", b"to beta", "fd77::1")]
+        # the sender's address comes without its %scope, as ha.cf names the peer
+        got = collect(a)
+        assert got == [Received("ucast6:eth0:fd77::2", b"to alpha over link-local", "fe80::b")]
+        assert b.is_own("fe80::b") and not b.is_own("fe80::a")
+
+
+@requires_root
+@pytest.mark.root
+def test_mcast6_delivers_with_loop_as_configured_and_keeps_to_its_group(hosts6: Hosts) -> None:
+    with (
+        opened(hosts6.a, MediumKind.MCAST6, group=GROUP6, ttl=1, loop=True) as a,
+        opened(hosts6.b, MediumKind.MCAST6, group=GROUP6, ttl=1, loop=False) as b,
+        opened(hosts6.b, MediumKind.MCAST6, group="ff12::1:695") as b_other,
+    ):
+        assert isinstance(a, Mcast6Link) and a.destination == (GROUP6, PORT)
+        assert a.send(b"alpha via group", time.monotonic())
+        assert b.send(b"beta via group", time.monotonic())
+        got_b = collect(b)
+        assert [r.data for r in got_b] == [b"alpha via group"]  # no loop: not its own
+        assert got_b[0].source in ("fe80::a", "fd77::1") and not b.is_own(got_b[0].source)
+        got_a = collect(a)
+        assert sorted(r.data for r in got_a) == [b"alpha via group", b"beta via group"]
+        assert [a.is_own(r.source) for r in got_a if r.data == b"alpha via group"] == [True]
+        assert collect(b_other) == []
+
+
+@requires_root
+@pytest.mark.root
+def test_ucast6_and_mcast6_sharing_a_port_each_keep_only_their_own_traffic(
+    hosts6: Hosts,
+) -> None:
+    with (
+        opened(hosts6.a, MediumKind.MCAST6, group=GROUP6) as a_m,
+        opened(hosts6.a, MediumKind.UCAST6, peer="fd77::2") as a_u,
+        opened(hosts6.b, MediumKind.MCAST6, group=GROUP6) as b_m,
+        opened(hosts6.b, MediumKind.UCAST6, peer="fd77::1") as b_u,
+        opened(hosts6.b, MediumKind.UCAST, peer="10.77.0.1") as b_u4,
+        opened(hosts6.a, MediumKind.UCAST, peer="10.77.0.2") as a_u4,
+    ):
+        assert a_m.send(b"multicast", time.monotonic())
+        assert a_u.send(b"unicast6", time.monotonic())
+        assert a_u4.send(b"unicast4", time.monotonic())
+        assert [r.data for r in collect(b_m)] == [b"multicast"]
+        assert pairs(collect(b_u)) == {(b"unicast6", "fd77::1")}  # not the IPv4 one either
+        assert pairs(collect(b_u4)) == {(b"unicast4", "10.77.0.1")}
+
+
+@requires_root
+@pytest.mark.root
+def test_an_ipv6_path_on_a_missing_nic_is_retried() -> None:
+    with namespace("a") as a:
+        medium = Medium(MediumKind.UCAST6, "nosuch0", source="ha.cf:7", port=PORT, peer="fd00::2")
+        with a.entered():
+            link = udp_link(medium)
+            link.open(100.0)
+        failed = link.next_event()
+        assert isinstance(failed, LinkOpenFailed) and failed.reason.startswith("nosuch0: ")
+        assert link.get_timer() == 100.5 and link.fileno() is None
+        link.close()

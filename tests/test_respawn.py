@@ -4,6 +4,9 @@ unless it exits 100; a program dying in a loop is slowed down, not spun."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,31 @@ def test_ipfail_is_left_to_the_policy() -> None:
         Respawn("root", ("/usr/bin/true",), "ha.cf:2"),
     )
     assert [p.name for p in programs(specs)] == ["/usr/bin/true"]
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches to another user")
+def test_a_program_runs_as_its_user_with_that_users_groups_and_home() -> None:
+    with tempfile.TemporaryDirectory(prefix="hbd-respawn-", dir="/tmp") as where:
+        os.chmod(where, 0o777)  # pytest's tmp_path is root's alone
+        run_as_nobody(Path(where))
+
+
+def run_as_nobody(tmp_path: Path) -> None:
+    pw = pwd.getpwnam("nobody")
+    out = tmp_path / "who"
+    body = (
+        f'echo "$(id -u) $(id -g) $(id -G) $HOME $USER $LOGNAME $(umask)'
+        f' ${{NOTIFY_SOCKET:-none}}" > {out}; exit 100'
+    )
+    os.environ["NOTIFY_SOCKET"] = "/run/systemd/notify"  # as systemd gives hbd
+    try:
+        program = RespawnedProgram(Respawn("nobody", (script(tmp_path, body),), "ha.cf:1"))
+        asyncio.run(run_for(program, 0.8))
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    groups = " ".join(str(g) for g in os.getgrouplist("nobody", pw.pw_gid))
+    assert out.read_text().split() == [
+        str(pw.pw_uid), str(pw.pw_gid), *groups.split(),
+        pw.pw_dir, "nobody", "nobody", "0022", "none",
+    ]  # fmt: skip

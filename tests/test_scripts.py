@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from hbd.core.errors import ConfigError
 from hbd.core.model import AgentKind, Resource, ResourceGroup
 from hbd.core.resources import GroupFailed, GroupStarted, GroupStopped, ResourceManager, RunAgent
 from hbd.effects.agents import OpResult, ScriptRunner, agent_command, carry_out, ocf_environment
@@ -208,9 +210,16 @@ def test_a_timed_out_stop_is_retried_by_the_core_with_real_timeouts(tmp_path: Pa
     assert not any(isinstance(e, GroupStopped) for e in events)
 
 
+def ocf(instance: str, *settings: tuple[str, str], script: str = "ocf_dummy") -> Resource:
+    """OCF::ocf_dummy::INSTANCE with the given instance-file assignments."""
+    return Resource(
+        "OCF", (script, instance), AgentKind.OCF, str(AGENTS / script), "haresources:3", settings
+    )
+
+
 def test_ocf_agent_gets_its_environment_and_exit_codes_decide(tmp_path: Path) -> None:
     state = tmp_path / "dummy"
-    res = agent("ocf_dummy", "db1", f"state={state}", "colour=blue", kind=AgentKind.OCF)
+    res = ocf("db1", ("OCF_RESKEY_state", str(state)), ("OCF_RESKEY_colour", "blue"))
     runner = ScriptRunner(ocf_root="/usr/lib/ocf")
 
     async def op(name: str) -> int | None:
@@ -230,7 +239,7 @@ def test_ocf_agent_gets_its_environment_and_exit_codes_decide(tmp_path: Path) ->
 
 
 def test_ocf_monitor_error_keeps_the_group_from_starting(tmp_path: Path) -> None:
-    res = agent("ocf_dummy", f"state={tmp_path / 'd'}", "broken=yes", kind=AgentKind.OCF)
+    res = ocf("d", ("OCF_RESKEY_state", str(tmp_path / "d")), ("OCF_RESKEY_broken", "yes"))
     group = ResourceGroup("alpha", (res,), "haresources:3")
 
     async def scenario() -> list[object]:
@@ -257,18 +266,17 @@ def test_resource_d_and_init_d_commands_follow_heartbeat() -> None:
     assert env["HA_DIR"] == "/etc/ha.d"
     httpd = Resource("apache2", (), AgentKind.INIT_D, "/etc/init.d/apache2", "haresources:2")
     assert agent_command(httpd, "status")[0] == ["/etc/init.d/apache2", "status"]
-    ocf = agent("ocf_dummy", "a=1", kind=AgentKind.OCF)
-    argv, env = agent_command(ocf, "status")
-    assert argv[-1] == "monitor"
-    assert env["OCF_RESOURCE_INSTANCE"] == "ocf_dummy"
+    argv, env = agent_command(ocf("web", ("OCF_RESKEY_a", "1"), ("plain", "x")), "status")
+    assert argv == [str(AGENTS / "ocf_dummy"), "monitor"]
+    assert (env["OCF_RESOURCE_INSTANCE"], env["OCF_RESKEY_a"], env["plain"]) == ("web", "1", "x")
 
 
-def test_bad_ocf_arguments_name_the_haresources_line() -> None:
-    bad = agent("ocf_dummy", "inst", "loose", kind=AgentKind.OCF)
-    with pytest.raises(ConfigError, match=r"haresources:3: ocf_dummy::inst::loose: OCF argument"):
-        ocf_environment(bad)
-    result = asyncio.run(ScriptRunner().run(bad, "start", 5.0))
-    assert result.rc == 6 and "not key=value" in result.output
+def test_a_resource_that_is_not_ocf_type_instance_is_refused_not_run() -> None:
+    half = Resource("OCF", ("ocf_dummy",), AgentKind.OCF, str(AGENTS / "ocf_dummy"), "h:3")
+    with pytest.raises(ValueError, match="not an OCF::type::instance resource"):
+        ocf_environment(half)
+    result = asyncio.run(ScriptRunner().run(half, "start", 5.0))
+    assert result.rc == 6 and "OCF::ocf_dummy: not an OCF::type::instance" in result.output
 
 
 def test_a_missing_script_is_reported_not_raised() -> None:
@@ -276,3 +284,64 @@ def test_a_missing_script_is_reported_not_raised() -> None:
     result = asyncio.run(ScriptRunner().run(missing, "start", 5.0))
     assert result.rc == 5 and "cannot run /nonexistent/nope" in result.output
     assert os.path.exists(AGENTS / "recorder")
+
+
+CHILD_FACTS = r"""
+import asyncio, json, os, sys
+from hbd.core.model import AgentKind, Resource
+from hbd.effects.agents import ScriptRunner
+from hbd.effects.realtime import go_realtime
+
+try:
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("-1000")  # what the unit's OOMScoreAdjust= gives hbd
+    print("hbd-oom -1000")
+except PermissionError:  # no CAP_SYS_RESOURCE (a container): hbd keeps 0 too
+    print("hbd-oom 0")
+os.umask(0o027)  # the unit's UMask=
+os.environ.update(NOTIFY_SOCKET="/run/systemd/notify", WATCHDOG_USEC="5000000")
+assert go_realtime(None) == [], "no realtime here"
+script = Resource("facts", (), AgentKind.RESOURCE_D, sys.argv[1], "haresources:1")
+result = asyncio.run(ScriptRunner().run(script, "start", 10.0))
+print(result.output)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="sets its own OOM score and realtime priority")
+def test_scripts_do_not_inherit_hbds_oom_protection_realtime_umask_or_notify_socket(
+    tmp_path: Path,
+) -> None:
+    facts = tmp_path / "facts"
+    facts.write_text(
+        "#!/bin/sh\n"
+        'echo "oom $(cat /proc/self/oom_score_adj)"\n'
+        'echo "umask $(umask)"\n'
+        "echo \"policy $(sed -n 's/^policy *: *//p' /proc/self/sched)\"\n"
+        'echo "notify ${NOTIFY_SOCKET:-unset} ${WATCHDOG_USEC:-unset}"\n'
+    )
+    facts.chmod(0o755)
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD_FACTS, str(facts)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    got = dict(line.split(" ", 1) for line in run.stdout.split("\n") if line)
+    assert got.pop("hbd-oom") in ("-1000", "0")
+    assert got == {"oom": "0", "umask": "0022", "policy": "0", "notify": "unset unset"}
+
+
+def test_a_child_of_an_oom_protected_hbd_runs_under_choom_with_score_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hbd.effects import children
+
+    if shutil.which("choom") is None:
+        pytest.skip("needs util-linux's choom")
+    monkeypatch.setattr(children, "own_oom_score_adj", lambda: -1000)
+    argv = children.child_argv(["/bin/sh", "-c", "cat /proc/self/oom_score_adj"])
+    assert Path(argv[0]).name == "choom"
+    assert argv[1:] == ["-n", "0", "--", "/bin/sh", "-c", "cat /proc/self/oom_score_adj"]
+    assert subprocess.run(argv, capture_output=True, text=True, check=True).stdout == "0\n"
+    monkeypatch.setattr(children, "own_oom_score_adj", lambda: 0)
+    assert children.child_argv(["/bin/true"]) == ["/bin/true"]  # nothing to undo

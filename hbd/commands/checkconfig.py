@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 from hbd.config.model import Config, MediumKind
+from hbd.core.model import AgentKind, Resource
 
 
 def _ms(seconds: float) -> float | int:
@@ -29,8 +31,14 @@ def describe(config: Config) -> dict[str, Any]:
             item["port"] = m.port
         if m.kind is MediumKind.MCAST:
             item.update(group=m.group, ttl=m.ttl, loop=m.loop)
-        if m.kind is MediumKind.UCAST:
+        if m.kind is MediumKind.MCAST6:
+            item.update(group=m.group, hops=m.ttl, loop=m.loop)
+        if m.kind in (MediumKind.UCAST, MediumKind.UCAST6):
             item["peer"] = m.peer
+        if m.kind in (MediumKind.MCAST6, MediumKind.UCAST6):
+            item["family"] = "ipv6"
+        elif m.kind is not MediumKind.SERIAL:
+            item["family"] = "ipv4"
         item["source"] = m.source
         paths.append(item)
     out: dict[str, Any] = {
@@ -57,7 +65,14 @@ def describe(config: Config) -> dict[str, Any]:
             "method": config.authkeys.active.method.value,
             "indexes": sorted(config.authkeys.entries),
         },
-        ping_nodes=[{"id": p.path_id, "address": p.address} for p in h.ping_nodes],
+        ping_nodes=[
+            {
+                "id": p.path_id,
+                "address": p.address,
+                "family": "ipv6" if ":" in p.address else "ipv4",
+            }
+            for p in h.ping_nodes
+        ],
         ping_groups=[
             {"id": g.path_id, "name": g.name, "addresses": list(g.addresses)} for g in h.ping_groups
         ],
@@ -66,10 +81,7 @@ def describe(config: Config) -> dict[str, Any]:
                 "name": g.name,
                 "preferred": g.preferred,
                 "source": g.source,
-                "resources": [
-                    {"spec": r.spec, "agent": r.agent.value, "path": r.agent_path}
-                    for r in g.resources
-                ],
+                "resources": [_resource(config, r) for r in g.resources],
             }
             for g in config.groups
         ],
@@ -83,6 +95,17 @@ def describe(config: Config) -> dict[str, Any]:
         warnings=[str(w) for w in config.warnings],
     )
     return out
+
+
+def _resource(config: Config, r: Resource) -> dict[str, Any]:
+    item: dict[str, Any] = {"spec": r.spec, "agent": r.agent.value, "path": r.agent_path}
+    if r.agent is AgentKind.OCF:
+        agent_type, instance = r.args
+        item["instance_file"] = os.path.join(config.directory, "conf", "OCF", agent_type, instance)
+        prefix = "OCF_RESKEY_"
+        item["parameters"] = {k[len(prefix) :]: v for k, v in r.settings if k.startswith(prefix)}
+        item["environment"] = {k: v for k, v in r.settings if not k.startswith(prefix)}
+    return item
 
 
 def _fmt_s(ms: float | int) -> str:
@@ -112,12 +135,19 @@ def render_text(d: dict[str, Any]) -> str:
         lines.append(f"    {p['id']:<32} {extra:<12} ({p['source']})")
     if d["ping_nodes"] or d["ping_groups"]:
         lines.append("  ping nodes:")
-        lines.extend(f"    {p['id']}" for p in d["ping_nodes"])
+        lines.extend(
+            f"    {p['id']}" + (" (ping6)" if p["family"] == "ipv6" else "")
+            for p in d["ping_nodes"]
+        )
         lines.extend(f"    {g['id']} ({', '.join(g['addresses'])})" for g in d["ping_groups"])
     lines.append("  groups:" if d["groups"] else "  groups:     none")
     for g in d["groups"]:
         lines.append(f"    {g['name']} (preferred {g['preferred']}, {g['source']})")
-        lines.extend(f"      {r['spec']:<40} {r['agent']}" for r in g["resources"])
+        for r in g["resources"]:
+            lines.append(f"      {r['spec']:<40} {r['agent']}")
+            if "instance_file" in r:
+                params = " ".join(f"{k}={v}" for k, v in r["parameters"].items())
+                lines.append(f"        {r['instance_file']}: {params or 'no parameters'}")
     if d["warnings"]:
         lines.append("  warnings:")
         lines.extend(f"    {w}" for w in d["warnings"])

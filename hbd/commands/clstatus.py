@@ -142,7 +142,7 @@ def declaration_order(hacf_text: str) -> list[str]:
         if len(words) < 2:
             continue
         key = words[0].lower()
-        if key in ("node", "ping"):
+        if key in ("node", "ping", "ping6"):
             names += words[1:]
         elif key == "ping_group":
             names.append(words[1])

@@ -6,10 +6,12 @@ script). The mapping is documented in docs/resources.md:
 - each haresources line -> a group, its resources in the same order (Pacemaker groups
   start left to right and stop right to left, as Heartbeat does);
 - IPaddr/IPaddr2/bare address -> ocf:heartbeat:IPaddr2 (ip, cidr_netmask, nic, iflabel,
-  broadcast); resource.d scripts with a known OCF twin (Filesystem, SendArp, IPsrcaddr,
-  MailTo, Delay, apache, Raid1, LVM, Xinetd, portblock, ...) -> that agent with named
-  parameters; OCF agents -> ocf:PROVIDER:TYPE with their key=value parameters; init.d
-  scripts -> lsb:NAME; anything else -> lsb:NAME with a comment saying it needs a wrapper;
+  broadcast; IPv6 too); IPv6addr -> ocf:heartbeat:IPv6addr (ipv6addr, cidr_netmask, nic);
+  resource.d scripts with a known OCF twin (Filesystem, SendArp, IPsrcaddr, MailTo, Delay,
+  apache, Raid1, LVM, Xinetd, portblock, ...) -> that agent with named parameters;
+  OCF::TYPE::INSTANCE -> ocf:PROVIDER:TYPE with the OCF_RESKEY_ parameters of its instance
+  file; init.d scripts -> lsb:NAME; anything else -> lsb:NAME with a comment saying it
+  needs a wrapper;
 - the preferred node -> a location constraint of score 100;
 - auto_failback on/legacy -> resource-stickiness 0 (groups go home), off -> 1000
   (greater than the location score, so groups stay; still finite so an operator's
@@ -127,17 +129,17 @@ def primitive_for(r: Resource, ids: _Ids) -> Primitive:
         return Primitive(
             ids.make(f"ip_{params[0][1]}"), "ocf:heartbeat:IPaddr2", params, None, r.source
         )
+    if r.name == "IPv6addr" and r.agent is AgentKind.BUILTIN:
+        params = tuple(("ipv6addr" if k == "ip" else k, v) for k, v in _ipaddr_params(r))
+        return Primitive(
+            ids.make(f"ip_{params[0][1]}"), "ocf:heartbeat:IPv6addr", params, None, r.source
+        )
     if r.agent is AgentKind.OCF:
-        params_kv: list[tuple[str, str]] = []
-        for i, arg in enumerate(r.args):
-            key, eq, value = arg.partition("=")
-            if eq:
-                params_kv.append((key, value))
-            elif i != 0:
-                raise ExportError(f"{r.source}: {r.spec}: OCF argument {arg!r} is not key=value")
-        base = r.args[0] if r.args and "=" not in r.args[0] else r.name
-        agent = f"ocf:{_ocf_provider(r)}:{r.name}"
-        return Primitive(ids.make(base), agent, tuple(params_kv), None, r.source)
+        agent_type, instance = r.args
+        prefix = "OCF_RESKEY_"
+        params_kv = tuple((k[len(prefix) :], v) for k, v in r.settings if k.startswith(prefix))
+        agent = f"ocf:{_ocf_provider(r)}:{agent_type}"
+        return Primitive(ids.make(instance), agent, params_kv, None, r.source)
     if r.name == "SendArp":
         ip, _, nic = (r.args[0] if r.args else "").partition("/")
         params = (("ip", ip), ("nic", nic)) if nic else (("ip", ip),)

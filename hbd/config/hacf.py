@@ -190,9 +190,9 @@ def _udpport(b: _Builder, name: str, args: list[str]) -> None:
     text = _one(b, name, args, "a UDP port")
     if not _digits(text) or not 1 <= int(text) <= 65535:
         raise b.fail(f"'udpport' takes a port from 1 to 65535; got '{text}'")
-    if any(m.kind in (MediumKind.BCAST, MediumKind.UCAST) for m in b.media):
+    if any(m.kind in (MediumKind.BCAST, MediumKind.UCAST, MediumKind.UCAST6) for m in b.media):
         b.warn(
-            "udpport comes after bcast/ucast lines, which keep the previous port "
+            "udpport comes after bcast/ucast/ucast6 lines, which keep the previous port "
             f"{b.udpport}; move udpport above the media lines (as Heartbeat requires)"
         )
     b.udpport = int(text)
@@ -226,11 +226,49 @@ def _check_iface(b: _Builder, name: str) -> str:
     return name
 
 
-def _ipv4(b: _Builder, text: str, what: str) -> ipaddress.IPv4Address:
+def _ipv4(b: _Builder, text: str, what: str, ipv6: str | None = None) -> ipaddress.IPv4Address:
+    """`text` as an IPv4 address; `ipv6` names the directive to use for an IPv6 one."""
     try:
         return ipaddress.IPv4Address(text)
     except ValueError:
-        raise b.fail(f"{what} '{text}' is not an IPv4 address") from None
+        pass
+    if ipv6 is not None and _is_ipv6(text):
+        raise b.fail(f"{what} '{text}' is an IPv6 address, and this directive is IPv4 only: {ipv6}")
+    raise b.fail(f"{what} '{text}' is not an IPv4 address") from None
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv6(b: _Builder, text: str, what: str, ipv4: str) -> ipaddress.IPv6Address:
+    """`text` (`ADDR` or `ADDR%IFACE`) as an IPv6 address; `ipv4` names the IPv4 directive."""
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        pass
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        raise b.fail(f"{what} '{text}' is not an IPv6 address") from None
+    raise b.fail(f"{what} '{text}' is an IPv4 address, and this directive is IPv6 only: {ipv4}")
+
+
+def _unicast6(b: _Builder, addr: ipaddress.IPv6Address, what: str) -> None:
+    """Heartbeat's plausibility check of a peer or ping6 address."""
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+        kind = (
+            "multicast"
+            if addr.is_multicast
+            else "unspecified"
+            if addr.is_unspecified
+            else "loopback"
+        )
+        raise b.fail(f"{what} '{addr}' is a {kind} address; give a unicast address")
 
 
 def _serial(b: _Builder, _: str, args: list[str]) -> None:
@@ -257,7 +295,7 @@ def _mcast(b: _Builder, _: str, args: list[str]) -> None:
             "'mcast' takes: device group port ttl loop, e.g. mcast eth0 239.192.0.42 694 1 0"
         )
     dev, group, port, ttl, loop = args
-    addr = _ipv4(b, group, "multicast group")
+    addr = _ipv4(b, group, "multicast group", f"write mcast6 {dev} {group} {port} {ttl} {loop}")
     if not addr.is_multicast:
         raise b.fail(f"'{group}' is not a multicast group (224.0.0.0 - 239.255.255.255)")
     if not _digits(port) or not 1 <= int(port) <= 65535:
@@ -284,7 +322,7 @@ def _ucast(b: _Builder, _: str, args: list[str]) -> None:
     if len(args) not in (2, 3):
         raise b.fail("'ucast' takes: device peer-address [local-address], e.g. ucast eth1 10.0.0.7")
     dev, peer = args[:2]
-    addr = _ipv4(b, peer, "ucast peer")
+    addr = _ipv4(b, peer, "ucast peer", f"write ucast6 {dev} {peer}")
     # hbd's extension: a third word binds the socket to that local address, so several
     # nodes can share one host (the demo runs two on loopback: 127.0.0.1 and 127.0.0.2)
     bind = str(_ipv4(b, args[2], "ucast local address")) if len(args) == 3 else None
@@ -301,11 +339,88 @@ def _ucast(b: _Builder, _: str, args: list[str]) -> None:
     )
 
 
+def _ucast6(b: _Builder, _: str, args: list[str]) -> None:
+    if len(args) != 2:
+        raise b.fail("'ucast6' takes: device peer-address, e.g. ucast6 eth1 fd00::7")
+    dev, peer = _check_iface(b, args[0]), args[1]
+    addr = _ipv6(b, peer, "ucast6 peer", f"write ucast {dev} {peer}")
+    _unicast6(b, addr, "ucast6 peer")
+    if addr.scope_id is not None and addr.scope_id != dev:
+        raise b.fail(
+            f"ucast6 peer '{peer}' names interface {addr.scope_id}, but the line's device is "
+            f"{dev}; write ucast6 {dev} {str(addr).split('%')[0]}"
+        )
+    plain = ipaddress.IPv6Address(str(addr).split("%")[0])
+    _add_medium(b, Medium(MediumKind.UCAST6, dev, b.where(), port=b.udpport, peer=str(plain)))
+
+
+# Heartbeat's mcast6 accepts only these scopes (RFC 4291 2.7): link, admin, site, organization
+_MCAST6_SCOPES = {0x2: "link-local", 0x4: "admin-local", 0x5: "site-local", 0x8: "organization"}
+
+
+def _mcast6(b: _Builder, _: str, args: list[str]) -> None:
+    if len(args) != 5:
+        raise b.fail(
+            "'mcast6' takes: device group port hops loop, e.g. mcast6 eth0 ff12::1:694 694 1 0"
+        )
+    dev, group, port, hops, loop = args
+    _check_iface(b, dev)
+    addr = _ipv6(b, group, "mcast6 group", f"write mcast {dev} {group} {port} {hops} {loop}")
+    packed = addr.packed
+    if not addr.is_multicast:
+        raise b.fail(f"'{group}' is not an IPv6 multicast group (ff00::/8), e.g. ff12::1:694")
+    scope = packed[1] & 0x0F
+    if packed[1] & 0xE0 or scope not in _MCAST6_SCOPES or not any(packed[2:]):
+        raise b.fail(
+            f"mcast6 group '{group}' is refused, as Heartbeat refuses it: use a link-local "
+            "(ff02::/ff12::), admin-local (ff14::), site-local (ff15::) or organization "
+            "(ff18::) group with a group id, e.g. ff12::1:694"
+        )
+    if addr.scope_id is not None:
+        raise b.fail(f"mcast6 group '{group}': drop the %{addr.scope_id}; the device says where")
+    if not _digits(port) or not 1 <= int(port) <= 65535:
+        raise b.fail(f"mcast6 port '{port}' must be from 1 to 65535")
+    if not _digits(hops) or not 0 <= int(hops) <= 4:
+        raise b.fail(f"mcast6 hops '{hops}' must be from 0 to 4 (Heartbeat's limit)")
+    if loop not in ("0", "1"):
+        raise b.fail(f"mcast6 loop '{loop}' must be 0 or 1")
+    _add_medium(
+        b,
+        Medium(
+            MediumKind.MCAST6,
+            dev,
+            b.where(),
+            port=int(port),
+            group=str(addr),
+            ttl=int(hops),
+            loop=loop == "1",
+        ),
+    )
+
+
+def _ping6(b: _Builder, _: str, args: list[str]) -> None:
+    if not args:
+        raise b.fail("'ping6' needs at least one address, e.g. ping6 fd00::fe")
+    for text in args:
+        addr = _ipv6(b, text, "ping6 node", f"write ping {text}")
+        _unicast6(b, addr, "ping6 node")
+        if addr.is_link_local and addr.scope_id is None:
+            raise b.fail(
+                f"ping6 node '{text}' is link-local: name its interface, e.g. ping6 {text}%eth0"
+            )
+        if addr.scope_id is not None:
+            _check_iface(b, addr.scope_id)
+        name = str(addr) if addr.is_link_local else str(addr).split("%")[0]
+        if any(p.address == name for p in b.ping_nodes):
+            raise b.fail(f"ping node {name} is listed twice")
+        b.ping_nodes.append(PingNode(name, b.where()))
+
+
 def _ping(b: _Builder, _: str, args: list[str]) -> None:
     if not args:
         raise b.fail("'ping' needs at least one address, e.g. ping 192.168.0.254")
     for text in args:
-        addr = str(_ipv4(b, text, "ping node"))
+        addr = str(_ipv4(b, text, "ping node", f"write ping6 {text}"))
         if any(p.address == addr for p in b.ping_nodes):
             raise b.fail(f"ping node {addr} is listed twice")
         b.ping_nodes.append(PingNode(addr, b.where()))
@@ -317,7 +432,8 @@ def _ping_group(b: _Builder, _: str, args: list[str]) -> None:
     name, *addrs = args
     if any(g.name == name for g in b.ping_groups):
         raise b.fail(f"ping_group '{name}' is defined twice")
-    members = tuple(str(_ipv4(b, a, f"ping_group {name} member")) for a in addrs)
+    hint = "ping_group (as Heartbeat's) takes IPv4 members; give IPv6 witnesses one ping6 line each"
+    members = tuple(str(_ipv4(b, a, f"ping_group {name} member", hint)) for a in addrs)
     b.ping_groups.append(PingGroup(name, members, b.where()))
 
 
@@ -484,12 +600,6 @@ def _stonith(b: _Builder, name: str, args: list[str]) -> None:
     )
 
 
-def _no_ipv6(b: _Builder, name: str, args: list[str]) -> None:
-    raise b.fail(
-        f"hbd has no IPv6 heartbeat paths ('{name}'); use '{name[:-1]}' over IPv4 for this link"
-    )
-
-
 def _hbaping(b: _Builder, name: str, args: list[str]) -> None:
     raise b.fail(
         "'hbaping' (fibre-channel ping nodes) was never fully supported by Heartbeat and hbd "
@@ -530,7 +640,10 @@ DIRECTIVES: dict[str, Handler] = {
     "udp": _bcast,
     "mcast": _mcast,
     "ucast": _ucast,
+    "mcast6": _mcast6,
+    "ucast6": _ucast6,
     "ping": _ping,
+    "ping6": _ping6,
     "ping_group": _ping_group,
     "autojoin": _autojoin,
     "auto_failback": _auto_failback,
@@ -562,8 +675,6 @@ DIRECTIVES: dict[str, Handler] = {
     "pacemaker": _pacemaker,
     "stonith": _stonith,
     "stonith_host": _stonith,
-    "mcast6": _no_ipv6,
-    "ucast6": _no_ipv6,
     "hbaping": _hbaping,
     "compression": _no_effect(_SMALL),
     "compression_threshold": _no_effect(_SMALL),
@@ -626,7 +737,9 @@ def _finish(b: _Builder) -> HaCf:
         raise ConfigError(b.path, None, "no nodes defined; add 'node NAME' for every cluster node")
     if not b.media:
         raise ConfigError(
-            b.path, None, "no heartbeat media defined; add serial, bcast, mcast or ucast"
+            b.path,
+            None,
+            "no heartbeat media defined; add serial, bcast, mcast, ucast, mcast6 or ucast6",
         )
     timing = _timing(b)
     _check_watchdog(b, timing.deadtime)

@@ -2,8 +2,11 @@
 
 Lines continue with a trailing backslash; `#` starts a comment. A resource is
 `name::arg1::arg2`; a bare IPv4 address (optionally `ip/prefix/iface/broadcast`) means
-`IPaddr::address`. Each resource is resolved at load time in Heartbeat's order: built-in
-(IPaddr, IPaddr2, SendArp), then `resource.d/NAME` in the configuration directory, then
+`IPaddr::address`. IPv6 service addresses are `IPv6addr::ADDR/PREFIX/IFACE` or
+`IPaddr2::ADDR/PREFIX/IFACE`; the `::` inside such an address is kept (Heartbeat's
+ResourceManager would split the argument there). Each resource is resolved at load time in
+Heartbeat's order: built-in (IPaddr, IPaddr2, IPv6addr, SendArp), then `resource.d/NAME`
+in the configuration directory, then
 `/etc/init.d/NAME`; `OCF::type::instance` runs the OCF agent `type` with the settings in
 `conf/OCF/type/instance`, as Heartbeat's OCF wrapper does. An unresolvable resource is an
 error naming its line.
@@ -16,12 +19,16 @@ import os
 import re
 from dataclasses import dataclass
 
+from hbd.config.ipaddr import AddressError, is_ipv6, parse_ipv6addr
+from hbd.config.model import ConfigWarning
+from hbd.config.ocf import parse_instance
 from hbd.config.syntax import digits as _digits
 from hbd.config.syntax import lines as _lines
 from hbd.core.errors import ConfigError
 from hbd.core.model import AgentKind, Resource, ResourceGroup
 
-BUILTINS = ("IPaddr", "IPaddr2", "SendArp")
+BUILTINS = ("IPaddr", "IPaddr2", "IPv6addr", "SendArp")
+_ADDRESS_AGENTS = ("IPaddr", "IPaddr2", "IPv6addr")
 _BARE_IP = re.compile(r"^\d{1,3}(\.\d{1,3}){3}(/.*)?$")
 
 
@@ -56,9 +63,24 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def check_ipaddr_arg(spec: str) -> str | None:
-    """Why an IPaddr argument `ip[/prefix[/iface[/broadcast]]]` is wrong, or None if fine."""
+def check_ipaddr_arg(spec: str, agent: str = "IPaddr2") -> str | None:
+    """Why an address argument of `agent` is wrong, or None if fine: IPv4
+    `ip[/prefix[/iface[/broadcast]]]` (IPaddr, IPaddr2), IPv6 `ip[/prefix[/iface]]`
+    (IPaddr2, IPv6addr)."""
     parts = spec.split("/")
+    if is_ipv6(parts[0]):
+        if agent == "IPaddr":
+            return (
+                f"'{parts[0]}' is an IPv6 address and IPaddr is IPv4 only; write "
+                f"IPv6addr::{spec} or IPaddr2::{spec}"
+            )
+        try:
+            parse_ipv6addr(spec)
+        except AddressError as e:
+            return str(e)
+        return None
+    if agent == "IPv6addr":
+        return f"IPv6addr takes an IPv6 address, not '{parts[0]}'; write IPaddr2::{spec}"
     if len(parts) > 4:
         return f"'{spec}' has too many parts; use ip/prefix/iface/broadcast"
     try:
@@ -81,24 +103,62 @@ def _executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def _resolve(word: str, where: tuple[str, int], dirs: AgentDirs) -> Resource:
+def _instance_settings(
+    settings: str, where: tuple[str, int], warnings: list[ConfigWarning]
+) -> tuple[tuple[str, str], ...]:
+    """The assignments of an OCF instance file (errors name the file's own line)."""
+    path, line = where
+    try:
+        with open(settings, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            path,
+            line,
+            f"OCF instance settings {settings} not found; create it with one "
+            "OCF_RESKEY_name=value per line (the agent's parameters, as Heartbeat's OCF "
+            "wrapper reads them)",
+        ) from None
+    except OSError as e:
+        raise ConfigError(settings, None, f"cannot read: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(settings, data[: e.start].count(b"\n") + 1, "not UTF-8 text") from None
+    parsed = parse_instance(text, settings)
+    warnings.extend(parsed.warnings)
+    return parsed.assignments
+
+
+def _resolve(
+    word: str, where: tuple[str, int], dirs: AgentDirs, warnings: list[ConfigWarning]
+) -> Resource:
     path, line = where
     source = f"{path}:{line}"
     args: tuple[str, ...]
     if _BARE_IP.match(word):
         name, args = "IPaddr", (word,)
+    elif is_ipv6(word.split("/", 1)[0]):
+        raise ConfigError(
+            path,
+            line,
+            f"'{word}': a bare address in haresources is IPv4 (as in Heartbeat); write "
+            f"IPv6addr::{word} (or IPaddr2::{word}) for an IPv6 service address",
+        )
     else:
         name, *rest = word.split("::")
         args = tuple(rest)
+        joined = "::".join(rest)
+        if name in _ADDRESS_AGENTS and len(rest) > 1 and is_ipv6(joined.split("/", 1)[0]):
+            args = (joined,)  # IPv6addr::fd00::5/64/eth0: one argument, its '::' kept
     if not name or any(not a for a in args):
         raise ConfigError(path, line, f"resource '{word}' has an empty part; write name::arg::arg")
     if name in BUILTINS:
-        if name in ("IPaddr", "IPaddr2"):
+        if name in _ADDRESS_AGENTS:
             if len(args) != 1:
-                raise ConfigError(
-                    path, line, f"{name} takes one argument ip/prefix/iface/broadcast: '{word}'"
-                )
-            why = check_ipaddr_arg(args[0])
+                form = "ip/prefix/iface" if name == "IPv6addr" else "ip/prefix/iface/broadcast"
+                raise ConfigError(path, line, f"{name} takes one argument {form}: '{word}'")
+            why = check_ipaddr_arg(args[0], name)
             if why:
                 raise ConfigError(path, line, f"{name}: {why}")
         elif len(args) < 1:
@@ -117,15 +177,12 @@ def _resolve(word: str, where: tuple[str, int], dirs: AgentDirs) -> Resource:
                 line,
                 f"OCF agent '{agent_type}' not found under {dirs.ocf_root}/resource.d/*/",
             )
-        settings = os.path.join(dirs.config_dir, "conf", "OCF", agent_type, instance)
-        if not os.path.isfile(settings):
-            raise ConfigError(
-                path,
-                line,
-                f"OCF instance settings {settings} not found; create it with one KEY=value per "
-                "line (they become OCF_RESKEY_KEY)",
-            )
-        return Resource(name, args, AgentKind.OCF, agent, source)
+        if "/" in instance or instance in (".", ".."):
+            raise ConfigError(path, line, f"OCF instance name '{instance}' must not contain '/'")
+        settings = _instance_settings(
+            os.path.join(dirs.config_dir, "conf", "OCF", agent_type, instance), where, warnings
+        )
+        return Resource(name, args, AgentKind.OCF, agent, source, settings)
     if "/" in name or name in (".", ".."):
         raise ConfigError(path, line, f"resource name '{name}' must not contain '/'")
     script = os.path.join(dirs.config_dir, "resource.d", name)
@@ -159,9 +216,16 @@ def _find_ocf(ocf_root: str, agent_type: str) -> str | None:
 
 
 def parse_haresources(
-    text: str, nodes: tuple[str, ...], dirs: AgentDirs, path: str = "haresources"
+    text: str,
+    nodes: tuple[str, ...],
+    dirs: AgentDirs,
+    path: str = "haresources",
+    warnings: list[ConfigWarning] | None = None,
 ) -> tuple[ResourceGroup, ...]:
-    """Parse haresources text into resolved groups; nodes are ha.cf's node names."""
+    """Parse haresources text into resolved groups; nodes are ha.cf's node names.
+
+    Warnings (from OCF instance files) are appended to `warnings` when it is given."""
+    found: list[ConfigWarning] = [] if warnings is None else warnings
     groups: list[ResourceGroup] = []
     seen: dict[str, str] = {}
     for line, content in _logical_lines(text):
@@ -178,7 +242,7 @@ def parse_haresources(
             )
         if not words:
             raise ConfigError(path, line, f"group for node '{node}' lists no resources")
-        resources = tuple(_resolve(w, (path, line), dirs) for w in words)
+        resources = tuple(_resolve(w, (path, line), dirs, found) for w in words)
         for res in resources:
             if res.spec in seen:
                 raise ConfigError(

@@ -13,6 +13,8 @@ from hbd.core.errors import ConfigError
 from hbd.core.model import WireFormat
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
+DEFAULT_INITD_DIR = "/etc/init.d"
+DEFAULT_OCF_ROOT = "/usr/lib/ocf"
 
 
 def local_node_name(override: str | None = None) -> str:
@@ -39,8 +41,8 @@ def load_config(
     directory: str,
     node_name: str,
     *,
-    initd_dir: str = "/etc/init.d",
-    ocf_root: str = "/usr/lib/ocf",
+    initd_dir: str | None = None,
+    ocf_root: str | None = None,
 ) -> Config:
     """Read and check the whole directory. Raises ConfigError (FILE:LINE: message)."""
     hacf_path = os.path.join(directory, "ha.cf")
@@ -75,8 +77,8 @@ def load_config(
     warnings: list[ConfigWarning] = [*hacf.warnings, *key_warnings]
     res_path = os.path.join(directory, "haresources")
     if os.path.exists(res_path):
-        dirs = AgentDirs(directory, initd_dir, ocf_root)
-        groups = parse_haresources(_read(res_path), hacf.nodes, dirs, res_path)
+        dirs = AgentDirs(directory, initd_dir or DEFAULT_INITD_DIR, ocf_root or DEFAULT_OCF_ROOT)
+        groups = parse_haresources(_read(res_path), hacf.nodes, dirs, res_path, warnings)
     else:
         groups = ()
         warnings.append(ConfigWarning(res_path, "no haresources file: this cluster runs no groups"))

@@ -18,6 +18,8 @@ class MediumKind(enum.Enum):
     BCAST = "bcast"
     MCAST = "mcast"
     UCAST = "ucast"
+    MCAST6 = "mcast6"  # Heartbeat 3.0.6's UDP/IPv6 multicast
+    UCAST6 = "ucast6"  # Heartbeat 3.0.6's UDP/IPv6 unicast
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +28,9 @@ class Medium:
 
     `device` is the tty for serial and the interface for UDP media. `port` is the UDP
     port (from `udpport` before the line, or the mcast line's own), `baud` the serial
-    speed (from `baud` before the line). `group`, `ttl`, `loop` are mcast's; `peer`
-    is ucast's.
+    speed (from `baud` before the line). `group`, `ttl`, `loop` are mcast's and mcast6's
+    (for mcast6 `ttl` is the hop limit); `peer` is ucast's and ucast6's (an IPv6 address
+    in its compressed form, without a `%scope`: a link-local peer is reached on `device`).
     """
 
     kind: MediumKind
@@ -43,16 +46,19 @@ class Medium:
 
     @property
     def path_id(self) -> str:
-        if self.kind is MediumKind.MCAST:
-            return f"mcast:{self.device}:{self.group}"
-        if self.kind is MediumKind.UCAST:
-            return f"ucast:{self.device}:{self.peer}"
+        if self.kind in (MediumKind.MCAST, MediumKind.MCAST6):
+            return f"{self.kind.value}:{self.device}:{self.group}"
+        if self.kind in (MediumKind.UCAST, MediumKind.UCAST6):
+            return f"{self.kind.value}:{self.device}:{self.peer}"
         return f"{self.kind.value}:{self.device}"
 
 
 @dataclass(frozen=True, slots=True)
 class PingNode:
-    """A witness: an address answering ICMP echo, never a cluster member."""
+    """A witness: an address answering ICMP echo, never a cluster member.
+
+    `ping` gives an IPv4 address, `ping6` an IPv6 one (compressed; a link-local one as
+    `fe80::1%eth0`, the interface it is reached on)."""
 
     address: str
     source: str

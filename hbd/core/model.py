@@ -40,6 +40,8 @@ class Resource:
     agent: AgentKind
     agent_path: str | None  # the script for resource.d/init.d/OCF; None for built-ins
     source: str
+    # OCF: the instance file's assignments (NAME, value) in file order, exported to the agent
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def spec(self) -> str:

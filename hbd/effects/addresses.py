@@ -1,4 +1,5 @@
-"""Built-in address agents: IPaddr, IPaddr2 and SendArp, via pyroute2 and raw ARP frames.
+"""Built-in address agents: IPaddr, IPaddr2, IPv6addr and SendArp, via pyroute2 and raw
+ARP and neighbour-advertisement frames.
 
 `IPaddr::ADDR[/PREFIX[/IFACE[:LABEL]][/BROADCAST]]` (Heartbeat's IPaddr/IPaddr2
 argument, parsed as its resource.d wrappers do): start adds the address and sends a
@@ -7,6 +8,15 @@ it; status says running (0) when it is on an interface, not running (7) otherwis
 exit codes. Without an interface, the interface is the one whose configured network
 contains the address (longest prefix), as IPaddr's findif does; the prefix then comes
 from that network too. `SendArp::ADDR/IFACE` only sends the burst on start.
+
+IPv6 (`IPaddr2::ADDR/PREFIX/IFACE` with an IPv6 ADDR, `IPv6addr::ADDR/PREFIX/IFACE`): start
+adds the address and then, as the IPaddr2 agent does, waits while the kernel's duplicate
+address detection holds it `tentative` (up to `DAD_WAIT`, then carries on with a warning);
+if DAD fails (another host has the address) the address is removed and the start fails.
+With DAD off on the interface (`net.ipv6.conf.IFACE.accept_dad=0`, IPaddr2's `nodad`) the
+address is usable at once. Then a burst of unsolicited neighbour advertisements (to
+ff02::1, Override set, the interface's MAC as target link-layer address, hop limit 255:
+IPaddr2's send_ua) tells the neighbours the address moved. `IPaddr` is IPv4 only.
 
 Every effect goes through an `AddressManager`; `PyrouteAddressManager` is the real one
 and works in the current network namespace or, given `netns`, in a named one
@@ -21,19 +31,25 @@ import logging
 import socket
 import threading
 import time
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any, Protocol
 
 from hbd.config.ipaddr import AddressError, VirtualAddress, parse_ipaddr, parse_ipv4
 from hbd.core.model import Resource
 from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_GENERIC, OCF_NOT_RUNNING, Op
 
+IPAddress = IPv4Address | IPv6Address
+
 log = logging.getLogger("hbd.effects.addresses")
 
 ARP_COUNT = 5  # Heartbeat's send_arp / IPaddr2 arp_count default
 ARP_INTERVAL = 0.2  # seconds; IPaddr2 arp_interval default 200 ms
+DAD_WAIT = 10.0  # seconds a tentative IPv6 address is waited for (IPaddr2: 10 x 1 s)
 _CLONE_NEWNET = 0x40000000
 _ETH_P_ARP = 0x0806
+_ETH_P_IPV6 = 0x86DD
+_IFA_F_DADFAILED = 0x08
+_IFA_F_TENTATIVE = 0x40
 
 
 def gratuitous_arp(ip: IPv4Address, mac: str, *, reply: bool = False) -> bytes:
@@ -50,13 +66,28 @@ def gratuitous_arp(ip: IPv4Address, mac: str, *, reply: bool = False) -> bytes:
     return bytes(frame)
 
 
+def unsolicited_na(ip: IPv6Address, mac: str) -> bytes:
+    """One unsolicited neighbour advertisement of `ip` at `mac` to all nodes (RFC 4861
+    7.2.6), as IPaddr2's send_ua sends it: Override set, Solicited and Router clear."""
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+    from scapy.layers.l2 import Ether
+
+    frame = (
+        Ether(dst="33:33:00:00:00:01", src=mac)
+        / IPv6(src=str(ip), dst="ff02::1", hlim=255)
+        / ICMPv6ND_NA(tgt=str(ip), R=0, S=0, O=1)
+        / ICMPv6NDOptDstLLAddr(lladdr=mac)
+    )
+    return bytes(frame)
+
+
 class AddressManager(Protocol):
     """The OS effects the built-in agents need. Tests and the daemon may swap it."""
 
-    def find_interface(self, ip: IPv4Address) -> tuple[str, int] | None:
+    def find_interface(self, ip: IPAddress) -> tuple[str, int] | None:
         """The interface (and its prefix length) whose network contains `ip`."""
 
-    def address_interface(self, ip: IPv4Address) -> str | None:
+    def address_interface(self, ip: IPAddress) -> str | None:
         """The interface `ip` is configured on, or None."""
 
     def add_address(self, addr: VirtualAddress) -> None: ...
@@ -67,6 +98,12 @@ class AddressManager(Protocol):
         self, ip: IPv4Address, iface: str, count: int, interval: float, reply: bool = False
     ) -> int:
         """Send `count` gratuitous ARPs `interval` seconds apart; return how many went."""
+
+    def dad_state(self, ip: IPv6Address) -> str | None:
+        """`tentative`, `dadfailed` or `ok` for a configured IPv6 address; None if absent."""
+
+    def send_unsolicited_na(self, ip: IPv6Address, iface: str, count: int, interval: float) -> int:
+        """Send `count` unsolicited neighbour advertisements `interval` s apart; how many went."""
 
 
 def _run_in_netns(netns: str, fn: Any) -> Any:
@@ -93,6 +130,10 @@ def _run_in_netns(netns: str, fn: Any) -> Any:
     return result[0]
 
 
+def _family(ip: IPAddress) -> int:
+    return socket.AF_INET6 if isinstance(ip, IPv6Address) else socket.AF_INET
+
+
 class PyrouteAddressManager:
     """The real AddressManager: netlink via pyroute2, ARP via a raw packet socket."""
 
@@ -114,32 +155,48 @@ class PyrouteAddressManager:
             raise AddressError(f"no interface named {iface!r}")
         return int(found[0])
 
-    def _addresses(self, ipr: Any) -> list[tuple[str, IPv4Address, int]]:
+    def _addresses(self, ipr: Any, family: int) -> list[tuple[str, IPAddress, int, int]]:
+        """(interface, address, prefix length, IFA flags) of every `family` address."""
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         out = []
-        for a in ipr.get_addr(family=socket.AF_INET):
+        for a in ipr.get_addr(family=family):
+            flags = a.get_attr("IFA_FLAGS")
             out.append(
-                (names.get(a["index"], "?"), IPv4Address(a.get_attr("IFA_ADDRESS")), a["prefixlen"])
+                (
+                    names.get(a["index"], "?"),
+                    ip_address(a.get_attr("IFA_ADDRESS")),
+                    a["prefixlen"],
+                    a["flags"] if flags is None else flags,
+                )
             )
         return out
 
-    def find_interface(self, ip: IPv4Address) -> tuple[str, int] | None:
+    def find_interface(self, ip: IPAddress) -> tuple[str, int] | None:
         with self._ipr() as ipr:
             best: tuple[str, int] | None = None
-            for iface, addr, plen in self._addresses(ipr):
-                if addr == ip or plen == 32:
+            for iface, addr, plen, _ in self._addresses(ipr, _family(ip)):
+                if addr == ip or plen == ip.max_prefixlen:
                     continue
-                if ip in IPv4Network(f"{addr}/{plen}", strict=False) and (
+                if ip in ip_network(f"{addr}/{plen}", strict=False) and (
                     best is None or plen > best[1]
                 ):
                     best = (iface, plen)
             return best
 
-    def address_interface(self, ip: IPv4Address) -> str | None:
+    def address_interface(self, ip: IPAddress) -> str | None:
         with self._ipr() as ipr:
-            for iface, addr, _ in self._addresses(ipr):
+            for iface, addr, _, _ in self._addresses(ipr, _family(ip)):
                 if addr == ip:
                     return iface
+        return None
+
+    def dad_state(self, ip: IPv6Address) -> str | None:
+        with self._ipr() as ipr:
+            for _, addr, _, flags in self._addresses(ipr, socket.AF_INET6):
+                if addr == ip:
+                    if flags & _IFA_F_DADFAILED:
+                        return "dadfailed"
+                    return "tentative" if flags & _IFA_F_TENTATIVE else "ok"
         return None
 
     def add_address(self, addr: VirtualAddress) -> None:
@@ -148,8 +205,8 @@ class PyrouteAddressManager:
         if addr.label:
             kw["label"] = addr.label
         brd = addr.broadcast
-        if brd is None and addr.prefixlen < 31:
-            brd = addr.network.broadcast_address
+        if brd is None and addr.prefixlen < 31 and isinstance(addr.ip, IPv4Address):
+            brd = IPv4Address(addr.network.broadcast_address)
         if brd is not None:
             kw["broadcast"] = str(brd)
         with self._ipr() as ipr:
@@ -158,7 +215,7 @@ class PyrouteAddressManager:
 
     def remove_address(self, addr: VirtualAddress) -> None:
         with self._ipr() as ipr:
-            for a in ipr.get_addr(family=socket.AF_INET, address=str(addr.ip)):
+            for a in ipr.get_addr(family=_family(addr.ip), address=str(addr.ip)):
                 ipr.addr("del", index=a["index"], address=str(addr.ip), prefixlen=a["prefixlen"])
 
     def _mac(self, iface: str) -> str:
@@ -170,10 +227,20 @@ class PyrouteAddressManager:
         self, ip: IPv4Address, iface: str, count: int, interval: float, reply: bool = False
     ) -> int:
         frame = gratuitous_arp(ip, self._mac(iface), reply=reply)
+        return self._send_frames(iface, _ETH_P_ARP, frame, count, interval)
+
+    def send_unsolicited_na(self, ip: IPv6Address, iface: str, count: int, interval: float) -> int:
+        frame = unsolicited_na(ip, self._mac(iface))
+        return self._send_frames(iface, _ETH_P_IPV6, frame, count, interval)
+
+    def _send_frames(
+        self, iface: str, proto: int, frame: bytes, count: int, interval: float
+    ) -> int:
+        """`count` copies of an Ethernet frame on `iface`, `interval` seconds apart."""
 
         def open_socket() -> socket.socket:
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
-            s.bind((iface, _ETH_P_ARP))
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+            s.bind((iface, proto))
             return s
 
         s: socket.socket = (
@@ -190,13 +257,14 @@ class PyrouteAddressManager:
 
 
 class BuiltinAgents:
-    """IPaddr, IPaddr2 and SendArp over an AddressManager; `run` returns (OCF rc, output).
+    """IPaddr, IPaddr2, IPv6addr and SendArp over an AddressManager; `run` returns (OCF rc,
+    output).
 
     `run` blocks (netlink calls, the ARP burst's pauses): call it from a worker thread,
     as `hbd.effects.agents.ScriptRunner` does.
     """
 
-    NAMES = frozenset({"IPaddr", "IPaddr2", "SendArp"})
+    NAMES = frozenset({"IPaddr", "IPaddr2", "IPv6addr", "SendArp"})
 
     def __init__(
         self,
@@ -205,8 +273,10 @@ class BuiltinAgents:
         arp_count: int = ARP_COUNT,
         arp_interval: float = ARP_INTERVAL,
         arp_reply: bool = False,
+        dad_wait: float = DAD_WAIT,
     ) -> None:
         self.addresses = addresses
+        self.dad_wait = dad_wait
         self.arp_count = arp_count
         self.arp_interval = arp_interval
         self.arp_reply = arp_reply
@@ -220,6 +290,11 @@ class BuiltinAgents:
                 return OCF_ERR_CONFIGURED, f"{resource.spec}: {resource.name} takes one argument"
             if resource.name == "SendArp":
                 return self._sendarp(resource, op)
+            family = "IPv6" if isinstance(parse_ipaddr(resource.args[0]).ip, IPv6Address) else ""
+            if resource.name == "IPaddr" and family:
+                raise AddressError("IPaddr is IPv4 only; write IPaddr2::ADDR or IPv6addr::ADDR")
+            if resource.name == "IPv6addr" and not family:
+                raise AddressError("IPv6addr takes an IPv6 address; write IPaddr2::ADDR for IPv4")
             return self._ipaddr(resource.args[0], op)
         except AddressError as e:
             return OCF_ERR_CONFIGURED, f"{resource.spec}: {e}"
@@ -231,7 +306,8 @@ class BuiltinAgents:
         addr = parse_ipaddr(arg)
         found = self.addresses.find_interface(addr.ip)
         if addr.iface is not None:
-            return addr.resolved(addr.iface, addr.prefixlen or (found[1] if found else 32))
+            fallback = found[1] if found else addr.ip.max_prefixlen
+            return addr.resolved(addr.iface, addr.prefixlen or fallback)
         if found is None:
             raise AddressError(
                 f"no interface has a network containing {addr.ip}: give one as ADDR/PREFIX/IFACE"
@@ -254,6 +330,8 @@ class BuiltinAgents:
         assert addr.iface is not None
         if where is None:
             self.addresses.add_address(addr)
+        if isinstance(ip, IPv6Address):
+            return self._announce6(ip, addr.prefixlen, addr.iface)
         sent = self.addresses.send_gratuitous_arp(
             ip, addr.iface, self.arp_count, self.arp_interval, self.arp_reply
         )
@@ -261,6 +339,26 @@ class BuiltinAgents:
             0,
             f"{addr.ip}/{addr.prefixlen} on {addr.label or addr.iface}, {sent} gratuitous ARPs",
         )
+
+    def _announce6(self, ip: IPv6Address, prefixlen: int | None, iface: str) -> tuple[int, str]:
+        """After adding an IPv6 address: wait out DAD as IPaddr2 does, then the NA burst."""
+        deadline = time.monotonic() + self.dad_wait
+        note = ""
+        while (state := self.addresses.dad_state(ip)) == "tentative":
+            if time.monotonic() >= deadline:
+                note = f", still tentative after {self.dad_wait:g} s (DAD)"
+                log.warning("%s on %s: DAD still tentative after %g s", ip, iface, self.dad_wait)
+                break
+            time.sleep(0.05)
+        if state == "dadfailed":
+            self.addresses.remove_address(VirtualAddress(ip, prefixlen, iface))
+            return (
+                OCF_ERR_GENERIC,
+                f"IPv6 address collision: another host on {iface} has {ip} (duplicate address "
+                "detection failed); removed it again",
+            )
+        sent = self.addresses.send_unsolicited_na(ip, iface, self.arp_count, self.arp_interval)
+        return 0, f"{ip}/{prefixlen} on {iface}{note}, {sent} unsolicited neighbour advertisements"
 
     def _sendarp(self, resource: Resource, op: Op) -> tuple[int, str]:
         ip_text, slash, iface = resource.args[0].partition("/")

@@ -5,10 +5,10 @@ Invocation follows Heartbeat 3.0.6's ResourceManager (`doscript`):
 - resource.d and init.d: ``SCRIPT [ARG ...] start|stop|status`` (the `::` arguments of
   the haresources item, then the operation). Status is judged from the output, by
   `hbd.core.resources.judge_status`.
-- OCF: ``AGENT start|stop|monitor`` (status is OCF's `monitor`) with OCF_ROOT,
-  OCF_RA_VERSION_MAJOR/MINOR, OCF_RESOURCE_TYPE, OCF_RESOURCE_INSTANCE and one
-  ``OCF_RESKEY_key=value`` per ``key=value`` argument; a bare first argument names the
-  instance (as Heartbeat's `OCF::type::instance` wrapper does). Judged by OCF exit codes.
+- OCF (``OCF::TYPE::INSTANCE``): ``AGENT start|stop|monitor`` (status is OCF's
+  `monitor`) with the variables of ``conf/OCF/TYPE/INSTANCE`` (the ``OCF_RESKEY_*``
+  parameters) and the OCF environment, as Heartbeat's resource.d/OCF wrapper runs it
+  (`ocf_environment`). Judged by OCF exit codes.
 - Built-ins (IPaddr, IPaddr2, SendArp) go to an `hbd.effects.addresses.BuiltinAgents`, run in a
   worker thread so the event loop never blocks.
 
@@ -16,7 +16,8 @@ Every script runs in its own session (process group) with stdout and stderr goin
 anonymous temporary file, not a pipe: a service the script leaves behind keeps that file
 instead of a pipe we would have to hold open (Heartbeat sends them to its debug log).
 A script that outlives its timeout gets SIGKILL on its whole process group. Its output
-is logged line by line with the resource and operation named.
+is logged line by line with the resource and operation named. Scripts do not inherit hbd's
+OOM protection, umask or service-manager variables (`hbd.effects.children`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
-from hbd.core.errors import ConfigError
 from hbd.core.model import AgentKind, Resource
 from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_INSTALLED, Op, ResourceManager, RunAgent
+from hbd.effects.children import CHILD_UMASK, child_argv, child_environment
 
 if TYPE_CHECKING:
     from hbd.effects.addresses import BuiltinAgents
@@ -66,36 +67,38 @@ class Runner(Protocol):
 
 
 def ocf_environment(resource: Resource, ocf_root: str = OCF_ROOT) -> dict[str, str]:
-    """The OCF environment for `resource` (raises ConfigError naming its haresources line)."""
+    """The environment of `OCF::TYPE::INSTANCE`, as Heartbeat's resource.d/OCF wrapper sets it.
+
+    The wrapper sources `conf/OCF/TYPE/INSTANCE` and exports what it assigns (the
+    `OCF_RESKEY_*` parameters); hbd read that file at load time into `resource.settings`.
+    Around it, the OCF 1.0 environment: OCF_ROOT, OCF_RA_VERSION_MAJOR/MINOR,
+    OCF_RESOURCE_INSTANCE (the instance name), OCF_RESOURCE_TYPE, OCF_RESOURCE_PROVIDER
+    (the directory the agent was found in), and the wrapper's own OCF_RES_NAME.
+    """
+    if resource.agent is not AgentKind.OCF or len(resource.args) != 2:
+        raise ValueError(f"{resource.spec}: not an OCF::type::instance resource")
+    agent_type, instance = resource.args
     env = {
         "OCF_ROOT": ocf_root,
         "OCF_RA_VERSION_MAJOR": "1",
         "OCF_RA_VERSION_MINOR": "0",
-        "OCF_RESOURCE_TYPE": resource.name,
+        "OCF_RESOURCE_TYPE": agent_type,
+        "OCF_RESOURCE_INSTANCE": instance,
+        "OCF_RES_NAME": instance,
     }
-    instance: str | None = None
-    for i, arg in enumerate(resource.args):
-        key, eq, value = arg.partition("=")
-        if eq:
-            if not key.isidentifier():
-                raise _config_error(resource, f"bad OCF parameter name {key!r} in {arg!r}")
-            env[f"OCF_RESKEY_{key}"] = value
-        elif i == 0:
-            instance = arg
-        else:
-            raise _config_error(
-                resource,
-                f"OCF argument {arg!r} is not key=value (only the first names the instance)",
-            )
-    env["OCF_RESOURCE_INSTANCE"] = instance or resource.name
+    provider = _provider(resource.agent_path)
+    if provider is not None:
+        env["OCF_RESOURCE_PROVIDER"] = provider
+    env.update(resource.settings)
     return env
 
 
-def _config_error(resource: Resource, message: str) -> ConfigError:
-    file, _, line = resource.source.rpartition(":")
-    if file and line.isdigit():
-        return ConfigError(file, int(line), f"{resource.spec}: {message}")
-    return ConfigError(resource.source, None, f"{resource.spec}: {message}")
+def _provider(agent_path: str | None) -> str | None:
+    """`heartbeat` for /usr/lib/ocf/resource.d/heartbeat/Dummy."""
+    if agent_path is None:
+        return None
+    parts = agent_path.rstrip("/").split("/")
+    return parts[-2] if len(parts) >= 3 and parts[-3] == "resource.d" else None
 
 
 def agent_command(
@@ -132,7 +135,7 @@ class ScriptRunner:
         self.builtins = builtins
         self.ha_dir = ha_dir
         self.ocf_root = ocf_root
-        self.base_env = dict(os.environ if env is None else env)
+        self.base_env = child_environment(os.environ if env is None else env)
         # as ResourceManager: "Make ifconfig work in France"
         self.base_env.pop("LC_ALL", None)
         self.base_env.pop("LANGUAGE", None)
@@ -165,18 +168,19 @@ class ScriptRunner:
     ) -> OpResult:
         try:
             argv, extra = agent_command(resource, op, ha_dir=self.ha_dir, ocf_root=self.ocf_root)
-        except (ConfigError, ValueError) as e:
+        except ValueError as e:
             return OpResult(OCF_ERR_CONFIGURED, str(e), 0)
         env = {**self.base_env, **extra}
         with tempfile.TemporaryFile(prefix="hbd-agent-") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                    *child_argv(argv),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=out,
                     env=env,
                     start_new_session=True,
+                    umask=CHILD_UMASK,
                 )
             except OSError as e:
                 return OpResult(OCF_ERR_INSTALLED, f"cannot run {argv[0]}: {e}", 0)

@@ -2,7 +2,8 @@
 
 As Heartbeat: SCHED_FIFO at `rtprio` (default halfway between the minimum and maximum
 SCHED_FIFO priorities) and mlockall, so heartbeats keep going when the machine is swapping
-or busy. Failures are warnings, never fatal (a container may refuse both).
+or busy. The children hbd starts do not inherit it (SCHED_RESET_ON_FORK), as Heartbeat's
+make_normaltime() saw to. Failures are warnings, never fatal (a container may refuse both).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def go_realtime(rtprio: int | None) -> list[str]:
     problems: list[str] = []
     prio = rtprio if rtprio is not None else default_rtprio()
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+        # children (resource scripts, the services they start) start at normal priority
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(prio))
     except OSError as e:
         problems.append(f"cannot run at realtime priority {prio}: {e.strerror}")
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)

@@ -5,7 +5,8 @@ exit status 100, which means "do not restart me". A program that exits more than
 `TOO_FAST_COUNT` times within `TOO_FAST_WINDOW` seconds is "respawning too fast": hbd waits
 `TOO_FAST_WINDOW` seconds before the next start instead of looping. ipfail is never started
 (the config layer warns: hbd's policy does its job). On a clean stop every program gets
-SIGTERM, then SIGKILL after `STOP_GRACE` seconds.
+SIGTERM, then SIGKILL after `STOP_GRACE` seconds. A program runs with USER's groups, HOME,
+USER and LOGNAME, and without what it must not inherit from hbd (hbd.effects.children).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pwd
 import time
 from collections import deque
 
 from hbd.config.model import Respawn
+from hbd.effects.children import CHILD_UMASK, child_argv, child_environment
 
 log = logging.getLogger("hbd")
 
@@ -60,11 +63,14 @@ class RespawnedProgram:
         while not self._stopping:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.spec.argv,
+                    *child_argv(self.spec.argv),
                     user=pw.pw_uid,
                     group=pw.pw_gid,
+                    extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid),  # as initgroups(3)
                     stdin=asyncio.subprocess.DEVNULL,
                     start_new_session=True,
+                    umask=CHILD_UMASK,
+                    env=user_environment(pw),
                 )
             except OSError as e:
                 log.error("%s: cannot start %s: %s", self.spec.source, self.name, e.strerror)
@@ -114,6 +120,14 @@ class RespawnedProgram:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+def user_environment(pw: pwd.struct_passwd) -> dict[str, str]:
+    """hbd's environment for a program run as `pw`: its own HOME, USER and LOGNAME, and
+    none of the variables systemd set for hbd (hbd.effects.children)."""
+    env = child_environment(os.environ)
+    env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+    return env
 
 
 def programs(specs: tuple[Respawn, ...]) -> list[RespawnedProgram]:

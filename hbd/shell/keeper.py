@@ -21,6 +21,7 @@ from hbd.core import resources as rs
 from hbd.core.advert import decode_advert
 from hbd.core.engine import Engine
 from hbd.core.fencing import Fenced, Fencing
+from hbd.core.model import AgentKind
 from hbd.core.policy import (
     Acquire,
     Decision,
@@ -51,16 +52,32 @@ class WatchdogInfo:
 
 
 def service_addresses(config: Config) -> dict[str, tuple[str, ...]]:
-    """Each group's service addresses: the IPaddr/IPaddr2 resources' addresses."""
+    """Each group's service addresses: the IPaddr/IPaddr2/IPv6addr resources' addresses
+    (a link-local IPv6 one as `fe80::5%eth0`, the interface its argument names)."""
     out: dict[str, tuple[str, ...]] = {}
     for g in config.groups:
-        addrs = tuple(
-            r.args[0].split("/", 1)[0]
-            for r in g.resources
-            if r.name in ("IPaddr", "IPaddr2") and r.args
-        )
-        out[g.name] = addrs
+        addrs = []
+        for r in g.resources:
+            if r.name in ("IPaddr", "IPaddr2", "IPv6addr") and r.agent is AgentKind.BUILTIN:
+                address, *rest = r.args[0].split("/")
+                if address.lower().startswith("fe80:") and len(rest) > 1:
+                    address = f"{address}%{rest[1]}"
+                addrs.append(address)
+        out[g.name] = tuple(addrs)
     return out
+
+
+def address_probes(name: str, addresses: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The pings that probe a group's service addresses: one per address family (a raw
+    ICMP socket or an ICMPv6 one), keyed by the group name, `NAME ipv6` for the second."""
+    v4 = tuple(a for a in addresses if ":" not in a)
+    v6 = tuple(a for a in addresses if ":" in a)
+    probes = {}
+    if v4:
+        probes[name] = v4
+    if v6:
+        probes[f"{name} ipv6" if v4 else name] = v6
+    return probes
 
 
 class GroupKeeper:
@@ -125,11 +142,13 @@ class GroupKeeper:
             now=now,
         )
         self.probes: dict[str, PingLink] = {}
+        self._probe_group: dict[str, str] = {}  # probe key -> group
         for g in config.groups:
-            if addresses[g.name]:
-                probe = PingLink(PingGroup(g.name, addresses[g.name], g.source))
+            for key, family in address_probes(g.name, addresses[g.name]).items():
+                probe = PingLink(PingGroup(g.name, family, g.source))
                 probe.open(now)
-                self.probes[g.name] = probe
+                self.probes[key] = probe
+                self._probe_group[key] = g.name
         self._answered: dict[str, float | None] = dict.fromkeys(addresses)
         self._failed: set[str] = set()
         self._logged: set[Decision] = set()
@@ -224,12 +243,13 @@ class GroupKeeper:
 
     def probe(self, now: float) -> None:
         """Send one echo to the service addresses of every group not held here."""
-        for name, probe in self.probes.items():
-            if not self.rm.may_be_running(name):
+        for key, probe in self.probes.items():
+            if not self.rm.may_be_running(self._probe_group[key]):
                 probe.send_echo(now)
 
-    def probe_answered(self, group: str, now: float) -> None:
-        self._answered[group] = now
+    def probe_answered(self, probe: str, now: float) -> None:
+        """The probe `probe` (a key of `probes`) had an answer: its group's address lives."""
+        self._answered[self._probe_group.get(probe, probe)] = now
 
     def get_timer(self) -> float | None:
         times = [t for t in (self.fencing.get_timer(), self.rm.get_timer()) if t is not None]

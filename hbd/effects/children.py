@@ -1,0 +1,63 @@
+"""What a program hbd starts (a resource agent, a `respawn` client) must not inherit from it.
+
+hbd runs with settings that are right for a heartbeat daemon and wrong for the services it
+starts, and a child inherits all of them unless told otherwise:
+
+- SCHED_FIFO (`realtime on`): hbd sets it with SCHED_RESET_ON_FORK (hbd.effects.realtime),
+  so children start at normal priority, as Heartbeat's make_normaltime() did;
+- `OOMScoreAdjust=-1000` (the unit): a database started by a resource script would be the
+  one process the OOM killer may never pick. `child_argv` runs the child under util-linux's
+  `choom -n 0`, which resets it before the program starts (raising one's own score needs no
+  privilege); without choom (util-linux, Essential on Debian) the child keeps hbd's score;
+- `UMask=0027` (the unit, for hbd's own files): children get 0022, a service's default;
+- the service manager's variables for hbd itself (`NOTIFY_SOCKET`, `WATCHDOG_USEC`,
+  `LISTEN_FDS`, ...): a child daemon that speaks sd_notify would talk to hbd's unit.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+
+CHILD_UMASK = 0o022
+# set by systemd for hbd itself (sd_notify, watchdog, socket activation, the journal stream)
+SERVICE_MANAGER_VARIABLES = frozenset(
+    {
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "JOURNAL_STREAM",
+    }
+)
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without the variables systemd set for hbd's own process."""
+    return {k: v for k, v in env.items() if k not in SERVICE_MANAGER_VARIABLES}
+
+
+def own_oom_score_adj() -> int:
+    """This process's /proc/self/oom_score_adj (0 when it cannot be read)."""
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+@functools.cache
+def _choom() -> str | None:
+    return shutil.which("choom", path=os.defpath + ":/usr/bin:/bin")
+
+
+def child_argv(argv: Sequence[str]) -> list[str]:
+    """`argv`, run with an OOM score of 0 when hbd's own is below that (`choom -n 0 --`)."""
+    choom = _choom()
+    if choom is None or own_oom_score_adj() >= 0:
+        return list(argv)
+    return [choom, "-n", "0", "--", *argv]
