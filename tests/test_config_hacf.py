@@ -189,6 +189,7 @@ EFFECTS: dict[str, tuple[tuple[str, ...], Getter, Any]] = {
     "coredumps": (("coredumps false",), lambda h: h.coredumps, False),
     "cluster": (("cluster appliance",), lambda h: h.cluster, "appliance"),
     "wire": (("wire hbd",), lambda h: h.wire, WireFormat.HBD),
+    "peer_watchdog_timeout": (("peer_watchdog_timeout 3",), lambda h: h.peer_watchdog_timeout, 3.0),
     "watchdog_timeout": (
         ("watchdog /dev/watchdog", "watchdog_timeout 40"),
         lambda h: h.watchdog_timeout,

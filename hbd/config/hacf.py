@@ -485,6 +485,18 @@ def _watchdog_timeout(b: _Builder, name: str, args: list[str]) -> None:
     b.values["watchdog_timeout"] = ms / 1000.0
 
 
+def _peer_watchdog_timeout(b: _Builder, name: str, args: list[str]) -> None:
+    _once(b, name)
+    text = _one(b, name, args, "whole seconds, or 0 for a peer without a watchdog")
+    ms = parse_time_ms(text)
+    if ms is None or ms % 1000 or ms > 3_600_000:
+        raise b.fail(
+            "'peer_watchdog_timeout' takes whole seconds (0: the peer arms no watchdog), "
+            f"at most 3600; got '{text}'"
+        )
+    b.values["peer_watchdog_timeout"] = ms / 1000.0
+
+
 def _logfacility(b: _Builder, name: str, args: list[str]) -> None:
     text = _one(b, name, args, "a syslog facility").lower()
     if text not in SYSLOG_FACILITIES:
@@ -668,6 +680,7 @@ DIRECTIVES: dict[str, Handler] = {
     # hbd's own directives (documented in docs/directives.md)
     "wire": _wire,
     "watchdog_timeout": _watchdog_timeout,
+    "peer_watchdog_timeout": _peer_watchdog_timeout,
     "adaptive_detector": _bool("adaptive_detector"),
     "resource_timeout": _resource_timeout,
     # recognised, not carried out: each says what hbd does instead

@@ -7,10 +7,10 @@ import os
 from hbd.config.authkeys import check_mode, parse_authkeys
 from hbd.config.hacf import parse_hacf
 from hbd.config.haresources import AgentDirs, parse_haresources
-from hbd.config.model import Config, ConfigWarning
+from hbd.config.model import Config, ConfigWarning, HaCf, MediumKind
 from hbd.core.auth import AuthMethod
 from hbd.core.errors import ConfigError
-from hbd.core.model import WireFormat
+from hbd.core.model import ResourceGroup, WireFormat
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
 DEFAULT_INITD_DIR = "/etc/init.d"
@@ -82,4 +82,52 @@ def load_config(
     else:
         groups = ()
         warnings.append(ConfigWarning(res_path, "no haresources file: this cluster runs no groups"))
+    if groups:
+        warnings.extend(partition_warnings(hacf, groups))
     return Config(directory, node_name, hacf, authkeys, groups, tuple(warnings))
+
+
+def partition_warnings(hacf: HaCf, groups: tuple[ResourceGroup, ...]) -> list[ConfigWarning]:
+    """What leaves the residual case open (docs/policy.md): a partition in which both nodes
+    reach the world and nothing of the peer answers puts a group on both nodes."""
+    where = hacf.path
+    out = [
+        ConfigWarning(
+            where,
+            "two nodes without an arbiter: if every path is cut, both nodes still reach a "
+            "ping node and nothing of the peer answers a probe, both run the groups "
+            "(docs/policy.md, 'the residual case')",
+        )
+    ]
+    if not hacf.ping_nodes and not hacf.ping_groups:
+        out.append(
+            ConfigWarning(
+                where,
+                "no ping nodes: a node cut off from everything cannot tell it is isolated, "
+                "so a holder keeps its groups while its peer takes them over; add "
+                "'ping ADDRESS' (a router both nodes reach)",
+            )
+        )
+    lan = any(m.kind is not MediumKind.SERIAL for m in hacf.media)
+    addressed = any(
+        r.name in ("IPaddr", "IPaddr2", "IPv6addr") for g in groups for r in g.resources
+    )
+    if not lan and not addressed:
+        out.append(
+            ConfigWarning(
+                where,
+                "nothing to probe: no heartbeat runs over a LAN (so the peer's addresses are "
+                "unknown) and no group has a service address, so a silent peer cannot be "
+                "told from a dead one; add a bcast/ucast path or a service address",
+            )
+        )
+    if not hacf.watchdog:
+        out.append(
+            ConfigWarning(
+                where,
+                "no watchdog: a node that must go (isolated, or unheard by its peer) can "
+                "only release its groups, not be reset before the peer takes over; add "
+                "'watchdog /dev/watchdog' (docs/watchdog.md)",
+            )
+        )
+    return out

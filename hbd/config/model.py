@@ -131,6 +131,8 @@ class HaCf:
     auto_failback: AutoFailback = AutoFailback.LEGACY
     watchdog: str | None = None
     watchdog_timeout: float | None = None  # hbd: `watchdog_timeout`; None = ceil(deadtime)
+    peer_watchdog_timeout: float | None = None  # hbd: assumed for a peer never heard; None:
+    # this node's own watchdog timeout (0 with no watchdog here)
     logfile: str | None = None
     debugfile: str | None = None
     logfacility: str | None = "daemon"

@@ -408,10 +408,12 @@ class Membership:
         node = self._node(name)
         return node.left is not None and node.state is NodeState.DEAD
 
-    def addresses_of(self, name: str) -> tuple[str, ...]:
-        """The source addresses `name`'s frames came from on datagram paths."""
+    def addresses_of(self, name: str, paths: Iterable[str]) -> tuple[str, ...]:
+        """The source addresses `name`'s frames came from on `paths` (the datagram ones:
+        a serial path's "source" is a device, no address)."""
         node = self._node(name)
-        return tuple(dict.fromkeys(p.source for p in node.paths.values() if p.source))
+        sources = (node.paths[p].source for p in paths if p in node.paths)
+        return tuple(dict.fromkeys(s for s in sources if s))
 
     def uuid_of(self, name: str) -> bytes | None:
         """The uuid `name` last advertised, None if it never did."""

@@ -302,6 +302,16 @@ class Node:
             self._dirty = True
             self._after_input(now)
 
+    def stop_began(self) -> float:
+        """When `begin_stop` was called (now, if it was not)."""
+        return self._stopping_since if self._stopping_since is not None else self.started
+
+    def give_up(self, now: float, reason: str) -> None:
+        """A clean stop could not stop the groups: they may still run, so the node goes
+        (with a watchdog it pets no more) instead of ever reporting them stopped."""
+        self._go(now, reason)
+        self._after_input(now)
+
     def leave(self, now: float) -> None:
         """Say goodbye (the last thing before the process exits)."""
         self.engine.leave(now)
@@ -649,7 +659,8 @@ class Node:
     # -- probes -------------------------------------------------------------------------
 
     def _learn_addresses(self, peer: str) -> None:
-        learned = self.engine.membership.addresses_of(peer)
+        datagram = [p for p, kind in self._kinds.items() if kind is PathKind.DATAGRAM]
+        learned = self.engine.membership.addresses_of(peer, datagram)
         known = self._remembered.get(peer, ())
         new = tuple(a for a in learned if a not in known)
         if new:

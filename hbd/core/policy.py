@@ -373,7 +373,12 @@ class Policy:
                     self._release(g, now, "this node is going: " + self.fenced)
                 continue
             if mine.may_run and target != self.local:
-                self._release(g, now, f"its target is {target or 'no node'}")
+                claim = self._claim_of(target) if target is not None else None
+                if claim is not None and claim.covers(g.preferred == target):
+                    why = f"{target} asked to take over (takeover {claim.name.lower()})"
+                else:
+                    why = f"its target is {target or 'no node'}"
+                self._release(g, now, why)
             elif target == self.local and not mine.started:
                 # not running, or in doubt (a status that timed out, a half-started group
                 # after a crash): acquiring asks each resource's status before starting it

@@ -7,6 +7,7 @@ start, so peers see a restart as a new generation and a replayed old frame as st
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 import uuid
@@ -102,3 +103,50 @@ def load_identity(state_dir: str, node_name: str, uuidfrom: str, hbgenmethod: st
             f"the state directory (--state-dir)"
         ) from None
     return Identity(node_name, node_uuid, generation)
+
+
+PEERS_FILE = "peers"
+
+
+def load_peer_addresses(
+    state_dir: str, peers: tuple[str, ...]
+) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """The peers' addresses remembered from earlier runs (`STATE_DIR/peers`, one line
+    `NODE ADDRESS...` each), so a node that restarts during a partition can still probe
+    its peer. It is a cache: a line that cannot be used is left out and named in the
+    returned warnings (FILE:LINE: why), never an error."""
+    path = os.path.join(state_dir, PEERS_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return {}, []
+    except (OSError, UnicodeDecodeError) as e:
+        return {}, [f"{path}: cannot be read ({e}); the peers' addresses are learned anew"]
+    out: dict[str, tuple[str, ...]] = {}
+    warnings: list[str] = []
+    for number, line in enumerate(lines, 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        name, addresses = words[0], words[1:]
+        if name not in peers:
+            warnings.append(f"{path}:{number}: {name!r} is no peer in ha.cf; line ignored")
+            continue
+        good = []
+        for address in addresses:
+            try:
+                ipaddress.ip_address(address.split("%", 1)[0])
+            except ValueError:
+                warnings.append(f"{path}:{number}: {address!r} is not an IP address; ignored")
+                continue
+            good.append(address)
+        out[name] = tuple(good)
+    return out, warnings
+
+
+def save_peer_addresses(state_dir: str, addresses: dict[str, tuple[str, ...]]) -> None:
+    """Write the peers' addresses durably (a new file renamed over the old one)."""
+    text = "# peers' addresses, learned from their frames; hbd rewrites this file\n"
+    text += "".join(f"{n} {' '.join(a)}\n" for n, a in sorted(addresses.items()) if a)
+    _write_durably(os.path.join(state_dir, PEERS_FILE), text)

@@ -1,22 +1,22 @@
-"""The I/O shell: one asyncio loop that drives the sans-I/O core.
+"""The I/O shell: one asyncio loop that carries the sans-I/O node's inputs and actions.
 
 Data flows one way. A link driver reads bytes; the loop hands them, with the path id and
-the monotonic `now`, to the engine; the engine returns frames to send and events; the loop
-writes the frames and logs the events in words a Heartbeat user can grep. The group keeper
-(`hbd.shell.keeper`) runs the resource groups, the policy, the service probes and the watchdog.
-`hbctl` talks to the control socket. Timers are inputs: the loop sleeps until the earliest
-of the engine's, the witnesses', the drivers' and the keeper's deadlines.
+the monotonic `now`, to the node (`hbd.core.node.Node`); the node returns frames to send,
+actions to carry out (run an agent, pet the watchdog, send pings or probes, remember a
+peer's addresses, go) and events, which the loop logs in words a Heartbeat user can
+grep. Results (agent exits, ping and probe answers) go back to the node as inputs.
+Timers are inputs too: the loop sleeps until the earliest of the node's and the
+drivers' deadlines. `hbctl` talks to the control socket.
 
 Signals: SIGTERM/SIGINT stop cleanly (groups handed over first, then the watchdog
-disarmed), SIGHUP re-reads the configuration (a changed one restarts the protocol under a
-new generation, so peers see it as a restart).
+disarmed), SIGHUP re-reads the configuration and applies it to the running node: the
+generation, membership and adverts carry over, so the peers notice nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import selectors
@@ -30,30 +30,48 @@ from typing import Any
 from hbd.config.load import load_config, local_node_name
 from hbd.config.model import Config, Medium, PingGroup, PingNode
 from hbd.core import events as ev
-from hbd.core.engine import Engine
-from hbd.core.errors import HbdError
+from hbd.core import resources as rs
+from hbd.core.errors import HbdError, LocalProtocolError
 from hbd.core.membership import NodeStatus
+from hbd.core.node import (
+    Decided,
+    GoingDown,
+    Node,
+    NodeEvent,
+    PetWatchdog,
+    RememberPeerAddresses,
+    SendPings,
+    SendProbes,
+    Stalled,
+    WitnessesUnproven,
+)
 from hbd.core.states import NodeState, PathState
-from hbd.core.witness import WitnessDead, Witnesses, WitnessUp
+from hbd.core.witness import WitnessDead, WitnessUp
 from hbd.effects.addresses import BuiltinAgents, PyrouteAddressManager
 from hbd.effects.agents import Runner, ScriptRunner
-from hbd.effects.identity import Identity, load_identity
+from hbd.effects.identity import (
+    Identity,
+    load_identity,
+    load_peer_addresses,
+    save_peer_addresses,
+)
 from hbd.effects.realtime import go_realtime
 from hbd.effects.respawn import RespawnedProgram, programs
 from hbd.effects.systemd import Notifier, journal_fields, watchdog_interval
-from hbd.effects.watchdog import Watchdog, WatchdogDevice
+from hbd.effects.watchdog import Watchdog, WatchdogDevice, default_timeout, magic_close_warning
 from hbd.links.base import Driver, Link, LinkLost, LinkOpened, LinkOpenFailed
 from hbd.links.factory import make_link
 from hbd.links.ping import PingLink
+from hbd.links.probe import AddressProber
 from hbd.links.serial import DEFAULT_LOCK_DIR
 from hbd.shell.control import ControlServer
-from hbd.shell.keeper import GroupKeeper
 from hbd.shell.logsetup import configure_logging
-from hbd.shell.settings import engine_settings
+from hbd.shell.settings import node_settings
 
 log = logging.getLogger("hbd")
 
 STATUS_REFRESH = 1.0  # seconds between systemd STATUS= updates (when changed)
+SHUTDOWN_LIMIT = 300.0  # seconds a clean stop waits for the groups to stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +82,13 @@ class DaemonOptions:
     node_name: str | None = None
     verbose: int = 0
     lock_dir: str = DEFAULT_LOCK_DIR
+
+
+@dataclass(frozen=True, slots=True)
+class WatchdogInfo:
+    device: str
+    timeout: int
+    magic_close: bool
 
 
 class AlreadyRunning(HbdError):
@@ -93,17 +118,14 @@ def redundancy(nodes: tuple[NodeStatus, ...], local: str) -> str:
 LogLine = tuple[int, str, dict[str, str]]  # level, text, journal fields
 
 
-def event_log_line(event: ev.Event, names: dict[str, str]) -> LogLine | None:
-    """The log line for a core event, in words a Heartbeat user can grep (None: debug)."""
+def event_log_line(event: NodeEvent, names: dict[str, str]) -> LogLine | None:
+    """The log line for a node event, in words a Heartbeat user can grep (None: debug)."""
     if isinstance(event, ev.NodeUp):
         text = f"Status update for node {event.node}: status up (generation {event.generation})"
         return logging.INFO, text, {"peer": event.node}
     if isinstance(event, ev.NodeActive):
-        return (
-            logging.INFO,
-            f"Status update for node {event.node}: status active",
-            {"peer": event.node},
-        )
+        text = f"Status update for node {event.node}: status active"
+        return logging.INFO, text, {"peer": event.node}
     if isinstance(event, ev.NodeDead):
         return logging.WARNING, f"node {event.node}: is dead", {"peer": event.node}
     if isinstance(event, ev.NodeLeft):
@@ -113,7 +135,14 @@ def event_log_line(event: ev.Event, names: dict[str, str]) -> LogLine | None:
             f"node {event.node} restarted: generation {event.old_generation} -> "
             f"{event.new_generation}"
         )
-        return logging.INFO, text, {}
+        return logging.INFO, text, {"peer": event.node}
+    if isinstance(event, ev.GenerationWentBack):
+        text = (
+            f"node {event.node} came back with generation {event.new_generation}, lower than "
+            f"its last {event.old_generation}, after a silence of its deadtime: a new "
+            "incarnation (reinstalled, or its state directory lost); taken as a restart"
+        )
+        return logging.WARNING, text, {"peer": event.node}
     if isinstance(event, ev.PathUp | ev.PathDown):
         word = "up" if isinstance(event, ev.PathUp) else "dead"
         text = f"Link {event.node}:{names.get(event.path, event.path)} {word}."
@@ -139,6 +168,44 @@ def event_log_line(event: ev.Event, names: dict[str, str]) -> LogLine | None:
         return logging.DEBUG, text, {}
     if isinstance(event, ev.LocalActive):
         return logging.INFO, "Local status now set to: 'active'", {}
+    if isinstance(event, WitnessUp):
+        return logging.INFO, f"Ping node {event.witness} is up", {}
+    if isinstance(event, WitnessDead):
+        text = f"Ping node {event.witness} is dead (silent {event.silent_for:.1f} s)"
+        return logging.WARNING, text, {}
+    if isinstance(event, WitnessesUnproven):
+        text = (
+            f"no ping node has answered since start ({', '.join(event.witnesses)}) although "
+            "a peer is heard over the network: check the ping addresses, routes and "
+            "firewalls. Until one answers, losing the peer cannot be told from isolation"
+        )
+        return logging.ERROR, text, {}
+    if isinstance(event, Decided):
+        d = event.decision
+        return logging.INFO, f"policy: {d.decision} ({d.reason})", {}
+    if isinstance(event, Stalled):
+        text = f"the event loop stalled for {event.gap:.1f} s" + (
+            ": this node goes (it may be running resources)" if event.going else ""
+        )
+        return logging.CRITICAL if event.going else logging.WARNING, text, {}
+    return _resource_log_line(event)
+
+
+def _resource_log_line(event: NodeEvent) -> LogLine | None:
+    if isinstance(event, rs.GroupStarted):
+        return logging.INFO, f"resource group {event.group} started", {"group": event.group}
+    if isinstance(event, rs.GroupStopped):
+        return logging.INFO, f"resource group {event.group} stopped", {"group": event.group}
+    if isinstance(event, rs.GroupFailed):
+        text = f"resource group {event.group} failed: {event.reason}"
+        return logging.ERROR, text, {"group": event.group}
+    if isinstance(event, rs.ResourceFailed):
+        text = f"resource {event.resource} {event.op} failed: {event.reason}"
+        return logging.ERROR, text, {"group": event.group}
+    if isinstance(event, rs.ResourceStuck):
+        return logging.CRITICAL, str(event), {"group": event.group}
+    if isinstance(event, rs.StopRetrying | rs.ResourceWarning):
+        return logging.WARNING, str(event), {"group": event.group}
     return None
 
 
@@ -180,7 +247,8 @@ class LoopRegistry:
 
 
 class Daemon:
-    """One hbd node: configuration, identity, links, engine, groups, control, signals."""
+    """One hbd node's I/O: configuration, identity, links, the node, agents, watchdog,
+    control socket and signals."""
 
     def __init__(
         self,
@@ -192,19 +260,22 @@ class Daemon:
         self.options = options
         self.clock = clock
         self._runner = runner
+        self.runner: Runner | None = None
         self.registry: LoopRegistry | None = None
         self.config: Config | None = None
         self.identity: Identity | None = None
-        self.engine: Engine | None = None
-        self.witnesses: Witnesses | None = None
-        self.keeper: GroupKeeper | None = None
+        self.node: Node | None = None
+        self.device: WatchdogDevice | None = None
+        self.watchdog: WatchdogInfo | None = None
         self.links: dict[str, Link] = {}
         self.pings: dict[str, PingLink] = {}
+        self.prober = AddressProber()
         self.names: dict[str, str] = {}
-        self._registered: dict[str, tuple[int, int]] = {}  # driver id -> (fd, opens)
+        self._registered: dict[str, tuple[int, int, int]] = {}  # id -> (fd, opens, driver)
         self.control: ControlServer | None = None
         self.notifier = Notifier()
         self.dropped: Counter[str] = Counter()
+        self._peer_addresses: dict[str, tuple[str, ...]] = {}
         self._stop = False
         self._reload = False
         self._wake: asyncio.Event | None = None
@@ -213,10 +284,10 @@ class Daemon:
         self._status_at = 0.0
         self._wd_interval = watchdog_interval()
         self._wd_at = 0.0
-        self._next_probe = 0.0
         self.started_at = 0.0
         self._owns_run_dir = False  # only then may shutdown remove the pid file
         self._ucast_paths: dict[tuple[str, str], str] = {}  # (device, peer) -> path id
+        self._stuck = False  # a clean stop gave up on groups that may still run
         self.respawned: list[RespawnedProgram] = []
 
     # -- start and stop ---------------------------------------------------------------
@@ -239,16 +310,18 @@ class Daemon:
             await self._hand_over()
             for program in self.respawned:
                 await program.stop()
-            if self.engine is not None:  # goodbye: peers declare us dead now, not in deadtime
+            if self.node is not None:  # goodbye: peers declare us dead now, not in deadtime
                 now = self.clock()
-                self.engine.leave(now)
+                self.node.leave(now)
                 self._flush(now)
         finally:
             if self._owns_run_dir:
                 self.shutdown()
-        return 0
+        return 1 if self._stuck else 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Everything that can fail comes first; the watchdog is armed last, so a start-up
+        that fails never leaves an armed device to reset the machine into the same failure."""
         opts = self.options
         node = local_node_name(opts.node_name)
         config = load_config(opts.config_dir, node)
@@ -256,23 +329,24 @@ class Daemon:
         for warning in config.warnings:
             log.warning("%s", warning)
         self._claim_run_dir()
-        watchdog: WatchdogDevice | None = None
-        if config.hacf.watchdog:
-            watchdog = Watchdog(config.hacf.watchdog)  # opening arms it; errors name the path
-        self._apply(config)
+        self.identity = load_identity(
+            opts.state_dir, config.node_name, config.hacf.uuidfrom, config.hacf.hbgenmethod
+        )
+        peers = tuple(n for n in config.hacf.nodes if n != config.node_name)
+        self._peer_addresses, notes = load_peer_addresses(opts.state_dir, peers)
+        for note in notes:
+            log.warning("%s", note)
         now = self.clock()
-        runner = self._runner or ScriptRunner(
+        self._open_links(config, now)
+        self.runner = self._runner or ScriptRunner(
             BuiltinAgents(PyrouteAddressManager()), ha_dir=opts.config_dir
         )
-        self.keeper = GroupKeeper(
-            config, runner=runner, watchdog=watchdog, spawn=self._spawn, now=now
-        )
-        if self.keeper.watchdog is not None and self.engine is not None:
-            self._restart_engine(config, float(self.keeper.watchdog.timeout))
-        for gid, probe in self.keeper.probes.items():
-            self._sync_fd(f"probe:{gid}", probe)
         assert self.registry is not None
         self.control = ControlServer(opts.run_dir, self.registry, self._handle_request)
+        timeout = self._arm_watchdog(config)
+        now = self.clock()
+        self.node = Node(self._settings(config, timeout), now)
+        self.config = config
         for signum, handler in (
             (signal.SIGTERM, self._ask_stop),
             (signal.SIGINT, self._ask_stop),
@@ -290,12 +364,47 @@ class Daemon:
             "hbd %s started: node %s, generation %d, %d path(s), %d group(s), wire %s",
             _version(),
             node,
-            self.identity.generation if self.identity else 0,
+            self.identity.generation,
             len(self.links),
             len(config.groups),
             config.hacf.wire.value,
         )
         self.notifier.ready(self._status_text(now))
+
+    def _settings(self, config: Config, timeout: float | None) -> Any:
+        assert self.identity is not None
+        return node_settings(
+            config,
+            uuid=self.identity.uuid,
+            generation=self.identity.generation,
+            watchdog_timeout=timeout,
+            peer_addresses=self._peer_addresses,
+            wall_offset=time.time() - time.monotonic(),
+        )
+
+    def _arm_watchdog(self, config: Config) -> float | None:
+        hacf = config.hacf
+        if not hacf.watchdog:
+            return None
+        device = Watchdog(hacf.watchdog)  # opening arms it; errors name the path
+        self.device = device
+        wanted = int(hacf.watchdog_timeout or default_timeout(hacf.deadtime))
+        got = device.set_timeout(wanted)
+        support = device.get_support()
+        self.watchdog = WatchdogInfo(device.path, got, device.magic_close_works)
+        log.info("watchdog %s armed: timeout %d s (%s)", device.path, got, support.identity)
+        warning = magic_close_warning(device.path, support)
+        if warning is not None or not device.magic_close_works:
+            log.warning(
+                "%s",
+                warning
+                or f"watchdog {device.path}: magic close does not work (nowayout): "
+                "a clean stop of hbd will reset this machine",
+            )
+        if got < hacf.deadtime:
+            log.warning("watchdog timeout %d s is shorter than deadtime %g s", got, hacf.deadtime)
+        device.pet()
+        return float(got)
 
     def _ask_stop(self) -> None:
         self._stop = True
@@ -313,7 +422,7 @@ class Daemon:
         def done(t: asyncio.Future[Any]) -> None:
             self._tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
-                log.error("internal error in a resource operation: %r", t.exception())
+                log.error("internal error in a background task: %r", t.exception())
             if self._wake is not None:
                 self._wake.set()
 
@@ -328,43 +437,41 @@ class Daemon:
         self._wake.clear()
 
     async def _hand_over(self) -> None:
-        """A clean stop: give every group to the peers and wait until they are stopped."""
-        if self.keeper is None:
+        """A clean stop: give every group to the peers and wait until they are stopped here
+        (and taken there). A stop that cannot finish never ends as "stopped": the node
+        goes (with a watchdog, it stays armed and pets no more)."""
+        node = self.node
+        if node is None:
             return
         now = self.clock()
         self.notifier.stopping("hbd is stopping: handing the groups over")
         log.info("stopping: handing the resource groups over")
-        self.keeper.begin_stop(now)
+        node.begin_stop(now)
+        self._flush(now)
         while True:
-            self._tick(self.clock())
-            if self.keeper.stopped(self.clock()):
+            now = self.clock()
+            self._tick(now)
+            if node.stopped(now):
+                break
+            if now - node.stop_began() > SHUTDOWN_LIMIT:
+                self._stuck = True
+                log.critical(
+                    "groups still not stopped after %.0f s: they may still run; %s",
+                    SHUTDOWN_LIMIT,
+                    "the watchdog stays armed and will reset this machine"
+                    if self.device is not None
+                    else "no watchdog: they are left for a human (hbctl status shows them)",
+                )
+                node.give_up(now, f"a clean stop could not stop the groups in {SHUTDOWN_LIMIT:g} s")
+                self._flush(now)
                 break
             await self._wait()
         # one more turn so the peers hear "stopped here" before this node goes silent
         self._tick(self.clock())
 
-    def _restart_engine(self, config: Config, watchdog_timeout: float | None) -> None:
-        assert self.identity is not None
-        settings = engine_settings(
-            config,
-            uuid=self.identity.uuid,
-            generation=self.identity.generation,
-            wall_offset=time.time() - time.monotonic(),
-        )
-        if watchdog_timeout is not None:
-            settings = dataclasses.replace(settings, watchdog_timeout=watchdog_timeout)
-        self.engine = Engine(settings, self.clock())
-
-    def _apply(self, config: Config) -> None:
-        """Take `config` into use: identity (a new generation), engine, links, witnesses."""
-        opts = self.options
+    def _open_links(self, config: Config, now: float) -> None:
+        """Open the links and ping witnesses `config` names (closing the ones it does not)."""
         hacf = config.hacf
-        self.identity = load_identity(
-            opts.state_dir, config.node_name, hacf.uuidfrom, hacf.hbgenmethod
-        )
-        now = self.clock()
-        timeout = self.keeper.watchdog.timeout if self.keeper and self.keeper.watchdog else None
-        self._restart_engine(config, float(timeout) if timeout is not None else None)
         wanted = {m.path_id: m for m in hacf.media}
         # Every ucast line of one device shares its port, and the kernel hands a datagram
         # to any one of those sockets: the sender's address says which path it came over.
@@ -375,31 +482,25 @@ class Daemon:
             old = self.links[pid]
             if pid not in wanted or getattr(old, "medium", None) != wanted[pid]:
                 self._close_driver(pid)
+        new: dict[str, Link] = {}
         for pid, medium in wanted.items():
             self.names[pid] = link_name(medium)
             if pid not in self.links:
-                link = make_link(medium, lock_dir=opts.lock_dir)
-                self.links[pid] = link
-                link.open(now)
-                self._drain_link(pid, now)
-                self._sync_fd(pid, link)
+                new[pid] = make_link(medium, lock_dir=self.options.lock_dir)
+        witnesses: list[PingNode | PingGroup] = [*hacf.ping_nodes, *hacf.ping_groups]
+        pings = {w.path_id: PingLink(w) for w in witnesses}
         for pid in list(self.pings):
             self._close_driver(pid)
-        witnesses: list[PingNode | PingGroup] = [*hacf.ping_nodes, *hacf.ping_groups]
-        for witness in witnesses:
-            ping = PingLink(witness)
-            self.pings[witness.path_id] = ping
+        for pid, link in new.items():
+            self.links[pid] = link
+            link.open(now)
+            self._drain_link(pid, now)
+            self._sync_fd(pid, link)
+        for pid, ping in pings.items():
+            self.pings[pid] = ping
             ping.open(now)
-            self._drain_link(witness.path_id, now)
-            self._sync_fd(witness.path_id, ping)
-        self.witnesses = Witnesses(
-            tuple(p.address for p in hacf.ping_nodes),
-            tuple((g.name, g.addresses) for g in hacf.ping_groups),
-            deadping=hacf.deadping,
-            interval=hacf.keepalive,
-            now=now,
-        )
-        self.config = config
+            self._drain_link(pid, now)
+            self._sync_fd(pid, ping)
 
     def _close_driver(self, pid: str) -> None:
         driver: Driver = self.links.pop(pid) if pid in self.links else self.pings.pop(pid)
@@ -408,7 +509,7 @@ class Daemon:
 
     def _unregister(self, pid: str) -> None:
         if pid in self._registered and self.registry is not None:
-            fd, _ = self._registered.pop(pid)
+            fd, _opens, _driver = self._registered.pop(pid)
             with contextlib.suppress(KeyError, ValueError):
                 self.registry.unregister(fd)
 
@@ -417,32 +518,42 @@ class Daemon:
         log.info("hbd is stopping")
         for pid in [*self.links, *self.pings]:
             self._close_driver(pid)
-        if self.keeper is not None:
-            for gid in self.keeper.probes:
-                self._unregister(f"probe:{gid}")
-            self.keeper.close(clean=self._stop)
+        for key in list(self.prober.drivers):
+            self._unregister(key)
+        self.prober.close()
+        self._close_watchdog(clean=self._stop)
         if self.control is not None:
             self.control.close()
             self.control = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._pidfile())
-        log.info("%s hbd shutdown complete after %.1f s", self._node(), now - self.started_at)
+        uptime = now - self.started_at if self.started_at else 0.0
+        log.info("%s hbd shutdown complete after %.1f s", self._node(), uptime)
         self.notifier.close()
+
+    def _close_watchdog(self, clean: bool) -> None:
+        device = self.device
+        if device is None:
+            return
+        fenced = self.node is not None and self.node.fenced is not None
+        if clean and not fenced and not self._stuck:
+            device.disarm()
+            log.info("watchdog %s disarmed (magic close)", device.path)
+        else:
+            device.close_armed()
+            log.warning("watchdog %s left armed: this node will be reset", device.path)
 
     # -- the loop ---------------------------------------------------------------------
 
+    def _drivers(self) -> list[tuple[str, Driver]]:
+        return [*self.links.items(), *self.pings.items(), *self.prober.drivers.items()]
+
     def _next_deadline(self, now: float) -> float:
         candidates = [now + STATUS_REFRESH]
-        for timer in (
-            self.engine.get_timer() if self.engine else None,
-            self.witnesses.get_timer() if self.witnesses else None,
-            self.keeper.get_timer() if self.keeper else None,
-            self._next_probe if self.keeper and self.keeper.probes else None,
-        ):
-            if timer is not None:
-                candidates.append(timer)
-        drivers: list[Driver] = [*self.links.values(), *self.pings.values()]
-        for driver in drivers:
+        t = self.node.get_timer() if self.node is not None else None
+        if t is not None:
+            candidates.append(t)
+        for _pid, driver in self._drivers():
             t = driver.get_timer()
             if t is not None:
                 candidates.append(t)
@@ -451,34 +562,20 @@ class Daemon:
         return min(candidates)
 
     def _tick(self, now: float) -> None:
-        engine = self.engine
-        assert engine is not None and self.config is not None
-        items: list[tuple[str, Driver]] = [*self.links.items(), *self.pings.items()]
-        for pid, driver in items:
+        node = self.node
+        assert node is not None
+        for pid, driver in self._drivers():
             t = driver.get_timer()
             if t is not None and t <= now:
                 driver.handle_timer(now)
             self._drain_link(pid, now)
             self._sync_fd(pid, driver)
-        t = engine.get_timer()
+        t = node.get_timer()
         if t is not None and t <= now:
-            engine.handle_timer(now)
-        if self.witnesses is not None:
-            if self.witnesses.due_echoes(now):
-                for ping in self.pings.values():
-                    ping.send_echo(now)
-            t = self.witnesses.get_timer()
-            if t is not None and t <= now:
-                self.witnesses.handle_timer(now)
-        if self.keeper is not None:
-            if self.keeper.probes and now >= self._next_probe:
-                self._next_probe = now + self.config.hacf.keepalive
-                self.keeper.probe(now)
-            self.keeper.turn(now, engine, self.witnesses)
+            node.handle_timer(now)
         self._flush(now)
         if self._wd_interval is not None and now >= self._wd_at + self._wd_interval:
-            fenced = self.keeper is not None and self.keeper.fencing.fenced is not None
-            if not fenced:  # systemd's watchdog must not outlive a decision to be reset
+            if node.fenced is None:  # systemd's watchdog must not outlive a decision to go
                 self.notifier.watchdog()
             self._wd_at = now
         if now - self._status_at >= STATUS_REFRESH:
@@ -489,41 +586,114 @@ class Daemon:
                 self.notifier.status(line)
 
     def _flush(self, now: float) -> None:
-        engine = self.engine
-        assert engine is not None
-        for pid, frame in engine.frames_to_send(now):
+        """Carry out everything the node asked for, then log what it reported."""
+        node = self.node
+        assert node is not None
+        for pid, frame in node.frames_to_send(now):
             link = self.links.get(pid)
             if link is not None:
                 link.send(frame, now)
-        while (event := engine.next_event()) is not None:
+        while (action := node.next_action()) is not None:
+            self._carry_out(action, now)
+        while (event := node.next_event()) is not None:
             self._log_event(event)
-        if self.witnesses is not None:
-            while (wevent := self.witnesses.next_event()) is not None:
-                if isinstance(wevent, WitnessUp):
-                    log.info("Ping node %s is up", wevent.witness)
-                elif isinstance(wevent, WitnessDead):
-                    log.warning(
-                        "Ping node %s is dead (silent %.1f s)", wevent.witness, wevent.silent_for
-                    )
+        if self.prober.drivers.keys() != self._probe_keys:
+            self._sync_probes()
 
-    def _on_readable(self, pid: str) -> None:
-        engine = self.engine
-        if engine is None:
+    def _carry_out(self, action: Any, now: float) -> None:
+        if isinstance(action, rs.RunAgent):
+            self._spawn(asyncio.ensure_future(self._run_agent(action)))
+        elif isinstance(action, PetWatchdog):
+            if self.device is not None:
+                self.device.pet()
+        elif isinstance(action, GoingDown):
+            if self.device is not None:
+                log.critical(
+                    "self-fencing: %s; no longer petting %s, reset within %d s",
+                    action.reason,
+                    self.device.path,
+                    self.watchdog.timeout if self.watchdog else 0,
+                )
+            else:
+                log.critical("going: %s (no watchdog: releasing everything)", action.reason)
+        elif isinstance(action, SendPings):
+            for ping in self.pings.values():
+                ping.send_echo(now)
+        elif isinstance(action, SendProbes):
+            self.prober.set_targets(action.addresses, now)
+            self._sync_probes()
+            self.prober.probe(now)
+        elif isinstance(action, RememberPeerAddresses):
+            self._peer_addresses[action.peer] = action.addresses
+            try:
+                save_peer_addresses(self.options.state_dir, self._peer_addresses)
+            except OSError as e:
+                log.warning(
+                    "cannot remember %s's addresses in %s: %s (probing still works until "
+                    "this daemon restarts)",
+                    action.peer,
+                    self.options.state_dir,
+                    e,
+                )
+
+    async def _run_agent(self, action: rs.RunAgent) -> None:
+        """Run one agent operation; whatever happens, its end goes back to the node."""
+        assert self.runner is not None
+        try:
+            result = await self.runner.run(action.resource, action.op, action.timeout)
+        except Exception as e:  # every failure to run an agent is a failed operation
+            self._agent_result(action, None, f"{type(e).__name__}: {e}")
+            return
+        self._agent_result(action, result, None)
+
+    def _agent_result(self, action: rs.RunAgent, result: Any, error: str | None) -> None:
+        node = self.node
+        if node is None:
             return
         now = self.clock()
-        if pid.startswith("probe:") and self.keeper is not None:
-            group = pid[len("probe:") :]
-            probe = self.keeper.probes.get(group)
-            if probe is not None:
-                for _reply in probe.on_readable(now):
-                    self.keeper.probe_answered(group, now)
-                self._sync_fd(pid, probe)
+        try:
+            if result is None:
+                log.error(
+                    "resource %s %s could not be run: %s", action.resource.spec, action.op, error
+                )
+                node.agent_failed(action.group, action.index, action.op, error or "", now)
+            elif result.rc is None:
+                node.agent_timed_out(action.group, action.index, action.op, now, result.duration_ms)
+            else:
+                node.agent_done(
+                    action.group,
+                    action.index,
+                    action.op,
+                    result.rc,
+                    result.output,
+                    now,
+                    result.duration_ms,
+                )
+        except LocalProtocolError as e:  # the node moved on (a reload, a restart)
+            log.warning("a late result of %s %s was dropped: %s", action.group, action.op, e)
+        self._flush(now)
+
+    _probe_keys: frozenset[str] = frozenset()
+
+    def _sync_probes(self) -> None:
+        for key in self._probe_keys - self.prober.drivers.keys():
+            self._unregister(key)
+        self._probe_keys = frozenset(self.prober.drivers)
+        for key, driver in self.prober.drivers.items():
+            self._sync_fd(key, driver)
+
+    def _on_readable(self, pid: str) -> None:
+        node = self.node
+        if node is None:
             return
+        now = self.clock()
+        if pid in self.prober.drivers:
+            for address in self.prober.on_readable(pid, now):
+                node.probe_reply(address, now)
         ping = self.pings.get(pid)
         if ping is not None:
             for reply in ping.on_readable(now):
-                if self.witnesses is not None:
-                    self.witnesses.reply(reply.address, reply.rtt_s, now)
+                node.witness_reply(reply.address, reply.rtt_s, now)
         link = self.links.get(pid)
         if link is not None:
             for received in link.on_readable(now):
@@ -531,15 +701,15 @@ class Daemon:
                 path = pid
                 if medium is not None and medium.peer is not None:
                     path = self._ucast_paths.get((medium.device, received.source), pid)
-                engine.receive_frame(path, received.data, now, source=received.source)
+                node.receive_frame(path, received.data, now, source=received.source)
         self._drain_link(pid, now)
         driver = self._driver(pid)
         if driver is not None:
             self._sync_fd(pid, driver)
         self._flush(now)
 
-    def _driver(self, pid: str) -> Link | PingLink | None:
-        return self.links.get(pid) or self.pings.get(pid)
+    def _driver(self, pid: str) -> Driver | None:
+        return self.links.get(pid) or self.pings.get(pid) or self.prober.drivers.get(pid)
 
     def _drain_link(self, pid: str, now: float) -> None:
         link = self._driver(pid)
@@ -558,14 +728,15 @@ class Daemon:
                     max(0.0, event.retry_at - now),
                 )
 
-    def _sync_fd(self, pid: str, driver: Link | PingLink | Driver) -> None:
+    def _sync_fd(self, pid: str, driver: Driver) -> None:
         """(Re-)register a driver's descriptor after every call into it (it changes on
         reopen, and is None while the link is down)."""
         if self.registry is None:
             return
         fd = driver.fileno()
         opens = getattr(getattr(driver, "stats", None), "opens", 0)
-        key = (fd, opens) if fd is not None else None
+        # the driver object too: a new driver may get the closed one's descriptor number
+        key = (fd, opens, id(driver)) if fd is not None else None
         old = self._registered.get(pid)
         if old == key:
             return
@@ -574,9 +745,7 @@ class Daemon:
             self.registry.register(fd, selectors.EVENT_READ, lambda _m, p=pid: self._on_readable(p))
             self._registered[pid] = key
 
-    # -- events to log lines ----------------------------------------------------------
-
-    def _log_event(self, event: ev.Event) -> None:
+    def _log_event(self, event: NodeEvent) -> None:
         if isinstance(event, ev.FrameDropped):
             self.dropped[event.reason.value] += 1
         line = event_log_line(event, self.names)
@@ -589,8 +758,9 @@ class Daemon:
     # -- status and control -------------------------------------------------------------
 
     def status(self, now: float) -> dict[str, Any]:
-        engine = self.engine
-        assert engine is not None and self.config is not None
+        node = self.node
+        assert node is not None and self.config is not None
+        engine = node.engine
         nodes_status = engine.nodes_status(now)
         nodes: dict[str, Any] = {}
         for n in nodes_status:
@@ -626,8 +796,8 @@ class Daemon:
             }
             for pid, link in self.links.items()
         }
-        witnesses = self.witnesses.status(now) if self.witnesses else ()
-        return {
+        witnesses = node.witnesses.status(now)
+        out: dict[str, Any] = {
             "node": engine.node,
             "state": engine.local_state.value,
             "uuid": _uuid_text(self.identity.uuid if self.identity else None),
@@ -640,8 +810,25 @@ class Daemon:
             },
             "redundancy": redundancy(nodes_status, engine.node),
             "dropped_frames": dict(self.dropped),
-            **(self.keeper.status() if self.keeper is not None else {}),
+            "probes": node.probe_status(now),
+            "watchdog": None
+            if self.watchdog is None
+            else {
+                "device": self.watchdog.device,
+                "timeout_s": self.watchdog.timeout,
+                "magic_close": self.watchdog.magic_close,
+            },
+            "fenced": node.fenced,
         }
+        if node.active:
+            out["groups"] = node.rm.snapshot(node.holders())
+            out["decisions"] = [
+                {"at": round(d.at, 3), "decision": d.decision, "reason": d.reason}
+                for d in list(node.policy.decisions)[-10:]
+            ]
+            out["targets"] = node.policy.targets()
+            out["policy"] = node.policy.summary()
+        return out
 
     def _status_text(self, now: float) -> str:
         s = self.status(now)
@@ -666,9 +853,14 @@ class Daemon:
             mode = request.get("mode", "all")
             if not isinstance(mode, str):
                 return {"ok": False, "error": f"{cmd}: mode must be a string"}
-            if self.keeper is None or not self.keeper.active:
-                return {"ok": False, "error": f"{cmd}: this node runs no resource groups"}
-            getattr(self.keeper, cmd)(mode, now)
+            node = self.node
+            if node is None:
+                return {"ok": False, "error": f"{cmd}: the node is not running"}
+            try:
+                getattr(node, cmd)(mode, now)
+            except LocalProtocolError as e:
+                return {"ok": False, "error": str(e)}
+            self._flush(now)
             if self._wake is not None:
                 self._wake.set()
             return {"ok": True, "message": f"{cmd} {mode} requested"}
@@ -677,8 +869,9 @@ class Daemon:
     # -- reload, run dir ------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Re-read the configuration; keep running the old one if the new one is bad."""
-        assert self.config is not None
+        """Re-read the configuration and apply it to the running node, wholly or not at
+        all: a bad edit, or one that needs a restart, keeps the old one running."""
+        assert self.config is not None and self.node is not None
         log.info("SIGHUP: re-reading the configuration in %s", self.options.config_dir)
         try:
             config = load_config(self.options.config_dir, self.config.node_name)
@@ -695,15 +888,32 @@ class Daemon:
                 "needs a restart of hbd (hand the groups over first: hbctl standby all)"
             )
             return
+        timeout = float(self.watchdog.timeout) if self.watchdog is not None else None
+        try:
+            settings = self._settings(config, timeout)
+            self.node.reconfigure(settings, self.clock())
+        except (LocalProtocolError, ValueError) as e:
+            log.error("configuration not reloaded, still running the old one: %s", e)
+            return
         configure_logging(config, self.options.verbose)
         for warning in config.warnings:
             log.warning("%s", warning)
-        self._apply(config)
-        log.info(
-            "configuration reloaded: new generation %d, %d path(s)",
-            self.identity.generation if self.identity else 0,
-            len(self.links),
+        now = self.clock()
+        self._open_links(config, now)
+        self.config = config
+        changed = sorted(
+            f.name
+            for f in old.hacf.__dataclass_fields__.values()
+            if getattr(old.hacf, f.name) != getattr(config.hacf, f.name)
+            and f.name not in ("warnings", "path")
         )
+        log.info(
+            "configuration reloaded (changed: %s); %d path(s), generation %d kept",
+            ", ".join(changed) or "authkeys",
+            len(self.links),
+            self.node.engine.generation,
+        )
+        self._flush(now)
 
     def _pidfile(self) -> str:
         return os.path.join(self.options.run_dir, "hbd.pid")

@@ -64,9 +64,9 @@ PATH_SETS: dict[str, tuple[tuple[str, PathKind], ...]] = {
     "serial": (("serial:/dev/ttyS0", PathKind.SERIAL),),
 }
 WARMUP = 5.0  # the cluster forms and the groups start
-FAULT_WINDOW = 20.0
+FAULT_WINDOW = 15.0
 TAIL = 6.0  # after the last fault, before everything is healed
-SETTLE = 15.0  # after healing, before the final placement is checked
+SETTLE = 12.0  # after healing, before the final placement is checked
 INVARIANTS = ("S", "A", "L", "F", "O")
 NETWORK_FAULTS = frozenset(
     (
@@ -181,10 +181,10 @@ def draw(seed: int) -> Schedule:
         arp=rng.random() < 0.8,
         keepalive=keepalive,
         deadtime=deadtime,
-        wire="heartbeat" if rng.random() < 0.2 else "hbd",
+        wire="heartbeat" if rng.random() < 0.1 else "hbd",
         start_time=round(rng.uniform(0.02, 0.6), 3),
         stop_time=round(rng.uniform(0.02, 0.6), 3),
-        boot_delay=round(rng.uniform(4.0, 15.0), 2),
+        boot_delay=round(rng.uniform(4.0, 10.0), 2),
     )
     faults = [_draw_fault(rng, cluster) for _ in range(rng.randint(1, 6))]
     faults.sort(key=lambda f: f.at)

@@ -1,0 +1,362 @@
+"""The partition rules, scenario by scenario, on whole simulated nodes (docs/policy.md).
+
+Every scenario runs the real node (engine, membership, policy, resources, fencing) on
+`hbd.testing.SimCluster`: two nodes, a null-modem cable and a LAN (eth0) that carries a
+broadcast path, the service addresses and a ping node, watchdogs of 1 s, keepalive
+200 ms, deadtime 1 s. The seven holes the review found are the named `test_hole_*`
+scenarios; the others are the rows of the outcomes table. After every step the simulator's
+ground truth says who holds each group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from hbd.core.engine import PathKind
+from hbd.core.events import GenerationWentBack, NodeRestarted
+from hbd.core.model import AutoFailback
+from hbd.core.node import WitnessesUnproven, probe_window
+from hbd.core.policy import TAKEOVER_MARGIN
+from hbd.testing.sim import AgentTimes, SimCluster
+
+K, D, W = 0.2, 1.0, 1.0
+BUDGET = D + K + W + TAKEOVER_MARGIN
+PATHS = (("serial:/dev/ttyS0", PathKind.SERIAL), ("bcast:eth0", PathKind.DATAGRAM))
+SERIAL, BCAST = "serial:/dev/ttyS0", "bcast:eth0"
+TEST1 = ("alpha", ("test1",))  # the tutorial's address-less resource.d group
+VIP = ("alpha", ("IPaddr::10.1.0.100/24", "web"))
+START = 0.1
+
+
+def cluster(*groups: tuple[str, tuple[str, ...]], **kw: object) -> SimCluster:
+    options: dict[str, object] = {
+        "keepalive": K,
+        "deadtime": D,
+        "initdead": 2 * D,
+        "watchdog_timeout": W,
+        "ping_lans": ("eth0",),
+        "agent_times": AgentTimes(start=START, stop=START, status=0.02),
+        "boot_delay": 4.0,
+    }
+    options.update(kw)
+    sim = SimCluster(("alpha", "beta"), PATHS, groups=groups, **options)  # type: ignore[arg-type]
+    return sim
+
+
+def name(group: tuple[str, tuple[str, ...]]) -> str:
+    return "::".join(group[1][0].split("::"))
+
+
+class Watch:
+    """Steps the simulation, recording the most holders any group ever had and how long
+    each group was held nowhere."""
+
+    def __init__(self, sim: SimCluster) -> None:
+        self.sim = sim
+        self.most = 0
+        self.down: dict[str, float] = dict.fromkeys(sim.groups, 0.0)
+
+    def run(self, seconds: float, step: float = 0.02) -> None:
+        end = self.sim.clock.now + seconds
+        while self.sim.clock.now < end - 1e-9:
+            self.sim.run_for(step)
+            for g in self.sim.groups:
+                holders = self.sim.holders(g)
+                self.most = max(self.most, len(holders))
+                if not self.sim.started_on(g):
+                    self.down[g] += step
+
+    def until(self, condition: object, limit: float, step: float = 0.02) -> float:
+        start = self.sim.clock.now
+        while not condition() and self.sim.clock.now - start < limit:  # type: ignore[operator]
+            self.run(step, step)
+        return self.sim.clock.now - start
+
+
+def settled(sim: SimCluster) -> Iterator[None]:
+    sim.run_for(5)
+    yield
+
+
+def goes(sim: SimCluster, node: str) -> list[str]:
+    return [e[3] for e in sim.log if e[0] == "go" and e[2] == node]
+
+
+# -- the outcomes table ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", [TEST1, VIP], ids=["address-less", "vip"])
+def test_hole_standby_power_loss_leaves_the_holder_serving(
+    group: tuple[str, tuple[str, ...]],
+) -> None:
+    """The standby's PSU fails: the holder keeps every group, uninterrupted, and is never
+    reset (it used to stop the service and be reset by its watchdog)."""
+    sim = cluster(group)
+    sim.run_for(5)
+    assert sim.started_on(name(group)) == ["alpha"]
+    sim.power_off("beta")
+    w = Watch(sim)
+    w.run(12)
+    assert w.down[name(group)] == 0.0
+    assert sim.resets("alpha") == 0 and goes(sim, "alpha") == []
+    assert sim.started_on(name(group)) == ["alpha"]
+
+
+@pytest.mark.parametrize("group", [TEST1, VIP], ids=["address-less", "vip"])
+def test_the_holder_dies_and_the_survivor_runs_its_group_within_the_budget(
+    group: tuple[str, tuple[str, ...]],
+) -> None:
+    sim = cluster(group)
+    sim.run_for(5)
+    sim.power_off("alpha")
+    w = Watch(sim)
+    took = w.until(lambda: sim.started_on(name(group)) == ["beta"], 10)
+    assert took <= BUDGET + len(group[1]) * (START + 0.02) + 0.1
+    assert w.most == 1
+
+
+@pytest.mark.parametrize("group", [TEST1, VIP], ids=["address-less", "vip"])
+def test_an_isolated_holder_releases_and_fences_and_the_survivor_takes_over(
+    group: tuple[str, tuple[str, ...]],
+) -> None:
+    sim = cluster(group)
+    sim.run_for(5)
+    sim.cut(SERIAL, "alpha", "beta")
+    sim.lan_down("alpha", "eth0")  # its cable: no ping node, no probe, no bcast
+    w = Watch(sim)
+    w.run(8)
+    assert goes(sim, "alpha") and "isolated" in goes(sim, "alpha")[0]
+    assert sim.resets("alpha") == 1
+    assert sim.started_on(name(group)) == ["beta"]
+    assert w.most == 1
+
+
+def test_an_isolated_standby_never_starts_anything() -> None:
+    sim = cluster(TEST1, VIP)
+    sim.run_for(5)
+    sim.cut(SERIAL, "alpha", "beta")
+    sim.lan_down("beta", "eth0")
+    w = Watch(sim)
+    w.run(10)
+    for g in sim.groups:
+        assert sim.holders(g) == ["alpha"]
+    assert any("cut off" in d for d in sim.decisions("beta"))
+    assert w.down == dict.fromkeys(sim.groups, 0.0)
+
+
+@pytest.mark.parametrize("group", [TEST1, VIP], ids=["address-less", "vip"])
+def test_every_path_cut_but_the_peer_answers_a_probe_so_nothing_moves(
+    group: tuple[str, tuple[str, ...]],
+) -> None:
+    sim = cluster(group)
+    sim.run_for(5)
+    sim.isolate("alpha")  # both heartbeat paths cut; the LAN still carries ARP
+    w = Watch(sim)
+    w.run(10)
+    assert sim.holders(name(group)) == ["alpha"] and w.down[name(group)] == 0.0
+    assert goes(sim, "alpha") == goes(sim, "beta") == []
+    assert any("answers" in d for d in sim.decisions("beta"))
+
+
+def test_a_one_way_cut_makes_the_unheard_holder_go_before_the_peer_takes_over() -> None:
+    sim = cluster(VIP)
+    sim.run_for(5)
+    for path, _ in PATHS:
+        sim.cut(path, "alpha", "beta", both=False)  # alpha's frames stop reaching beta
+    w = Watch(sim)
+    w.run(10)
+    assert goes(sim, "alpha") and "does not hear" in goes(sim, "alpha")[0]
+    assert sim.started_on(name(VIP)) == ["beta"]
+    assert w.most == 1
+
+
+def test_a_node_that_starts_without_ever_hearing_its_peer_waits_the_budget_from_its_start() -> None:
+    """beta boots while every path is cut and alpha's addresses are unreachable: it counts
+    the budget from its own start, with the worst-case watchdog (its own: 1 s)."""
+    sim = cluster(("beta", ("svc",)))
+    sim.power_off("alpha")
+    sim.power_off("beta")
+    sim.run_for(0.5)  # nothing of alpha's is in flight any more
+    sim.power_on("beta", boot_delay=0.0)
+    sim.run_for(0.01)
+    started = sim.clock.now
+    w = Watch(sim)
+    took = w.until(lambda: sim.started_on("svc") == ["beta"], 10)
+    initdead = 2 * D
+    assert took >= max(initdead, BUDGET) - 0.05
+    assert any("since this node started" in d for d in sim.decisions("beta"))
+    assert sim.clock.now - started < max(initdead, BUDGET) + 1.0
+
+
+def test_a_probe_target_that_never_answered_is_no_evidence_and_status_says_so() -> None:
+    sim = cluster(VIP, arp_probes=False)
+    sim.filter_icmp("alpha")  # ICMP to alpha is dropped from the start: its address never
+    sim.run_for(8)  # answers beta's probes
+    targets = {p["address"]: p for p in sim.node("beta").probe_status(sim.clock.now)}
+    assert targets[sim.node_address("alpha", "eth0")]["proven"] is False
+    sim.filter_icmp("alpha", False)
+    sim.run_for(6)  # slow probes (every 5 s) while alpha is heard: now it is proven
+    targets = {p["address"]: p for p in sim.node("beta").probe_status(sim.clock.now)}
+    assert targets[sim.node_address("alpha", "eth0")]["proven"] is True
+
+
+# -- the seven holes ---------------------------------------------------------------------
+
+
+def test_hole_1_reboot_during_a_partition_starts_nothing_the_peer_runs() -> None:
+    """alpha (holder) is cut off and fences; beta takes over. alpha reboots while the
+    heartbeat paths are still cut: it never hears beta, but beta's address (remembered
+    from before the reset) answers its probe, so it starts nothing."""
+    sim = cluster(TEST1)
+    sim.run_for(5)
+    sim.isolate("alpha")
+    sim.lan_down("alpha", "eth0")
+    w = Watch(sim)
+    w.run(5)
+    assert sim.resets("alpha") == 1 and sim.started_on("test1") == ["beta"]
+    sim.lan_down("alpha", "eth0", down=False)  # its LAN comes back, the paths stay cut
+    w.run(15)
+    assert sim.running("alpha")
+    assert sim.holders("test1") == ["beta"] and w.most == 1
+    assert any("answers" in d for d in sim.decisions("alpha"))
+
+
+def test_hole_1_reboot_still_isolated_starts_nothing() -> None:
+    sim = cluster(TEST1)
+    sim.run_for(5)
+    sim.isolate("alpha")
+    sim.lan_down("alpha", "eth0")
+    w = Watch(sim)
+    w.run(20)  # reset, reboot, still cut off: it waits
+    assert sim.resets("alpha") == 1 and sim.running("alpha")
+    assert sim.holders("test1") == ["beta"] and w.most == 1
+
+
+def test_hole_2_a_cut_in_the_middle_of_a_hand_off_puts_the_group_nowhere_twice() -> None:
+    """beta crashed, alpha took dbb; beta comes back and alpha hands dbb back (failback);
+    every heartbeat path is cut the instant alpha's stop completes. Neither side is a
+    "survivor" any more: each sees the other's address answer, so neither starts it."""
+    sim = cluster(("beta", ("dbb",)))
+    sim.run_for(5)
+    sim.power_off("beta")
+    sim.run_for(6)
+    assert sim.started_on("dbb") == ["alpha"]
+    sim.power_on("beta", boot_delay=0.0)
+    w = Watch(sim)
+    w.until(lambda: any(e[0] == "op" and e[5] == "stop" and e[2] == "alpha" for e in sim.log), 10)
+    w.until(lambda: sim.holders("dbb") == [], 5, step=0.001)
+    sim.isolate("alpha")
+    w.run(15)
+    assert w.most == 1
+    assert sim.holders("dbb") in ([], ["beta"])
+    sim.heal_all()
+    w.run(5)
+    assert sim.started_on("dbb") == ["beta"] and w.most == 1
+
+
+def test_hole_3_icmp_filtered_on_the_holder_does_not_fool_the_probe() -> None:
+    """ICMP to the holder's service address is filtered: the probe asks by ARP on the
+    link, which a firewall does not stop, so a cut moves nothing."""
+    sim = cluster(VIP)
+    sim.run_for(5)
+    sim.filter_icmp("alpha")
+    sim.isolate("alpha")
+    w = Watch(sim)
+    w.run(10)
+    assert sim.holders(name(VIP)) == ["alpha"] and w.most == 1
+    assert goes(sim, "alpha") == goes(sim, "beta") == []
+
+
+def test_hole_3_an_isolated_holder_of_an_address_fences_too() -> None:
+    sim = cluster(VIP)
+    sim.run_for(5)
+    sim.cut(SERIAL, "alpha", "beta")
+    sim.lan_down("alpha", "eth0")
+    Watch(sim).run(6)
+    assert goes(sim, "alpha") and sim.resets("alpha") == 1
+
+
+@pytest.mark.parametrize("change", [{}, {"deadtime": 1.5}], ids=["same", "deadtime changed"])
+def test_hole_4_a_reload_changes_nothing_the_peer_hears(change: dict[str, float]) -> None:
+    sim = cluster(("beta", ("db",)))
+    sim.run_for(5)
+    generation = sim.node("alpha").engine.generation
+    sim.reload("alpha", **change)
+    w = Watch(sim)
+    w.run(8)
+    assert sim.node("alpha").engine.generation == generation
+    assert goes(sim, "alpha") == goes(sim, "beta") == []
+    assert not sim.events_of("beta", NodeRestarted)
+    assert sim.started_on("db") == ["beta"] and w.down["db"] == 0.0
+
+
+def test_hole_5_takeover_is_one_shot_and_a_later_power_loss_fails_over() -> None:
+    sim = cluster(("beta", ("svc",)), auto_failback=AutoFailback.ON)
+    sim.run_for(5)
+    sim.takeover("alpha", "all")
+    w = Watch(sim)
+    w.until(lambda: sim.started_on("svc") == ["alpha"], 5)
+    assert sim.started_on("svc") == ["alpha"]
+    assert sim.node("beta").policy.summary()["standby"] == {"beta": "none", "alpha": "none"}
+    assert sim.node("beta").policy.summary()["takeover"] == {"alpha": "all"}
+    sim.power_off("alpha")
+    took = w.until(lambda: sim.started_on("svc") == ["beta"], 10)
+    assert took <= BUDGET + START + 0.5 and w.most == 1
+    sim.power_on("alpha", boot_delay=0.0)
+    w.run(8)
+    assert sim.started_on("svc") == ["beta"]  # its preferred node: auto_failback holds
+    assert sim.node("beta").policy.summary()["takeover"] == {}
+
+
+def test_hole_5_after_a_takeover_a_restart_of_the_peer_brings_failback_back() -> None:
+    sim = cluster(("beta", ("svc",)), auto_failback=AutoFailback.ON)
+    sim.run_for(5)
+    sim.takeover("alpha", "all")
+    w = Watch(sim)
+    w.run(3)
+    assert sim.started_on("svc") == ["alpha"]
+    sim.restart("beta")  # a membership change ends the takeover
+    w.run(8)
+    assert sim.started_on("svc") == ["beta"] and w.most == 1
+
+
+def test_hole_6_an_unreachable_ping_node_does_not_block_a_clean_failover() -> None:
+    sim = cluster(VIP)
+    sim.ping_node("eth0", False)  # unreachable from the start
+    sim.run_for(6)
+    sim.stop_daemon("alpha")
+    w = Watch(sim)
+    w.until(lambda: sim.started_on(name(VIP)) == ["beta"], 5)
+    w.run(5)
+    assert sim.started_on(name(VIP)) == ["beta"] and w.most == 1
+    assert sim.events_of("beta", WitnessesUnproven)
+    assert not any("release" in d for d in sim.decisions("beta")[-3:])
+
+
+def test_hole_7_a_reinstalled_peer_with_a_lower_generation_is_a_new_incarnation() -> None:
+    sim = cluster(("beta", ("svc",)))
+    for _ in range(5):
+        sim.restart("beta")
+        sim.run_for(2)
+    sim.run_for(3)
+    before = sim.node("alpha").engine.membership.newest_heard("beta")
+    assert before is not None and before[0] >= 6
+    sim.power_off("beta")
+    sim.run_for(2 * D)
+    sim.machines["beta"].generation = 0  # the state directory is wiped
+    sim.machines["beta"].remembered.clear()
+    sim.power_on("beta", boot_delay=0.0)
+    w = Watch(sim)
+    w.run(8)
+    back = sim.events_of("alpha", GenerationWentBack)
+    assert back and back[-1][1].new_generation == 1
+    assert sim.started_on("svc") == ["beta"] and w.most == 1
+    sim.stop_daemon("beta")
+    took = w.until(lambda: not sim.running("beta"), 5)
+    assert took < 2.0
+
+
+def test_the_probe_window_is_short_enough_for_a_reset_peer_to_be_taken_before_it_boots() -> None:
+    assert probe_window(K, D) <= 2.0 < 4.0
