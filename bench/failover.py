@@ -20,19 +20,21 @@ beta; `split ms` is how long both nodes held it during the observation window.
 
 Faults:
 - crash: power loss of alpha: every process in alpha's namespace SIGKILLed, its addresses
-  on lan0 flushed, nft dropping everything in and out of its eth0 and lan0 (not link down:
-  a veth peer would lose its carrier too, and keepalived then faults its own instance, as
-  it would not behind a switch), the serial cable unplugged (socat
+  on lan0 and eth0 flushed (a dead kernel answers no ARP), nft dropping everything in and
+  out of its eth0 and lan0 (not link down: a veth peer would lose its carrier too, and
+  keepalived then faults its own instance, as it would not behind a switch), the serial
+  cable unplugged (socat
   SIGSTOPped: bytes stop, the ptys stay open).
 - cut: every link between the nodes cut (nft drops everything arriving on eth0 on both
   nodes, serial unplugged as above); the service LAN stays, so both still see the client.
 - hung: every process in alpha's namespace SIGSTOPped (Heartbeat's and keepalived's too).
 
-hbd waits, with a watchdog, 2 x W + 1 s (W = watchdog_timeout, default ceil(deadtime +
-10 ms)) after the peer's last heartbeat before it takes a group over from a peer it cannot
-prove dead, and it never takes over while the VIP still answers (a partitioned or hung
-holder keeps answering): so after a cut it does not move (by design), and after a hang it
-moves only once the hung node's watchdog has reset it. Those are rows to read as
+hbd waits deadtime + keepalive + W + 0.25 s (W = watchdog_timeout, default ceil(deadtime
++ 10 ms); 0 without a watchdog) after the peer's last sign of life (a heartbeat, or an
+answer to a probe of its addresses) before it takes a group over (docs/policy.md), so it
+never takes over while alpha's addresses still answer (a partitioned or hung holder keeps
+answering): after a cut it does not move (by design), and after a hang it moves only once
+the hung node's watchdog has reset it. Those are rows to read as
 "safe, not split", not as failures. Needs root, socat, nft, /dev/fuse (watchdog rows),
 Heartbeat 3.0.6 (Debian `heartbeat`) and keepalived (Debian `keepalived`).
 
@@ -60,6 +62,7 @@ from pathlib import Path
 
 import common
 
+from hbd.core.policy import TAKEOVER_MARGIN
 from hbd.testing.fusewatchdog import MountedWatchdog, mounted_watchdog
 
 sys.path.append(str(common.REPO / "tests"))
@@ -103,8 +106,12 @@ class System:
 
     @property
     def budget_s(self) -> float:
-        """hbd's takeover budget for a peer it cannot prove dead (0 without a watchdog)."""
-        return 2 * self.watchdog_s + 1.0 if self.kind == "hbd" and self.watchdog else 0.0
+        """hbd's takeover budget after the peer's last sign of life (docs/policy.md):
+        deadtime + keepalive + W + 0.25 s (W = 0 without a watchdog); 0 for the others."""
+        if self.kind != "hbd":
+            return 0.0
+        w = self.watchdog_s if self.watchdog else 0
+        return self.deadtime_ms / 1000 + self.keepalive_ms / 1000 + w + TAKEOVER_MARGIN
 
 
 def systems(quick: bool) -> list[System]:
@@ -119,6 +126,7 @@ def systems(quick: bool) -> list[System]:
         advert = "1" if ka == 1000 else "0.2"
         # VRRP: master down after 3 x advert (+ skew): its own 'deadtime'
         out.append(System(f"keepalived advert {advert}", "keepalived", ka, 3 * ka, setting=setting))
+    out.append(System("hbd native +wd 0.2/1 W=1", "hbd", 200, 1000, True, True, 1, "0.2/1"))
     out.append(System("hbd native +wd 0.1/0.5 W=1", "hbd", 100, 500, True, True, 1, "fastest"))
     out.append(System("hbd native 0.1/0.5", "hbd", 100, 500, True, False, setting="fastest"))
     if quick:
@@ -345,6 +353,7 @@ def inject(lb: Lab, scenario: str) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         alpha.ip("addr", "flush", "dev", "lan0")
+        alpha.ip("addr", "flush", "dev", "eth0")  # a dead kernel answers no ARP either
         lb.nft_drop("alpha", ("eth0", "lan0"), outbound=True)
         lb.unplug()
     elif scenario == "cut":

@@ -161,15 +161,31 @@ def test_every_path_cut_but_the_peer_answers_a_probe_so_nothing_moves(
 
 
 def test_a_one_way_cut_makes_the_unheard_holder_go_before_the_peer_takes_over() -> None:
+    """alpha's frames stop reaching beta on every path, and the LAN carries nothing from
+    alpha to beta either: beta will take over, so alpha, which still hears beta, goes."""
     sim = cluster(VIP)
     sim.run_for(5)
-    for path, _ in PATHS:
-        sim.cut(path, "alpha", "beta", both=False)  # alpha's frames stop reaching beta
+    sim.cut(SERIAL, "alpha", "beta", both=False)
+    sim.lan_split("eth0", "alpha", "beta", both=False)
     w = Watch(sim)
     w.run(10)
     assert goes(sim, "alpha") and "does not hear" in goes(sim, "alpha")[0]
     assert sim.started_on(name(VIP)) == ["beta"]
     assert w.most == 1
+
+
+def test_a_one_way_cut_of_the_paths_alone_moves_nothing() -> None:
+    """alpha's heartbeats are filtered on their way to beta, but its addresses still
+    answer beta's probes: beta says so in its heartbeats, so alpha keeps the group."""
+    sim = cluster(VIP)
+    sim.run_for(5)
+    for path, _ in PATHS:
+        sim.cut(path, "alpha", "beta", both=False)
+    w = Watch(sim)
+    w.run(10)
+    assert goes(sim, "alpha") == goes(sim, "beta") == []
+    assert sim.holders(name(VIP)) == ["alpha"] and w.down[name(VIP)] == 0.0
+    assert sim.node("alpha").engine.contact("beta").probed
 
 
 def test_a_node_that_starts_without_ever_hearing_its_peer_waits_the_budget_from_its_start() -> None:

@@ -132,6 +132,7 @@ class Contact:
     ack_frame_at: float | None
     back_at: float | None = None  # when its frames started arriving again after a silence
     listed: bool = False  # its latest heartbeat lists us: it counts us alive
+    probed: bool = False  # it counts us dead, but our addresses answer its probes
 
 
 @dataclass(slots=True)
@@ -143,6 +144,7 @@ class _Contact:
     last_frame: float | None = None
     back_at: float | None = None
     listed: bool = False
+    probed: bool = False
 
 
 @dataclass(slots=True)
@@ -203,6 +205,7 @@ class Engine:
         self._sorted = tuple(sorted(settings.nodes))
         self._my_index = self._sorted.index(settings.node)
         self._contacts: dict[str, _Contact] = {n: _Contact() for n in settings.nodes}
+        self._answering: frozenset[str] = frozenset()
         self._ack_trigger = {n: nat.node_id(n) % 10 for n in settings.nodes}
 
     # -- inputs ---------------------------------------------------------------------
@@ -357,17 +360,24 @@ class Engine:
     def contact(self, node: str) -> Contact:
         """What `node` has acknowledged of ours (see `Contact`)."""
         c = self._contacts[node]
-        return Contact(c.acks, c.acked_until, c.ack_frame_at, c.back_at, c.listed)
+        return Contact(c.acks, c.acked_until, c.ack_frame_at, c.back_at, c.listed, c.probed)
+
+    def set_answering(self, peers: frozenset[str]) -> None:
+        """The peers whose addresses answer our probes now: listed as probed while we
+        count them dead, so they know we will not take their groups over."""
+        self._answering = peers
 
     def _my_acks(self) -> tuple[acks.Ack, ...]:
         out: list[acks.Ack] = []
         live = self.membership.live_nodes()
         for index, name in enumerate(self._sorted):
-            if name == self.settings.node or name not in live:
+            probed = name not in live
+            if name == self.settings.node or (probed and name not in self._answering):
                 continue  # a peer we count dead is not listed: it learns it is unheard
             newest = self.membership.newest_heard(name)
-            if newest is not None:
-                out.append(acks.Ack(index, newest[0] & 0xFF, newest[1] % acks.SEQ_MOD))
+            gen, seq = newest if newest is not None else (0, 0)
+            if newest is not None or probed:
+                out.append(acks.Ack(index, gen & 0xFF, seq % acks.SEQ_MOD, probed))
         return tuple(out)
 
     def _note_frame(self, node: str, generation: int, now: float) -> None:
@@ -386,8 +396,11 @@ class Engine:
         c = self._contacts[node]
         c.acks = True
         c.ack_frame_at = now
-        c.listed = False
+        c.listed = c.probed = False
         for entry in entries:
+            if entry.index == self._my_index and entry.probed:
+                c.probed = True  # it does not hear us, but sees us: it will not take over
+                continue
             if entry.index != self._my_index or entry.generation != self.generation & 0xFF:
                 continue  # about another node, or about an incarnation of ours before this
             c.listed = True

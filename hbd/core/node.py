@@ -319,6 +319,7 @@ class Node:
 
     def handle_timer(self, now: float) -> None:
         self._observe(now)
+        self.engine.set_answering(self._peers_answering(now))
         self.engine.handle_timer(now)
         self._collect_engine(now)
         self.witnesses.handle_timer(now)
@@ -636,7 +637,7 @@ class Node:
         after a silence, or a new incarnation of it, gets a round trip (two keepalives)
         first: its first frames were sent before ours could reach it."""
         e = self.settings.engine
-        if not c.acks or c.ack_frame_at is None or c.listed:
+        if not c.acks or c.ack_frame_at is None or c.listed or c.probed:
             return False
         return c.back_at is None or c.ack_frame_at - c.back_at > 2 * e.keepalive + DEAF_GRACE
 
@@ -699,16 +700,33 @@ class Node:
             return bool(live)
         return owner in live
 
+    def _peers_answering(self, now: float) -> frozenset[str]:
+        """Peers an address of which answered within two keepalives and a little: the
+        probed mark goes off within a keepalive of the last answer (docs/policy.md)."""
+        fresh = now - 2 * self.settings.engine.keepalive - DEAF_GRACE
+        return frozenset(
+            p.owner
+            for p in self._probes.values()
+            if p.answered is not None and p.answered >= fresh and not p.owner.startswith("group:")
+        )
+
     def _answered(self, owner: str) -> float | None:
         times = [p.answered for p in self._probes.values() if p.owner == owner and p.answered]
         return max(times, default=None)
 
-    def _probe_interval(self) -> float:
-        """Fast (every keepalive) while a peer is not heard, slowly otherwise."""
+    def _probe_interval(self, now: float) -> float:
+        """Fast (every keepalive) once a peer has been silent for two keepalives -- so its
+        answers are fresh by the time it is declared dead -- slowly otherwise."""
+        keepalive = self.settings.engine.keepalive
         membership = self.engine.membership
         if len(membership.live_nodes()) < len(membership.node_names):
-            return self.settings.engine.keepalive
-        return max(PROBE_SLOW, self.settings.engine.keepalive)
+            return keepalive
+        quiet = now - 2 * keepalive
+        for name in membership.node_names:
+            heard = membership.node_status(name, now).last_heard
+            if heard is not None and heard < quiet:
+                return keepalive
+        return max(PROBE_SLOW, keepalive)
 
     def _probe_timer(self) -> float | None:
         return self._next_probe if self._probes else None
@@ -716,7 +734,7 @@ class Node:
     def _maybe_probe(self, now: float) -> None:
         if not self._probes:
             return
-        interval = self._probe_interval()
+        interval = self._probe_interval(now)
         self._next_probe = min(self._next_probe, now + interval)  # a peer just went silent
         if now < self._next_probe:
             return
