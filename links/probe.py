@@ -7,7 +7,9 @@ drops ICMP, or the heartbeat port, still lets ARP through, and every live kernel
 it); any other address with an ICMP (ICMPv6) echo. Each answer is reported as the
 address that answered; the core decides what it means.
 
-`AddressProber.set_targets(addresses)` sorts the addresses onto drivers: one `ArpProbe`
+An address of this machine's own (loopback, or on one of its interfaces: two nodes run
+on one box in the demo and the tests) is never probed: its answer would say nothing of the
+peer. `AddressProber.set_targets(addresses)` sorts the other addresses onto drivers: one `ArpProbe`
 per interface holding on-link addresses, one `PingLink` per address family for the rest.
 A raw packet socket that cannot be opened (no CAP_NET_RAW) falls back to ICMP for its
 addresses, and says so in `fallback_reason`.
@@ -209,7 +211,9 @@ class AddressProber:
         self._targets = ()
 
     def _plan(self, addresses: tuple[str, ...]) -> dict[str, tuple[str, tuple[str, ...]]]:
-        networks = interface_networks() if self.arp else {}
+        networks = interface_networks()
+        own = {iface.ip for iface in networks.values()}
+        on_link = networks if self.arp else {}
         plan: dict[str, list[str]] = {}
         kinds: dict[str, str] = {}
         for address in addresses:
@@ -218,11 +222,13 @@ class AddressProber:
                 ip = ipaddress.ip_address(address.split("%", 1)[0])
             except ValueError:
                 continue
+            if ip.is_loopback or ip in own:
+                continue  # this machine's own address answers for this machine, not a peer
             if ip.version == 6:
                 key = "probe:ipv6"
             else:
-                for name, iface in networks.items():
-                    if ip in iface.network and ip != iface.ip:
+                for name, iface in on_link.items():
+                    if ip in iface.network:
                         key, kind = f"arp:{name}", "arp"
                         break
             plan.setdefault(key, []).append(address)

@@ -259,7 +259,8 @@ def test_json_names_every_path_witness_and_timing_in_milliseconds(tmp_path: Path
         ("ha-01", "IPaddr::10.0.0.100"),
         ("ha-02", "IPaddr::10.0.0.101/24/eth0"),
     ]
-    assert d["warnings"] == []
+    # only what leaves the residual case open: two nodes alone, no arbiter
+    assert len(d["warnings"]) == 1 and "without an arbiter" in d["warnings"][0]
 
 
 def test_check_config_describes_ipv6_paths_witnesses_and_addresses(
@@ -306,7 +307,8 @@ def test_json_of_the_issues_example(tmp_path: Path) -> None:
     assert d["watchdog_timeout_ms"] is None  # hbd picks it from deadtime
     assert d["auth"]["method"] == "sha1"
     assert [r["agent"] for r in d["groups"][0]["resources"]] == ["builtin", "builtin", "resource.d"]
-    assert len(d["warnings"]) == 1 and "ipfail" in d["warnings"][0]
+    assert len(d["warnings"]) == 2 and "ipfail" in d["warnings"][0]
+    assert "without an arbiter" in d["warnings"][1]
 
 
 def test_text_output_shows_ids_units_and_warnings(

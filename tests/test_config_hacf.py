@@ -73,7 +73,8 @@ def test_the_issues_example_directory_loads_as_it_is(tmp_path: Path) -> None:
     ]
     assert group.resources[2].agent is AgentKind.RESOURCE_D
     # The one thing hbd says about it: ipfail is not started, and why.
-    assert [w.source for w in config.warnings] == [f"{directory}/ha.cf:17"]
+    assert [w.source for w in config.warnings] == [f"{directory}/ha.cf:17", f"{directory}/ha.cf"]
+    assert "without an arbiter" in config.warnings[1].message
     assert "ipfail" in config.warnings[0].message
     assert "does not start it" in config.warnings[0].message
 

@@ -2,7 +2,7 @@
 
 Each test builds tests/faultlab.py's lab -- alpha and beta over bcast (eth0), ucast (eth1)
 and a serial line, both on a service LAN with a ping node, the group `alpha
-IPaddr::10.91.0.100/24`, a FUSE watchdog per node (2 s timeout, so a 5 s takeover budget),
+IPaddr::10.91.0.100/24`, a FUSE watchdog per node (2 s timeout, so a 3.45 s takeover budget),
 keepalive 200 ms, deadtime 1 s, native frames -- waits until alpha holds the VIP, then
 breaks something while a sampler reads both namespaces every 10 ms. Every test asserts
 that the VIP was never on both nodes (0 ms dual-active), who holds it at the end, how many

@@ -605,9 +605,10 @@ class Demo:
             "kill the active node",
             "alpha's hbd gets SIGKILL and its service file is removed: a power loss takes "
             "the service with it. beta stops hearing alpha on every path; after the "
-            "deadtime it declares alpha dead. The group has no service address, so beta "
-            "uses the designated-survivor rule: beta (the standby) takes it over. There is "
-            "no watchdog in the demo, so hbd logs that safety then rests on the paths.",
+            "deadtime it declares alpha dead. Both nodes share this machine, so beta has "
+            "no address of alpha's to probe: after the takeover budget (deadtime + "
+            "keepalive + 0.25 s, no watchdog in the demo) beta takes it over, and hbd logs "
+            "that safety then rests on the paths.",
         )
         t0 = time.monotonic()
         self.alpha.kill()

@@ -58,6 +58,7 @@ from hbd.core.model import AutoFailback
 
 MAX_DECISIONS = 40
 TAKEOVER_MARGIN = 0.25  # seconds: latency both ways, loop and watchdog timer slack
+ANSWER_SLACK = 0.1  # seconds beyond two keepalives for a probe answer to count as "now"
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,28 +497,32 @@ class Policy:
         if now < ready_at:
             self._wait(ready_at)
             heard = peer.last_heard if peer.last_heard is not None else self.started
-            if peer.answered is not None and peer.answered > heard:
+            fresh = now - 2 * self.settings.keepalive - ANSWER_SLACK
+            own = peer.answered if peer.answered is not None else heard
+            service = answered if answered is not None else heard
+            if own > heard and own >= fresh:
                 why, text = (
                     Why.ANSWERS,
                     (
-                        f"{name} is silent on every path but its address answers: a partition, "
-                        "not a death; nothing moves"
+                        f"{name} is silent on every path but its address answers: it is "
+                        "partitioned, not dead; nothing moves"
                     ),
                 )
-            elif answered is not None and answered > heard:
+            elif service > heard and service >= fresh:
                 why, text = (
                     Why.ANSWERS,
                     (
-                        f"{', '.join(g.addresses)} still answers: {name} is partitioned, not "
-                        "dead; it keeps the group"
+                        f"{name} is silent on every path but a service address it may hold "
+                        "answers: it is partitioned, not dead; nothing moves"
                     ),
                 )
             else:
+                since = "its address last answered" if max(own, service) > heard else None
                 why, text = (
                     Why.BUDGET,
                     (
                         f"{name} may still run it: takeover in {ready_at - now:.1f} s "
-                        f"({self._budget_text(peer)})"
+                        f"({self._budget_text(peer, since)})"
                     ),
                 )
             self._say(now, g.name, why, text)
@@ -653,10 +658,12 @@ class Policy:
             self._state.claim = None
             self._decide_line(now, f"takeover {mode} ended", why)
 
-    def _budget_text(self, peer: PeerView) -> str:
+    def _budget_text(self, peer: PeerView, since: str | None = None) -> str:
         s = self.settings
         watchdog = peer.watchdog if peer.last_heard is not None else s.peer_watchdog
         base = "since last heard" if peer.last_heard is not None else "since this node started"
+        if since is not None:
+            base = f"since {since}"
         dead = max(peer.deadtime, s.deadping)
         if watchdog:
             return (

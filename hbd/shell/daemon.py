@@ -182,6 +182,10 @@ def event_log_line(event: NodeEvent, names: dict[str, str]) -> LogLine | None:
         return logging.ERROR, text, {}
     if isinstance(event, Decided):
         d = event.decision
+        verb, _, group = d.decision.partition(" ")
+        if verb in ("acquire", "release") and group:  # Heartbeat's words, for grep
+            word = "Acquiring" if verb == "acquire" else "Releasing"
+            return logging.INFO, f"{word} resource group: {group} ({d.reason})", {"group": group}
         return logging.INFO, f"policy: {d.decision} ({d.reason})", {}
     if isinstance(event, Stalled):
         text = f"the event loop stalled for {event.gap:.1f} s" + (
@@ -715,13 +719,18 @@ class Daemon:
         link = self._driver(pid)
         if link is None:
             return
+        # a probe's socket is no heartbeat path: its comings and goings are for debugging
+        quiet = pid in self.prober.drivers
+        info = logging.DEBUG if quiet else logging.INFO
+        warning = logging.DEBUG if quiet else logging.WARNING
         while (event := link.next_event()) is not None:
             if isinstance(event, LinkOpened):
-                log.info("Link %s opened", pid)
+                log.log(info, "Link %s opened", pid)
             elif isinstance(event, LinkLost):
-                log.warning("Link %s lost: %s; reopening", pid, event.reason)
+                log.log(warning, "Link %s lost: %s; reopening", pid, event.reason)
             elif isinstance(event, LinkOpenFailed):
-                log.warning(
+                log.log(
+                    warning,
                     "Link %s cannot be opened: %s; retrying in %.1f s",
                     pid,
                     event.reason,
