@@ -18,11 +18,19 @@ GOOD_HACF = "node ha-01 ha-02\nbcast eth0\nauto_failback on\n"
 GOOD_AUTHKEYS = "auth 1\n1 sha1 Correct-Horse-Battery-Staple\n"
 
 
-def sample(name: str, dest: Path) -> Path:
-    """Copy tests/configs/NAME to dest/NAME with authkeys chmod 600; returns the copy."""
+def sample(name: str, dest: Path, *, watchdog_stand_in: bool = False) -> Path:
+    """Copy tests/configs/NAME to dest/NAME with authkeys chmod 600; returns the copy.
+
+    `watchdog_stand_in`: point its `watchdog` line at a regular file in the copy (as the
+    FUSE test watchdog is one), for checks that want the device to exist on this machine."""
     target = dest / name
     shutil.copytree(CONFIGS / name, target)
     os.chmod(target / "authkeys", 0o600)
+    if watchdog_stand_in:
+        hacf = target / "ha.cf"
+        device = target / "watchdog"
+        device.touch()
+        hacf.write_text(hacf.read_text().replace("watchdog /dev/watchdog", f"watchdog {device}"))
     return target
 
 

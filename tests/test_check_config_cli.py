@@ -20,7 +20,14 @@ from hbd.commands.cli import hbctl_main
 from hbd.config.load import load_config
 from hbd.core.errors import ConfigError
 
-from confkit import GOOD_AUTHKEYS, GOOD_HACF, config_dir, empty_agent_dirs, sample
+import confkit
+from confkit import GOOD_AUTHKEYS, GOOD_HACF, config_dir, empty_agent_dirs
+
+
+def sample(name: str, dest: Path) -> Path:
+    """A sample directory whose `watchdog` device exists here (check-config checks it)."""
+    return confkit.sample(name, dest, watchdog_stand_in=True)
+
 
 H = GOOD_HACF  # 3 lines: a bad line appended to it is line 4
 
@@ -333,7 +340,7 @@ def test_text_output_shows_ids_units_and_warnings(
         "ucast:eth0:10.0.0.2",
         "ping:192.168.0.254",
         "ping_group:routers (192.168.0.1, 192.168.0.2)",
-        "/dev/watchdog timeout 10 s",
+        f"{directory}/watchdog timeout 10 s",
         f"{directory}/ha.cf:20: warning: 'stonith' is not carried out",
     ):
         assert text in out

@@ -7,6 +7,7 @@ root nor namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -245,3 +246,57 @@ def test_a_bad_configuration_exits_2_with_one_file_line_error(
     assert lines[0].startswith(f"{config / name}:{bad_line}: "), lines[0]
     assert message in lines[0]
     assert not (tmp_path / "run" / "hbd.sock").exists()
+
+
+@pytest.mark.root
+@requires_root
+def test_a_full_state_directory_fails_the_start_in_one_line_and_never_arms_the_watchdog(
+    tmp_path: Path,
+) -> None:
+    """/var/lib full: the generation cannot be written. hbd must say so in one line and
+    exit 2 without ever opening (arming) the watchdog: an armed device closed without the
+    magic character would reset the box, which would boot into the same failure."""
+    from hbd.testing.fusewatchdog import mounted_watchdog
+
+    from confkit import GOOD_AUTHKEYS
+
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(state)], check=True)
+    try:
+        filler = state / "filler"
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            f.write(b"x" * 65536)  # ENOSPC: the tmpfs is full
+        with mounted_watchdog(identity="full-state test watchdog") as dog:
+            config = tmp_path / "ha.d"
+            config.mkdir()
+            (config / "ha.cf").write_text(
+                "keepalive 200ms\ndeadtime 1\ninitdead 2\nauto_failback on\nudpport 7351\n"
+                "ucast lo 127.0.0.2 127.0.0.1\nwire hbd\nnode alpha beta\n"
+                f"watchdog {dog.path}\n"
+            )
+            (config / "authkeys").write_text(GOOD_AUTHKEYS.replace("sha1", "sha256"))
+            (config / "authkeys").chmod(0o600)
+            proc = subprocess.run(
+                [
+                    HBD,
+                    "--config-dir",
+                    str(config),
+                    "--state-dir",
+                    str(state),
+                    "--run-dir",
+                    str(tmp_path / "run"),
+                    "--node-name",
+                    "alpha",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert proc.returncode == 2, proc.stderr
+            errors = [line for line in proc.stderr.splitlines() if "Traceback" in line]
+            assert errors == [], proc.stderr
+            assert f"{state}" in proc.stderr and "No space left" in proc.stderr, proc.stderr
+            assert dog.events("open") == [] and dog.resets() == []
+    finally:
+        subprocess.run(["umount", str(state)], check=False)

@@ -12,7 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hbd.config.load import DEFAULT_CONFIG_DIR, load_config, local_node_name
+from hbd.config.load import (
+    DEFAULT_CONFIG_DIR,
+    check_watchdog_device,
+    load_config,
+    local_node_name,
+)
 from hbd.core.errors import HbdError
 from hbd.shell.paths import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
 
@@ -33,6 +38,7 @@ def _check_config(args: argparse.Namespace) -> int:
     from hbd.commands.checkconfig import print_config
 
     config = load_config(args.config_dir, local_node_name(args.node_name))
+    check_watchdog_device(config.hacf)
     print_config(config, args.json)
     return EXIT_OK
 
@@ -219,6 +225,10 @@ def _run_daemon(args: argparse.Namespace) -> int:
         return Daemon(options).run()
     except AlreadyRunning as e:
         print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # a start-up step the system refused: one line, no traceback
+        where = f" {e.filename}" if e.filename else ""
+        print(f"hbd cannot start:{where} {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -472,6 +472,7 @@ def _watchdog(b: _Builder, name: str, args: list[str]) -> None:
     if not dev.startswith("/"):
         raise b.fail(f"watchdog device '{dev}' must be a full path such as /dev/watchdog")
     b.values["watchdog"] = dev
+    b.values["watchdog_line"] = b.line
 
 
 def _watchdog_timeout(b: _Builder, name: str, args: list[str]) -> None:

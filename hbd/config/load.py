@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from hbd.config.authkeys import check_mode, parse_authkeys
 from hbd.config.hacf import parse_hacf
@@ -85,6 +86,34 @@ def load_config(
     if groups:
         warnings.extend(partition_warnings(hacf, groups))
     return Config(directory, node_name, hacf, authkeys, groups, tuple(warnings))
+
+
+def check_watchdog_device(hacf: HaCf) -> None:
+    """The `watchdog` device exists and is a character device (or a regular file, as the
+    FUSE test watchdog is), checked WITHOUT opening it: opening arms most watchdogs.
+    Raises ConfigError at the `watchdog` line."""
+    path = hacf.watchdog
+    if path is None:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ConfigError(
+            hacf.path,
+            hacf.watchdog_line,
+            f"watchdog device {path} does not exist: load the driver for this machine's "
+            "watchdog (or 'modprobe softdog' for a software one), or remove the line",
+        ) from None
+    except OSError as e:
+        raise ConfigError(
+            hacf.path, hacf.watchdog_line, f"watchdog device {path}: {e.strerror}"
+        ) from None
+    if not (stat.S_ISCHR(mode) or stat.S_ISREG(mode)):
+        raise ConfigError(
+            hacf.path,
+            hacf.watchdog_line,
+            f"watchdog device {path} is neither a character device nor a file",
+        )
 
 
 def partition_warnings(hacf: HaCf, groups: tuple[ResourceGroup, ...]) -> list[ConfigWarning]:

@@ -130,6 +130,7 @@ class HaCf:
     ping_groups: tuple[PingGroup, ...] = ()
     auto_failback: AutoFailback = AutoFailback.LEGACY
     watchdog: str | None = None
+    watchdog_line: int | None = None  # where `watchdog` is written, for errors about the device
     watchdog_timeout: float | None = None  # hbd: `watchdog_timeout`; None = ceil(deadtime)
     peer_watchdog_timeout: float | None = None  # hbd: assumed for a peer never heard; None:
     # this node's own watchdog timeout (0 with no watchdog here)

@@ -403,6 +403,10 @@ class Membership:
             return None
         return window.generation, window.highest
 
+    def last_heard(self, name: str) -> float | None:
+        """When `name` was last heard on any path (None: not since this node started)."""
+        return self._node(name).last_heard
+
     def has_left(self, name: str) -> bool:
         """`name` said goodbye (and has not come back since)."""
         node = self._node(name)

@@ -476,8 +476,8 @@ class Node:
 
     def _observe(self, now: float) -> None:
         gap = self.fencing.observe(now)
-        if gap is None:
-            return
+        if gap is None or self.fencing.fenced is not None:
+            return  # on time, or already going: a stall changes nothing more
         going = any(self.rm.may_be_running(g.name) for g in self.settings.groups)
         self._events.append(Stalled(gap, going))
         reason = (
@@ -723,7 +723,7 @@ class Node:
             return keepalive
         quiet = now - 2 * keepalive
         for name in membership.node_names:
-            heard = membership.node_status(name, now).last_heard
+            heard = membership.last_heard(name)
             if heard is not None and heard < quiet:
                 return keepalive
         return max(PROBE_SLOW, keepalive)

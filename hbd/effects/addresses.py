@@ -256,6 +256,12 @@ class PyrouteAddressManager:
         return sent
 
 
+def _check(cancelled: threading.Event | None, op: Op) -> None:
+    """Stop here if the caller gave up on this operation (it timed out)."""
+    if cancelled is not None and cancelled.is_set():
+        raise AddressError(f"{op} had timed out: not carried on")
+
+
 class BuiltinAgents:
     """IPaddr, IPaddr2, IPv6addr and SendArp over an AddressManager; `run` returns (OCF rc,
     output).
@@ -282,7 +288,11 @@ class BuiltinAgents:
         self.arp_reply = arp_reply
         self._arps_sent: set[str] = set()  # SendArp resources started by this process
 
-    def run(self, resource: Resource, op: Op) -> tuple[int, str]:
+    def run(
+        self, resource: Resource, op: Op, cancelled: threading.Event | None = None
+    ) -> tuple[int, str]:
+        """Carry out `op`. `cancelled` is set when the caller gave up waiting (a timeout):
+        from then on nothing more is done -- no address added, no ARP sent."""
         try:
             if resource.name not in self.NAMES:
                 return OCF_ERR_CONFIGURED, f"{resource.name!r} is not a built-in agent"
@@ -295,7 +305,7 @@ class BuiltinAgents:
                 raise AddressError("IPaddr is IPv4 only; write IPaddr2::ADDR or IPv6addr::ADDR")
             if resource.name == "IPv6addr" and not family:
                 raise AddressError("IPv6addr takes an IPv6 address; write IPaddr2::ADDR for IPv4")
-            return self._ipaddr(resource.args[0], op)
+            return self._ipaddr(resource.args[0], op, cancelled)
         except AddressError as e:
             return OCF_ERR_CONFIGURED, f"{resource.spec}: {e}"
         except OSError as e:  # includes pyroute2's NetlinkError
@@ -314,7 +324,7 @@ class BuiltinAgents:
             )
         return addr.resolved(found[0], addr.prefixlen or found[1])
 
-    def _ipaddr(self, arg: str, op: Op) -> tuple[int, str]:
+    def _ipaddr(self, arg: str, op: Op, cancelled: threading.Event | None) -> tuple[int, str]:
         ip = parse_ipaddr(arg).ip
         where = self.addresses.address_interface(ip)
         if op == "status":
@@ -328,8 +338,10 @@ class BuiltinAgents:
             return 0, f"{ip} removed from {where}"
         addr = self.resolve(arg)
         assert addr.iface is not None
+        _check(cancelled, op)
         if where is None:
             self.addresses.add_address(addr)
+        _check(cancelled, op)
         if isinstance(ip, IPv6Address):
             return self._announce6(ip, addr.prefixlen, addr.iface)
         sent = self.addresses.send_gratuitous_arp(

@@ -28,13 +28,21 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
 from hbd.core.model import AgentKind, Resource
-from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_INSTALLED, Op, ResourceManager, RunAgent
+from hbd.core.resources import (
+    OCF_ERR_CONFIGURED,
+    OCF_ERR_GENERIC,
+    OCF_ERR_INSTALLED,
+    Op,
+    ResourceManager,
+    RunAgent,
+)
 from hbd.effects.children import CHILD_UMASK, child_argv, child_environment
 
 if TYPE_CHECKING:
@@ -131,8 +139,13 @@ class ScriptRunner:
         ocf_root: str = OCF_ROOT,
         env: Mapping[str, str] | None = None,
         logger: logging.Logger = log,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.builtins = builtins
+        self.clock = clock
+        # a built-in's thread cannot be killed: one operation a resource at a time, so the
+        # stop after a timed-out start waits until that start's thread has finished
+        self._builtin_locks: dict[str, threading.Lock] = {}
         self.ha_dir = ha_dir
         self.ocf_root = ocf_root
         self.base_env = child_environment(os.environ if env is None else env)
@@ -142,7 +155,7 @@ class ScriptRunner:
         self.log = logger
 
     async def run(self, resource: Resource, op: Op, timeout: float) -> OpResult:
-        started = time.monotonic()
+        started = self.clock()
         if resource.agent is AgentKind.BUILTIN:
             result = await self._run_builtin(resource, op, timeout, started)
         else:
@@ -155,13 +168,22 @@ class ScriptRunner:
     ) -> OpResult:
         if self.builtins is None:
             return OpResult(OCF_ERR_INSTALLED, "no built-in agents configured", 0)
+        builtins = self.builtins
+        lock = self._builtin_locks.setdefault(resource.spec, threading.Lock())
+        cancelled = threading.Event()
+
+        def work() -> tuple[int, str]:
+            with lock:
+                if cancelled.is_set():
+                    return OCF_ERR_GENERIC, "not run: it had timed out while waiting its turn"
+                return builtins.run(resource, op, cancelled)
+
         try:
-            rc, output = await asyncio.wait_for(
-                asyncio.to_thread(self.builtins.run, resource, op), timeout
-            )
+            rc, output = await asyncio.wait_for(asyncio.to_thread(work), timeout)
         except TimeoutError:
-            return OpResult(None, "", _ms_since(started))
-        return OpResult(rc, output, _ms_since(started))
+            cancelled.set()  # the thread runs on; it must not act from now on
+            return OpResult(None, "", self._ms_since(started))
+        return OpResult(rc, output, self._ms_since(started))
 
     async def _run_script(
         self, resource: Resource, op: Op, timeout: float, started: float
@@ -195,11 +217,14 @@ class ScriptRunner:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 raise
-            duration = _ms_since(started)
+            duration = self._ms_since(started)
             output = _read_tail(out)
         if rc is not None and rc < 0:
             rc = 128 - rc  # killed by a signal: as a shell reports it
         return OpResult(rc, output, duration)
+
+    def _ms_since(self, started: float) -> int:
+        return max(0, round((self.clock() - started) * 1000))
 
     def _log_result(self, resource: Resource, op: Op, result: OpResult, timeout: float) -> None:
         name = resource.spec
@@ -220,14 +245,16 @@ def _read_tail(f: IO[bytes]) -> str:
     return f.read().decode("utf-8", "replace")
 
 
-def _ms_since(started: float) -> int:
-    return round((time.monotonic() - started) * 1000)
-
-
-async def carry_out(runner: Runner, rm: ResourceManager, action: RunAgent) -> OpResult:
-    """Run `action` and feed its result back into `rm`, with the monotonic clock as `now`."""
+async def carry_out(
+    runner: Runner,
+    rm: ResourceManager,
+    action: RunAgent,
+    clock: Callable[[], float] = time.monotonic,
+) -> OpResult:
+    """Run `action` and feed its result back into `rm` (the daemon feeds a whole Node
+    instead; this is for tests and tools driving a ResourceManager alone)."""
     result = await runner.run(action.resource, action.op, action.timeout)
-    now = time.monotonic()
+    now = clock()
     if result.rc is None:
         rm.operation_timed_out(action.group, action.index, action.op, now, result.duration_ms)
     else:

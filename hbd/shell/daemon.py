@@ -27,11 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hbd.config.load import load_config, local_node_name
+from hbd.config.load import check_watchdog_device, load_config, local_node_name
 from hbd.config.model import Config, Medium, PingGroup, PingNode
 from hbd.core import events as ev
 from hbd.core import resources as rs
-from hbd.core.errors import HbdError, LocalProtocolError
+from hbd.core.errors import ConfigError, HbdError, LocalProtocolError
 from hbd.core.membership import NodeStatus
 from hbd.core.node import (
     Decided,
@@ -58,7 +58,13 @@ from hbd.effects.identity import (
 from hbd.effects.realtime import go_realtime
 from hbd.effects.respawn import RespawnedProgram, programs
 from hbd.effects.systemd import Notifier, journal_fields, watchdog_interval
-from hbd.effects.watchdog import Watchdog, WatchdogDevice, default_timeout, magic_close_warning
+from hbd.effects.watchdog import (
+    Watchdog,
+    WatchdogDevice,
+    WatchdogError,
+    default_timeout,
+    magic_close_warning,
+)
 from hbd.links.base import Driver, Link, LinkLost, LinkOpened, LinkOpenFailed
 from hbd.links.factory import make_link
 from hbd.links.ping import PingLink
@@ -329,6 +335,8 @@ class Daemon:
         opts = self.options
         node = local_node_name(opts.node_name)
         config = load_config(opts.config_dir, node)
+        check_watchdog_device(config.hacf)
+        self.config = config
         configure_logging(config, opts.verbose)
         for warning in config.warnings:
             log.warning("%s", warning)
@@ -390,11 +398,17 @@ class Daemon:
         hacf = config.hacf
         if not hacf.watchdog:
             return None
-        device = Watchdog(hacf.watchdog)  # opening arms it; errors name the path
+        try:
+            device = Watchdog(hacf.watchdog)  # opening arms it
+        except WatchdogError as e:
+            raise ConfigError(hacf.path, hacf.watchdog_line, str(e)) from None
         self.device = device
         wanted = int(hacf.watchdog_timeout or default_timeout(hacf.deadtime))
-        got = device.set_timeout(wanted)
-        support = device.get_support()
+        try:
+            got = device.set_timeout(wanted)
+            support = device.get_support()
+        except WatchdogError as e:
+            raise ConfigError(hacf.path, hacf.watchdog_line, str(e)) from None
         self.watchdog = WatchdogInfo(device.path, got, device.magic_close_works)
         log.info("watchdog %s armed: timeout %d s (%s)", device.path, got, support.identity)
         warning = magic_close_warning(device.path, support)
@@ -540,6 +554,8 @@ class Daemon:
         if device is None:
             return
         fenced = self.node is not None and self.node.fenced is not None
+        if self.node is None:  # start-up failed after arming: nothing ran, nothing to fence
+            clean = True
         if clean and not fenced and not self._stuck:
             device.disarm()
             log.info("watchdog %s disarmed (magic close)", device.path)

@@ -1,0 +1,347 @@
+"""The daemon shell in-process, no root: an injected clock, a fake agent runner, a real
+loop turn at a time. Each scenario is a way the shell could be left half-done:
+
+- an agent that cannot even be run (ENOSPC, EMFILE, any exception) is a failed
+  operation fed back to the node, never a group wedged in "unknown";
+- a clean stop whose stops never finish ends with the node going, never "stopped";
+- a start-up that fails never opens (arms) the watchdog, and says so in one line;
+- a reload applies wholly or not at all, and one that removes every ping node does not
+  make the node believe it is isolated;
+- a built-in agent that timed out does nothing afterwards.
+
+One node (alpha) of a two-node cluster whose peer (beta) never answers: after initdead
+and the takeover budget it runs its group alone, as a node that starts during a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hbd.core.model import AgentKind, Resource
+from hbd.core.resources import Op
+from hbd.effects.addresses import BuiltinAgents
+from hbd.effects.agents import OpResult, ScriptRunner
+from hbd.shell import daemon as daemon_module
+from hbd.shell.daemon import SHUTDOWN_LIMIT, Daemon, DaemonOptions
+from hbd.testing.sim import FakeClock
+
+from confkit import GOOD_AUTHKEYS
+
+GROUP = "svc"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def hacf(port: int, extra: str = "") -> str:
+    return (
+        "keepalive 200ms\ndeadtime 1\nwarntime 500ms\ninitdead 2\nauto_failback on\n"
+        f"udpport {port}\nucast lo 127.0.0.2 127.0.0.1\nwire hbd\nnode alpha beta\n{extra}"
+    )
+
+
+class FakeRunner:
+    """Runs agents instantly; `fail[(resource, op)]` raises that exception, `hang` ops
+    never return (until the test releases them)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Op]] = []
+        self.running: set[str] = set()
+        self.fail: dict[tuple[str, Op], BaseException] = {}
+        self.hang: set[tuple[str, Op]] = set()
+        self.release = asyncio.Event()
+
+    async def run(self, resource: Resource, op: Op, timeout: float) -> OpResult:
+        key = (resource.spec, op)
+        self.calls.append(key)
+        if key in self.fail:
+            raise self.fail.pop(key)
+        if key in self.hang:
+            await self.release.wait()
+        if op == "start":
+            self.running.add(resource.spec)
+        elif op == "stop":
+            self.running.discard(resource.spec)
+        elif op == "status":
+            return OpResult(0 if resource.spec in self.running else 7, "", 1)
+        return OpResult(0, "", 1)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, runner: FakeRunner, extra: str = "") -> None:
+        self.root = tmp_path
+        self.config = tmp_path / "ha.d"
+        self.config.mkdir()
+        self.port = free_port()
+        (self.config / "ha.cf").write_text(hacf(self.port, extra))
+        (self.config / "authkeys").write_text(GOOD_AUTHKEYS.replace("sha1", "sha256"))
+        (self.config / "authkeys").chmod(0o600)
+        (self.config / "haresources").write_text(f"alpha {GROUP}\n")
+        rd = self.config / "resource.d"
+        rd.mkdir()
+        (rd / GROUP).write_text("#!/bin/sh\nexit 0\n")
+        (rd / GROUP).chmod(0o755)
+        self.clock = FakeClock(1000.0)
+        self.runner = runner
+        self.options = DaemonOptions(
+            config_dir=str(self.config),
+            state_dir=str(tmp_path / "state"),
+            run_dir=str(tmp_path / "run"),
+            node_name="alpha",
+        )
+        self.daemon = Daemon(self.options, clock=self.clock, runner=runner)  # type: ignore[arg-type]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        d = self.daemon
+        d._wake = asyncio.Event()
+        d.registry = daemon_module.LoopRegistry(loop, d._wake.set)
+        d.start(loop)
+
+    async def run(self, seconds: float, step: float = 0.05) -> None:
+        """Move the clock on, a loop turn per step, letting agent tasks run."""
+        end = self.clock.now + seconds
+        while self.clock.now < end:
+            self.clock.advance(step)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            self.daemon._tick(self.clock())
+
+    async def until(self, condition: Callable[[], bool], limit: float) -> None:
+        end = self.clock.now + limit
+        while not condition():
+            assert self.clock.now < end, "the condition never held"
+            await self.run(0.05)
+
+    def group(self) -> dict[str, Any]:
+        status = self.daemon.status(self.clock())
+        return next(g for g in status["groups"] if g["name"] == GROUP)
+
+    def close(self) -> None:
+        loop = asyncio.get_event_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        self.daemon.shutdown()
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    logger = logging.getLogger("hbd")
+    yield
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EMFILE, "Too many open files"),
+        RuntimeError("a bug"),
+    ],
+    ids=["ENOSPC", "EMFILE", "any exception"],
+)
+def test_an_agent_that_cannot_be_run_is_a_failed_operation_not_a_wedged_group(
+    tmp_path: Path, error: BaseException
+) -> None:
+    async def scenario() -> None:
+        runner = FakeRunner()
+        runner.fail[(GROUP, "start")] = error
+        h = Harness(tmp_path, runner)
+        await h.start()
+        try:
+            await h.until(lambda: (GROUP, "start") in runner.calls, 10)
+            await h.run(1.0)
+            g = h.group()
+            assert g["state"] in ("failed", "stopped"), g  # the start failed: stopped again
+            assert g["state"] != "unknown"
+            assert (GROUP, "stop") in runner.calls  # the failed start was cleaned up
+            decisions = h.daemon.status(h.clock())["decisions"]
+            assert any("release" in d["decision"] or "acquire" in d["decision"] for d in decisions)
+            # the operator clears the failure: the next start succeeds
+            h.daemon.node.standby("off", h.clock())  # type: ignore[union-attr]
+            await h.until(lambda: h.group()["state"] == "started", 10)
+        finally:
+            h.close()
+
+    with quiet_logs():
+        asyncio.run(scenario())
+
+
+def test_a_clean_stop_whose_stop_never_returns_goes_and_never_reports_stopped(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        runner = FakeRunner()
+        h = Harness(tmp_path, runner)
+        await h.start()
+        try:
+            await h.until(lambda: h.group()["state"] == "started", 10)
+            runner.hang.add((GROUP, "stop"))
+            node = h.daemon.node
+            assert node is not None
+            h.daemon._stop = True
+            task = asyncio.ensure_future(h.daemon._hand_over())
+            while not task.done():
+                h.clock.advance(0.5)  # below the stall bound: a loop keeping time
+                h.daemon._tick(h.clock())
+                h.daemon._wake.set()  # type: ignore[union-attr]
+                await asyncio.sleep(0)
+            await task
+            assert h.clock.now - node.stop_began() >= SHUTDOWN_LIMIT
+            assert node.fenced is not None and "could not stop" in node.fenced
+            assert h.daemon._stuck  # main() exits 1: the groups may still run
+            assert not node.stopped(h.clock())
+        finally:
+            runner.release.set()
+            h.close()
+
+    with quiet_logs():
+        asyncio.run(scenario())
+
+
+def test_a_start_up_that_fails_never_arms_the_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    monkeypatch.setattr(daemon_module, "Watchdog", lambda path: opened.append(path))
+    device = tmp_path / "watchdog"
+    device.touch()
+    runner = FakeRunner()
+    h = Harness(tmp_path, runner, extra=f"watchdog {device}\n")
+    (tmp_path / "state").write_text("a file where the state directory should be")
+
+    async def scenario() -> None:
+        with pytest.raises(daemon_module.HbdError, match="state"):
+            await h.start()
+
+    with quiet_logs():
+        asyncio.run(scenario())
+    assert opened == []
+
+
+def test_a_missing_watchdog_device_is_one_line_naming_the_hacf_line(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    h = Harness(tmp_path, runner, extra="watchdog /dev/no-such-watchdog\n")
+
+    async def scenario() -> None:
+        with pytest.raises(daemon_module.ConfigError) as e:
+            await h.start()
+        assert str(e.value).startswith(
+            f"{h.config}/ha.cf:10: watchdog device /dev/no-such-watchdog"
+        )
+
+    with quiet_logs():
+        asyncio.run(scenario())
+
+
+def test_a_reload_that_removes_every_ping_node_does_not_make_the_node_isolated(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        runner = FakeRunner()
+        h = Harness(tmp_path, runner, extra="ping 127.0.0.9\n")
+        await h.start()
+        try:
+            generation = h.daemon.node.engine.generation  # type: ignore[union-attr]
+            (h.config / "ha.cf").write_text(hacf(h.port))
+            h.daemon.reload()
+            await h.run(0.5)
+            node = h.daemon.node
+            assert node is not None
+            assert (
+                node.policy.isolation.value
+                == "no ping nodes are configured: isolation cannot be told"
+            )
+            assert node.engine.generation == generation
+            assert h.daemon.config is not None and not h.daemon.config.hacf.ping_nodes
+        finally:
+            h.close()
+
+    with quiet_logs():
+        asyncio.run(scenario())
+
+
+def test_a_bad_reload_keeps_the_old_configuration_whole(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        runner = FakeRunner()
+        h = Harness(tmp_path, runner)
+        await h.start()
+        try:
+            before = h.daemon.config
+            (h.config / "ha.cf").write_text(hacf(h.port, "deadtime 0.1\n"))  # invalid
+            h.daemon.reload()
+            assert h.daemon.config is before
+            (h.config / "haresources").write_text(f"beta {GROUP}\n")  # needs a restart
+            (h.config / "ha.cf").write_text(hacf(h.port))
+            h.daemon.reload()
+            assert h.daemon.config is before
+        finally:
+            h.close()
+
+    with quiet_logs():
+        asyncio.run(scenario())
+
+
+class BlockingAddresses:
+    """An address manager whose `find_interface` waits until released (a slow netlink)."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.added: list[str] = []
+
+    def find_interface(self, ip: Any) -> tuple[str, int] | None:
+        self.go.wait(5)
+        return ("eth0", 24)
+
+    def address_interface(self, ip: Any) -> str | None:
+        return "eth0" if str(ip) in self.added else None
+
+    def add_address(self, addr: Any) -> None:
+        self.added.append(str(addr.ip))
+
+    def remove_address(self, addr: Any) -> None:
+        self.added.remove(str(addr.ip))
+
+    def send_gratuitous_arp(self, *args: Any) -> int:
+        return 0
+
+
+def test_a_built_in_agent_that_timed_out_does_nothing_afterwards() -> None:
+    addresses = BlockingAddresses()
+    runner = ScriptRunner(BuiltinAgents(addresses, arp_count=0))  # type: ignore[arg-type]
+    vip = Resource("IPaddr", ("10.70.0.5/24",), AgentKind.BUILTIN, None, "haresources:1")
+
+    async def scenario() -> None:
+        result = await runner.run(vip, "start", 0.05)
+        assert result.timed_out
+        stop = asyncio.ensure_future(runner.run(vip, "stop", 5.0))  # waits its turn
+        await asyncio.sleep(0.1)
+        addresses.go.set()  # the timed-out start's thread resumes: it must not add
+        assert (await stop).rc == 0
+        await asyncio.sleep(0.1)
+        assert addresses.added == []
+
+    asyncio.run(scenario())
+
+
+def test_the_runner_times_operations_with_the_injected_clock() -> None:
+    clock = FakeClock(50.0)
+    runner = ScriptRunner(None, clock=clock)
+    vip = Resource("IPaddr", ("10.70.0.5/24",), AgentKind.BUILTIN, None, "haresources:1")
+    result = asyncio.run(runner.run(vip, "status", 1.0))
+    assert result.duration_ms == 0  # no built-ins: answered at once, on the fake clock
