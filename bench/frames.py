@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hbd.core.acks import Ack, encode_acks
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.wire import Dropped
 from hbd.core.wire.native import (
@@ -52,6 +53,10 @@ class Format:
     decode_serial: Callable[[bytes], object]
 
 
+# a two-node cluster's heartbeat: alpha lists beta (index 1) with the newest seq it has
+HEARS_BETA = encode_acks((Ack(1, 7, 4242),))
+
+
 def native_format() -> Format:
     auth = AuthEntry(1, AuthMethod.SHA256, KEY)
     keys = AuthKeys(active=auth, entries={1: auth})
@@ -67,6 +72,7 @@ def native_format() -> Format:
             deadtime_ms=30_000,
             watchdog_ms=31_000,
             path_hash=path_hash("bcast:eth0"),
+            payload=HEARS_BETA,  # what alpha hears: one entry a peer (hbd.core.acks)
         )
 
     def decode_serial(data: bytes) -> object:
