@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 from hbd.core import events as ev
 from hbd.core import resources as rs
-from hbd.core.advert import decode_advert
+from hbd.core.advert import Advert, decode_advert
 from hbd.core.engine import Contact, Engine, EngineSettings, PathKind
 from hbd.core.errors import LocalProtocolError
 from hbd.core.fencing import Fencing
+from hbd.core.membership import NodeStatus
 from hbd.core.model import AutoFailback, ResourceGroup
 from hbd.core.policy import (
     Acquire,
@@ -508,62 +509,28 @@ class Node:
             self._actions.append(PetWatchdog())
 
     def _evaluate(self, now: float) -> None:
+        """Hand the policy the current view, carry its actions into the resource manager,
+        and publish the advert that results."""
         self._dirty = False
         engine = self.engine
         peers: list[PeerView] = []
-        adverts = {}
-        last_words = {}
-        own_deadtime = self.settings.engine.deadtime
+        adverts: dict[str, Advert] = {}
+        last_words: dict[str, Advert] = {}
         for n in engine.nodes_status(now):
             if n.name == self.name:
                 continue
-            alive = n.state in (NodeState.UP, NodeState.ACTIVE)
-            contact = engine.contact(n.name)
-            if contact.acks or n.last_heard is None:
-                acked = contact.acked_until if contact.acked_until is not None else self.started
-                unheard_at: float | None = acked + own_deadtime
-                unheard = now >= acked + own_deadtime
-                deaf = alive and self._is_deaf(contact)
-            else:  # a Heartbeat peer acknowledges nothing: it counts us dead when we it
-                unheard, unheard_at, deaf = not alive, None, False
-            peers.append(
-                PeerView(
-                    n.name,
-                    alive=alive,
-                    known=n.state is not NodeState.INIT,
-                    last_heard=n.last_heard,
-                    watchdog=n.watchdog,
-                    deadtime=n.deadtime,
-                    generation=n.generation,
-                    left=engine.membership.has_left(n.name),
-                    unheard=unheard,
-                    unheard_at=None if unheard else unheard_at,
-                    deaf=deaf,
-                    answered=self._answered(n.name),
-                )
-            )
-            raw = engine.advert_of(n.name)
-            advert = decode_advert(raw) if raw is not None else None
-            if advert is not None:
-                adverts[n.name] = advert
-            raw = engine.last_advert_of(n.name)
-            last = decode_advert(raw) if raw is not None else None
-            if last is not None:
-                last_words[n.name] = last
-        local = {
-            g.name: LocalGroup(
-                self.rm.may_be_running(g.name),
-                g.name in self._failed,
-                self.rm.state(g.name) is rs.GroupState.STARTED,
-            )
-            for g in self.settings.groups
-        }
+            peers.append(self._peer_view(n, now))
+            for source, into in ((engine.advert_of, adverts), (engine.last_advert_of, last_words)):
+                raw = source(n.name)
+                advert = decode_advert(raw) if raw is not None else None
+                if advert is not None:
+                    into[n.name] = advert
         self.policy.update(
             now,
             peers=tuple(peers),
             adverts=adverts,
             isolation=self._isolation(now),
-            local=local,
+            local=self._local_groups(),
             group_answered={
                 g.name: self._answered(f"group:{g.name}") for g in self.settings.groups
             },
@@ -582,6 +549,44 @@ class Node:
         self._emit_decisions()
         engine.set_advert(self.policy.advert().encode(), now)
         self._rebuild_probes()
+
+    def _peer_view(self, n: NodeStatus, now: float) -> PeerView:
+        """One peer as the policy sees it: membership, acknowledgements, probe answers."""
+        alive = n.state in (NodeState.UP, NodeState.ACTIVE)
+        own_deadtime = self.settings.engine.deadtime
+        contact = self.engine.contact(n.name)
+        unheard_at: float | None = None
+        if contact.acks or n.last_heard is None:
+            acked = contact.acked_until if contact.acked_until is not None else self.started
+            unheard = now >= acked + own_deadtime
+            unheard_at = None if unheard else acked + own_deadtime
+            deaf = alive and self._is_deaf(contact)
+        else:  # a Heartbeat peer acknowledges nothing: it counts us dead when we it
+            unheard, deaf = not alive, False
+        return PeerView(
+            n.name,
+            alive=alive,
+            known=n.state is not NodeState.INIT,
+            last_heard=n.last_heard,
+            watchdog=n.watchdog,
+            deadtime=n.deadtime,
+            generation=n.generation,
+            left=self.engine.membership.has_left(n.name),
+            unheard=unheard,
+            unheard_at=unheard_at,
+            deaf=deaf,
+            answered=self._answered(n.name),
+        )
+
+    def _local_groups(self) -> dict[str, LocalGroup]:
+        return {
+            g.name: LocalGroup(
+                self.rm.may_be_running(g.name),
+                g.name in self._failed,
+                self.rm.state(g.name) is rs.GroupState.STARTED,
+            )
+            for g in self.settings.groups
+        }
 
     def _isolation(self, now: float) -> Isolation:
         w = self.witnesses

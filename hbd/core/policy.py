@@ -496,38 +496,35 @@ class Policy:
         ready_at = self.takeover_at(peer, answered)
         if now < ready_at:
             self._wait(ready_at)
-            heard = peer.last_heard if peer.last_heard is not None else self.started
-            fresh = now - 2 * self.settings.keepalive - ANSWER_SLACK
-            own = peer.answered if peer.answered is not None else heard
-            service = answered if answered is not None else heard
-            if own > heard and own >= fresh:
-                why, text = (
-                    Why.ANSWERS,
-                    (
-                        f"{name} is silent on every path but its address answers: it is "
-                        "partitioned, not dead; nothing moves"
-                    ),
-                )
-            elif service > heard and service >= fresh:
-                why, text = (
-                    Why.ANSWERS,
-                    (
-                        f"{name} is silent on every path but a service address it may hold "
-                        "answers: it is partitioned, not dead; nothing moves"
-                    ),
-                )
-            else:
-                since = "its address last answered" if max(own, service) > heard else None
-                why, text = (
-                    Why.BUDGET,
-                    (
-                        f"{name} may still run it: takeover in {ready_at - now:.1f} s "
-                        f"({self._budget_text(peer, since)})"
-                    ),
-                )
+            why, text = self._wait_text(peer, answered, ready_at, now)
             self._say(now, g.name, why, text)
             return False
         return True
+
+    def _wait_text(
+        self, peer: PeerView, answered: float | None, ready_at: float, now: float
+    ) -> tuple[Why, str]:
+        """Why a silent peer's group is not taken yet: it answers now, or the budget runs."""
+        name = peer.name
+        heard = peer.last_heard if peer.last_heard is not None else self.started
+        fresh = now - 2 * self.settings.keepalive - ANSWER_SLACK
+        own = peer.answered if peer.answered is not None else heard
+        service = answered if answered is not None else heard
+        if own > heard and own >= fresh:
+            return Why.ANSWERS, (
+                f"{name} is silent on every path but its address answers: it is "
+                "partitioned, not dead; nothing moves"
+            )
+        if service > heard and service >= fresh:
+            return Why.ANSWERS, (
+                f"{name} is silent on every path but a service address it may hold "
+                "answers: it is partitioned, not dead; nothing moves"
+            )
+        since = "its address last answered" if max(own, service) > heard else None
+        return Why.BUDGET, (
+            f"{name} may still run it: takeover in {ready_at - now:.1f} s "
+            f"({self._budget_text(peer, since)})"
+        )
 
     def takeover_at(self, peer: PeerView, *answers: float | None) -> float:
         """Rules 4 and 5: when a peer that may run a group has certainly been reset if it had
