@@ -30,7 +30,7 @@ Faults:
 - hung: every process in alpha's namespace SIGSTOPped (Heartbeat's and keepalived's too).
 
 hbd waits deadtime + keepalive + W + 0.25 s (W = watchdog_timeout, default ceil(deadtime
-+ 10 ms); 0 without a watchdog) after the peer's last sign of life (a heartbeat, or an
++ 10 ms); deadtime + 0.25 s without a watchdog) after the peer's last sign of life (a heartbeat, or an
 answer to a probe of its addresses) before it takes a group over (docs/policy.md), so it
 never takes over while alpha's addresses still answer (a partitioned or hung holder keeps
 answering): after a cut it does not move (by design), and after a hang it moves only once
@@ -110,8 +110,10 @@ class System:
         deadtime + keepalive + W + 0.25 s (W = 0 without a watchdog); 0 for the others."""
         if self.kind != "hbd":
             return 0.0
-        w = self.watchdog_s if self.watchdog else 0
-        return self.deadtime_ms / 1000 + self.keepalive_ms / 1000 + w + TAKEOVER_MARGIN
+        dead = self.deadtime_ms / 1000
+        if not self.watchdog:
+            return dead + TAKEOVER_MARGIN
+        return dead + self.keepalive_ms / 1000 + self.watchdog_s + TAKEOVER_MARGIN
 
 
 def systems(quick: bool) -> list[System]:

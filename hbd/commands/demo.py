@@ -607,7 +607,7 @@ class Demo:
             "the service with it. beta stops hearing alpha on every path; after the "
             "deadtime it declares alpha dead. Both nodes share this machine, so beta has "
             "no address of alpha's to probe: after the takeover budget (deadtime + "
-            "keepalive + 0.25 s, no watchdog in the demo) beta takes it over, and hbd logs "
+            "0.25 s with no watchdog, as in the demo) beta takes it over, and hbd logs "
             "that safety then rests on the paths.",
         )
         t0 = time.monotonic()

@@ -38,7 +38,9 @@ commands come as `standby(mode)` and `takeover(mode)`.
    reset or isolated one does not.
 5. Budget = max(deadtime, deadping) + keepalive + W + margin, W the peer's advertised
    watchdog timeout (the worst case, `peer_watchdog_timeout`, for a peer never heard since
-   start). By then a peer that must go has been reset: docs/policy.md has the proof.
+   start). By then a peer that must go has been reset: docs/policy.md has the proof. A
+   peer with no watchdog cannot be reset: max(deadtime, deadping) + margin, Heartbeat's
+   own rule, and a warning that safety rests on the paths.
 6. What two nodes alone cannot tell apart -- every path cut, both reach a ping node,
    nothing of the peer answers -- puts a group on both (the residual case,
    docs/policy.md); a third vote is the only cure.
@@ -537,7 +539,10 @@ class Policy:
             if t is not None and t > base:
                 base = t
         watchdog = peer.watchdog if peer.last_heard is not None else s.peer_watchdog
-        return base + max(peer.deadtime, s.deadping) + s.keepalive + (watchdog or 0) + s.margin
+        dead = max(peer.deadtime, s.deadping)
+        if not watchdog:  # nothing resets it: Heartbeat's rule, deadtime (and the margin)
+            return base + dead + s.margin
+        return base + dead + s.keepalive + watchdog + s.margin
 
     def _release(self, g: GroupInfo, now: float, reason: str) -> None:
         if self._pending.get(g.name) == "release":

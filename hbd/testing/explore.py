@@ -287,7 +287,9 @@ class Run:
         self.result = Result()
         self.groups = self.sim.groups
         self.budget = (
-            max(c.deadtime, c.deadtime) + c.keepalive + (c.watchdog or 0) + TAKEOVER_MARGIN
+            c.deadtime + c.keepalive + c.watchdog + TAKEOVER_MARGIN
+            if c.watchdog
+            else c.deadtime + TAKEOVER_MARGIN
         )
         self.window = probe_window(c.keepalive, c.deadtime)
         self._residual_at: dict[str, float] = {}  # taker -> latest instant of the residual
