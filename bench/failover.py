@@ -29,9 +29,10 @@ Faults:
   nodes, serial unplugged as above); the service LAN stays, so both still see the client.
 - hung: every process in alpha's namespace SIGSTOPped (Heartbeat's and keepalived's too).
 
-hbd waits deadtime + keepalive + W + 0.25 s (W = watchdog_timeout, default ceil(deadtime
-+ 10 ms); deadtime + 0.25 s without a watchdog) after the peer's last sign of life (a heartbeat, or an
-answer to a probe of its addresses) before it takes a group over (docs/policy.md), so it
+hbd waits deadtime + keepalive + W + 0.25 s (W = watchdog_timeout, default
+ceil(deadtime + 10 ms); deadtime + 0.25 s without a watchdog) after the peer's last sign
+of life (a heartbeat, or an answer to a probe of its addresses) before it takes a group
+over (docs/policy.md), so it
 never takes over while alpha's addresses still answer (a partitioned or hung holder keeps
 answering): after a cut it does not move (by design), and after a hang it moves only once
 the hung node's watchdog has reset it. Those are rows to read as
