@@ -356,3 +356,21 @@ def test_exit_status_tells_valid_from_invalid(tmp_path: Path) -> None:
     run = hbctl("check-config", "--config-dir", str(directory), "--node-name", "ha-01", "--json")
     assert (run.returncode, run.stdout) == (2, "")
     assert run.stderr.startswith(f"{directory}/authkeys:2: key 2 (sha256) has no key")
+
+
+def test_a_missing_watchdog_device_is_an_error_at_its_line_and_nothing_is_opened(
+    tmp_path: Path,
+) -> None:
+    """The Heartbeat guides' ha.cf says `watchdog /dev/watchdog`; on a box without one,
+    check-config says so at that line (exit 2), without opening anything: opening arms most
+    watchdogs."""
+    directory = confkit.sample("allpaths", tmp_path)  # watchdog /dev/watchdog at line 16
+    hacf = directory / "ha.cf"
+    hacf.write_text(hacf.read_text().replace("/dev/watchdog", f"{tmp_path}/no-watchdog"))
+    run = hbctl("check-config", "--config-dir", str(directory), "--node-name", "ha-01")
+    assert run.returncode == 2
+    assert run.stderr.startswith(f"{hacf}:16: watchdog device {tmp_path}/no-watchdog does not")
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    (tmp_path / "no-watchdog").mkdir()  # a directory is no device either
+    run = hbctl("check-config", "--config-dir", str(directory), "--node-name", "ha-01")
+    assert run.returncode == 2 and "neither a character device nor a file" in run.stderr

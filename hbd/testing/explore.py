@@ -62,6 +62,8 @@ PATH_SETS: dict[str, tuple[tuple[str, PathKind], ...]] = {
     ),
     "eth0": (("bcast:eth0", PathKind.DATAGRAM),),
     "serial": (("serial:/dev/ttyS0", PathKind.SERIAL),),
+    # heartbeats over a crossover (eth1) and the cable, the service LAN (eth0) apart
+    "serial+eth1": (("serial:/dev/ttyS0", PathKind.SERIAL), ("bcast:eth1", PathKind.DATAGRAM)),
 }
 WARMUP = 5.0  # the cluster forms and the groups start
 FAULT_WINDOW = 15.0
@@ -162,7 +164,7 @@ class Result:
 
 def draw(seed: int) -> Schedule:
     rng = random.Random(seed)
-    paths = rng.choices(list(PATH_SETS), weights=(5, 3, 3, 1, 1))[0]
+    paths = rng.choices(list(PATH_SETS), weights=(5, 3, 3, 1, 1, 3))[0]
     groups: list[tuple[str, tuple[str, ...]]] = []
     for i in range(rng.choice((1, 1, 2))):
         resources: list[str] = []

@@ -182,6 +182,7 @@ class SimCluster:
         arp_probes: bool = True,
         record_events: bool = True,
         resource_timeouts: rs.Timeouts | None = None,
+        service_lan: str = "eth0",
     ) -> None:
         self.nodes = tuple(nodes)
         self.paths = tuple(paths)
@@ -196,11 +197,13 @@ class SimCluster:
         self.record_events = record_events
         self.resource_timeouts = resource_timeouts or rs.Timeouts()
         self._kinds = dict(self.paths)
+        # the service LAN (service addresses 10.1.0.x, ping nodes) comes first: "eth0", with
+        # or without a heartbeat path over it; then every other LAN a datagram path uses
         self.lans: tuple[str, ...] = tuple(
-            dict.fromkeys(p.split(":")[1] for p, k in self.paths if k is PathKind.DATAGRAM)
+            dict.fromkeys(
+                (service_lan, *(p.split(":")[1] for p, k in self.paths if k is PathKind.DATAGRAM))
+            )
         )
-        if not self.lans:
-            self.lans = ("eth0",)  # the service LAN, even when no heartbeat runs over it
         self._lan_of = {p: p.split(":")[1] for p, k in self.paths if k is PathKind.DATAGRAM}
         self.address = {n: self.node_address(n, self.lans[0]) for n in self.nodes}
         self._owner: dict[str, tuple[str, str]] = {}  # node address -> (machine, lan)
