@@ -30,7 +30,7 @@ Faults:
 - hung: every process in alpha's namespace SIGSTOPped (Heartbeat's and keepalived's too).
 
 hbd waits deadtime + keepalive + W + 0.25 s (W = watchdog_timeout, default
-ceil(deadtime + 10 ms); deadtime + 0.25 s without a watchdog) after the peer's last sign
+ceil(deadtime + 10 ms); deadtime without a watchdog) after the peer's last sign
 of life (a heartbeat, or an answer to a probe of its addresses) before it takes a group
 over (docs/policy.md), so it
 never takes over while alpha's addresses still answer (a partitioned or hung holder keeps
@@ -113,7 +113,7 @@ class System:
             return 0.0
         dead = self.deadtime_ms / 1000
         if not self.watchdog:
-            return dead + TAKEOVER_MARGIN
+            return dead
         return dead + self.keepalive_ms / 1000 + self.watchdog_s + TAKEOVER_MARGIN
 
 

@@ -606,9 +606,9 @@ class Demo:
             "alpha's hbd gets SIGKILL and its service file is removed: a power loss takes "
             "the service with it. beta stops hearing alpha on every path; after the "
             "deadtime it declares alpha dead. Both nodes share this machine, so beta has "
-            "no address of alpha's to probe: after the takeover budget (deadtime + "
-            "0.25 s with no watchdog, as in the demo) beta takes it over, and hbd logs "
-            "that safety then rests on the paths.",
+            "no address of alpha's to probe: after the takeover budget (its deadtime, "
+            "with no watchdog as in the demo) beta takes it over, and hbd logs that "
+            "safety then rests on the paths.",
         )
         t0 = time.monotonic()
         self.alpha.kill()

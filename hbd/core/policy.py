@@ -39,8 +39,8 @@ commands come as `standby(mode)` and `takeover(mode)`.
 5. Budget = max(deadtime, deadping) + keepalive + W + margin, W the peer's advertised
    watchdog timeout (the worst case, `peer_watchdog_timeout`, for a peer never heard since
    start). By then a peer that must go has been reset: docs/policy.md has the proof. A
-   peer with no watchdog cannot be reset: max(deadtime, deadping) + margin, Heartbeat's
-   own rule, and a warning that safety rests on the paths.
+   peer with no watchdog cannot be reset: max(deadtime, deadping), Heartbeat's own rule,
+   and a warning that safety rests on the paths.
 6. What two nodes alone cannot tell apart -- every path cut, both reach a ping node,
    nothing of the peer answers -- puts a group on both (the residual case,
    docs/policy.md); a third vote is the only cure.
@@ -540,8 +540,8 @@ class Policy:
                 base = t
         watchdog = peer.watchdog if peer.last_heard is not None else s.peer_watchdog
         dead = max(peer.deadtime, s.deadping)
-        if not watchdog:  # nothing resets it: Heartbeat's rule, deadtime (and the margin)
-            return base + dead + s.margin
+        if not watchdog:  # nothing resets it, no margin buys safety: Heartbeat's deadtime
+            return base + dead
         return base + dead + s.keepalive + watchdog + s.margin
 
     def _release(self, g: GroupInfo, now: float, reason: str) -> None:

@@ -291,7 +291,7 @@ class Run:
         self.budget = (
             c.deadtime + c.keepalive + c.watchdog + TAKEOVER_MARGIN
             if c.watchdog
-            else c.deadtime + TAKEOVER_MARGIN
+            else c.deadtime
         )
         self.window = probe_window(c.keepalive, c.deadtime)
         self._residual_at: dict[str, float] = {}  # taker -> latest instant of the residual
