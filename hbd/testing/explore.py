@@ -420,7 +420,7 @@ class Run:
             m.node is None
             or m.stalled_until is not None
             or not sim.reaches_ping(holder)
-            or any(e[0] == "go" and e[2] == holder for e in sim.log)
+            or not heard  # the taker cannot hear it: only a reset would stop it in time
         ):
             self.result.unfenced += 1
             return
