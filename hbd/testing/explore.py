@@ -289,9 +289,7 @@ class Run:
         self.result = Result()
         self.groups = self.sim.groups
         self.budget = (
-            c.deadtime + c.keepalive + c.watchdog + TAKEOVER_MARGIN
-            if c.watchdog
-            else c.deadtime
+            c.deadtime + c.keepalive + c.watchdog + TAKEOVER_MARGIN if c.watchdog else c.deadtime
         )
         self.window = probe_window(c.keepalive, c.deadtime)
         self._residual_at: dict[str, float] = {}  # taker -> latest instant of the residual
