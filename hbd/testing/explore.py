@@ -341,6 +341,8 @@ class Run:
     # S, and the residual and unfenced counts, at every change of holders
 
     def _on_hold(self, node: str, group: str, holding: bool) -> None:
+        # the holders only change here, so checking here is checking every instant
+        self.result.checks["S"] += 1
         holders = self.sim.holders(group)
         if len(holders) >= 2 and group not in self._dual:
             self._dual[group] = self.sim.clock.now
