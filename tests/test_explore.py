@@ -46,6 +46,43 @@ def test_a_policy_without_its_takeover_budget_is_caught(monkeypatch: pytest.Monk
     assert [f.op for f in small.faults] == ["cut", "lan_down"]
 
 
+# CI seed 299899270: every path cut, both reach the ping node, ICMP to beta filtered, no
+# ARP -- the residual case; the paths healed 0.12 s before alpha's takeover decision, but
+# beta's next heartbeat was still on its way, so alpha decided on what it knew
+HEALED_BEFORE_THE_NEXT_HEARTBEAT = Schedule.from_json(
+    json.dumps(
+        {
+            "seed": 299899270,
+            "cluster": {
+                "paths": "eth0+eth1",
+                "groups": [["beta", ["svc0"]]],
+                "auto_failback": "on",
+                "watchdog": 2.0,
+                "ping": True,
+                "arp": False,
+                "keepalive": 0.5,
+                "deadtime": 2.0,
+                "wire": "hbd",
+                "start_time": 0.319,
+                "stop_time": 0.219,
+                "boot_delay": 4.37,
+            },
+            "faults": [
+                [0.209, "isolate", ["beta", True]],
+                [0.448, "filter_icmp", ["beta", True]],
+                [4.631, "heal_paths", []],
+            ],
+        }
+    )
+)
+
+
+def test_a_takeover_decided_in_the_residual_case_counts_there_though_a_path_just_healed() -> None:
+    result = run_schedule(HEALED_BEFORE_THE_NEXT_HEARTBEAT)
+    assert result.violations == []
+    assert result.residual == 1
+
+
 def test_a_schedule_replays_from_its_json(tmp_path: Path) -> None:
     schedule = explore.draw(12345)
     again = Schedule.from_json(schedule.to_json())

@@ -412,7 +412,11 @@ class Run:
         answers = any(sim.probe_answers(taker, a) for a in knowable)
         since = self._residual_at.get(taker)
         residual = since is not None and t - since <= self.budget
-        if not heard and not answers and residual:
+        # the taker decided on what it knew: a path healed after the residual case but before
+        # the holder's next heartbeat reached the taker leaves it in that case
+        last = node.engine.membership.last_heard(holder) if node is not None else None
+        heard_after = since is not None and last is not None and last > since
+        if not heard_after and not answers and residual:
             self.result.residual += 1
             return
         m = sim.machines[holder]
