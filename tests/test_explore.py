@@ -83,6 +83,43 @@ def test_a_takeover_decided_in_the_residual_case_counts_there_though_a_path_just
     assert result.residual == 1
 
 
+# bench seed 1091496: serial cut one way, the ping node down, beta's eth0 cable pulled -- no
+# path both ways and no witness, so both nodes rightly go; serial healed 0.16 s before beta's
+# release decision. F is about faults that leave a path working; this one did not.
+A_HEAL_AFTER_A_TOTAL_CUT = Schedule.from_json(
+    json.dumps(
+        {
+            "seed": 1091496,
+            "cluster": {
+                "paths": "serial+eth0",
+                "groups": [["beta", ["svc0"]], ["alpha", ["IPaddr::10.1.0.101/24", "svc1"]]],
+                "auto_failback": "on",
+                "watchdog": None,
+                "ping": True,
+                "arp": True,
+                "keepalive": 0.2,
+                "deadtime": 1.0,
+                "wire": "hbd",
+                "start_time": 0.403,
+                "stop_time": 0.029,
+                "boot_delay": 4.24,
+            },
+            "faults": [
+                [4.62, "cut", ["serial:/dev/ttyS0", "alpha", False]],
+                [7.863, "ping_down", []],
+                [8.764, "lan_down", ["beta", "eth0"]],
+                [9.245, "heal_paths", []],
+            ],
+        }
+    )
+)
+
+
+def test_a_heal_moments_after_a_total_cut_is_not_a_fault_that_left_a_path_working() -> None:
+    result = run_schedule(A_HEAL_AFTER_A_TOTAL_CUT)
+    assert result.violations == []
+
+
 def test_a_schedule_replays_from_its_json(tmp_path: Path) -> None:
     schedule = explore.draw(12345)
     again = Schedule.from_json(schedule.to_json())

@@ -295,6 +295,7 @@ class Run:
         self._residual_at: dict[str, float] = {}  # taker -> latest instant of the residual
         self._was_residual: dict[str, bool] = {}
         self._dual: dict[str, float] = {}  # group -> start of the current dual episode
+        self._no_path_at = -1e9  # the latest instant no path worked both ways
         self._watches_l: list[tuple[str, str, str, float]] = []
         self._watch_a: list[tuple[str, str, str, float, float]] = []
         self._watch_f: tuple[float, float] | None = None
@@ -382,6 +383,8 @@ class Run:
     def _note_cut(self) -> None:
         """The network changed: remember the last instant the residual case held, each way."""
         now = self.sim.clock.now
+        if not self._one_path_works():
+            self._no_path_at = now
         for taker in NODES:
             holder = next(n for n in NODES if n != taker)
             if self._was_residual.get(taker):
@@ -532,9 +535,12 @@ class Run:
     def _settled(self) -> bool:
         """The steady state in which A, L and F apply: both daemons up well past their
         start, hearing each other, every group running on exactly one node, nothing in
-        flight for a while."""
+        flight for a while, and a path working both ways for at least a deadtime (what each
+        node knows of the other is then the present, not a total cut a moment ago)."""
         sim = self.sim
         now = sim.clock.now
+        if now - self._no_path_at < self.spec.deadtime:
+            return False
         for n in NODES:
             m = sim.machines[n]
             if m.node is None or m.stalled_until is not None or m.node.fenced is not None:
