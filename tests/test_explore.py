@@ -120,6 +120,77 @@ def test_a_heal_moments_after_a_total_cut_is_not_a_fault_that_left_a_path_workin
     assert result.violations == []
 
 
+# bench seed 1010635: serial only, cut; beta (standby all) releases svc0, alpha takes it a
+# budget later; `takeover` on beta must not trust alpha's advert from before the cut
+TAKEOVER_OF_A_GROUP_RELEASED_IN_A_PARTITION = Schedule.from_json(
+    json.dumps(
+        {
+            "seed": 1010635,
+            "cluster": {
+                "paths": "serial",
+                "groups": [["beta", ["svc0"]], ["alpha", ["IPaddr::10.1.0.101/24", "svc1"]]],
+                "auto_failback": "on",
+                "watchdog": 1.0,
+                "ping": True,
+                "arp": False,
+                "keepalive": 0.2,
+                "deadtime": 1.0,
+                "wire": "hbd",
+                "start_time": 0.056,
+                "stop_time": 0.195,
+                "boot_delay": 5.71,
+            },
+            "faults": [
+                [3.97, "cut", ["serial:/dev/ttyS0", "beta", True]],
+                [5.796, "standby", ["beta", "all"]],
+                [13.533, "takeover", ["beta", "all"]],
+            ],
+        }
+    )
+)
+
+
+def test_a_takeover_in_a_partition_does_not_trust_the_silent_peers_old_advert() -> None:
+    result = run_schedule(TAKEOVER_OF_A_GROUP_RELEASED_IN_A_PARTITION)
+    assert result.violations == []
+
+
+# bench seed 1068527: beta reset, reboots into a LAN split (the residual case); everything
+# heals 22 ms before its takeover decision, before any heartbeat or probe answer arrived
+REBOOTED_INTO_A_SPLIT_DECIDES_BEFORE_THE_HEAL_ARRIVES = Schedule.from_json(
+    json.dumps(
+        {
+            "seed": 1068527,
+            "cluster": {
+                "paths": "eth0",
+                "groups": [["beta", ["IPaddr::10.1.0.100/24", "svc0"]]],
+                "auto_failback": "on",
+                "watchdog": 2.0,
+                "ping": True,
+                "arp": True,
+                "keepalive": 0.2,
+                "deadtime": 1.0,
+                "wire": "hbd",
+                "start_time": 0.385,
+                "stop_time": 0.356,
+                "boot_delay": 8.73,
+            },
+            "faults": [
+                [6.653, "stall", ["beta", 1.5]],
+                [12.451, "lan_split", ["eth0"]],
+                [14.658, "takeover", ["beta", "local"]],
+            ],
+        }
+    )
+)
+
+
+def test_a_decision_before_the_heal_reached_the_taker_is_the_residual_case() -> None:
+    result = run_schedule(REBOOTED_INTO_A_SPLIT_DECIDES_BEFORE_THE_HEAL_ARRIVES)
+    assert result.violations == []
+    assert result.residual == 1
+
+
 def test_a_schedule_replays_from_its_json(tmp_path: Path) -> None:
     schedule = explore.draw(12345)
     again = Schedule.from_json(schedule.to_json())

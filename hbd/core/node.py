@@ -429,6 +429,10 @@ class Node:
     def probe_targets(self) -> tuple[str, ...]:
         return tuple(self._probes)
 
+    def last_answer(self) -> float | None:
+        """When any probe target last answered (None: never)."""
+        return max((p.answered for p in self._probes.values() if p.answered), default=None)
+
     def holders(self) -> dict[str, str | None]:
         """Who holds each group, as far as this node knows."""
         out: dict[str, str | None] = {}

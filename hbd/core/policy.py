@@ -52,7 +52,7 @@ import dataclasses
 import enum
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hbd.core.advert import NO_NODE, Advert, Standby, group_digest
 from hbd.core.errors import LocalProtocolError
@@ -184,6 +184,9 @@ class _Lost:
     since: float
     last_heard: float | None
     advert: Advert | None  # its last advert before it went silent
+    # groups this node ran or targeted since: the silent peer, deaf to us as far as we know,
+    # may take any of them over from us as we would from it (rule 4 from its side)
+    ours: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -368,6 +371,12 @@ class Policy:
         running_any = any(lg.may_run for lg in self._local.values())
         if running_any:
             self._check_must_go(now)
+        for lost in self._lost.values():
+            lost.ours.update(
+                g.name
+                for g in self.groups
+                if self._local[g.name].may_run or self._target(g) == self.local
+            )
         for g in self.groups:
             mine = self._local[g.name]
             target = self._target(g)
@@ -616,9 +625,13 @@ class Policy:
         return advert is not None and advert.started_group(self._index[g.name])
 
     def _may_run_on(self, node: str, g: GroupInfo, lost: _Lost) -> bool:
-        """Could the silent `node` be running `g`? Yes unless its last advert said it was not
-        running it and did not mean to (a node starts a group only after advertising that it
-        is the target and hearing its peers agree)."""
+        """Could the silent `node` be running `g`? Yes if this node ran or targeted `g` since
+        `node` went silent: `node` may have lost us too and taken it over, once its budget
+        for us passed. Otherwise yes unless its last advert said it was not running it and
+        did not mean to (a node starts a group only after advertising that it is the target
+        and hearing its peers agree, or as such a takeover)."""
+        if g.name in lost.ours:
+            return True
         advert = lost.advert
         if advert is None:
             return True

@@ -412,14 +412,15 @@ class Run:
                 f"{sorted(knowable - known)}",
             )
             return
-        answers = any(sim.probe_answers(taker, a) for a in knowable)
         since = self._residual_at.get(taker)
         residual = since is not None and t - since <= self.budget
         # the taker decided on what it knew: a path healed after the residual case but before
-        # the holder's next heartbeat reached the taker leaves it in that case
+        # the holder's next heartbeat or probe answer reached the taker leaves it in that case
         last = node.engine.membership.last_heard(holder) if node is not None else None
         heard_after = since is not None and last is not None and last > since
-        if not heard_after and not answers and residual:
+        answer = node.last_answer() if node is not None else None
+        answered_after = since is not None and answer is not None and answer > since
+        if not heard_after and not answered_after and residual:
             self.result.residual += 1
             return
         m = sim.machines[holder]
