@@ -375,7 +375,13 @@ class Policy:
                 if mine.may_run:
                     self._release(g, now, "this node is going: " + self.fenced)
                 continue
-            if mine.may_run and target != self.local:
+            unknown = target is not None and target not in (self.local, *self._adverts)
+            if mine.may_run and unknown:
+                # a peer heard again (or for the first time) whose advert has not come yet:
+                # it may be in standby or have failed the group, and releasing on a guess
+                # would stop the service only to start it again an advert later
+                self._say(now, g.name, Why.AGREEMENT, f"no advert from {target} yet: keeping it")
+            elif mine.may_run and target != self.local:
                 claim = self._claim_of(target) if target is not None else None
                 if claim is not None and claim.covers(g.preferred == target):
                     why = f"{target} asked to take over (takeover {claim.name.lower()})"
