@@ -1162,9 +1162,10 @@ def icmp_filtered_service_address(lab: Lab) -> None:
     """ICMP echo to every address of both nodes dropped (the VIP's too: it does not
     answer a ping any more), then every heartbeat path cut: hbd probes by ARP, so the
     peer still answers and nothing moves."""
+    target = VIP if lab.kind == "vip" else lab.lan.address(lab.ns(HOME))
+    assert lab.pingable(target), f"{target} does not answer a ping before the filter"
     lab.mark("ICMP echo to every address filtered", fault=True)
     lab.filter_icmp()
-    target = VIP if lab.kind == "vip" else lab.lan.address(lab.ns(HOME))
     assert not lab.pingable(target), f"{target} still answers a ping: the filter is not on"
     lab.mark(f"{target} no longer answers a ping; all heartbeat paths cut")
     lab.partition()
