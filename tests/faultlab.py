@@ -396,6 +396,7 @@ class Lab:
     directives: dict[str, dict[str, str]] = field(default_factory=dict)  # ha.cf, per node
     powered_off: set[str] = field(default_factory=set)
     serial_frozen: bool = False  # socat SIGSTOPped by a power loss
+    residual: bool = False  # the scenario is the residual case: both run by design
 
     # -- names
 
@@ -863,6 +864,7 @@ class Outcome:
     timeline: str
     notes: list[str]
     group: GroupKind = "vip"
+    residual: bool = False  # dual-active by design (docs/policy.md's residual case)
 
     def row(self) -> str:
         stable = "never" if self.stable_after is None else f"{self.stable_after:6.2f} s"
@@ -870,6 +872,7 @@ class Outcome:
         return (
             f"{self.scenario:<32} {self.group:<6} {self.dual_active_ms:8.0f} ms  {stable:>9}  "
             f"{'+'.join(self.holder) or '-':<10} {resets}"
+            + ("  (residual case)" if self.residual else "")
         )
 
 
@@ -928,7 +931,11 @@ def each_path_in_turn(lab: Lab) -> None:
 
 
 def all_paths_cut(lab: Lab) -> None:
-    """Every heartbeat path cut, both nodes still see the ping node and the VIP answers."""
+    """Every heartbeat path cut, both nodes still see the ping node and the VIP answers.
+
+    The address-less group has no address on the LAN, and the peer's own addresses are on
+    the cut wires: nothing of alpha answers, which is the residual case (docs/policy.md):
+    beta runs it too after the budget, until the partition heals and it goes home."""
     lab.mark("all paths cut", fault=True)
     lab.cut("bcast", "down")
     lab.cut("ucast", "down")
@@ -936,6 +943,24 @@ def all_paths_cut(lab: Lab) -> None:
     for n in NODES:
         lab.wait_peer(n, ("dead",), DEADTIME + MARGIN)
     lab.mark("both declared the peer dead")
+    if lab.kind == "script":
+        lab.residual = True
+        assert lab.sampler is not None
+        sampler = lab.sampler
+        lab.wait(
+            lambda: True if sampler.holders() == NODES else None,
+            "the residual case: beta running the group beside alpha",
+            BUDGET + MARGIN,
+        )
+        lab.mark("residual case: both run it")
+        lab.notes.append("residual case (docs/policy.md): nothing of alpha could be probed")
+        lab.watch(1.0)
+        lab.heal()
+        lab.mark("partition healed")
+        sampler.wait_on(HOME, timeout=STARTUP)
+        lab.mark("alpha alone again")
+        lab.watch(1.0)
+        return
     lab.watch(BUDGET + 2.0)
     lab.expect_logged("beta", "answers: it is partitioned, not dead; nothing moves")
 
@@ -1266,6 +1291,7 @@ def run_scenario(
                 timeline=vip.report(),
                 notes=list(lab.notes),
                 group=group,
+                residual=lab.residual,
             )
     raise AssertionError("unreachable")  # pragma: no cover
 
