@@ -1,7 +1,7 @@
 """The fault-matrix lab: two hbd nodes, three heartbeat paths, a service LAN, FUSE watchdogs.
 
 Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tests/netns.py
-(the LAN bridge), with tests/sampler.py watching the service address every 10 ms:
+(the LAN bridge), with tests/sampler.py watching where the group runs every 10 ms:
 
     alpha ==== eth0  bcast  (veth) ==== beta          heartbeat paths
           ==== eth1  ucast  (veth) ====
@@ -10,13 +10,17 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
                     |                  |              alpha .1, beta .2, ping node .3,
                     +---- ping node ---+              the VIP 10.91.0.100
 
-- haresources on both: `alpha IPaddr::10.91.0.100/24` (hbd's built-in IPaddr puts it on
-  lan0); ha.cf: keepalive 200 ms, deadtime 1 s, `ping 10.91.0.3`, `auto_failback on`,
+- haresources on both, one group preferring alpha, of either kind (`build(group=...)`):
+  `vip`, `alpha IPaddr::10.91.0.100/24` (hbd's built-in IPaddr puts it on lan0), sampled
+  by the VIP in each namespace; or `script`, `alpha fmsvc`, an address-less resource.d
+  service (`SERVICE_SCRIPT`, written into each node's resource.d: a process whose pid file
+  in the node's directory is its state), sampled by that pid file naming a live process
+  (`StateFileSampler`). ha.cf: keepalive 200 ms, deadtime 1 s, `ping 10.91.0.3`, `auto_failback on`,
   `watchdog <a FUSE watchdog of its own>`, `wire hbd` (native frames carry the watchdog
   timeout; Heartbeat's format does not, see `run_scenario(wire=None)`). The watchdog
   timeout is then Heartbeat's default ceil(deadtime + 10 ms) = 2 s and the takeover budget
-  1 + 0.2 + 2 + 0.25 = 3.45 s after the peer's last sign of life (docs/policy.md). The
-  group is named as its resource is written, `IPaddr::10.91.0.100/24`.
+  1 + 0.2 + 2 + 0.25 = 3.45 s after the peer's last sign of life (docs/policy.md). A
+  group is named as its first resource is written: `IPaddr::10.91.0.100/24`, `fmsvc`.
 - Each node's watchdog is `hbd.testing.fusewatchdog.mounted_watchdog(netns=...)`: starved,
   it SIGKILLs every process of the node's namespace and flushes its IPv4 addresses (a
   reset). `Lab.reboot(node)` puts the addresses back and starts hbd again.
@@ -24,7 +28,17 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
   everything a node sends on it (`cut(path, "drop", sender)`: one direction only; the
   sender's sends still succeed, as over a cut fibre), or by unplugging the serial cable
   (its links removed first, so no daemon reopens a pty number another socat reuses); an
-  uplink cut (`cut_uplink`); signals to a daemon.
+  uplink cut (`cut_uplink`); signals to a daemon. `partition()` cuts every heartbeat path
+  with the LAN kept (the VIP group's wires down; the address-less group's heartbeat
+  traffic only, so ARP to the nodes' own addresses still works: with those wires down
+  too nothing of the peer could be probed, the residual case). `power_off(node)`: every
+  process of its namespace SIGKILLed, its watchdog stopped (magic close: a machine
+  without power resets nothing), its addresses flushed, nft dropping everything in and
+  out of its NICs, its serial socat SIGSTOPped; `power_on(node)`: its addresses back (a
+  link a cut took down stays down), a fresh socat, hbd started on the same state directory,
+  partitioned or not. `filter_icmp()`: ICMP echo to every address of both nodes dropped
+  (optionally ARP to the VIP too, nft's arp family). `reload(node, **changes)`: ha.cf
+  rewritten, SIGHUP. `request(node, cmd)`: a control-socket command (`standby`).
 - Loss and jitter (`impair`): this kernel has no sch_netem (and no sfq/fq/NFQUEUE), so loss
   is an nft rule (`numgen random mod 100 < 30 drop`) on the relay's way out (so hbd's own
   sends never fail; without jitter, on the way in), and jitter is a
@@ -38,12 +52,13 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
   runs). Conntrack keeps the DNAT binding for the life of the flow, so after the
   impairment the relay stays in place with no delay and no loss until teardown.
 
-`run_scenario(name, workdir)` builds a lab, waits until alpha holds the VIP with every path
-up, starts the sampler, runs the scenario (one of `SCENARIOS`) and returns an `Outcome`:
-dual-active milliseconds, seconds from the fault until a single stable holder, watchdog
-resets per node, and who holds the VIP at the end. Everything is torn down on exit: daemons
-(SIGKILL, so a clean stop's hand-off does not slow teardown), relays, nft tables, watchdog
-mounts, the LAN, the ping node and the namespaces.
+`run_scenario(name, workdir, group=...)` builds a lab, waits until alpha runs the group
+with every path up, starts the sampler, runs the scenario (one of `SCENARIOS`) and returns
+an `Outcome`: dual-active milliseconds, seconds from the fault until a single stable
+holder, watchdog resets per node, and who runs the group at the end. Everything is torn
+down on exit: daemons (SIGKILL, so a clean stop's hand-off does not slow teardown), the
+processes they left in their namespaces (the address-less service), relays, nft tables,
+watchdog mounts, the LAN, the ping node and the namespaces.
 """
 
 from __future__ import annotations
@@ -828,7 +843,8 @@ def build(
 
 
 def bring_up(lab: Lab) -> float:
-    """Start both daemons; wait for every path up and the VIP on alpha alone, as both say."""
+    """Start both daemons; wait for every path up and the group on alpha alone, as both
+    say."""
     start = time.monotonic()
     lab.c.start()
     lab.c.wait_all_up(STARTUP)

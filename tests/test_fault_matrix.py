@@ -1,14 +1,16 @@
-"""The fault matrix: at no instant may both nodes hold the VIP, whatever we break.
+"""The fault matrix: at no instant may both nodes run the group, whatever we break.
 
 Each test builds tests/faultlab.py's lab -- alpha and beta over bcast (eth0), ucast (eth1)
-and a serial line, both on a service LAN with a ping node, the group `alpha
-IPaddr::10.91.0.100/24`, a FUSE watchdog per node (2 s timeout, so a 3.45 s takeover budget),
-keepalive 200 ms, deadtime 1 s, native frames -- waits until alpha holds the VIP, then
-breaks something while a sampler reads both namespaces every 10 ms. Every test asserts
-that the VIP was never on both nodes (0 ms dual-active), who holds it at the end, how many
-watchdog resets fired, and, where the group moved, that it moved no sooner than the
-takeover budget allows. The summary table (dual-active ms, seconds from the fault to a
-single stable holder, resets) is printed at the end of the module.
+and a serial line, both on a service LAN with a ping node, a FUSE watchdog per node (2 s
+timeout, so a 3.45 s takeover budget), keepalive 200 ms, deadtime 1 s, native frames, the
+group `alpha IPaddr::10.91.0.100/24` or (the issue-12 scenarios, for both kinds) the
+address-less `alpha fmsvc` -- waits until alpha runs the group, then breaks something
+while a sampler reads both namespaces' addresses, or both nodes' pid files of the service,
+every 10 ms. Every test asserts that the group never ran on both nodes (0 ms dual-active),
+who runs it at the end, how many watchdog resets fired, and, where the group moved, that
+it moved no sooner than the takeover budget allows; where nothing may move, that alpha
+never lost it, not for one sample. The summary table (dual-active ms, seconds from the
+fault to a single stable holder, resets) is printed at the end of the module.
 
 Honest notes on the tools: this kernel has no sch_netem, so loss is an nft `numgen random`
 drop rule, and the 50 ms jitter comes from a userspace UDP relay on the ucast path (each
