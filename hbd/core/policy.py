@@ -22,7 +22,9 @@ commands come as `standby(mode)` and `takeover(mode)`.
    reachable and does not refuse it (standby, or a start that failed there); with
    `auto_failback off` a group stays where it is started.
 2. Hand-off between nodes that hear each other (never two at once): a node releases a
-   group whose target is another; it starts one whose target is itself only when every
+   group whose target is another, once it has that node's advert (a peer heard again may
+   refuse the group: stopping it on a guess interrupts the service for nothing); it
+   starts one whose target is itself only when every
    live peer's advert says "your target, not running here", given after it saw our claim
    (advert epochs). A stop must complete before the peer says "not running".
 3. A holder never gives a group up because it lost its peer. It goes (releases
