@@ -1192,11 +1192,17 @@ def cut_during_handoff(lab: Lab) -> None:
     where = "+".join(lab.sampler.holders()) or "no node"
     lab.notes.append(f"during the cut the group ran on {where} after the budget")
     lab.mark(f"partition healed (group on {where})")
+    healed = lab.sampler.mark("healing")
     lab.heal()
     lab.c.wait_all_up(STARTUP)
     lab.sampler.wait_on("beta", timeout=STARTUP)
     lab.mark("beta holds")
     lab.watch(2.0)
+    if where == "beta":  # beta keeps it through the heal: alpha's last advert refused it
+        flips = [c for c in lab.sampler.timeline if c.at >= healed]
+        assert not flips, (
+            f"beta stopped the group when the partition healed\n{lab.sampler.report()}"
+        )
 
 
 def icmp_filtered_service_address(lab: Lab) -> None:
