@@ -1,7 +1,7 @@
 """The fault-matrix lab: two hbd nodes, three heartbeat paths, a service LAN, FUSE watchdogs.
 
 Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tests/netns.py
-(the LAN bridge), with tests/sampler.py watching the service address every 10 ms:
+(the LAN bridge), with tests/sampler.py watching where the group runs every 10 ms:
 
     alpha ==== eth0  bcast  (veth) ==== beta          heartbeat paths
           ==== eth1  ucast  (veth) ====
@@ -10,13 +10,17 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
                     |                  |              alpha .1, beta .2, ping node .3,
                     +---- ping node ---+              the VIP 10.91.0.100
 
-- haresources on both: `alpha IPaddr::10.91.0.100/24` (hbd's built-in IPaddr puts it on
-  lan0); ha.cf: keepalive 200 ms, deadtime 1 s, `ping 10.91.0.3`, `auto_failback on`,
+- haresources on both, one group preferring alpha, of either kind (`build(group=...)`):
+  `vip`, `alpha IPaddr::10.91.0.100/24` (hbd's built-in IPaddr puts it on lan0), sampled
+  by the VIP in each namespace; or `script`, `alpha fmsvc`, an address-less resource.d
+  service (`SERVICE_SCRIPT`, written into each node's resource.d: a process whose pid file
+  in the node's directory is its state), sampled by that pid file naming a live process
+  (`StateFileSampler`). ha.cf: keepalive 200 ms, deadtime 1 s, `ping 10.91.0.3`, `auto_failback on`,
   `watchdog <a FUSE watchdog of its own>`, `wire hbd` (native frames carry the watchdog
   timeout; Heartbeat's format does not, see `run_scenario(wire=None)`). The watchdog
   timeout is then Heartbeat's default ceil(deadtime + 10 ms) = 2 s and the takeover budget
-  1 + 0.2 + 2 + 0.25 = 3.45 s after the peer's last sign of life (docs/policy.md). The
-  group is named as its resource is written, `IPaddr::10.91.0.100/24`.
+  1 + 0.2 + 2 + 0.25 = 3.45 s after the peer's last sign of life (docs/policy.md). A
+  group is named as its first resource is written: `IPaddr::10.91.0.100/24`, `fmsvc`.
 - Each node's watchdog is `hbd.testing.fusewatchdog.mounted_watchdog(netns=...)`: starved,
   it SIGKILLs every process of the node's namespace and flushes its IPv4 addresses (a
   reset). `Lab.reboot(node)` puts the addresses back and starts hbd again.
@@ -24,7 +28,17 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
   everything a node sends on it (`cut(path, "drop", sender)`: one direction only; the
   sender's sends still succeed, as over a cut fibre), or by unplugging the serial cable
   (its links removed first, so no daemon reopens a pty number another socat reuses); an
-  uplink cut (`cut_uplink`); signals to a daemon.
+  uplink cut (`cut_uplink`); signals to a daemon. `partition()` cuts every heartbeat path
+  with the LAN kept (the VIP group's wires down; the address-less group's heartbeat
+  traffic only, so ARP to the nodes' own addresses still works: with those wires down
+  too nothing of the peer could be probed, the residual case). `power_off(node)`: every
+  process of its namespace SIGKILLed, its watchdog stopped (magic close: a machine
+  without power resets nothing), its addresses flushed, nft dropping everything in and
+  out of its NICs, its serial socat SIGSTOPped; `power_on(node)`: its addresses back (a
+  link a cut took down stays down), a fresh socat, hbd started on the same state directory,
+  partitioned or not. `filter_icmp()`: ICMP echo to every address of both nodes dropped
+  (optionally ARP to the VIP too, nft's arp family). `reload(node, **changes)`: ha.cf
+  rewritten, SIGHUP. `request(node, cmd)`: a control-socket command (`standby`).
 - Loss and jitter (`impair`): this kernel has no sch_netem (and no sfq/fq/NFQUEUE), so loss
   is an nft rule (`numgen random mod 100 < 30 drop`) on the relay's way out (so hbd's own
   sends never fail; without jitter, on the way in), and jitter is a
@@ -38,12 +52,13 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
   runs). Conntrack keeps the DNAT binding for the life of the flow, so after the
   impairment the relay stays in place with no delay and no loss until teardown.
 
-`run_scenario(name, workdir)` builds a lab, waits until alpha holds the VIP with every path
-up, starts the sampler, runs the scenario (one of `SCENARIOS`) and returns an `Outcome`:
-dual-active milliseconds, seconds from the fault until a single stable holder, watchdog
-resets per node, and who holds the VIP at the end. Everything is torn down on exit: daemons
-(SIGKILL, so a clean stop's hand-off does not slow teardown), relays, nft tables, watchdog
-mounts, the LAN, the ping node and the namespaces.
+`run_scenario(name, workdir, group=...)` builds a lab, waits until alpha runs the group
+with every path up, starts the sampler, runs the scenario (one of `SCENARIOS`) and returns
+an `Outcome`: dual-active milliseconds, seconds from the fault until a single stable
+holder, watchdog resets per node, and who runs the group at the end. Everything is torn
+down on exit: daemons (SIGKILL, so a clean stop's hand-off does not slow teardown), the
+processes they left in their namespaces (the address-less service), relays, nft tables,
+watchdog mounts, the LAN, the ping node and the namespaces.
 """
 
 from __future__ import annotations
@@ -65,11 +80,12 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from hbd.core.policy import TAKEOVER_MARGIN
+from hbd.shell.control import request as control_request
 from hbd.testing.fusewatchdog import MountedWatchdog, mounted_watchdog
 
 import cluster
 import netns
-from sampler import VipSampler
+from sampler import Sampler, StateFileSampler, VipSampler
 
 T = TypeVar("T")
 
@@ -80,6 +96,51 @@ LAN_DEV = "lan0"
 PREFIX = 24
 VIP = "10.91.0.100"
 GROUP = f"IPaddr::{VIP}/{PREFIX}"  # a group is named after its first resource, as written
+GroupKind = Literal["vip", "script"]
+GROUP_KINDS: tuple[GroupKind, ...] = ("vip", "script")
+SERVICE = "fmsvc"  # the address-less group: one resource.d script, the group named after it
+SERVICE_SCRIPT = """#!/bin/sh
+# The fault lab's address-less service (resource.d): fmsvc start|stop|status.
+# It runs while its pid file names a live process (a sleep standing in for a daemon): a
+# reset or a power loss kills every process of the node and so stops it, leaving a stale
+# pid file, as a real service's. A stop waits as many seconds as the delay file says.
+pidfile=@PIDFILE@
+delayfile=@DELAYFILE@
+eval op=\\${$#}
+running() {
+  pid=$(cat "$pidfile" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  [ "$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1)" != Z ]
+}
+case $op in
+  start)
+    if ! running; then
+      sleep 1000000 </dev/null >/dev/null 2>&1 &
+      echo $! > "$pidfile.new" && mv "$pidfile.new" "$pidfile"
+    fi
+    echo "fmsvc started";;
+  stop)
+    if delay=$(cat "$delayfile" 2>/dev/null); then sleep "$delay"; fi
+    if running; then kill -9 "$(cat "$pidfile")"; fi
+    rm -f "$pidfile"
+    echo "fmsvc stopped";;
+  status)
+    if running; then echo "fmsvc is running"; else echo "fmsvc is stopped"; fi;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 1;;
+esac
+exit 0
+"""
+
+
+def group_name(kind: GroupKind) -> str:
+    """The group's name (after its first resource, as written in haresources)."""
+    return GROUP if kind == "vip" else SERVICE
+
+
+def haresources_line(kind: GroupKind) -> str:
+    return f"{HOME} {group_name(kind)}\n"
+
+
 PathName = Literal["bcast", "ucast", "serial"]
 CutKind = Literal["down", "drop", "unplug"]
 PATHS: tuple[PathName, ...] = ("bcast", "ucast", "serial")
@@ -136,9 +197,25 @@ class Nft:
         self.egress: dict[str, str] = {}
         self.dnat: dict[str, str] = {}
         self.untracked: dict[str, str] = {}
+        self.arp_in: dict[str, str] = {}  # rules of the arp family's input hook
         self.made = False
+        self._held = 0  # inside `batch()`: apply once at its end
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several changes, one `nft -f` at the end."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held:
+                self._apply()
 
     def _apply(self) -> None:
+        if self._held:
+            return
+
         def chain(name: str, hook: str, rules: dict[str, str]) -> str:
             body = "".join(f"    {rule}\n" for rule in rules.values())
             return f"  chain {name} {{\n    {hook}; policy accept;\n{body}  }}\n"
@@ -151,6 +228,11 @@ class Nft:
             + chain("egress", "type filter hook output priority 0", self.egress)
             + chain("relay", "type nat hook output priority -100", self.dnat)
             + chain("untracked", "type filter hook prerouting priority -300", self.untracked)
+            + "}\n"
+            f"table arp {self.TABLE} {{}}\n"
+            f"flush table arp {self.TABLE}\n"
+            f"table arp {self.TABLE} {{\n"
+            + chain("ingress", "type filter hook input priority 0", self.arp_in)
             + "}\n"
         )
         self.made = True
@@ -169,9 +251,20 @@ class Nft:
         self._apply()
 
     def undrop(self, key: str) -> None:
-        found = [rules.pop(key, None) for rules in (self.ingress, self.egress)]
+        found = [rules.pop(key, None) for rules in (self.ingress, self.egress, self.arp_in)]
         if any(rule is not None for rule in found):
             self._apply()
+
+    def filter_icmp(self, key: str) -> None:
+        """Drop every ICMP echo request arriving for any address of this node (a firewall
+        that "hides" it from ping)."""
+        self.ingress[key] = "icmp type echo-request counter drop"
+        self._apply()
+
+    def filter_arp(self, key: str, address: str) -> None:
+        """Drop the ARP requests for `address` arriving here (nft's arp family)."""
+        self.arp_in[key] = f"arp operation request arp daddr ip {address} counter drop"
+        self._apply()
 
     def redirect_udp(self, key: str, daddr: str, dport: int, to_addr: str, to_port: int) -> None:
         """DNAT this node's UDP to daddr:dport onto to_addr:to_port, except marked sockets.
@@ -192,7 +285,8 @@ class Nft:
 
     def close(self) -> None:
         if self.made:
-            self.ns.exec("nft", "delete", "table", "inet", self.TABLE, check=False)
+            for family in ("inet", "arp"):
+                self.ns.exec("nft", "delete", "table", family, self.TABLE, check=False)
             self.made = False
 
 
@@ -308,11 +402,16 @@ class Lab:
     ping: netns.Netns
     dogs: dict[str, MountedWatchdog]
     nft: dict[str, Nft]
-    vip: VipSampler | None = None
+    kind: GroupKind = "vip"
+    sampler: Sampler | None = None
     relays: list[JitterRelay] = field(default_factory=list)
     fault_at: float | None = None  # sampler time of the first fault
     fault_logs: dict[str, int] | None = None  # where the daemons' logs ended at the fault
     notes: list[str] = field(default_factory=list)
+    directives: dict[str, dict[str, str]] = field(default_factory=dict)  # ha.cf, per node
+    powered_off: set[str] = field(default_factory=set)
+    serial_frozen: bool = False  # socat SIGSTOPped by a power loss
+    residual: bool = False  # the scenario is the residual case: both run by design
 
     # -- names
 
@@ -337,12 +436,30 @@ class Lab:
     def ping_address(self) -> str:
         return self.lan.address(self.ping)
 
+    @property
+    def group(self) -> str:
+        return group_name(self.kind)
+
+    def pidfile(self, node: str) -> Path:
+        """The address-less service's pid file on `node` (its running state)."""
+        return self.c[node].root / f"{SERVICE}.pid"
+
+    def stop_delay_file(self, node: str) -> Path:
+        return self.c[node].root / f"{SERVICE}.stop-delay"
+
+    def make_sampler(self) -> Sampler:
+        """A (not started) sampler of where the group runs: the VIP in each namespace, or
+        the service's pid file on each node."""
+        if self.kind == "vip":
+            return VipSampler(VIP, {n: self.ns(n).name for n in NODES})
+        return StateFileSampler(f"service {SERVICE}", {n: self.pidfile(n) for n in NODES})
+
     # -- the timeline
 
     def mark(self, label: str, fault: bool = False) -> None:
         """Label the sampler's timeline; the first `fault=True` mark starts the clock."""
-        assert self.vip is not None, "the sampler is not running"
-        at = self.vip.mark(label)
+        assert self.sampler is not None, "the sampler is not running"
+        at = self.sampler.mark(label)
         if fault and self.fault_at is None:
             self.fault_at = at
             self.fault_logs = self.log_marks()
@@ -427,6 +544,122 @@ class Lab:
     def kill(self, node: str, signum: int = signal.SIGKILL) -> None:
         self.c[node].signal(signum)
 
+    def partition(self, wire: bool | None = None) -> None:
+        """Cut every heartbeat path between the nodes; the service LAN stays, so both still
+        reach the ping node. `wire=True`: the heartbeat NICs' links go down (nothing
+        crosses, not even ARP); `False`: nft drops every IP packet arriving on them, on
+        both nodes (the wire stays: ARP still gets its answer). The serial line is
+        unplugged either way. None: by the group kind. The VIP group's partition cuts the
+        wire: its address on the service LAN is the evidence left (ARP over lan0). The
+        address-less group has only the nodes' own addresses, which hbd learns from the
+        heartbeat NICs; cutting those wires as well leaves nothing of the peer to probe,
+        which is the residual case (docs/policy.md), so its partition leaves the wire."""
+        how: CutKind = "down" if (self.kind == "vip" if wire is None else wire) else "drop"
+        self.cut("bcast", how)
+        self.cut("ucast", how)
+        self.cut("serial", "unplug")
+
+    def heal(self) -> None:
+        """Undo every cut of every heartbeat path."""
+        for path in PATHS:
+            self.restore(path)
+
+    def filter_icmp(self, arp_to_vip: bool = False) -> None:
+        """On both nodes, drop every ICMP echo request arriving for any of their addresses
+        (the VIP's too); with `arp_to_vip`, the ARP requests for the VIP as well."""
+        for n in NODES:
+            with self.nft[n].batch():
+                self.nft[n].filter_icmp("icmp")
+                if arp_to_vip:
+                    self.nft[n].filter_arp("arp-vip", VIP)
+
+    def pingable(self, address: str) -> bool:
+        """Whether `address` answers a ping from the ping node (one echo, 300 ms)."""
+        done = self.ping.exec("ping", "-n", "-q", "-c", "1", "-W", "0.3", address, check=False)
+        return done.returncode == 0
+
+    def power_off(self, node: str) -> None:
+        """`node` loses power: every process of its namespace SIGKILLed (hbd, the service),
+        its watchdog stopped (the machine is off: no reset will follow), its IPv4
+        addresses flushed and nft dropping everything in and out of its NICs (a dead
+        kernel answers nothing, not even ARP for an address it no longer has), the serial
+        cable silent (socat SIGSTOPped: the peer's end stays open, as on a real port)."""
+        ns = self.ns(node)
+        pids = [int(p) for p in netns.run("ip", "netns", "pids", ns.name).stdout.split()]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        daemon = self.c[node]
+        if daemon.proc is not None:
+            daemon.proc.wait(5)
+        self._watchdog_off(node)
+        devices = [net.dev for net in self.c.networks] + [LAN_DEV]
+        for dev in devices:
+            ns.ip("-4", "addr", "flush", "dev", dev)
+        with self.nft[node].batch():
+            for dev in devices:
+                self.nft[node].drop(f"power-in-{dev}", dev)
+                self.nft[node].drop(f"power-out-{dev}", dev, inbound=False)
+        socat = self.c.serial(*NODES).pair.proc
+        if socat is not None and socat.poll() is None:
+            socat.send_signal(signal.SIGSTOP)
+            self.serial_frozen = True
+        self.powered_off.add(node)
+
+    def _watchdog_off(self, node: str) -> None:
+        """Stop `node`'s watchdog as a powered-off machine's stops: open it once its dead
+        holder's handle is released, magic close."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                fd = os.open(self.dogs[node].path, os.O_WRONLY)
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        try:
+            os.write(fd, b"V")
+        finally:
+            os.close(fd)
+
+    def power_on(self, node: str) -> None:
+        """Power back on: the NICs answer again with their addresses (a link a cut left
+        down stays down: the cut is the cable's), the serial line carries bytes again (a
+        fresh socat, on the same links), hbd starts with the same state directory."""
+        ns = self.ns(node)
+        devices = [net.dev for net in self.c.networks] + [LAN_DEV]
+        with self.nft[node].batch():
+            for dev in devices:
+                self.nft[node].undrop(f"power-in-{dev}")
+                self.nft[node].undrop(f"power-out-{dev}")
+        for net in self.c.networks:
+            self._readdress(ns, net.dev, net.addresses[node], link_up=False)
+        self._readdress(ns, LAN_DEV, self.lan.address(ns), link_up=False)
+        if self.serial_frozen:
+            self.serial_frozen = False
+            line = self.c.serial(*NODES)
+            self.cut("serial", "unplug")  # SIGKILL ends a stopped socat too
+            line.replug()
+        self.powered_off.discard(node)
+        self.c[node].start()
+
+    def reload(self, node: str, **changes: str) -> None:
+        """Rewrite `node`'s ha.cf with `changes` to its directives, then SIGHUP its hbd."""
+        self.directives[node] |= changes
+        daemon = self.c[node]
+        daemon.write_config(
+            self.c.hacf(node, **self.directives[node]), cluster.AUTHKEYS[self.c.auth]
+        )
+        daemon.signal(signal.SIGHUP)
+
+    def request(self, node: str, cmd: str, **params: str) -> dict[str, object]:
+        """One control-socket request to `node`'s hbd (what hbctl sends), in milliseconds
+        rather than an hbctl start-up's hundreds."""
+        answer = control_request(str(self.c[node].run_dir), cmd, **params)
+        assert answer.get("ok"), f"{node}: {cmd} {params}: {answer}"
+        return answer
+
     # -- readings
 
     def resets(self, node: str) -> int:
@@ -456,7 +689,7 @@ class Lab:
         if s is None:
             return None
         for g in s.get("groups", []):
-            if g["name"] == GROUP:
+            if g["name"] == self.group:
                 return None if g["holder"] is None else str(g["holder"])
         return None
 
@@ -466,7 +699,7 @@ class Lab:
         if s is None:
             return None
         for g in s.get("groups", []):
-            if g["name"] == GROUP:
+            if g["name"] == self.group:
                 return str(g["state"])
         return None
 
@@ -474,7 +707,7 @@ class Lab:
         """A bounded poll that shows the VIP timeline, both daemons and logs on timeout."""
 
         def dump() -> str:
-            timeline = self.vip.report() if self.vip is not None else ""
+            timeline = self.sampler.report() if self.sampler is not None else ""
             return f"\n{timeline}{self.c._dump()}"
 
         return cluster.wait_for(probe, timeout, what, dump)
@@ -537,11 +770,12 @@ class Lab:
         self.c[node].start()
 
     @staticmethod
-    def _readdress(ns: netns.Netns, dev: str, addr: str) -> None:
+    def _readdress(ns: netns.Netns, dev: str, addr: str, link_up: bool = True) -> None:
         have = ns.ip("-4", "-o", "addr", "show", "dev", dev).stdout
         if f" {addr}/" not in have:
             ns.ip("addr", "add", f"{addr}/{PREFIX}", "brd", "+", "dev", dev)
-        ns.ip("link", "set", dev, "up")
+        if link_up:
+            ns.ip("link", "set", dev, "up")
 
 
 @contextlib.contextmanager
@@ -550,10 +784,13 @@ def build(
     wire: str | None = WIRE,
     auth: str = AUTH,
     extra_hacf: dict[str, str] | None = None,
+    group: GroupKind = "vip",
 ) -> Iterator[Lab]:
     """The whole topology with both daemons configured (not started). `wire`: hbd's
     native frames by default; None for Heartbeat's format (no `wire` line). `extra_hacf`:
-    more ha.cf directives for both nodes (e.g. `{"adaptive_detector": "on"}`)."""
+    more ha.cf directives for both nodes (e.g. `{"adaptive_detector": "on"}`). `group`:
+    the VIP group (`alpha IPaddr::10.91.0.100/24`) or the address-less one (`alpha
+    fmsvc`, a resource.d script whose pid file in the node's directory is its state)."""
     with contextlib.ExitStack() as stack:
         c = stack.enter_context(cluster.build(workdir, NODES, timing=TIMING, wire=wire, auth=auth))
         ping = stack.enter_context(netns.namespace("ping"))
@@ -565,31 +802,49 @@ def build(
                 mounted_watchdog(netns=c[n].ns.name, identity=f"{n} fault-lab watchdog")
             )
         nft = {n: Nft(c[n].ns, workdir) for n in NODES}
-        lab = Lab(c, lan, ping, dogs, nft)
+        lab = Lab(c, lan, ping, dogs, nft, kind=group)
         for n in NODES:
             node = c[n]
             directives = {"watchdog": str(dogs[n].path), "ping": lab.ping_address}
             directives |= extra_hacf or {}
+            lab.directives[n] = directives
             node.write_config(c.hacf(n, **directives), cluster.AUTHKEYS[c.auth])
-            (node.config_dir / "haresources").write_text(f"{HOME} IPaddr::{VIP}/{PREFIX}\n")
+            node.write_haresources(haresources_line(group))
+            if group == "script":
+                script = SERVICE_SCRIPT.replace("@PIDFILE@", str(lab.pidfile(n)))
+                script = script.replace("@DELAYFILE@", str(lab.stop_delay_file(n)))
+                agent = node.config_dir / "resource.d" / SERVICE
+                agent.parent.mkdir(parents=True, exist_ok=True)
+                agent.write_text(script)
+                agent.chmod(0o755)
         try:
             yield lab
         finally:
             # daemons first (SIGKILL: a clean stop would hand the group over first), so the
-            # watchdog mounts are no longer held open when they are unmounted
+            # watchdog mounts are no longer held open when they are unmounted; then what
+            # they left in their namespaces (the address-less group's service)
             for n in NODES:
                 c[n].kill()
+            for n in NODES:
+                left = netns.run("ip", "netns", "pids", c[n].ns.name, check=False).stdout
+                for pid in left.split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+            socat = c.serial(*NODES).pair.proc
+            if lab.serial_frozen and socat is not None and socat.poll() is None:
+                socat.send_signal(signal.SIGCONT)  # a stopped socat ignores SIGTERM
             for relay in lab.relays:
                 relay.stop()
             for table in nft.values():
                 table.close()
-            if lab.vip is not None:
+            if lab.sampler is not None:
                 with contextlib.suppress(RuntimeError):
-                    lab.vip.stop()
+                    lab.sampler.stop()
 
 
 def bring_up(lab: Lab) -> float:
-    """Start both daemons; wait for every path up and the VIP on alpha alone, as both say."""
+    """Start both daemons; wait for every path up and the group on alpha alone, as both
+    say."""
     start = time.monotonic()
     lab.c.start()
     lab.c.wait_all_up(STARTUP)
@@ -603,7 +858,7 @@ def bring_up(lab: Lab) -> float:
         )
         return True if ok else None
 
-    lab.wait(settled, f"{HOME} to have started {GROUP}, both agreeing", STARTUP)
+    lab.wait(settled, f"{HOME} to have started {lab.group}, both agreeing", STARTUP)
     return time.monotonic() - start
 
 
@@ -618,26 +873,31 @@ class Outcome:
     dual_active_ms: float
     stable_after: float | None  # seconds from the fault to the final single holder
     resets: dict[str, int]
-    holder: tuple[str, ...]  # where the VIP is at the end
-    moved_after: float | None  # seconds from the fault until the VIP first showed on beta
+    holder: tuple[str, ...]  # where the group runs at the end
+    moved_after: float | None  # seconds from the fault until the group first ran on beta
     samples: int
     max_gap_ms: float
     timeline: str
     notes: list[str]
+    group: GroupKind = "vip"
+    residual: bool = False  # dual-active by design (docs/policy.md's residual case)
 
     def row(self) -> str:
         stable = "never" if self.stable_after is None else f"{self.stable_after:6.2f} s"
         resets = ", ".join(f"{n} {k}" for n, k in self.resets.items() if k) or "none"
         return (
-            f"{self.scenario:<28} {self.dual_active_ms:8.0f} ms  {stable:>9}  "
+            f"{self.scenario:<32} {self.group:<6} {self.dual_active_ms:8.0f} ms  {stable:>9}  "
             f"{'+'.join(self.holder) or '-':<10} {resets}"
+            + ("  (residual case)" if self.residual else "")
         )
 
 
-HEADER = f"{'scenario':<28} {'dual-act':>11}  {'stable':>9}  {'holder':<10} watchdog resets"
+HEADER = (
+    f"{'scenario':<32} {'group':<6} {'dual-act':>11}  {'stable':>9}  {'holder':<10} watchdog resets"
+)
 
 
-def _stable_after(vip: VipSampler, fault_at: float) -> float | None:
+def _stable_after(vip: Sampler, fault_at: float) -> float | None:
     final = vip.holders()
     if len(final) != 1:
         return None
@@ -645,7 +905,7 @@ def _stable_after(vip: VipSampler, fault_at: float) -> float | None:
     return max(0.0, last - fault_at)
 
 
-def _first_on(vip: VipSampler, node: str, fault_at: float) -> float | None:
+def _first_on(vip: Sampler, node: str, fault_at: float) -> float | None:
     at = vip.first_on(node, after=fault_at)
     return None if at is None else at - fault_at
 
@@ -687,7 +947,11 @@ def each_path_in_turn(lab: Lab) -> None:
 
 
 def all_paths_cut(lab: Lab) -> None:
-    """Every heartbeat path cut, both nodes still see the ping node and the VIP answers."""
+    """Every heartbeat path cut, both nodes still see the ping node and the VIP answers.
+
+    The address-less group has no address on the LAN, and the peer's own addresses are on
+    the cut wires: nothing of alpha answers, which is the residual case (docs/policy.md):
+    beta runs it too after the budget, until the partition heals and it goes home."""
     lab.mark("all paths cut", fault=True)
     lab.cut("bcast", "down")
     lab.cut("ucast", "down")
@@ -695,6 +959,24 @@ def all_paths_cut(lab: Lab) -> None:
     for n in NODES:
         lab.wait_peer(n, ("dead",), DEADTIME + MARGIN)
     lab.mark("both declared the peer dead")
+    if lab.kind == "script":
+        lab.residual = True
+        assert lab.sampler is not None
+        sampler = lab.sampler
+        lab.wait(
+            lambda: True if sampler.holders() == NODES else None,
+            "the residual case: beta running the group beside alpha",
+            BUDGET + MARGIN,
+        )
+        lab.mark("residual case: both run it")
+        lab.notes.append("residual case (docs/policy.md): nothing of alpha could be probed")
+        lab.watch(1.0)
+        lab.heal()
+        lab.mark("partition healed")
+        sampler.wait_on(HOME, timeout=STARTUP)
+        lab.mark("alpha alone again")
+        lab.watch(1.0)
+        return
     lab.watch(BUDGET + 2.0)
     lab.expect_logged("beta", "answers: it is partitioned, not dead; nothing moves")
 
@@ -711,10 +993,10 @@ def isolated_holder(lab: Lab) -> None:
     lab.mark(f"{HOME} reset by its watchdog")
     # released (the reason reads "isolated" or, once the fence is decided in the same
     # turn, "this node is fencing itself") and stopped petting
-    lab.expect_logged(HOME, f"Releasing resource group: {GROUP} (", lab.fault_logs)
+    lab.expect_logged(HOME, f"Releasing resource group: {lab.group} (", lab.fault_logs)
     lab.expect_logged(HOME, "self-fencing: isolated", lab.fault_logs)
-    assert lab.vip is not None
-    lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
+    assert lab.sampler is not None
+    lab.sampler.wait_on("beta", timeout=BUDGET + MARGIN)
     lab.mark("beta holds")
     lab.expect_logged("beta", "alpha may still run it: takeover in")
     lab.watch(2.0)
@@ -726,8 +1008,8 @@ def sigkill_active(lab: Lab) -> None:
     lab.kill(HOME, signal.SIGKILL)
     lab.dogs[HOME].wait_for_reset(timeout=WATCHDOG_S + MARGIN)
     lab.mark(f"{HOME} reset by its watchdog")
-    assert lab.vip is not None
-    lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
+    assert lab.sampler is not None
+    lab.sampler.wait_on("beta", timeout=BUDGET + MARGIN)
     lab.mark("beta holds")
     lab.expect_logged("beta", "alpha may still run it: takeover in")
     lab.watch(2.0)
@@ -743,8 +1025,8 @@ def sigstop_active(lab: Lab) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(lab.c[HOME].pid, signal.SIGCONT)
     lab.mark(f"SIGCONT {HOME}'s hbd")
-    assert lab.vip is not None
-    lab.vip.wait_on("beta", timeout=BUDGET + MARGIN)
+    assert lab.sampler is not None
+    lab.sampler.wait_on("beta", timeout=BUDGET + MARGIN)
     lab.mark("beta holds")
     lab.expect_logged("beta", "alpha may still run it: takeover in")
     lab.watch(2.0)
@@ -822,14 +1104,149 @@ def peer_returns(lab: Lab) -> None:
     lab.reboot(HOME)
     lab.c.wait_all_up(STARTUP)
     lab.mark("alpha back on every path")
-    assert lab.vip is not None
-    lab.vip.wait_on(HOME, timeout=STARTUP)
+    assert lab.sampler is not None
+    lab.sampler.wait_on(HOME, timeout=STARTUP)
     lab.mark("alpha holds again")
     # a hand-off: beta released first (its target is alpha again), alpha started only
     # when beta's advert said so
-    lab.expect_logged("beta", f"Releasing resource group: {GROUP} (its target is alpha)", since)
-    lab.expect_logged(HOME, f"Acquiring resource group: {GROUP} (its target is this node", since)
+    lab.expect_logged("beta", f"Releasing resource group: {lab.group} (its target is alpha)", since)
+    lab.expect_logged(
+        HOME, f"Acquiring resource group: {lab.group} (its target is this node", since
+    )
     lab.watch(2.0)
+
+
+# -- issue 12 section 5: power, partitions, hand-offs, filters, reloads, for both kinds ------
+
+
+def _wait_answers(lab: Lab, node: str) -> None:
+    """Wait until `node`'s (re)started hbd answers on its control socket."""
+    lab.wait(lambda: True if lab.status(node) is not None else None, f"{node}'s hbd", STARTUP)
+
+
+def _assert_started_nothing(lab: Lab, node: str, since: dict[str, int] | None) -> None:
+    log = lab.c[node].log()[since[node] if since else 0 :]
+    assert f"Acquiring resource group: {lab.group}" not in log, (
+        f"{node} started {lab.group}; its log:\n{log[-3000:]}"
+    )
+
+
+def standby_power_loss(lab: Lab) -> None:
+    """beta, the standby, loses power, then comes back: alpha serves throughout, is not
+    reset, and keeps the group when beta is back (it is the group's home)."""
+    lab.mark("beta loses power", fault=True)
+    lab.power_off("beta")
+    lab.wait_peer(HOME, ("dead",), DEADTIME + MARGIN)
+    lab.mark(f"{HOME} declared beta dead")
+    lab.watch(BUDGET + 1.0)
+    assert lab.group_state(HOME) == "started", lab.status(HOME)
+    since = lab.log_marks()
+    lab.mark("beta powered on")
+    lab.power_on("beta")
+    lab.c.wait_all_up(STARTUP)
+    lab.mark("beta back on every path")
+    lab.watch(2.0)
+    _assert_started_nothing(lab, "beta", since)
+
+
+def reboot_during_partition(lab: Lab) -> None:
+    """Every heartbeat path cut (both still reach the ping node); beta is power-cycled
+    while the cut lasts and comes back never having heard alpha: it must start nothing
+    alpha runs, alpha keeps serving; then the partition heals."""
+    lab.mark("all heartbeat paths cut", fault=True)
+    lab.partition()
+    for n in NODES:
+        lab.wait_peer(n, ("dead",), DEADTIME + MARGIN)
+    lab.mark("both declared the peer dead")
+    lab.watch(1.0)
+    lab.mark("beta loses power (still partitioned)")
+    lab.power_off("beta")
+    lab.watch(1.0)
+    since = lab.log_marks()
+    lab.mark("beta powered on (still partitioned)")
+    lab.power_on("beta")
+    _wait_answers(lab, "beta")
+    # initdead, then the budget from its own start (peer_watchdog_timeout = its own W)
+    lab.watch(TIMING.initdead / 1000 + BUDGET + 1.0)
+    lab.expect_logged("beta", "answers: it is partitioned, not dead; nothing moves", since)
+    _assert_started_nothing(lab, "beta", since)
+    lab.mark("partition healed")
+    lab.heal()
+    lab.c.wait_all_up(STARTUP)
+    lab.watch(2.0)
+
+
+def cut_during_handoff(lab: Lab) -> None:
+    """`hbctl standby` on alpha (a hand-off to beta) and every heartbeat path cut in the
+    same breath; the hand-off is caught wherever it is (the address-less service takes
+    0.5 s to stop, so there the cut lands in alpha's stop). Healed after the budget: the
+    hand-off completes, beta holds."""
+    if lab.kind == "script":
+        lab.stop_delay_file(HOME).write_text("0.5\n")
+    lab.mark(f"standby on {HOME} (hand-off to beta) + all paths cut", fault=True)
+    lab.request(HOME, "standby", mode="all")
+    lab.partition()
+    lab.mark("cut")
+    lab.watch(BUDGET + 2.0)
+    assert lab.sampler is not None
+    where = "+".join(lab.sampler.holders()) or "no node"
+    lab.notes.append(f"during the cut the group ran on {where} after the budget")
+    lab.mark(f"partition healed (group on {where})")
+    healed = lab.sampler.mark("healing")
+    lab.heal()
+    lab.c.wait_all_up(STARTUP)
+    lab.sampler.wait_on("beta", timeout=STARTUP)
+    lab.mark("beta holds")
+    lab.watch(2.0)
+    if where == "beta":  # beta keeps it through the heal: alpha's last advert refused it
+        flips = [c for c in lab.sampler.timeline if c.at >= healed]
+        assert not flips, (
+            f"beta stopped the group when the partition healed\n{lab.sampler.report()}"
+        )
+
+
+def icmp_filtered_service_address(lab: Lab) -> None:
+    """ICMP echo to every address of both nodes dropped (the VIP's too: it does not
+    answer a ping any more), then every heartbeat path cut: hbd probes by ARP, so the
+    peer still answers and nothing moves."""
+    target = VIP if lab.kind == "vip" else lab.lan.address(lab.ns(HOME))
+    assert lab.pingable(target), f"{target} does not answer a ping before the filter"
+    lab.mark("ICMP echo to every address filtered", fault=True)
+    lab.filter_icmp()
+    assert not lab.pingable(target), f"{target} still answers a ping: the filter is not on"
+    lab.mark(f"{target} no longer answers a ping; all heartbeat paths cut")
+    lab.partition()
+    for n in NODES:
+        lab.wait_peer(n, ("dead",), DEADTIME + MARGIN)
+    lab.mark("both declared the peer dead")
+    lab.watch(BUDGET + 2.0)
+    lab.expect_logged("beta", "answers: it is partitioned, not dead; nothing moves")
+    lab.mark("partition healed")
+    lab.heal()
+    lab.c.wait_all_up(STARTUP)
+    lab.watch(1.0)
+
+
+def reload_while_degraded(lab: Lab) -> None:
+    """bcast down and the serial line unplugged: one path (ucast) left, both degraded;
+    a changed ha.cf (warntime) reloaded by SIGHUP on alpha, then on beta: nothing moves."""
+    lab.mark("bcast down + serial unplugged", fault=True)
+    lab.cut("bcast", "down")
+    lab.cut("serial", "unplug")
+    for n in NODES:
+        lab.wait_path_dead(n, "bcast", left=1)
+    lab.mark("both degraded: ucast is the last path")
+    for n in NODES:
+        since = lab.c[n].log_mark()
+        lab.mark(f"SIGHUP {n} (warntime 700ms)")
+        lab.reload(n, warntime="700ms")
+        lab.c[n].wait_log("configuration reloaded", 5.0, since)
+        lab.watch(1.0)
+    lab.watch(BUDGET)
+    for n in NODES:
+        assert lab.redundancy(n) == "degraded", lab.status(n)
+    lab.heal()
+    lab.wait_redundant()
 
 
 SCENARIOS: dict[str, Callable[[Lab], None]] = {
@@ -843,14 +1260,32 @@ SCENARIOS: dict[str, Callable[[Lab], None]] = {
     "loss_and_jitter": loss_and_jitter,
     "serial_replug_nics_down": serial_replug_while_nics_down,
     "peer_returns": peer_returns,
+    "standby_power_loss": standby_power_loss,
+    "reboot_during_partition": reboot_during_partition,
+    "cut_during_handoff": cut_during_handoff,
+    "icmp_filtered_service_address": icmp_filtered_service_address,
+    "reload_while_degraded": reload_while_degraded,
 }
+# the scenarios run for both group kinds (issue 12, section 5)
+BOTH_KINDS = (
+    "standby_power_loss",
+    "reboot_during_partition",
+    "cut_during_handoff",
+    "icmp_filtered_service_address",
+    "reload_while_degraded",
+)
 
 
 def run_scenario(
-    name: str, workdir: Path | None = None, wire: str | None = WIRE, auth: str = AUTH
+    name: str,
+    workdir: Path | None = None,
+    wire: str | None = WIRE,
+    auth: str = AUTH,
+    group: GroupKind = "vip",
 ) -> Outcome:
     """Build a lab, bring it up, run scenario `name` under the sampler; its Outcome.
     With `wire=None` the daemons speak Heartbeat's wire format (sha1 keys suit it).
+    `group`: the VIP group or the address-less one (see `build`).
 
     Waits inside the scenario raise AssertionError (with the VIP timeline and both
     daemons' logs) when hbd does not do what the scenario expects in time."""
@@ -858,13 +1293,13 @@ def run_scenario(
     with contextlib.ExitStack() as stack:
         if workdir is None:  # a short path: the control socket lives under it
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fm-")))
-        with build(workdir, wire, auth) as lab:
+        with build(workdir, wire, auth, group=group) as lab:
             bring_up(lab)
-            lab.vip = VipSampler(VIP, {n: lab.ns(n).name for n in NODES})
-            lab.vip.start()
+            lab.sampler = lab.make_sampler()
+            lab.sampler.start()
             scenario(lab)
-            lab.vip.stop()
-            vip = lab.vip
+            lab.sampler.stop()
+            vip = lab.sampler
             fault_at = lab.fault_at if lab.fault_at is not None else 0.0
             return Outcome(
                 scenario=name if wire == WIRE else f"{name} ({wire or 'heartbeat'} wire)",
@@ -877,12 +1312,16 @@ def run_scenario(
                 max_gap_ms=vip.max_gap * 1000,
                 timeline=vip.report(),
                 notes=list(lab.notes),
+                group=group,
+                residual=lab.residual,
             )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 __all__ = [
+    "BOTH_KINDS",
     "BUDGET",
+    "GROUP_KINDS",
     "HEADER",
     "SCENARIOS",
     "JitterRelay",

@@ -1,8 +1,9 @@
-"""A VIP sampler: watches where a service address is, every 10 ms, in every namespace.
+"""Samplers: where a group runs, every 10 ms, on every node.
 
-The one thing a failover must never do is put the group's address on two nodes at once.
-`VipSampler` checks every given network namespace for the address every `interval`
-seconds (10 ms by default) from a background thread, and records:
+The one thing a failover must never do is run the group on two nodes at once.
+`VipSampler` checks every given network namespace for the group's address, and
+`StateFileSampler` (for a group without an address) each node's pid file of the service,
+every `interval` seconds (10 ms by default) from a background thread; both record:
 
 - a timeline of changes (`Change`: when, and on which nodes the address was from then on),
   plus the test's own `mark(...)` labels, so a report reads "kill at 1.20 s, on beta at 3.41 s";
@@ -18,7 +19,11 @@ seconds (10 ms by default) from a background thread, and records:
     vip.assert_never_dual()                   # after the with: the thread is stopped
     print(vip.report())
 
-How a sample is taken: one netlink socket per namespace (pyroute2's `NetNS`), opened and
+`StateFileSampler` counts a node as running the group while its pid file names a live
+process (not a zombie): a pid file left behind by a killed service, a reset or a power loss
+is what a stale pid file is on a real machine, not a running service.
+
+How a VIP sample is taken: one netlink socket per namespace (pyroute2's `NetNS`), opened and
 closed by the sampler thread; each sample asks every namespace for its IPv4 addresses
 (about 0.5 ms each). The namespaces are read one after the other, so a sample is not an
 atomic snapshot: an address that moved from A to B within that half millisecond could be
@@ -33,8 +38,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -51,7 +57,7 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """A label the test put on the timeline (`VipSampler.mark`)."""
+    """A label the test put on the timeline (`Sampler.mark`)."""
 
     at: float
     label: str
@@ -70,16 +76,16 @@ class Overlap:
         return (self.end - self.start) * 1000
 
 
-class VipSampler:
-    """Samples where `address` is among `namespaces` (node name -> netns name)."""
+class Sampler:
+    """Samples on which of `nodes` the group runs; subclasses say how to look.
 
-    def __init__(
-        self, address: str, namespaces: Mapping[str, str], interval: float = INTERVAL
-    ) -> None:
-        if len(namespaces) < 2:
-            raise ValueError("a dual-active check needs at least two namespaces")
-        self.address = address
-        self.namespaces = dict(namespaces)
+    `what` names the thing watched in reports and errors ("VIP 10.91.0.100")."""
+
+    def __init__(self, what: str, nodes: Sequence[str], interval: float = INTERVAL) -> None:
+        if len(nodes) < 2:
+            raise ValueError("a dual-active check needs at least two nodes")
+        self.what = what
+        self.nodes = tuple(nodes)
         self.interval = interval
         self.t0 = 0.0
         self.samples = 0
@@ -96,6 +102,18 @@ class VipSampler:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
+    # -- how to look (the sampler thread calls these) -----------------------------------
+
+    def _open(self) -> dict[str, Any]:
+        """Per node, whatever `_holds` needs (opened in the sampler thread)."""
+        return {node: None for node in self.nodes}
+
+    def _holds(self, node: str, handle: Any) -> bool:
+        raise NotImplementedError
+
+    def _close(self, handles: Mapping[str, Any]) -> None:
+        del handles
+
     # -- running ------------------------------------------------------------------------
 
     def start(self, timeout: float = 5.0) -> None:
@@ -103,7 +121,7 @@ class VipSampler:
         if self._thread is not None:
             raise RuntimeError("sampler already started")
         self.t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"vip {self.address}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"sampler {self.what}", daemon=True)
         self._thread.start()
         with self._changed:
             ok = self._changed.wait_for(
@@ -118,18 +136,18 @@ class VipSampler:
         if self._thread is not None:
             self._thread.join(5.0)
             if self._thread.is_alive():
-                raise RuntimeError(f"VIP sampler for {self.address} did not stop")
+                raise RuntimeError(f"sampler of {self.what} did not stop")
         with self._lock:
             if self._open_overlap is not None:
                 start, holders = self._open_overlap
                 self.overlaps.append(Overlap(start, self._now(), holders))
                 self._open_overlap = None
         if self._error is not None:
-            raise RuntimeError(f"VIP sampler for {self.address} failed") from self._error
+            raise RuntimeError(f"sampler of {self.what} failed") from self._error
         if self.samples == 0:
-            raise RuntimeError(f"VIP sampler for {self.address} took no sample")
+            raise RuntimeError(f"sampler of {self.what} took no sample")
 
-    def __enter__(self) -> VipSampler:
+    def __enter__(self) -> Sampler:
         self.start()
         return self
 
@@ -145,15 +163,12 @@ class VipSampler:
         return time.monotonic() - self.t0
 
     def _run(self) -> None:
-        from pyroute2 import NetNS
-
         handles: dict[str, Any] = {}
         try:
-            for node, ns in self.namespaces.items():
-                handles[node] = NetNS(ns)
+            handles = self._open()
             next_at = time.monotonic()
             while not self._stop.is_set():
-                holders = tuple(node for node, h in handles.items() if self._has_address(h))
+                holders = tuple(node for node, h in handles.items() if self._holds(node, h))
                 self._record(holders)
                 next_at += self.interval
                 delay = next_at - time.monotonic()
@@ -166,14 +181,7 @@ class VipSampler:
                 self._error = e
                 self._changed.notify_all()
         finally:
-            for h in handles.values():
-                h.close()
-
-    def _has_address(self, handle: Any) -> bool:
-        return any(
-            a.get_attr("IFA_ADDRESS") == self.address
-            for a in handle.get_addr(family=socket.AF_INET)
-        )
+            self._close(handles)
 
     def _record(self, holders: tuple[str, ...]) -> None:
         now = self._now()
@@ -216,10 +224,10 @@ class VipSampler:
                 lambda: self._current == want or self._error is not None, timeout
             )
         if self._error is not None:
-            raise RuntimeError(f"VIP sampler for {self.address} failed") from self._error
+            raise RuntimeError(f"sampler of {self.what} failed") from self._error
         if not ok:
             raise AssertionError(
-                f"{self.address} not on {node or 'no node'} within {timeout:g} s\n{self.report()}"
+                f"{self.what} not on {node or 'no node'} within {timeout:g} s\n{self.report()}"
             )
         return time.monotonic() - start
 
@@ -249,7 +257,7 @@ class VipSampler:
                      for o in self.overlaps]  # fmt: skip
             lines = [f"  {at:8.3f} s  {text}" for at, text in sorted(rows)]
             head = (
-                f"VIP {self.address}: {self.samples} samples every {self.interval * 1000:g} ms, "
+                f"{self.what}: {self.samples} samples every {self.interval * 1000:g} ms, "
                 f"largest gap {self.max_gap * 1000:.1f} ms, dual-active "
                 f"{sum(o.ms for o in self.overlaps):.0f} ms"
             )
@@ -263,4 +271,68 @@ class VipSampler:
                 start, holders = self._open_overlap
                 overlaps.append(Overlap(start, self._now(), holders))
         if overlaps:
-            raise AssertionError(f"{self.address} was on two nodes at once\n{self.report()}")
+            raise AssertionError(f"{self.what} was on two nodes at once\n{self.report()}")
+
+
+class VipSampler(Sampler):
+    """Samples where `address` is among `namespaces` (node name -> netns name)."""
+
+    def __init__(
+        self, address: str, namespaces: Mapping[str, str], interval: float = INTERVAL
+    ) -> None:
+        super().__init__(f"VIP {address}", tuple(namespaces), interval)
+        self.address = address
+        self.namespaces = dict(namespaces)
+
+    def _open(self) -> dict[str, Any]:
+        from pyroute2 import NetNS
+
+        handles: dict[str, Any] = {}
+        try:
+            for node, ns in self.namespaces.items():
+                handles[node] = NetNS(ns)
+        except BaseException:
+            self._close(handles)
+            raise
+        return handles
+
+    def _holds(self, node: str, handle: Any) -> bool:
+        del node
+        return any(
+            a.get_attr("IFA_ADDRESS") == self.address
+            for a in handle.get_addr(family=socket.AF_INET)
+        )
+
+    def _close(self, handles: Mapping[str, Any]) -> None:
+        for h in handles.values():
+            h.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (a killed, unreaped service)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # pid (comm) STATE ...: comm may hold spaces or parentheses, the state follows the last ")"
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+class StateFileSampler(Sampler):
+    """Samples which nodes run a service without an address: node name -> its pid file.
+
+    A node runs it while its pid file names a live process."""
+
+    def __init__(
+        self, label: str, pidfiles: Mapping[str, Path], interval: float = INTERVAL
+    ) -> None:
+        super().__init__(label, tuple(pidfiles), interval)
+        self.pidfiles = dict(pidfiles)
+
+    def _holds(self, node: str, handle: Any) -> bool:
+        del handle
+        try:
+            text = self.pidfiles[node].read_text().strip()
+        except FileNotFoundError:
+            return False
+        return text.isdigit() and pid_alive(int(text))

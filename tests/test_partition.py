@@ -376,3 +376,28 @@ def test_hole_7_a_reinstalled_peer_with_a_lower_generation_is_a_new_incarnation(
 
 def test_the_probe_window_is_short_enough_for_a_reset_peer_to_be_taken_before_it_boots() -> None:
     assert probe_window(K, D) <= 2.0 < 4.0
+
+
+@pytest.mark.parametrize("group", [TEST1, VIP], ids=["address-less", "vip"])
+def test_a_holder_keeps_its_group_until_a_returning_peer_advertises(
+    group: tuple[str, tuple[str, ...]],
+) -> None:
+    """alpha is in standby, so beta holds alpha's group; every heartbeat path is cut and
+    healed. When beta hears alpha again, alpha's advert (standby: it refuses the group)
+    has not arrived yet: beta must not hand the group to alpha on a guess, which stopped
+    the service and started it again an advert later (seen in the fault lab)."""
+    sim = cluster(group)
+    sim.run_for(5)
+    sim.standby("alpha")
+    sim.run_for(3)
+    assert sim.started_on(name(group)) == ["beta"]
+    sim.isolate("alpha")
+    w = Watch(sim)
+    w.run(8)
+    assert sim.started_on(name(group)) == ["beta"]
+    healed = sim.clock.now
+    sim.heal_all()
+    w.run(5)
+    stops = [e for e in sim.log if e[0] == "op" and e[5] == "stop" and e[1] >= healed]
+    assert stops == [], stops
+    assert sim.started_on(name(group)) == ["beta"] and w.down[name(group)] == 0.0

@@ -22,7 +22,10 @@ commands come as `standby(mode)` and `takeover(mode)`.
    reachable and does not refuse it (standby, or a start that failed there); with
    `auto_failback off` a group stays where it is started.
 2. Hand-off between nodes that hear each other (never two at once): a node releases a
-   group whose target is another; it starts one whose target is itself only when every
+   group whose target is another (a peer heard again whose last advert refused the
+   group: once its new advert confirms it takes it, not on a guess that would interrupt
+   the service for nothing); it
+   starts one whose target is itself only when every
    live peer's advert says "your target, not running here", given after it saw our claim
    (advert epochs). A stop must complete before the peer says "not running".
 3. A holder never gives a group up because it lost its peer. It goes (releases
@@ -384,7 +387,14 @@ class Policy:
                 if mine.may_run:
                     self._release(g, now, "this node is going: " + self.fenced)
                 continue
-            if mine.may_run and target != self.local:
+            if mine.may_run and target is not None and self._refused_before(target, g):
+                # a peer heard again whose advert has not come yet, and whose last advert
+                # refused the group (standby, a failed start): releasing on the guess that it
+                # changed its mind would stop the service only to start it again an advert
+                # later. (Without such a last word the release goes ahead: if both run the
+                # group after a partition, the sooner one stops the better.)
+                self._say(now, g.name, Why.AGREEMENT, f"no advert from {target} yet: keeping it")
+            elif mine.may_run and target != self.local:
                 claim = self._claim_of(target) if target is not None else None
                 if claim is not None and claim.covers(g.preferred == target):
                     why = f"{target} asked to take over (takeover {claim.name.lower()})"
@@ -614,6 +624,16 @@ class Policy:
             return False
         return advert.failed_group(self._index[g.name]) or advert.standby.covers(
             g.preferred == node
+        )
+
+    def _refused_before(self, node: str, g: GroupInfo) -> bool:
+        """`node` is a peer whose current advert has not come, and its last one (from
+        before it went silent) refused `g`."""
+        if node == self.local or node in self._adverts:
+            return False
+        last = self._last_advert.get(node)
+        return last is not None and (
+            last.failed_group(self._index[g.name]) or last.standby.covers(g.preferred == node)
         )
 
     def _running_on(self, node: str, g: GroupInfo) -> bool:
