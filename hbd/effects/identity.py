@@ -7,12 +7,14 @@ start, so peers see a restart as a new generation and a replayed old frame as st
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import time
 import uuid
 from dataclasses import dataclass
 
+from hbd.config.safefiles import create_temp
 from hbd.config.syntax import digits
 from hbd.core.errors import HbdError
 
@@ -32,15 +34,22 @@ class Identity:
 
 
 def _write_durably(path: str, text: str) -> None:
+    """Replace `path` whole: a new temp file (a name nobody could plant, O_EXCL), written,
+    fsync'ed, renamed over `path` (a rename replaces a symbolic link, never follows it),
+    and the directory fsync'ed."""
     directory = os.path.dirname(path) or "."
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd, tmp = create_temp(directory, f"{os.path.basename(path)}.tmp.", 0o644)
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     dfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dfd)
