@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hbd.commands.statusview import links_lines
 from hbd.config.load import load_config
 from hbd.config.model import Medium, MediumKind
 from hbd.core.errors import ConfigError, HbdError
@@ -242,3 +243,9 @@ def test_a_live_pid_that_does_not_use_the_port_is_named_as_a_stale_looking_lock(
         holder.wait()
         os.close(master)
         os.close(slave)
+
+
+def test_hbctl_links_shows_why_a_link_is_down() -> None:
+    why = "/dev/ttyS0 is locked by pid 7 (sleep) in /run/lock/LCK..ttyS0, which does not ..."
+    status = {"nodes": {}, "links": {"serial:/dev/ttyS0": {"open": False, "error": why}}}
+    assert links_lines(status) == [f"serial:/dev/ttyS0 cannot be opened: {why}"]
