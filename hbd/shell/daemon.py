@@ -362,7 +362,9 @@ class Daemon:
             BuiltinAgents(PyrouteAddressManager()), ha_dir=opts.config_dir
         )
         assert self.registry is not None
-        self.control = ControlServer(opts.run_dir, self.registry, self._handle_request)
+        self.control = ControlServer(
+            opts.run_dir, self.registry, self._handle_request, clock=self.clock
+        )
         timeout = self._arm_watchdog(config)
         now = self.clock()
         self.node = Node(self._settings(config, timeout), now)
@@ -590,6 +592,9 @@ class Daemon:
                 candidates.append(t)
         if self._wd_interval is not None:
             candidates.append(self._wd_at + self._wd_interval)
+        t = self.control.get_timer() if self.control is not None else None
+        if t is not None:
+            candidates.append(t)
         return min(candidates)
 
     def _tick(self, now: float) -> None:
@@ -604,6 +609,9 @@ class Daemon:
         t = node.get_timer()
         if t is not None and t <= now:
             node.handle_timer(now)
+        control = self.control
+        if control is not None and (t := control.get_timer()) is not None and t <= now:
+            control.handle_timer(now)  # idle clients hung up on, accepts resumed
         self._flush(now)
         if self._wd_interval is not None and now >= self._wd_at + self._wd_interval:
             if node.fenced is None:  # systemd's watchdog must not outlive a decision to go
