@@ -314,8 +314,8 @@ class BlockingAddresses:
         self.go.wait(5)
         return ("eth0", 24)
 
-    def address_interface(self, ip: Any) -> str | None:
-        return "eth0" if str(ip) in self.added else None
+    def address_interfaces(self, ip: Any) -> tuple[str, ...]:
+        return ("eth0",) if str(ip) in self.added else ()
 
     def add_address(self, addr: Any) -> None:
         self.added.append(str(addr.ip))

@@ -92,9 +92,9 @@ class Lan6:
     def find_interface(self, ip: IPv4Address | IPv6Address) -> tuple[str, int] | None:
         return ("eth0", 64) if ip in VirtualAddress(IPv6Address("fd00::1"), 64).network else None
 
-    def address_interface(self, ip: IPv4Address | IPv6Address) -> str | None:
+    def address_interfaces(self, ip: IPv4Address | IPv6Address) -> tuple[str, ...]:
         a = self.configured.get(ip)  # type: ignore[arg-type]
-        return a.iface if a else None
+        return (a.iface,) if a and a.iface else ()
 
     def add_address(self, addr: VirtualAddress) -> None:
         assert isinstance(addr.ip, IPv6Address)

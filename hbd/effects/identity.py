@@ -33,7 +33,7 @@ class Identity:
     generation: int
 
 
-def _write_durably(path: str, text: str) -> None:
+def write_durably(path: str, text: str) -> None:
     """Replace `path` whole: a new temp file (a name nobody could plant, O_EXCL), written,
     fsync'ed, renamed over `path` (a rename replaces a symbolic link, never follows it),
     and the directory fsync'ed."""
@@ -67,7 +67,7 @@ def _node_uuid(state_dir: str, node_name: str, uuidfrom: str) -> bytes:
             text = f.read().strip()
     except FileNotFoundError:
         new = uuid.uuid4()
-        _write_durably(path, f"{new}\n")
+        write_durably(path, f"{new}\n")
         return new.bytes
     try:
         return uuid.UUID(text).bytes
@@ -96,7 +96,7 @@ def _next_generation(state_dir: str, hbgenmethod: str) -> int:
     generation = previous + 1
     if hbgenmethod == "time":
         generation = max(generation, int(time.time()))
-    _write_durably(path, f"{generation}\n")
+    write_durably(path, f"{generation}\n")
     return generation
 
 
@@ -158,4 +158,4 @@ def save_peer_addresses(state_dir: str, addresses: dict[str, tuple[str, ...]]) -
     """Write the peers' addresses durably (a new file renamed over the old one)."""
     text = "# peers' addresses, learned from their frames; hbd rewrites this file\n"
     text += "".join(f"{n} {' '.join(a)}\n" for n, a in sorted(addresses.items()) if a)
-    _write_durably(os.path.join(state_dir, PEERS_FILE), text)
+    write_durably(os.path.join(state_dir, PEERS_FILE), text)

@@ -49,7 +49,12 @@ from hbd.core.node import (
 )
 from hbd.core.states import NodeState, PathState
 from hbd.core.witness import WitnessDead, WitnessUp
-from hbd.effects.addresses import BuiltinAgents, PyrouteAddressManager
+from hbd.effects.addresses import (
+    ADDRESSES_FILE,
+    AddedAddresses,
+    BuiltinAgents,
+    PyrouteAddressManager,
+)
 from hbd.effects.agents import Runner, ScriptRunner
 from hbd.effects.identity import (
     Identity,
@@ -358,8 +363,9 @@ class Daemon:
             log.warning("%s", note)
         now = self.clock()
         self._open_links(config, now)
+        added = AddedAddresses(os.path.join(opts.state_dir, ADDRESSES_FILE))
         self.runner = self._runner or ScriptRunner(
-            BuiltinAgents(PyrouteAddressManager()), ha_dir=opts.config_dir
+            BuiltinAgents(PyrouteAddressManager(), added=added), ha_dir=opts.config_dir
         )
         assert self.registry is not None
         self.control = ControlServer(
