@@ -207,10 +207,25 @@ def test_out_of_descriptors_the_server_backs_off_logs_once_and_recovers(
         pumped.tick(control.ACCEPT_BACKOFF_MAX)
         waiting[0].sendall(b'{"cmd": "status"}\n')
         assert json.loads(pumped.reply(waiting[0]))["ok"] is True
+        full = True  # one accept worked, then out of descriptors again: the same episode
+        late = pumped.connect()
+        pumped.pump(50)
+        full = False
+        pumped.tick(control.ACCEPT_BACKOFF_MAX)
+        late.sendall(b'{"cmd": "status"}\n')
+        assert json.loads(pumped.reply(late))["ok"] is True
+        assert len(caplog.records) == 1
+        pumped.tick(control.EPISODE_QUIET)  # accepts have worked that long: the episode ends
+        assert pumped.server.get_timer() is None
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("hbd")]
     assert len(lines) == 2, lines
     assert lines[0].startswith("control socket: cannot accept a connection: Too many open files")
-    assert lines[1].startswith("control socket: accepting connections again")
+    assert lines[1] == (
+        "control socket: accepting connections again (out of descriptors or memory for "
+        f"{5 * control.ACCEPT_BACKOFF_MAX + control.ACCEPT_BACKOFF_MAX:.1f} s, 7 attempts "
+        "refused)"
+    )
+    late.close()
     for s in waiting:
         s.close()
 
@@ -314,3 +329,30 @@ def check_requests(loop: asyncio.AbstractEventLoop, h: Harness) -> None:
     print(f"FUZZ control socket: {len(seen)} requests, up to {max(seen)} bytes, all answered")
     assert len(seen) >= 500
     assert h.daemon.control is not None and h.daemon.control.connections == 0
+
+
+def test_a_descriptor_freed_by_a_finished_client_resumes_accepting_at_once(
+    pumped: Pumped, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_accept = socket.socket.accept
+    full = False
+
+    def accept(self: socket.socket) -> tuple[socket.socket, Any]:
+        if full:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_accept(self)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    first = pumped.connect()
+    pumped.pump()
+    full = True  # the first client holds the last descriptor
+    second = pumped.connect()
+    pumped.pump()
+    assert pumped.server.connections == 1
+    full = False
+    first.sendall(b'{"cmd": "status"}\n')
+    assert json.loads(pumped.reply(first))["ok"] is True  # its descriptor is free again
+    second.sendall(b'{"cmd": "status"}\n')
+    assert json.loads(pumped.reply(second))["ok"] is True  # no clock moved: no backoff wait
+    first.close()
+    second.close()

@@ -28,6 +28,7 @@ MAX_CONNECTIONS = 8  # hbctl opens one per request; more at once are told "busy"
 IDLE_TIMEOUT = CLIENT_TIMEOUT  # from accept to the answer sent: then the server hangs up
 ACCEPT_BACKOFF_INITIAL = 0.1  # seconds without accepting after EMFILE, doubling ...
 ACCEPT_BACKOFF_MAX = 2.0  # ... up to this
+EPISODE_QUIET = 10.0  # an EMFILE episode ends after this long without one (then one line)
 # accept(2) errors that say "no resources now": wait instead of trying again at once
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -75,8 +76,9 @@ class ControlServer:
     A local client cannot wedge or flood it: at most `MAX_CONNECTIONS` are open (one more is
     answered "busy" and closed at once); each must be answered within `IDLE_TIMEOUT` of its
     accept or is hung up on (`handle_timer`); out of descriptors (EMFILE), the listener is
-    not watched for a growing pause instead of being retried in a busy loop, with one log
-    line per episode; any request that is not a JSON object with a string `cmd` -- bad
+    not watched for a growing pause instead of being retried in a busy loop, with one
+    warning when an episode starts and one line when accepts have worked for
+    `EPISODE_QUIET` seconds; any request that is not a JSON object with a string `cmd` -- bad
     JSON, too deep, too long, not UTF-8, cut short -- gets one JSON error line.
     """
 
@@ -109,6 +111,7 @@ class ControlServer:
         self._resume_at: float | None = None  # while accepts are paused
         self._paused_since: float | None = None  # the current EMFILE episode
         self._refused = 0  # accept attempts that failed in this episode
+        self._last_refusal = 0.0
 
     @property
     def connections(self) -> int:
@@ -121,6 +124,8 @@ class ControlServer:
         times = [c.deadline for c in self._conns.values()]
         if self._resume_at is not None:
             times.append(self._resume_at)
+        elif self._paused_since is not None:
+            times.append(self._last_refusal + EPISODE_QUIET)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -133,6 +138,12 @@ class ControlServer:
             self._resume_at = None
             self._listen()
             self._accept(selectors.EVENT_READ)
+        if (
+            self._resume_at is None
+            and self._paused_since is not None
+            and now >= self._last_refusal + EPISODE_QUIET
+        ):
+            self._end_episode(now)
 
     # -- accepting ---------------------------------------------------------------------
 
@@ -147,6 +158,7 @@ class ControlServer:
                 self._selector.unregister(self._listener)
             self._listening = False
         self._refused += 1
+        self._last_refusal = now
         if self._paused_since is None:
             self._paused_since = now
             log.warning(
@@ -158,15 +170,15 @@ class ControlServer:
         self._resume_at = now + self._backoff
         self._backoff = min(self._backoff * 2, ACCEPT_BACKOFF_MAX)
 
-    def _accepted(self, now: float) -> None:
-        if self._paused_since is not None:
-            log.info(
-                "control socket: accepting connections again after %.1f s (%d attempts "
-                "refused: %s)",
-                now - self._paused_since,
-                self._refused,
-                "out of descriptors or memory",
-            )
+    def _end_episode(self, now: float) -> None:
+        """Accepts have worked for EPISODE_QUIET seconds: say so, once."""
+        assert self._paused_since is not None
+        log.info(
+            "control socket: accepting connections again (out of descriptors or memory "
+            "for %.1f s, %d attempts refused)",
+            self._last_refusal - self._paused_since,
+            self._refused,
+        )
         self._paused_since = None
         self._refused = 0
         self._backoff = ACCEPT_BACKOFF_INITIAL
@@ -181,7 +193,6 @@ class ControlServer:
             if e.errno in _RESOURCE_ERRORS:
                 self._pause(now, e)
             return  # ECONNABORTED and the like: that client is gone, nothing to do
-        self._accepted(now)
         sock.setblocking(False)
         if len(self._conns) >= MAX_CONNECTIONS:
             with contextlib.suppress(OSError):  # a short line always fits a fresh socket
@@ -242,6 +253,9 @@ class ControlServer:
             self._selector.unregister(conn.sock)
         self._conns.pop(conn.sock.fileno(), None)
         conn.sock.close()
+        if self._resume_at is not None:  # a descriptor was just freed: accept again now
+            self._resume_at = None
+            self._listen()
 
     def close(self) -> None:
         for conn in list(self._conns.values()):
