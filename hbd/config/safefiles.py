@@ -88,6 +88,8 @@ def read_regular(path: str, limit: int = 1 << 20) -> tuple[bytes, os.stat_result
     fd = open_regular(path)
     try:
         st = os.fstat(fd)
+        if st.st_size > limit:
+            raise UnsafeFile(path, f"is {st.st_size} bytes long, more than {limit} hbd reads")
         chunks: list[bytes] = []
         size = 0
         while size < limit and (chunk := os.read(fd, min(65536, limit - size))):
