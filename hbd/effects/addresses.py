@@ -282,6 +282,7 @@ class AddedAddresses:
     def __init__(self, path: str | None = None) -> None:
         self.path = path
         self._added: dict[str, tuple[str, int | None]] = {}
+        self._lock = threading.Lock()  # agents of several groups run in worker threads
         if path is not None:
             self._load(path)
 
@@ -309,12 +310,14 @@ class AddedAddresses:
 
     def add(self, addr: VirtualAddress) -> None:
         assert addr.iface is not None
-        self._added[str(addr.ip)] = (addr.iface, addr.prefixlen)
-        self._save()
+        with self._lock:
+            self._added[str(addr.ip)] = (addr.iface, addr.prefixlen)
+            self._save()
 
     def discard(self, ip: IPAddress) -> None:
-        if self._added.pop(str(ip), None) is not None:
-            self._save()
+        with self._lock:
+            if self._added.pop(str(ip), None) is not None:
+                self._save()
 
     def _save(self) -> None:
         if self.path is None:
