@@ -156,6 +156,7 @@ class ReopeningDriver(abc.ABC):
         self._is_open = False
         self._retry_at: float | None = None
         self.stats = LinkStats()
+        self.last_failure: str | None = None  # why it is down (status shows it); None when open
 
     @property
     def path_id(self) -> str:
@@ -227,8 +228,10 @@ class ReopeningDriver(abc.ABC):
         except (OSError, LinkUnavailable) as e:
             self._do_close()
             self._retry_at = 0.0 if now is None else now + self._backoff.next_delay()
-            self._events.append(LinkOpenFailed(self._path_id, describe(e), self._retry_at))
+            self.last_failure = describe(e)
+            self._events.append(LinkOpenFailed(self._path_id, self.last_failure, self._retry_at))
             return
+        self.last_failure = None
         self._is_open = True
         self._retry_at = None
         self._backoff.reset()
@@ -244,6 +247,7 @@ class ReopeningDriver(abc.ABC):
         self.stats.losses += 1
         self._backoff.reset()
         self._retry_at = now + self._backoff.next_delay()
+        self.last_failure = reason
         self._events.append(LinkLost(self._path_id, reason))
 
 

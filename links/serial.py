@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import termios
 import time
 
 import serial
 
 from hbd.config.model import Medium, MediumKind
+from hbd.config.safefiles import create_temp, open_regular
 
 from .base import Backoff, LinkUnavailable, Received, ReopeningDriver, describe
 
@@ -53,6 +55,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _process_name(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().decode(errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def _uses_device(pid: int, device: str) -> bool | None:
+    """Whether process `pid` has `device` open; None when that cannot be told."""
+    try:
+        wanted = os.stat(device).st_rdev
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for name in names:
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == wanted:
+            return True
+    return False
+
+
 class UucpLock:
     """A UUCP/FHS lock file for one device: created atomically with link(2)."""
 
@@ -63,12 +90,19 @@ class UucpLock:
         self.held = False
 
     def owner(self) -> int | None:
-        """The pid written in the lock file, or None if there is no readable lock."""
+        """The pid written in the lock file, or None if there is no readable lock (a
+        symbolic link, a FIFO or any other planted non-file is no lock: never followed,
+        never waited on)."""
         try:
-            with open(self.path, "rb") as f:
-                text = f.read(64)
-        except FileNotFoundError:
+            fd = open_regular(self.path)
+        except OSError:
             return None
+        try:
+            text = os.read(fd, 64)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
         try:
             return int(text.strip() or b"x")
         except ValueError:
@@ -79,13 +113,13 @@ class UucpLock:
         if self.held:
             return
         pid = os.getpid()
-        tmp = os.path.join(self.lock_dir, f"tmp{pid}-{lock_name(self.device)[5:]}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # a fresh name (O_EXCL): the lock directory is often world-writable (/run/lock)
+        fd, tmp = create_temp(self.lock_dir, f"tmp{pid}-", 0o644)
         try:
-            os.write(fd, b"%10d\n" % pid)
-        finally:
-            os.close(fd)
-        try:
+            try:
+                os.write(fd, b"%10d\n" % pid)
+            finally:
+                os.close(fd)
             for _attempt in range(2):
                 try:
                     os.link(tmp, self.path)
@@ -95,18 +129,33 @@ class UucpLock:
                 self.held = True
                 return
             holder = self.owner()
-            who = f"pid {holder}" if holder is not None else "another program"
-            raise LinkUnavailable(f"{self.device} is locked by {who} ({self.path})")
+            if holder is None:
+                raise LinkUnavailable(f"{self.device} is locked by another program ({self.path})")
+            raise LinkUnavailable(self._held_by(holder))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def _held_by(self, holder: int) -> str:
+        """Why the lock is not ours: the holder's pid and name, and, when that process does
+        not have the port open, that the lock looks stale -- it still stands."""
+        name = _process_name(holder)
+        who = f"pid {holder} ({name})" if name else f"pid {holder}"
+        if _uses_device(holder, self.device) is not False:
+            return f"{self.device} is locked by {who} ({self.path})"
+        return (
+            f"{self.device} is locked by {who} in {self.path}, which does not have "
+            f"{self.device} open: a stale-looking lock (a reused pid?); hbd never takes over "
+            f"a live process's lock, so this path stays down until pid {holder} ends or "
+            f"{self.path} is removed"
+        )
 
     def _remove_if_stale(self) -> None:
         holder = self.owner()
         if holder is None:
             # Empty or garbage: a writer may be mid-way; only an old one is stale.
             try:
-                age = time.time() - os.stat(self.path).st_mtime
+                age = time.time() - os.lstat(self.path).st_mtime
             except FileNotFoundError:
                 return
             if age < STALE_EMPTY_LOCK:

@@ -16,11 +16,15 @@ and the takeover budget it runs its group alone, as a node that starts during a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
+import os
 import signal
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +36,7 @@ from hbd.core.model import AgentKind, Resource
 from hbd.core.resources import Op
 from hbd.effects.addresses import BuiltinAgents
 from hbd.effects.agents import OpResult, ScriptRunner
+from hbd.links.serial import lock_name
 from hbd.shell import daemon as daemon_module
 from hbd.shell.daemon import SHUTDOWN_LIMIT, Daemon, DaemonOptions
 from hbd.testing.sim import FakeClock
@@ -144,6 +149,7 @@ def quiet_logs() -> Iterator[None]:
     yield
     for h in list(logger.handlers):
         logger.removeHandler(h)
+        h.close()
 
 
 @pytest.mark.parametrize(
@@ -308,8 +314,8 @@ class BlockingAddresses:
         self.go.wait(5)
         return ("eth0", 24)
 
-    def address_interface(self, ip: Any) -> str | None:
-        return "eth0" if str(ip) in self.added else None
+    def address_interfaces(self, ip: Any) -> tuple[str, ...]:
+        return ("eth0",) if str(ip) in self.added else ()
 
     def add_address(self, addr: Any) -> None:
         self.added.append(str(addr.ip))
@@ -345,3 +351,53 @@ def test_the_runner_times_operations_with_the_injected_clock() -> None:
     vip = Resource("IPaddr", ("10.70.0.5/24",), AgentKind.BUILTIN, None, "haresources:1")
     result = asyncio.run(runner.run(vip, "status", 1.0))
     assert result.duration_ms == 0  # no built-ins: answered at once, on the fake clock
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    """A live process that has no serial port open, once it runs `sleep`."""
+    proc = subprocess.Popen(["sleep", "30"])
+    for _ in range(200):
+        with open(f"/proc/{proc.pid}/comm") as f:
+            if f.read().strip() == "sleep":
+                return proc
+        time.sleep(0.01)
+    return proc
+
+
+def test_a_serial_path_held_down_by_a_live_pids_lock_says_so_in_status_and_once_in_the_log(
+    tmp_path: Path,
+) -> None:
+    locks = tmp_path / "lock"
+    locks.mkdir()
+    master, slave = os.openpty()
+    device = os.ttyname(slave)
+    lock_file = locks / lock_name(device)
+    holder = sleeper()  # alive, without the port open
+    lock_file.write_bytes(b"%10d\n" % holder.pid)
+    log_file = tmp_path / "hbd.log"
+
+    async def scenario() -> None:
+        h = Harness(tmp_path, FakeRunner(), extra=f"logfile {log_file}\nserial {device}\n")
+        h.daemon.options = dataclasses.replace(h.options, lock_dir=str(locks))
+        await h.start()
+        try:
+            await h.run(12.0, step=0.25)  # a retry every 0.5 .. 5 s
+            [serial] = [v for v in h.daemon.status(h.clock())["links"].values() if v["error"]]
+            assert not serial["open"]
+            assert f"locked by pid {holder.pid} (sleep) in {lock_file}" in serial["error"]
+            assert "stale-looking" in serial["error"]
+        finally:
+            h.close()
+
+    try:
+        with quiet_logs():
+            asyncio.run(scenario())
+    finally:
+        holder.kill()
+        holder.wait()
+        os.close(master)
+        os.close(slave)
+    said = [line for line in log_file.read_text().splitlines() if "cannot be opened" in line]
+    assert len(said) == 1, said  # the retries do not repeat it
+    assert f"{device} is locked by pid {holder.pid} (sleep) in {lock_file}" in said[0]
+    assert f"stays down until pid {holder.pid} ends or {lock_file} is removed" in said[0]

@@ -92,9 +92,9 @@ class Lan6:
     def find_interface(self, ip: IPv4Address | IPv6Address) -> tuple[str, int] | None:
         return ("eth0", 64) if ip in VirtualAddress(IPv6Address("fd00::1"), 64).network else None
 
-    def address_interface(self, ip: IPv4Address | IPv6Address) -> str | None:
+    def address_interfaces(self, ip: IPv4Address | IPv6Address) -> tuple[str, ...]:
         a = self.configured.get(ip)  # type: ignore[arg-type]
-        return a.iface if a else None
+        return (a.iface,) if a and a.iface else ()
 
     def add_address(self, addr: VirtualAddress) -> None:
         assert isinstance(addr.ip, IPv6Address)
@@ -245,3 +245,20 @@ def test_with_dad_off_on_the_interface_the_address_is_announced_at_once(pair: Pa
     assert rc == 0, out
     assert time.monotonic() - started < 0.5
     assert agents.run(builtin("IPaddr2", f"{VIP6}/64/eth0"), "stop")[0] == 0
+
+
+@pytest.mark.root
+@netns.requires_root
+def test_an_ipv6_address_on_another_nic_is_neither_taken_nor_removed(pair: Pair) -> None:
+    node = pair.node
+    node.ip("link", "add", "dum0", "type", "veth", "peer", "name", "dum0p")
+    node.ip("link", "set", "dum0", "up")
+    node.ip("-6", "addr", "add", f"{VIP6}/128", "dev", "dum0", "nodad")
+    agents = BuiltinAgents(PyrouteAddressManager(netns=node.name), dad_wait=0.2)
+    res = builtin("IPv6addr", f"{VIP6}/64/eth0")
+    rc, out = agents.run(res, "start")
+    assert rc == 1 and f"{VIP6} is already configured on dum0, not by hbd" in out
+    assert agents.run(res, "status")[0] == 7
+    assert agents.run(res, "stop") == (0, f"{VIP6} was not added by hbd; left alone on dum0")
+    assert VIP6 in node.ip("-6", "-o", "addr", "show", "dev", "dum0").stdout
+    assert VIP6 not in addresses6(node)

@@ -7,6 +7,7 @@ one ("node"), and tcpdump in the other ("peer") captures the gratuitous ARPs.
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +21,12 @@ from scapy.utils import rdpcap
 
 from hbd.config.ipaddr import AddressError, VirtualAddress, parse_ipaddr
 from hbd.core.model import AgentKind, Resource
-from hbd.effects.addresses import BuiltinAgents, PyrouteAddressManager, gratuitous_arp
+from hbd.effects.addresses import (
+    AddedAddresses,
+    BuiltinAgents,
+    PyrouteAddressManager,
+    gratuitous_arp,
+)
 
 import netns
 
@@ -92,9 +98,9 @@ class RecordingAddresses:
             ("eth0", 24) if ip in VirtualAddress(IPv4Address("192.168.1.1"), 24).network else None
         )
 
-    def address_interface(self, ip: IPv4Address) -> str | None:
+    def address_interfaces(self, ip: IPv4Address) -> tuple[str, ...]:
         a = self.configured.get(ip)
-        return a.iface if a else None
+        return (a.iface,) if a and a.iface else ()
 
     def add_address(self, addr: VirtualAddress) -> None:
         self.configured[addr.ip] = addr
@@ -297,3 +303,98 @@ def test_a_group_with_a_virtual_ip_runs_through_the_core_and_the_runner(
 
     asyncio.run(scenario())
     assert (tmp_path / "calls.log").read_text().split("\n")[-3:-1] == ["web start", "web stop"]
+
+
+class CountingAddresses(PyrouteAddressManager):
+    """The real manager, counting the gratuitous ARP bursts it is asked for."""
+
+    def __init__(self, netns: str) -> None:
+        super().__init__(netns)
+        self.bursts: list[str] = []
+
+    def send_gratuitous_arp(
+        self, ip: IPv4Address, iface: str, count: int, interval: float, reply: bool = False
+    ) -> int:
+        self.bursts.append(iface)
+        return super().send_gratuitous_arp(ip, iface, count, interval, reply)
+
+
+def static_copy(ns: netns.Netns, iface: str = "dum0") -> None:
+    """VIP configured by hand on another interface of the node (not by hbd)."""
+    ns.ip("link", "add", iface, "type", "veth", "peer", "name", f"{iface}p")  # no dummy module
+    ns.ip("link", "set", iface, "up")
+    ns.ip("addr", "add", f"{VIP}/32", "dev", iface)
+
+
+@pytest.mark.root
+@netns.requires_root
+def test_stop_leaves_a_static_copy_of_the_address_on_another_nic_alone(pair: Pair) -> None:
+    static_copy(pair.node)
+    agents = BuiltinAgents(PyrouteAddressManager(netns=pair.node.name))
+    res = builtin("IPaddr2", f"{VIP}/24/eth0")
+    assert agents.run(res, "status") == (
+        7,
+        f"{VIP} is stopped here: it is on dum0, which hbd did not add it to",
+    )
+    assert agents.run(res, "stop") == (0, f"{VIP} was not added by hbd; left alone on dum0")
+    assert f"inet {VIP}/32 scope global dum0" in node_addresses(pair.node)
+
+
+@pytest.mark.root
+@netns.requires_root
+def test_start_refuses_an_address_already_on_another_nic_naming_it_and_announces_nothing(
+    pair: Pair,
+) -> None:
+    static_copy(pair.node)
+    addresses = CountingAddresses(pair.node.name)
+    agents = BuiltinAgents(addresses, arp_count=1)
+    rc, out = agents.run(builtin("IPaddr2", f"{VIP}/24/eth0"), "start")
+    assert (rc, out) == (
+        1,
+        f"IPaddr2::{VIP}/24/eth0: {VIP} is already configured on dum0, not by hbd: hbd "
+        f"will neither add it to eth0 nor announce it; remove it from dum0 or take it out "
+        "of haresources",
+    )
+    assert addresses.bursts == []
+    lines = node_addresses(pair.node)
+    assert f"{VIP}/24" not in lines and f"inet {VIP}/32 scope global dum0" in lines
+
+
+@pytest.mark.root
+@netns.requires_root
+def test_stop_removes_the_address_only_where_hbd_added_it(pair: Pair) -> None:
+    agents = BuiltinAgents(PyrouteAddressManager(netns=pair.node.name), arp_count=1)
+    res = builtin("IPaddr2", f"{VIP}/24/eth0")
+    assert agents.run(res, "start")[0] == 0
+    static_copy(pair.node)  # someone adds it by hand elsewhere meanwhile
+    assert agents.run(res, "stop") == (0, f"{VIP} removed from eth0; left alone on dum0")
+    lines = node_addresses(pair.node)
+    assert f"{VIP}/24" not in lines and f"inet {VIP}/32 scope global dum0" in lines
+
+
+def test_a_restarted_hbd_removes_the_address_from_where_the_last_run_added_it(
+    tmp_path: Path,
+) -> None:
+    world = RecordingAddresses()
+    record = tmp_path / "addresses"
+    res = builtin("IPaddr", "192.168.1.50")
+    assert BuiltinAgents(world, added=AddedAddresses(str(record))).run(res, "start")[0] == 0
+    assert json.loads(record.read_text()) == {"192.168.1.50": {"iface": "eth0", "prefixlen": 24}}
+    # hbd restarts, and findif would now pick another interface: the record says eth0
+    world.find_interface = lambda ip: ("eth9", 24)  # type: ignore[method-assign]
+    again = BuiltinAgents(world, added=AddedAddresses(str(record)))
+    assert again.run(res, "status") == (0, "192.168.1.50 is running on eth0")
+    assert again.run(res, "stop") == (0, "192.168.1.50 removed from eth0")
+    assert world.configured == {} and json.loads(record.read_text()) == {}
+
+
+def test_sendarp_announces_no_address_that_lives_on_another_nic() -> None:
+    world = RecordingAddresses()
+    world.configured[IPv4Address("10.0.0.1")] = VirtualAddress(IPv4Address("10.0.0.1"), 24, "eth1")
+    rc, out = BuiltinAgents(world).run(builtin("SendArp", "10.0.0.1/eth2"), "start")
+    assert (rc, out) == (
+        1,
+        "SendArp::10.0.0.1/eth2: 10.0.0.1 is configured on eth1, not on eth2: no gratuitous "
+        "ARP for it on eth2",
+    )
+    assert world.arps == []

@@ -318,6 +318,7 @@ def test_scripts_do_not_inherit_hbds_oom_protection_realtime_umask_or_notify_soc
         'echo "oom $(cat /proc/self/oom_score_adj)"\n'
         'echo "umask $(umask)"\n'
         "echo \"policy $(sed -n 's/^policy *: *//p' /proc/self/sched)\"\n"
+        "echo \"locked $(sed -n 's/^VmLck:[[:space:]]*//p' /proc/self/status)\"\n"
         'echo "notify ${NOTIFY_SOCKET:-unset} ${WATCHDOG_USEC:-unset}"\n'
     )
     facts.chmod(0o755)
@@ -328,7 +329,44 @@ def test_scripts_do_not_inherit_hbds_oom_protection_realtime_umask_or_notify_soc
     assert run.returncode == 0, run.stderr
     got = dict(line.split(" ", 1) for line in run.stdout.split("\n") if line)
     assert got.pop("hbd-oom") in ("-1000", "0")
-    assert got == {"oom": "0", "umask": "0022", "policy": "0", "notify": "unset unset"}
+    assert got == {
+        "oom": "0", "umask": "0022", "policy": "0", "locked": "0 kB", "notify": "unset unset"
+    }  # fmt: skip
+
+
+INHERITED_REALTIME = r"""
+import asyncio, sys
+from hbd.config.model import Respawn
+from hbd.core.model import AgentKind, Resource
+from hbd.effects.agents import ScriptRunner
+from hbd.effects.respawn import RespawnedProgram
+
+# `realtime off`, but hbd itself was started at SCHED_FIFO (chrt, a realtime parent)
+script = Resource("facts", (), AgentKind.RESOURCE_D, sys.argv[1], "haresources:1")
+print(asyncio.run(ScriptRunner().run(script, "start", 10.0)).output, end="")
+asyncio.run(RespawnedProgram(Respawn("root", (sys.argv[1],), "ha.cf:1")).run())
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs hbd's code at a realtime priority")
+def test_an_hbd_started_at_realtime_priority_still_runs_its_children_at_normal_priority(
+    tmp_path: Path,
+) -> None:
+    facts = tmp_path / "facts"
+    facts.write_text(
+        "#!/bin/sh\n"
+        "echo \"policy $(sed -n 's/^policy *: *//p' /proc/self/sched)"
+        " locked $(sed -n 's/^VmLck:[[:space:]]*//p' /proc/self/status)\"\n"
+        "exit 100\n"  # a respawned program that asks not to be restarted
+    )
+    facts.chmod(0o755)
+    run = subprocess.run(
+        ["chrt", "-f", "10", sys.executable, "-c", INHERITED_REALTIME, str(facts)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["policy 0 locked 0 kB"] * 2, run.stdout  # script, respawn
 
 
 def test_a_child_of_an_oom_protected_hbd_runs_under_choom_with_score_0(

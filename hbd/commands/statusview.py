@@ -73,6 +73,9 @@ def links_lines(status: dict[str, Any]) -> list[str]:
             )
     for wid, w in status.get("ping_nodes", {}).items():
         lines.append(f"{wid} {w['status']} rtt {_ms(w['rtt_ms'])}")
+    for lid, link in status.get("links", {}).items():
+        if not link.get("open", True) and link.get("error"):
+            lines.append(f"{lid} cannot be opened: {link['error']}")
     return lines
 
 

@@ -9,6 +9,7 @@ from hbd.config.authkeys import check_mode, parse_authkeys
 from hbd.config.hacf import parse_hacf
 from hbd.config.haresources import AgentDirs, parse_haresources
 from hbd.config.model import Config, ConfigWarning, HaCf, MediumKind
+from hbd.config.safefiles import UnsafeFile, check_owner, read_regular
 from hbd.core.auth import AuthMethod
 from hbd.core.errors import ConfigError
 from hbd.core.model import ResourceGroup, WireFormat
@@ -31,6 +32,27 @@ def _read(path: str) -> str:
         raise ConfigError(path, None, "file not found") from None
     except OSError as e:
         raise ConfigError(path, None, f"cannot read: {e.strerror}") from None
+    return _decode(path, data)
+
+
+def read_keys(path: str) -> str:
+    """authkeys, read safely (hbd.config.safefiles): a regular file, not through a symbolic
+    link, never blocking on a FIFO, owned by root (or the user hbd runs as), and readable
+    by nobody else -- every check on the open file, none by name."""
+    try:
+        data, st = read_regular(path)
+        check_owner(path, st)
+    except FileNotFoundError:
+        raise ConfigError(path, None, "file not found") from None
+    except UnsafeFile as e:
+        raise ConfigError(path, None, e.problem) from None
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read: {e.strerror}") from None
+    check_mode(path, st.st_mode)
+    return _decode(path, data)
+
+
+def _decode(path: str, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -56,8 +78,7 @@ def load_config(
             f"add 'node {node_name}', or give --node-name if `uname -n` is not the cluster name",
         )
     keys_path = os.path.join(directory, "authkeys")
-    text = _read(keys_path)
-    check_mode(keys_path, os.stat(keys_path).st_mode)
+    text = read_keys(keys_path)
     authkeys, key_warnings = parse_authkeys(text, keys_path)
     if hacf.wire is WireFormat.HEARTBEAT and authkeys.active.method is AuthMethod.SHA256:
         raise ConfigError(

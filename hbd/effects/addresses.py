@@ -4,10 +4,14 @@ ARP and neighbour-advertisement frames.
 `IPaddr::ADDR[/PREFIX[/IFACE[:LABEL]][/BROADCAST]]` (Heartbeat's IPaddr/IPaddr2
 argument, parsed as its resource.d wrappers do): start adds the address and sends a
 burst of gratuitous ARPs (Heartbeat's send_arp defaults: 5, 200 ms apart); stop removes
-it; status says running (0) when it is on an interface, not running (7) otherwise -- OCF
-exit codes. Without an interface, the interface is the one whose configured network
-contains the address (longest prefix), as IPaddr's findif does; the prefix then comes
-from that network too. `SendArp::ADDR/IFACE` only sends the burst on start.
+it; status says running (0) when it is on its interface, not running (7) otherwise -- OCF
+exit codes. hbd touches only what it added, where it added it (`AddedAddresses`, kept in
+STATE_DIR/addresses): stop never removes the address from another interface, and start
+refuses (rc 1, naming the interface) an address already configured elsewhere on the node,
+so it never announces an address that lives on another NIC. Without an interface, the
+interface is the one whose configured network contains the address (longest prefix), as
+IPaddr's findif does; the prefix then comes from that network too. `SendArp::ADDR/IFACE`
+only sends the burst on start (and refuses an ADDR configured on another interface).
 
 IPv6 (`IPaddr2::ADDR/PREFIX/IFACE` with an IPv6 ADDR, `IPv6addr::ADDR/PREFIX/IFACE`): start
 adds the address and then, as the IPaddr2 agent does, waits while the kernel's duplicate
@@ -27,6 +31,7 @@ thread that joins the namespace (setns is per thread on Linux).
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import socket
 import threading
@@ -37,6 +42,7 @@ from typing import Any, Protocol
 from hbd.config.ipaddr import AddressError, VirtualAddress, parse_ipaddr, parse_ipv4
 from hbd.core.model import Resource
 from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_GENERIC, OCF_NOT_RUNNING, Op
+from hbd.effects.identity import write_durably
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -44,6 +50,7 @@ log = logging.getLogger("hbd.effects.addresses")
 
 ARP_COUNT = 5  # Heartbeat's send_arp / IPaddr2 arp_count default
 ARP_INTERVAL = 0.2  # seconds; IPaddr2 arp_interval default 200 ms
+ADDRESSES_FILE = "addresses"  # in the state directory: where hbd added each address
 DAD_WAIT = 10.0  # seconds a tentative IPv6 address is waited for (IPaddr2: 10 x 1 s)
 _CLONE_NEWNET = 0x40000000
 _ETH_P_ARP = 0x0806
@@ -87,12 +94,13 @@ class AddressManager(Protocol):
     def find_interface(self, ip: IPAddress) -> tuple[str, int] | None:
         """The interface (and its prefix length) whose network contains `ip`."""
 
-    def address_interface(self, ip: IPAddress) -> str | None:
-        """The interface `ip` is configured on, or None."""
+    def address_interfaces(self, ip: IPAddress) -> tuple[str, ...]:
+        """Every interface `ip` is configured on (none, one, or several)."""
 
     def add_address(self, addr: VirtualAddress) -> None: ...
 
-    def remove_address(self, addr: VirtualAddress) -> None: ...
+    def remove_address(self, addr: VirtualAddress) -> None:
+        """Remove `addr.ip` from `addr.iface` only (nothing if it is not there)."""
 
     def send_gratuitous_arp(
         self, ip: IPv4Address, iface: str, count: int, interval: float, reply: bool = False
@@ -128,6 +136,10 @@ def _run_in_netns(netns: str, fn: Any) -> Any:
     if error:
         raise error[0]
     return result[0]
+
+
+class AddressInUse(AddressError):
+    """The address is configured on this node already, elsewhere than hbd would put it."""
 
 
 def _family(ip: IPAddress) -> int:
@@ -183,12 +195,9 @@ class PyrouteAddressManager:
                     best = (iface, plen)
             return best
 
-    def address_interface(self, ip: IPAddress) -> str | None:
+    def address_interfaces(self, ip: IPAddress) -> tuple[str, ...]:
         with self._ipr() as ipr:
-            for iface, addr, _, _ in self._addresses(ipr, _family(ip)):
-                if addr == ip:
-                    return iface
-        return None
+            return tuple(i for i, addr, _, _ in self._addresses(ipr, _family(ip)) if addr == ip)
 
     def dad_state(self, ip: IPv6Address) -> str | None:
         with self._ipr() as ipr:
@@ -214,9 +223,16 @@ class PyrouteAddressManager:
             ipr.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.prefixlen, **kw)
 
     def remove_address(self, addr: VirtualAddress) -> None:
+        assert addr.iface is not None
         with self._ipr() as ipr:
+            found = ipr.link_lookup(ifname=addr.iface)
+            if not found:
+                return  # the interface is gone, and the address with it
             for a in ipr.get_addr(family=_family(addr.ip), address=str(addr.ip)):
-                ipr.addr("del", index=a["index"], address=str(addr.ip), prefixlen=a["prefixlen"])
+                if a["index"] == found[0]:
+                    ipr.addr(
+                        "del", index=a["index"], address=str(addr.ip), prefixlen=a["prefixlen"]
+                    )
 
     def _mac(self, iface: str) -> str:
         with self._ipr() as ipr:
@@ -256,6 +272,60 @@ class PyrouteAddressManager:
         return sent
 
 
+class AddedAddresses:
+    """Where hbd added each service address (address -> interface and prefix length), so
+    `stop` removes it from there alone, and a restarted hbd still knows. Given a `path`
+    (the daemon's STATE_DIR/addresses), every change is written durably before the
+    address is added, and after it is removed: the file never misses an address hbd
+    added."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self._added: dict[str, tuple[str, int | None]] = {}
+        self._lock = threading.Lock()  # agents of several groups run in worker threads
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            self._added = {
+                str(ip): (str(v["iface"]), None if v["prefixlen"] is None else int(v["prefixlen"]))
+                for ip, v in data.items()
+            }
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            log.error(
+                "%s: cannot be read (%s): hbd does not know where it added its addresses; "
+                "an address on its configured interface is taken as hbd's",
+                path,
+                e,
+            )
+
+    def where(self, ip: IPAddress) -> VirtualAddress | None:
+        got = self._added.get(str(ip))
+        return None if got is None else VirtualAddress(ip, got[1], got[0])
+
+    def add(self, addr: VirtualAddress) -> None:
+        assert addr.iface is not None
+        with self._lock:
+            self._added[str(addr.ip)] = (addr.iface, addr.prefixlen)
+            self._save()
+
+    def discard(self, ip: IPAddress) -> None:
+        with self._lock:
+            if self._added.pop(str(ip), None) is not None:
+                self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        data = {ip: {"iface": i, "prefixlen": p} for ip, (i, p) in sorted(self._added.items())}
+        write_durably(self.path, json.dumps(data, indent=1) + "\n")
+
+
 def _check(cancelled: threading.Event | None, op: Op) -> None:
     """Stop here if the caller gave up on this operation (it timed out)."""
     if cancelled is not None and cancelled.is_set():
@@ -280,8 +350,10 @@ class BuiltinAgents:
         arp_interval: float = ARP_INTERVAL,
         arp_reply: bool = False,
         dad_wait: float = DAD_WAIT,
+        added: AddedAddresses | None = None,
     ) -> None:
         self.addresses = addresses
+        self.added = added or AddedAddresses()
         self.dad_wait = dad_wait
         self.arp_count = arp_count
         self.arp_interval = arp_interval
@@ -306,6 +378,8 @@ class BuiltinAgents:
             if resource.name == "IPv6addr" and not family:
                 raise AddressError("IPv6addr takes an IPv6 address; write IPaddr2::ADDR for IPv4")
             return self._ipaddr(resource.args[0], op, cancelled)
+        except AddressInUse as e:
+            return OCF_ERR_GENERIC, f"{resource.spec}: {e}"
         except AddressError as e:
             return OCF_ERR_CONFIGURED, f"{resource.spec}: {e}"
         except OSError as e:  # includes pyroute2's NetlinkError
@@ -324,23 +398,63 @@ class BuiltinAgents:
             )
         return addr.resolved(found[0], addr.prefixlen or found[1])
 
+    def _home(self, arg: str) -> VirtualAddress | None:
+        """Where this address is hbd's: where hbd added it (recorded), else where it would
+        add it (the interface given, or findif's); None if no interface fits."""
+        ip = parse_ipaddr(arg).ip
+        recorded = self.added.where(ip)
+        if recorded is not None:
+            return recorded
+        try:
+            return self.resolve(arg)
+        except AddressError:
+            return None
+
     def _ipaddr(self, arg: str, op: Op, cancelled: threading.Event | None) -> tuple[int, str]:
         ip = parse_ipaddr(arg).ip
-        where = self.addresses.address_interface(ip)
+        on = self.addresses.address_interfaces(ip)
+        home = self._home(arg) if op != "start" else None
         if op == "status":
-            if where is None:
-                return OCF_NOT_RUNNING, f"{ip} is stopped"
-            return 0, f"{ip} is running on {where}"
+            if home is not None and home.iface in on:
+                return 0, f"{ip} is running on {home.iface}"
+            if on:
+                return (
+                    OCF_NOT_RUNNING,
+                    f"{ip} is stopped here: it is on {', '.join(on)}, which hbd did not add it to",
+                )
+            return OCF_NOT_RUNNING, f"{ip} is stopped"
         if op == "stop":
-            if where is None:
+            others = [i for i in on if home is None or i != home.iface]
+            left = f"; left alone on {', '.join(others)}" if others else ""
+            if home is None or home.iface not in on:
+                self.added.discard(ip)
+                if others:
+                    return 0, f"{ip} was not added by hbd{left}"
                 return 0, f"{ip} was not configured"
-            self.addresses.remove_address(parse_ipaddr(arg))
-            return 0, f"{ip} removed from {where}"
+            self.addresses.remove_address(home)
+            self.added.discard(ip)
+            return 0, f"{ip} removed from {home.iface}{left}"
         addr = self.resolve(arg)
+        recorded = self.added.where(ip)
+        if recorded is not None and recorded.iface in on:
+            addr = addr.resolved(recorded.iface, recorded.prefixlen or addr.prefixlen or 0)
         assert addr.iface is not None
+        foreign = [i for i in on if i != addr.iface]
+        if foreign:
+            where = ", ".join(foreign)
+            raise AddressInUse(
+                f"{ip} is already configured on {where}, not by hbd: hbd will neither add it "
+                f"to {addr.iface} nor announce it; remove it from {where} or take it out of "
+                "haresources"
+            )
         _check(cancelled, op)
-        if where is None:
-            self.addresses.add_address(addr)
+        if addr.iface not in on:
+            self.added.add(addr)  # recorded first: a crash right after adding still knows
+            try:
+                self.addresses.add_address(addr)
+            except BaseException:
+                self.added.discard(ip)
+                raise
         _check(cancelled, op)
         if isinstance(ip, IPv6Address):
             return self._announce6(ip, addr.prefixlen, addr.iface)
@@ -364,6 +478,7 @@ class BuiltinAgents:
             time.sleep(0.05)
         if state == "dadfailed":
             self.addresses.remove_address(VirtualAddress(ip, prefixlen, iface))
+            self.added.discard(ip)
             return (
                 OCF_ERR_GENERIC,
                 f"IPv6 address collision: another host on {iface} has {ip} (duplicate address "
@@ -383,6 +498,12 @@ class BuiltinAgents:
         if op == "stop":
             self._arps_sent.discard(key)
             return 0, "stopped"
+        on = self.addresses.address_interfaces(ip)
+        if on and iface not in on:
+            raise AddressInUse(
+                f"{ip} is configured on {', '.join(on)}, not on {iface}: no gratuitous ARP "
+                f"for it on {iface}"
+            )
         sent = self.addresses.send_gratuitous_arp(
             ip, iface, self.arp_count, self.arp_interval, self.arp_reply
         )

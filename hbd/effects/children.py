@@ -4,7 +4,11 @@ hbd runs with settings that are right for a heartbeat daemon and wrong for the s
 starts, and a child inherits all of them unless told otherwise:
 
 - SCHED_FIFO (`realtime on`): hbd sets it with SCHED_RESET_ON_FORK (hbd.effects.realtime),
-  so children start at normal priority, as Heartbeat's make_normaltime() did;
+  so children start at SCHED_OTHER, nice 0, as Heartbeat's make_normaltime() did. A
+  realtime policy hbd did not choose (`realtime off` under `chrt -f`, a realtime parent, a
+  unit's CPUSchedulingPolicy=) gets the same flag before every start (`child_argv`);
+- the memory lock (`mlockall(MCL_CURRENT|MCL_FUTURE)`): not inherited by fork(2) and
+  cleared by execve(2) (mlockall(2)), so a child's memory is never locked;
 - `OOMScoreAdjust=-1000` (the unit): a database started by a resource script would be the
   one process the OOM killer may never pick. `child_argv` runs the child under util-linux's
   `choom -n 0`, which resets it before the program starts (raising one's own score needs no
@@ -55,8 +59,22 @@ def _choom() -> str | None:
     return shutil.which("choom", path=os.defpath + ":/usr/bin:/bin")
 
 
+def reset_scheduling_on_fork() -> None:
+    """Make every process this thread starts begin at SCHED_OTHER, nice 0, whatever
+    policy this thread has (SCHED_RESET_ON_FORK: no privilege needed to set it)."""
+    try:
+        policy = os.sched_getscheduler(0)
+        if policy & os.SCHED_RESET_ON_FORK:
+            return
+        os.sched_setscheduler(0, policy | os.SCHED_RESET_ON_FORK, os.sched_getparam(0))
+    except OSError:  # not allowed here (a seccomp filter): the child keeps hbd's policy
+        pass
+
+
 def child_argv(argv: Sequence[str]) -> list[str]:
-    """`argv`, run with an OOM score of 0 when hbd's own is below that (`choom -n 0 --`)."""
+    """`argv`, run with an OOM score of 0 when hbd's own is below that (`choom -n 0 --`).
+    Called right before each start: it also sees to the child's scheduling policy."""
+    reset_scheduling_on_fork()
     choom = _choom()
     if choom is None or own_oom_score_adj() >= 0:
         return list(argv)

@@ -7,12 +7,14 @@ start, so peers see a restart as a new generation and a replayed old frame as st
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import time
 import uuid
 from dataclasses import dataclass
 
+from hbd.config.safefiles import create_temp
 from hbd.config.syntax import digits
 from hbd.core.errors import HbdError
 
@@ -31,16 +33,23 @@ class Identity:
     generation: int
 
 
-def _write_durably(path: str, text: str) -> None:
+def write_durably(path: str, text: str) -> None:
+    """Replace `path` whole: a new temp file (a name nobody could plant, O_EXCL), written,
+    fsync'ed, renamed over `path` (a rename replaces a symbolic link, never follows it),
+    and the directory fsync'ed."""
     directory = os.path.dirname(path) or "."
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd, tmp = create_temp(directory, f"{os.path.basename(path)}.tmp.", 0o644)
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     dfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dfd)
@@ -58,7 +67,7 @@ def _node_uuid(state_dir: str, node_name: str, uuidfrom: str) -> bytes:
             text = f.read().strip()
     except FileNotFoundError:
         new = uuid.uuid4()
-        _write_durably(path, f"{new}\n")
+        write_durably(path, f"{new}\n")
         return new.bytes
     try:
         return uuid.UUID(text).bytes
@@ -87,7 +96,7 @@ def _next_generation(state_dir: str, hbgenmethod: str) -> int:
     generation = previous + 1
     if hbgenmethod == "time":
         generation = max(generation, int(time.time()))
-    _write_durably(path, f"{generation}\n")
+    write_durably(path, f"{generation}\n")
     return generation
 
 
@@ -149,4 +158,4 @@ def save_peer_addresses(state_dir: str, addresses: dict[str, tuple[str, ...]]) -
     """Write the peers' addresses durably (a new file renamed over the old one)."""
     text = "# peers' addresses, learned from their frames; hbd rewrites this file\n"
     text += "".join(f"{n} {' '.join(a)}\n" for n, a in sorted(addresses.items()) if a)
-    _write_durably(os.path.join(state_dir, PEERS_FILE), text)
+    write_durably(os.path.join(state_dir, PEERS_FILE), text)

@@ -2,8 +2,11 @@
 
 As Heartbeat: SCHED_FIFO at `rtprio` (default halfway between the minimum and maximum
 SCHED_FIFO priorities) and mlockall, so heartbeats keep going when the machine is swapping
-or busy. The children hbd starts do not inherit it (SCHED_RESET_ON_FORK), as Heartbeat's
-make_normaltime() saw to. Failures are warnings, never fatal (a container may refuse both).
+or busy. The children hbd starts do not inherit it (SCHED_RESET_ON_FORK, and
+hbd.effects.children for a policy hbd did not set), as Heartbeat's make_normaltime() saw to;
+nor the memory lock: mlockall(2)'s locks and MCL_FUTURE are not inherited by fork(2) and are
+cleared by execve(2) (tests/test_scripts.py reads a child's VmLck). Failures are warnings,
+never fatal (a container may refuse both).
 """
 
 from __future__ import annotations

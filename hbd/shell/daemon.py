@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import selectors
@@ -29,6 +30,7 @@ from typing import Any
 
 from hbd.config.load import check_watchdog_device, load_config, local_node_name
 from hbd.config.model import Config, Medium, PingGroup, PingNode
+from hbd.config.safefiles import UnsafeFile, check_owner, open_regular
 from hbd.core import events as ev
 from hbd.core import resources as rs
 from hbd.core.errors import ConfigError, HbdError, LocalProtocolError
@@ -47,7 +49,12 @@ from hbd.core.node import (
 )
 from hbd.core.states import NodeState, PathState
 from hbd.core.witness import WitnessDead, WitnessUp
-from hbd.effects.addresses import BuiltinAgents, PyrouteAddressManager
+from hbd.effects.addresses import (
+    ADDRESSES_FILE,
+    AddedAddresses,
+    BuiltinAgents,
+    PyrouteAddressManager,
+)
 from hbd.effects.agents import Runner, ScriptRunner
 from hbd.effects.identity import (
     Identity,
@@ -99,6 +106,10 @@ class WatchdogInfo:
 
 class AlreadyRunning(HbdError):
     pass
+
+
+class PidFileError(HbdError):
+    """The pid file is not one hbd may write (a symbolic link, another user's file, ...)."""
 
 
 def link_name(medium: Medium) -> str:
@@ -296,6 +307,8 @@ class Daemon:
         self._wd_at = 0.0
         self.started_at = 0.0
         self._owns_run_dir = False  # only then may shutdown remove the pid file
+        self._open_failures: dict[str, str] = {}  # path id -> reason last logged
+        self._pid_fd: int | None = None  # the pid file, flock'ed while this daemon runs
         self._ucast_paths: dict[tuple[str, str], str] = {}  # (device, peer) -> path id
         self._stuck = False  # a clean stop gave up on groups that may still run
         self.respawned: list[RespawnedProgram] = []
@@ -350,11 +363,14 @@ class Daemon:
             log.warning("%s", note)
         now = self.clock()
         self._open_links(config, now)
+        added = AddedAddresses(os.path.join(opts.state_dir, ADDRESSES_FILE))
         self.runner = self._runner or ScriptRunner(
-            BuiltinAgents(PyrouteAddressManager()), ha_dir=opts.config_dir
+            BuiltinAgents(PyrouteAddressManager(), added=added), ha_dir=opts.config_dir
         )
         assert self.registry is not None
-        self.control = ControlServer(opts.run_dir, self.registry, self._handle_request)
+        self.control = ControlServer(
+            opts.run_dir, self.registry, self._handle_request, clock=self.clock
+        )
         timeout = self._arm_watchdog(config)
         now = self.clock()
         self.node = Node(self._settings(config, timeout), now)
@@ -543,8 +559,11 @@ class Daemon:
         if self.control is not None:
             self.control.close()
             self.control = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._pidfile())
+        if self._pid_fd is not None:  # removed while still locked, then let go
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._pidfile())
+            os.close(self._pid_fd)
+            self._pid_fd = None
         uptime = now - self.started_at if self.started_at else 0.0
         log.info("%s hbd shutdown complete after %.1f s", self._node(), uptime)
         self.notifier.close()
@@ -579,6 +598,9 @@ class Daemon:
                 candidates.append(t)
         if self._wd_interval is not None:
             candidates.append(self._wd_at + self._wd_interval)
+        t = self.control.get_timer() if self.control is not None else None
+        if t is not None:
+            candidates.append(t)
         return min(candidates)
 
     def _tick(self, now: float) -> None:
@@ -593,6 +615,9 @@ class Daemon:
         t = node.get_timer()
         if t is not None and t <= now:
             node.handle_timer(now)
+        control = self.control
+        if control is not None and (t := control.get_timer()) is not None and t <= now:
+            control.handle_timer(now)  # idle clients hung up on, accepts resumed
         self._flush(now)
         if self._wd_interval is not None and now >= self._wd_at + self._wd_interval:
             if node.fenced is None:  # systemd's watchdog must not outlive a decision to go
@@ -741,12 +766,16 @@ class Daemon:
         warning = logging.DEBUG if quiet else logging.WARNING
         while (event := link.next_event()) is not None:
             if isinstance(event, LinkOpened):
+                self._open_failures.pop(pid, None)
                 log.log(info, "Link %s opened", pid)
             elif isinstance(event, LinkLost):
                 log.log(warning, "Link %s lost: %s; reopening", pid, event.reason)
             elif isinstance(event, LinkOpenFailed):
+                # the same reason again (a retry) is news only to a debug log
+                again = self._open_failures.get(pid) == event.reason
+                self._open_failures[pid] = event.reason
                 log.log(
-                    warning,
+                    logging.DEBUG if again else warning,
                     "Link %s cannot be opened: %s; retrying in %.1f s",
                     pid,
                     event.reason,
@@ -815,6 +844,7 @@ class Daemon:
         links = {
             pid: {
                 "open": link.fileno() is not None,
+                "error": getattr(link, "last_failure", None),
                 "frames_sent": link.stats.frames_sent,
                 "frames_received": link.stats.frames_received,
                 "dropped": link.stats.frames_dropped,
@@ -944,32 +974,57 @@ class Daemon:
         return os.path.join(self.options.run_dir, "hbd.pid")
 
     def _claim_run_dir(self) -> None:
+        """Take the pid file: opened without following a symbolic link, never truncated
+        before it is ours, and flock'ed for as long as this daemon runs, so a second hbd
+        is refused by the lock (naming the first one's pid), and a file left by a crash,
+        whatever pid it names, is simply taken over."""
         os.makedirs(self.options.run_dir, mode=0o755, exist_ok=True)
         path = self._pidfile()
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            with open(path) as f:
-                pid = int(f.read().strip())
-            if pid != os.getpid() and _alive(pid):
-                raise AlreadyRunning(
-                    f"{path}: hbd (pid {pid}) already runs with this run directory; stop it "
-                    "first or give another --run-dir"
-                )
-        with open(path, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        self._owns_run_dir = True
+        for _attempt in range(3):
+            try:
+                fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except UnsafeFile as e:
+                raise PidFileError(f"{e}; remove it (hbd writes its pid file itself)") from None
+            try:
+                st = os.fstat(fd)
+                try:
+                    check_owner(path, st)
+                except UnsafeFile as e:
+                    raise PidFileError(str(e)) from None
+                if st.st_nlink != 1:
+                    raise PidFileError(
+                        f"{path}: has {st.st_nlink} names (a hard link to another file?); "
+                        "remove it (hbd writes its pid file itself)"
+                    )
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    raise AlreadyRunning(
+                        f"{path}: hbd (pid {text or '?'}) already runs with this run "
+                        "directory; stop it first or give another --run-dir"
+                    ) from None
+                try:
+                    same = os.stat(path, follow_symlinks=False).st_ino == st.st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:  # the holder removed it as we opened it: open the new one
+                    os.close(fd)
+                    continue
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._pid_fd = fd
+            self._owns_run_dir = True
+            return
+        raise PidFileError(
+            f"{path}: keeps being replaced while hbd starts; is another hbd starting?"
+        )
 
     def _node(self) -> str:
         return self.config.node_name if self.config else "?"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _ms(seconds: float | None) -> float | None:
