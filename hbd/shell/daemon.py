@@ -299,6 +299,7 @@ class Daemon:
         self._ucast_paths: dict[tuple[str, str], str] = {}  # (device, peer) -> path id
         self._stuck = False  # a clean stop gave up on groups that may still run
         self.respawned: list[RespawnedProgram] = []
+        self.loop_stats: Counter[str] = Counter()  # turns of the loop, by what woke it
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -450,8 +451,12 @@ class Daemon:
         assert self._wake is not None
         now = self.clock()
         timeout = max(0.0, min(self._next_deadline(now) - now, STATUS_REFRESH))
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout)
+            self.loop_stats["io"] += 1
+        except TimeoutError:
+            self.loop_stats["timer"] += 1
+        self.loop_stats["turns"] += 1
         self._wake.clear()
 
     async def _hand_over(self) -> None:
@@ -844,6 +849,7 @@ class Daemon:
                 "magic_close": self.watchdog.magic_close,
             },
             "fenced": node.fenced,
+            "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io")},
         }
         if node.active:
             out["groups"] = node.rm.snapshot(node.holders())
