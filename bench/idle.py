@@ -1,183 +1,511 @@
-"""CPU and memory of an idle two-node cluster: hbd beside Heartbeat 3.0.6.
+"""Idle cost of a two-node cluster holding a VIP: hbd beside Heartbeat 3.0.6 and keepalived.
 
-    sudo python bench/idle.py [--window 60] [--rates 1,10] [--systems hbd,hbd-hbwire,heartbeat]
+    sudo python bench/idle.py [--window 60] [--settle 5] [--rates 1,5] [--repeat 1]
+                              [--systems hbd,hbd-hbwire,heartbeat,keepalived]
+                              [--no-group] [--profile DIR] [--json bench/results/idle.json]
 
-Each run builds a fresh cluster: two network namespaces joined by two veth pairs (`bcast
-eth0` on one, `ucast eth1 PEER` on the other) and a socat pty pair (`serial`, baud
-19200) -- three paths -- with no resources. Both daemons start; once each reports all three
-paths up (hbd: its status; Heartbeat: its "Link ... up." log lines) and `--settle` more
-seconds have passed, the CPU time (user + system, from /proc/PID/stat) of every process in
-each node's namespace is sampled at the start and the end of `--window` seconds, and the
-memory at the end (RSS and PSS from /proc/PID/smaps_rollup). For Heartbeat that is all its
-processes -- the master control process and a reader and a writer per path -- summed.
+Per rate, one cluster of every system runs at the same time (so they share the machine's
+noise: the same window, the same neighbours). Each cluster is two network namespaces, hb1
+and hb2, joined by two veth pairs and a socat pty pair -- three paths: `bcast eth0`,
+`ucast eth1 PEER` and `serial` (baud 19200) -- and one resource group, the VIP
+10.91.0.100/24 on eth0, held by hb1:
 
-Systems:
-- hbd: `wire hbd` (native frames), sha256 key;
-- hbd-hbwire: hbd speaking Heartbeat's wire format (classic/netstring), sha1 key;
-- heartbeat: Heartbeat 3.0.6 (Debian package, /usr/libexec/heartbeat/heartbeat), sha1 key,
-  `crm no`, logging to a file (no logd), as in tests/tools/capture_heartbeat.py.
+- hbd: `hb1 IPaddr::10.91.0.100/24` (its built-in IPaddr), native frames (`wire hbd`,
+  sha256) or Heartbeat's wire (sha1); `realtime` left at its default, on (SCHED_FIFO and
+  mlockall, as shipped);
+- heartbeat: Heartbeat 3.0.6 (Debian package), `crm no`, `hb1 IPaddr2::10.91.0.100/24/eth0`,
+  sha1, logging to a file, realtime at its default (on);
+- keepalived: VRRPv3 unicast on eth0 (keepalived has no serial path and one VRRP path),
+  hb1 MASTER, `advert_int` = the keepalive, `virtual_ipaddress { 10.91.0.100/24 dev eth0 }`.
 
-Rates: keepalive 1 s (deadtime 10 s) and 100 ms (deadtime 1 s); `--rates` lists them in Hz.
-Note the serial path runs over a pty, which has no baud clock: at 10 Hz Heartbeat's frames
-would not fit a real 19200-baud line (see bench/serial.py), here they cross anyway.
-Needs root. Prints one row per (system, rate): per-node figures, the mean of the two nodes.
+Rates: 1 Hz (keepalive 1 s, deadtime 3 s) and 5 Hz (200 ms, 1 s); 10 Hz (100 ms, 1 s) on
+request. Once every node reports all its paths up and hb1 holds the VIP, and `--settle`
+seconds more have passed, every process in each node's namespace is sampled at the start
+and the end of `--window` seconds:
+
+- CPU ms/min: on-CPU time of every thread (/proc/PID/task/TID/schedstat, nanoseconds);
+- wake/s: context switches (voluntary + involuntary, every thread) per second: how often
+  the node's processes went to sleep and were woken;
+- loop/s (hbd only): turns of hbd's event loop per second, from its own counters
+  (`hbctl status --json`, "loop"); with the split timer / descriptor;
+- RSS, PSS (/proc/PID/smaps_rollup) and VmLck (/proc/PID/status, mlock'ed memory) at the end.
+
+`--profile DIR` records hb1's hbd during the window with py-spy (`pip install py-spy`;
+folded stacks in DIR, and the top functions printed); the profiled rows' CPU includes
+py-spy's reads of the process, so take figures from a run without it. `--repeat N` runs
+every rate N times and prints, per system and rate, the range over runs of the mean of the
+two nodes. Needs root. Writes every measurement to --json and the table beside it (.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import common
 
-SYSTEMS = {
-    "hbd": ("hbd (native frames)", "wire hbd", "auth 1\n1 sha256 bench-idle-key-sha256\n"),
-    "hbd-hbwire": ("hbd (Heartbeat wire)", "", "auth 1\n1 sha1 bench-idle-key-sha1\n"),
-    "heartbeat": ("Heartbeat 3.0.6", "", "auth 1\n1 sha1 bench-idle-key-sha1\n"),
-}
 NODES = ("hb1", "hb2")
-DEADTIME_MS = {1000: 10_000, 100: 1_000}  # keepalive -> deadtime
+VIP = "10.91.0.100"
+RATES = {1.0: (1000, 3000), 5.0: (200, 1000), 10.0: (100, 1000)}  # Hz -> keepalive, deadtime
+RESULTS = common.REPO / "bench" / "results"
 
 
 @dataclass(frozen=True)
-class Row:
+class System:
+    key: str
+    label: str
+    kind: str  # "hbd", "heartbeat" or "keepalived"
+    native: bool = False
+
+    @property
+    def authkeys(self) -> str:
+        if self.native:
+            return "auth 1\n1 sha256 bench-idle-key-sha256\n"
+        return "auth 1\n1 sha1 bench-idle-key-sha1\n"
+
+    @property
+    def paths(self) -> int:
+        return 1 if self.kind == "keepalived" else 3
+
+
+SYSTEMS = {
+    s.key: s
+    for s in (
+        System("hbd", "hbd (native frames)", "hbd", native=True),
+        System("hbd-hbwire", "hbd (Heartbeat wire)", "hbd"),
+        System("heartbeat", "Heartbeat 3.0.6", "heartbeat"),
+        System("keepalived", "keepalived", "keepalived"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One node over one window."""
+
     system: str
-    keepalive_ms: int
-    usage: tuple[common.Usage, common.Usage]  # one per node
+    node: str
+    hz: float
+    seconds: float
+    cpu_ms: float  # on-CPU time of every thread of every process, over the window
+    switches: int  # context switches, over the window
+    rss_kib: int
+    pss_kib: int
+    locked_kib: int
+    processes: int
+    loop_turns: int | None = None  # hbd: its loop's turns over the window
+    loop_timer: int | None = None
+    loop_io: int | None = None
 
-    def cells(self) -> list[object]:
-        a, b = self.usage
-        return [
-            self.system,
-            f"{1000 / self.keepalive_ms:g} Hz",
-            f"{(a.cpu_per_minute + b.cpu_per_minute) / 2:.2f}",
-            f"{(a.rss_kib + b.rss_kib) / 2 / 1024:.1f}",
-            f"{(a.pss_kib + b.pss_kib) / 2 / 1024:.1f}",
-            f"{(a.processes + b.processes) / 2:g}",
-            f"{a.seconds:.0f}",
-        ]
+    @property
+    def cpu_per_minute(self) -> float:
+        return self.cpu_ms * 60.0 / self.seconds
 
 
-def keepalive_for(hz: float) -> int:
-    ms = round(1000 / hz)
-    if ms not in DEADTIME_MS:
-        raise SystemExit(
-            f"--rates: {hz:g} Hz is not one of {sorted(1000 / k for k in DEADTIME_MS)}"
+# -- /proc ----------------------------------------------------------------------------------
+
+
+def _tasks(pid: int) -> list[Path]:
+    try:
+        return list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def cpu_and_switches(pid: int) -> tuple[int, int]:
+    """(on-CPU nanoseconds, context switches) summed over the threads of `pid`."""
+    ns = switches = 0
+    for task in _tasks(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            ns += int((task / "schedstat").read_text().split()[0])
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    switches += int(line.split()[1])
+    return ns, switches
+
+
+def locked_kib(pid: int) -> int:
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmLck:"):
+                return int(line.split()[1])
+    return 0
+
+
+def loop_counters(node: common.Node) -> dict[str, int] | None:
+    if not isinstance(node, common.HbdNode):
+        return None
+    status = node.status() or {}
+    loop = status.get("loop")
+    return loop if isinstance(loop, dict) else None
+
+
+def measure(system: System, node: common.Node, hz: float, window: float) -> Sample:
+    loop_before = loop_counters(node)
+    pids = node.pids()
+    before = {pid: cpu_and_switches(pid) for pid in pids}
+    start = time.monotonic()
+    time.sleep(window)
+    pids = node.pids()
+    after = {pid: cpu_and_switches(pid) for pid in pids}
+    elapsed = time.monotonic() - start
+    loop_after = loop_counters(node)
+    cpu = sum(a[0] - before.get(pid, (0, 0))[0] for pid, a in after.items())
+    switches = sum(a[1] - before.get(pid, (0, 0))[1] for pid, a in after.items())
+    rss = pss = lck = 0
+    for pid in after:
+        r, p = common.memory_kib(pid)
+        rss, pss, lck = rss + r, pss + p, lck + locked_kib(pid)
+    turns: dict[str, int | None] = {"turns": None, "timer": None, "io": None}
+    if loop_before is not None and loop_after is not None:
+        for k in turns:
+            turns[k] = int(loop_after.get(k, 0)) - int(loop_before.get(k, 0))
+    return Sample(
+        system.label, node.name, hz, elapsed, cpu / 1e6, switches, rss, pss, lck, len(after),
+        turns["turns"], turns["timer"], turns["io"],
+    )  # fmt: skip
+
+
+# -- the clusters -----------------------------------------------------------------------------
+
+
+def keepalived_conf(node: str, keepalive_ms: int) -> str:
+    me = NODES.index(node) + 1
+    peer = 2 if me == 1 else 1
+    return (
+        "global_defs {\n"
+        f"  router_id {node}\n  vrrp_version 3\n  script_user root\n"
+        "  enable_script_security\n  vrrp_garp_master_delay 0\n"
+        "}\n"
+        "vrrp_instance VI_1 {\n"
+        f"  state {'MASTER' if me == 1 else 'BACKUP'}\n"
+        "  interface eth0\n  virtual_router_id 51\n"
+        f"  priority {150 if me == 1 else 100}\n"
+        f"  advert_int {keepalive_ms / 1000:g}\n"
+        f"  unicast_src_ip 10.91.0.{me}\n  unicast_peer {{\n    10.91.0.{peer}\n  }}\n"
+        f"  virtual_ipaddress {{\n    {VIP}/24 dev eth0\n  }}\n"
+        "}\n"
+    )
+
+
+class KeepalivedNode(common.Node):
+    """keepalived in the node's namespace, its config and pid files under `root`."""
+
+    def write_config(self, hacf: str, authkeys: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "keepalived.conf").write_text(hacf)
+
+    def start(self) -> None:
+        r = self.root
+        argv = ["keepalived", "-n", "-l", "-D", "-f", str(r / "keepalived.conf")]
+        argv += ["-p", str(r / "k.pid"), "-r", str(r / "vrrp.pid"), "-c", str(r / "chk.pid")]
+        self.proc = self.ns.popen(argv, self.log)
+
+    def paths_up(self) -> int:
+        return 1
+
+
+def has_vip(ns: common.Namespace) -> bool:
+    out = ns.exec("ip", "-4", "-o", "addr", "show", "dev", "eth0", check=False).stdout
+    return f" {VIP}/" in out
+
+
+@dataclass
+class Cluster:
+    system: System
+    spaces: list[common.Namespace]
+    nodes: list[common.Node]
+
+    def ready(self, group: bool) -> bool:
+        if not all(n.paths_up() >= self.system.paths for n in self.nodes):
+            return False
+        return not group or has_vip(self.spaces[0])
+
+
+def cluster(
+    stack: ExitStack, system: System, hz: float, group: bool, tmp: Path, tag: str
+) -> Cluster:
+    keepalive_ms, deadtime_ms = RATES[hz]
+    spaces = [stack.enter_context(common.namespace(n)) for n in NODES]
+    common.veth(spaces[0], spaces[1], "eth0", "10.91.0.1/24", "10.91.0.2/24")
+    common.veth(spaces[0], spaces[1], "eth1", "10.92.0.1/24", "10.92.0.2/24")
+    ttys = ("", "")
+    if system.kind != "keepalived":
+        ttys = stack.enter_context(
+            common.serial_line(tmp / f"tty-{tag}-hb1", tmp / f"tty-{tag}-hb2")
         )
-    return ms
-
-
-def run_one(system: str, keepalive_ms: int, window: float, settle: float, tmp: Path) -> Row:
-    """One fresh cluster of `system` at `keepalive_ms`, measured over `window` seconds."""
-    label, wire, authkeys = SYSTEMS[system]
-    with ExitStack() as stack:
-        spaces = [stack.enter_context(common.namespace(n)) for n in NODES]
-        common.veth(spaces[0], spaces[1], "eth0", "10.91.0.1/24", "10.91.0.2/24")
-        common.veth(spaces[0], spaces[1], "eth1", "10.92.0.1/24", "10.92.0.2/24")
-        ttys = stack.enter_context(common.serial_line(tmp / "tty-hb1", tmp / "tty-hb2"))
-        nodes: list[common.Node] = []
-        for i, name in enumerate(NODES):
-            peer_addr = f"10.92.0.{2 - i}"
-            media = [
-                common.Medium("bcast", "eth0"),
-                common.Medium("ucast", "eth1", peer_addr),
-                common.Medium("serial", ttys[i]),
-            ]
-            extra = [wire] if wire else []
-            hacf = common.hacf_text(
-                NODES, media, keepalive_ms, DEADTIME_MS[keepalive_ms], extra=extra
-            )
-            cls = common.HeartbeatNode if system == "heartbeat" else common.HbdNode
-            node: common.Node = cls(name, spaces[i], tmp / f"{system}-{keepalive_ms}-{name}")
-            node.root.mkdir(parents=True)
-            node.write_config(hacf, authkeys)
+    nodes: list[common.Node] = []
+    for i, name in enumerate(NODES):
+        root = tmp / f"{tag}-{name}"
+        node: common.Node
+        if system.kind == "keepalived":
+            node = KeepalivedNode(name, spaces[i], root)
+            node.write_config(keepalived_conf(name, keepalive_ms), "")
             nodes.append(node)
-        for node in nodes:
-            node.start()
-        common.note(f"idle: {label} at keepalive {keepalive_ms} ms: waiting for 3 paths up")
-        common.wait_until(
-            lambda: all(n.paths_up() >= 3 for n in nodes),
-            30 + 3 * DEADTIME_MS[keepalive_ms] / 1000,
-            f"{label}: both nodes to see all three paths up (logs under {tmp})",
-        )
+            continue
+        media = [
+            common.Medium("bcast", "eth0"),
+            common.Medium("ucast", "eth1", f"10.92.0.{2 - i}"),
+            common.Medium("serial", ttys[i]),
+        ]
+        extra = ["wire hbd"] if system.native else []
+        hacf = common.hacf_text(NODES, media, keepalive_ms, deadtime_ms, extra=extra)
+        if system.kind == "heartbeat":
+            node = common.HeartbeatNode(name, spaces[i], root)
+            node.root.mkdir(parents=True)
+            node.write_config(hacf, system.authkeys)
+            if group:  # the nic spelled out, as bench/failover.py does
+                (root / "etc" / "haresources").write_text(f"hb1 IPaddr2::{VIP}/24/eth0\n")
+        else:
+            node = common.HbdNode(name, spaces[i], root)
+            node.root.mkdir(parents=True)
+            node.write_config(hacf, system.authkeys)
+            if group:
+                (root / "ha.d" / "haresources").write_text(f"hb1 IPaddr::{VIP}/24\n")
+        nodes.append(node)
+    return Cluster(system, spaces, nodes)
+
+
+def profile_start(c: Cluster, window: float, out: Path, tag: str) -> subprocess.Popen[bytes] | None:
+    node = c.nodes[0]
+    if c.system.kind != "hbd" or node.proc is None:
+        return None
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [py_spy, "record", "--nonblocking", "--rate", "1000", "--format", "raw",
+            "--duration", f"{max(1, int(window))}", "--pid", str(node.proc.pid),
+            "--output", str(out / f"{tag}.folded")]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def top_functions(folded: Path, n: int = 12) -> str:
+    """The functions with the most samples, self and total, from py-spy's folded stacks."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in folded.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        samples += count
+        if frames:
+            own[frames[-1]] += count
+        for frame in dict.fromkeys(frames):
+            total[frame] += count
+    rows = [[f"{c / samples:.0%}", f"{total[f] / samples:.0%}", f] for f, c in own.most_common(n)]
+    return f"{samples} samples\n" + common.table(["self", "total", "function"], rows)
+
+
+def run_rate(
+    systems: Sequence[System],
+    hz: float,
+    window: float,
+    settle: float,
+    group: bool,
+    tmp: Path,
+    profile: Path | None,
+    run: int,
+) -> list[Sample]:
+    """Every system's cluster at `hz`, up at the same time, measured over one window."""
+    deadtime_ms = RATES[hz][1]
+    with ExitStack() as stack:
+        clusters = []
+        for s in systems:
+            tag = f"r{run}-{hz:g}hz-{s.key}"
+            clusters.append(cluster(stack, s, hz, group, tmp, tag))
+        for c in clusters:
+            for node in c.nodes:
+                node.start()
+        what = " and the VIP on hb1" if group else ""
+        common.note(f"idle: {hz:g} Hz: waiting for every path up{what}")
+        for c in clusters:
+            common.wait_until(
+                lambda c=c: c.ready(group),  # type: ignore[misc]
+                30 + 3 * deadtime_ms / 1000,
+                f"{c.system.label}: every path up{what} (logs under {tmp})",
+            )
         time.sleep(settle)
-        common.note(f"idle: {label} at keepalive {keepalive_ms} ms: measuring {window:g} s")
-        usages = _measure_both(nodes, window)
-        for node in nodes:
-            if node.proc is not None and node.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{label} on {node.name} exited during the window; see {node.log}"
+        common.note(f"idle: {hz:g} Hz: measuring {window:g} s")
+        spies = []
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            for c in clusters:
+                tag = f"{hz:g}hz-{c.system.key}-run{run}"
+                spies.append((tag, profile_start(c, window, profile, tag)))
+        results: dict[tuple[int, int], Sample] = {}
+
+        def one(ci: int, ni: int) -> None:
+            c = clusters[ci]
+            results[ci, ni] = measure(c.system, c.nodes[ni], hz, window)
+
+        threads = [
+            threading.Thread(target=one, args=(ci, ni))
+            for ci in range(len(clusters))
+            for ni in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for tag, spy in spies:
+            if spy is None or profile is None:
+                continue
+            spy.wait(window + 30)
+            folded = profile / f"{tag}.folded"
+            if folded.exists():
+                print(f"\nprofile of hb1, {tag} (py-spy, folded stacks in {folded}):")
+                print(top_functions(folded))
+        for c in clusters:
+            for node in c.nodes:
+                if node.proc is not None and node.proc.poll() is not None:
+                    raise RuntimeError(f"{c.system.label} on {node.name} exited; see {node.log}")
+            common.wait_until(
+                lambda c=c: c.ready(group),  # type: ignore[misc]
+                5.0,
+                f"{c.system.label}: still every path up after the window (logs under {tmp})",
+            )
+        for c in clusters:
+            for node in c.nodes:
+                node.stop()
+    return [results[ci, ni] for ci in range(len(clusters)) for ni in range(2)]
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def _span(values: Sequence[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    if f"{lo:{fmt}}" == f"{hi:{fmt}}":
+        return f"{lo:{fmt}}"
+    return f"{lo:{fmt}}-{hi:{fmt}}"
+
+
+HEADERS = ["system", "rate", "CPU ms/min", "wake/s", "loop/s (timer+io)", "RSS MiB",
+           "PSS MiB", "VmLck MiB", "procs", "runs"]  # fmt: skip
+
+
+def report(systems: Sequence[System], rates: Sequence[float], samples: Sequence[Sample]) -> str:
+    """One row per system and rate: the range over runs of each run's two-node mean."""
+    rows: list[list[object]] = []
+    for hz in rates:
+        for s in systems:
+            mine = [x for x in samples if x.system == s.label and x.hz == hz]
+            if not mine:
+                continue
+            per_run = [mine[i : i + 2] for i in range(0, len(mine), 2)]  # hb1, hb2 per run
+
+            def col(f: Any, fmt: str, per_run: list[list[Sample]] = per_run) -> str:
+                return _span([sum(f(x) for x in pair) / len(pair) for pair in per_run], fmt)
+
+            loop = "-"
+            if all(x.loop_turns is not None for x in mine):
+                loop = (
+                    col(lambda x: x.loop_turns / x.seconds, ".1f")
+                    + f" ({col(lambda x: (x.loop_timer or 0) / x.seconds, '.1f')}"
+                    + f"+{col(lambda x: (x.loop_io or 0) / x.seconds, '.1f')})"
                 )
-        common.wait_until(  # still all up (a status poll may time out on a busy machine)
-            lambda: all(n.paths_up() >= 3 for n in nodes),
-            3.0,
-            f"{label}: all three paths still up after the window (logs under {tmp})",
-        )
-        for node in nodes:
-            node.stop()
-    return Row(label, keepalive_ms, usages)
-
-
-def _measure_both(nodes: list[common.Node], window: float) -> tuple[common.Usage, common.Usage]:
-    """Both nodes over the same window (two threads sampling at the same moments)."""
-    results: dict[int, common.Usage] = {}
-
-    def measure(i: int) -> None:
-        results[i] = common.measure_usage(nodes[i].pids, window)
-
-    threads = [threading.Thread(target=measure, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results[0], results[1]
+            rows.append([
+                s.label, f"{hz:g} Hz",
+                col(lambda x: x.cpu_per_minute, ".0f"),
+                col(lambda x: x.switches / x.seconds, ".1f"),
+                loop,
+                col(lambda x: x.rss_kib / 1024, ".1f"),
+                col(lambda x: x.pss_kib / 1024, ".1f"),
+                col(lambda x: x.locked_kib / 1024, ".1f"),
+                col(lambda x: x.processes, "g"),
+                len(per_run),
+            ])  # fmt: skip
+    return common.table(HEADERS, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=float, default=60.0, help="seconds measured")
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds after all paths up")
-    parser.add_argument("--rates", default="1,10", help="heartbeats per second (1 and/or 10)")
-    parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds after all is up")
+    parser.add_argument("--rates", default="1,5", help="heartbeats per second: 1, 5 and/or 10")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every rate")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=",".join(SYSTEMS))
+    parser.add_argument("--no-group", action="store_true", help="no VIP group (paths only)")
+    parser.add_argument("--profile", type=Path, help="py-spy hb1's hbd; folded stacks here")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
+    parser.add_argument("--json", type=Path, help="write the samples here (and the table .md)")
     args = parser.parse_args(argv)
-    systems = [s for s in args.systems.split(",") if s]
-    for s in systems:
-        if s not in SYSTEMS:
-            parser.error(f"unknown system {s!r}; known: {', '.join(SYSTEMS)}")
-    rates = [keepalive_for(float(r)) for r in args.rates.split(",") if r]
-    missing = common.missing_for_cluster(heartbeat="heartbeat" in systems)
+    systems = []
+    for key in (s for s in args.systems.split(",") if s):
+        if key not in SYSTEMS:
+            parser.error(f"unknown system {key!r}; known: {', '.join(SYSTEMS)}")
+        systems.append(SYSTEMS[key])
+    rates = []
+    for r in (r for r in args.rates.split(",") if r):
+        if float(r) not in RATES:
+            parser.error(f"--rates: {r} Hz is not one of {', '.join(f'{h:g}' for h in RATES)}")
+        rates.append(float(r))
+    missing = common.missing_for_cluster(heartbeat=any(s.kind == "heartbeat" for s in systems))
+    keepalived = any(s.kind == "keepalived" for s in systems)
+    if missing is None and keepalived and shutil.which("keepalived") is None:
+        missing = "needs keepalived (Debian package keepalived)"
     if missing is not None:
         print(f"idle: {missing}", file=sys.stderr)
         return 2
 
-    rows = []
+    samples: list[Sample] = []
     tmp = Path(tempfile.mkdtemp(prefix="hbd-bench-idle-"))
     try:
-        for keepalive_ms in rates:
-            for system in systems:
-                rows.append(run_one(system, keepalive_ms, args.window, args.settle, tmp))
+        for run in range(args.repeat):
+            for hz in rates:
+                got = run_rate(
+                    systems, hz, args.window, args.settle, not args.no_group, tmp,
+                    args.profile, run,
+                )  # fmt: skip
+                samples.extend(got)
+                for x in got:
+                    loop = "" if x.loop_turns is None else f" loop {x.loop_turns / x.seconds:.1f}/s"
+                    common.note(
+                        f"  {x.system} {x.node} {hz:g} Hz: {x.cpu_per_minute:.0f} ms/min, "
+                        f"{x.switches / x.seconds:.1f} wake/s{loop}, PSS {x.pss_kib / 1024:.1f}"
+                        f" MiB, VmLck {x.locked_kib / 1024:.1f} MiB"
+                    )
     finally:
         if args.keep:
             common.note(f"idle: configurations and logs kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    headers = ["system", "rate", "CPU s/min", "RSS MiB", "PSS MiB", "processes", "window s"]
-    print("idle two-node cluster, three paths (bcast eth0, ucast eth1, serial); per node\n")
-    print(common.table(headers, [r.cells() for r in rows]))
-    print(
-        "\nCPU s/min: user + system CPU seconds per minute of wall clock, all the node's"
-        " processes summed (mean of the two nodes).\nRSS: resident memory summed over the"
-        " node's processes (pages shared between Heartbeat's forked processes count once"
-        " per process);\nPSS: the same with shared pages divided among their sharers."
+    what = "no resources" if args.no_group else f"one VIP group ({VIP}/24 on hb1)"
+    text = (
+        f"idle two-node cluster, three paths (bcast eth0, ucast eth1, serial), {what}; per node,"
+        f" {args.window:g} s windows\n\n" + report(systems, rates, samples) + "\n"
     )
+    print("\n" + text)
+    print(
+        "CPU ms/min: on-CPU time of all the node's threads per minute of wall clock; wake/s:"
+        " their context switches per second; loop/s: turns of hbd's event loop (woken by"
+        " a timer + by a descriptor);\nRSS counts pages Heartbeat's forked processes share"
+        " once per process, PSS divides them among their sharers; VmLck: locked (mlock) memory."
+        "\nEach cell: the range over runs of the mean of the two nodes."
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "window_s": args.window,
+            "group": not args.no_group,
+            "samples": [asdict(x) for x in samples],
+        }
+        args.json.write_text(json.dumps(payload, indent=1) + "\n")
+        args.json.with_suffix(".md").write_text(text)
     return 0
 
 

@@ -144,22 +144,26 @@ def _bench_namespaces(pid: int) -> set[str]:
 @pytest.mark.skipif(
     not os.access("/usr/libexec/heartbeat/heartbeat", os.X_OK), reason="needs Heartbeat 3.0.6"
 )
-def test_idle_cluster_measured_for_hbd_and_heartbeat() -> None:
+def test_idle_cluster_with_a_vip_measured_for_hbd_heartbeat_and_keepalived() -> None:
+    if shutil.which("keepalived") is None:
+        pytest.skip("needs keepalived")
     proc = subprocess.Popen(
         [sys.executable, str(BENCH / "idle.py"), "--window", "3", "--settle", "0.5",
-         "--rates", "10", "--systems", "hbd,heartbeat"],
+         "--rates", "5", "--systems", "hbd,heartbeat,keepalived"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=150)
     assert proc.returncode == 0, f"idle.py exited {proc.returncode}\n{out}\n{err}"
     rows = table_rows(out, "system")
-    assert set(rows) == {"hbd (native frames)", "Heartbeat 3.0.6"}
+    assert set(rows) == {"hbd (native frames)", "Heartbeat 3.0.6", "keepalived"}
     for row in rows.values():
-        assert row[1] == "10 Hz"
-        assert number(row[2]) >= 0 and number(row[3]) > 0 and number(row[4]) > 0
-        assert number(row[5]) >= 1
+        assert row[1] == "5 Hz"
+        cpu, wakes, rss, pss, locked, procs = (number(row[i]) for i in (2, 3, 5, 6, 7, 8))
+        assert cpu >= 0 and wakes > 0 and rss > 0 and pss > 0 and locked >= 0 and procs >= 1
+    hbd = rows["hbd (native frames)"]
+    assert hbd[4] != "-"  # hbd's own loop counters were read
     # Heartbeat runs a reader and a writer per path beside its master: more than hbd's one
-    assert number(rows["Heartbeat 3.0.6"][5]) > number(rows["hbd (native frames)"][5])
+    assert number(rows["Heartbeat 3.0.6"][8]) > number(hbd[8])
     assert _bench_namespaces(proc.pid) == set()  # every namespace it made is gone

@@ -401,3 +401,50 @@ def test_a_serial_path_held_down_by_a_live_pids_lock_says_so_in_status_and_once_
     assert len(said) == 1, said  # the retries do not repeat it
     assert f"{device} is locked by pid {holder.pid} (sleep) in {lock_file}" in said[0]
     assert f"stays down until pid {holder.pid} ends or {lock_file} is removed" in said[0]
+
+
+def test_the_loop_sleeps_until_the_nodes_next_deadline_with_no_periodic_wake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one timer is armed at Node.get_timer() (the earliest deadline of anything), and
+    nothing else wakes the loop: no polling interval, no once-a-second status refresh."""
+
+    async def scenario() -> None:
+        h = Harness(tmp_path, FakeRunner())
+        h.daemon.clock = time.monotonic  # the real loop's timers, on the real clock
+        await h.start()
+        try:
+            d, node = h.daemon, h.daemon.node
+            assert node is not None
+            ticks: list[float] = []
+            far = time.monotonic() + 3600.0
+            deadline = [far]
+            monkeypatch.setattr(node, "get_timer", lambda: deadline[0])
+
+            def handle_timer(now: float) -> None:  # as a node does: its deadline moves on
+                ticks.append(now)
+                deadline[0] = far
+
+            monkeypatch.setattr(node, "handle_timer", handle_timer)
+            for _pid, driver in d._drivers():
+                monkeypatch.setattr(driver, "get_timer", lambda: None)
+            d._arm(time.monotonic())
+            turns = d.loop_stats["timer"]
+            await asyncio.sleep(1.6)  # past any "refresh every second"
+            assert d.loop_stats["timer"] == turns, "the loop woke with nothing due"
+            assert ticks == []
+            # a deadline 0.3 s away: exactly one turn, at it, then asleep again
+            deadline[0] = time.monotonic() + 0.3
+            d._arm(time.monotonic())
+            soon = deadline[0]
+            while not ticks:
+                await asyncio.sleep(0.01)
+                assert time.monotonic() < soon + 2.0, "the due deadline never woke the loop"
+            await asyncio.sleep(0.5)
+            assert d.loop_stats["timer"] == turns + 1
+            assert len(ticks) == 1 and soon <= ticks[0] < soon + 0.25
+        finally:
+            h.close()
+
+    with quiet_logs():
+        asyncio.run(scenario())

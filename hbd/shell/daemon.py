@@ -5,8 +5,12 @@ the monotonic `now`, to the node (`hbd.core.node.Node`); the node returns frames
 actions to carry out (run an agent, pet the watchdog, send pings or probes, remember a
 peer's addresses, go) and events, which the loop logs in words a Heartbeat user can
 grep. Results (agent exits, ping and probe answers) go back to the node as inputs.
-Timers are inputs too: the loop sleeps until the earliest of the node's and the
-drivers' deadlines. `hbctl` talks to the control socket.
+Timers are inputs too. The loop wakes only for a readable descriptor or a due timer: one
+asyncio timer handle is armed, after every input, at the earliest of the node's
+(`Node.get_timer`), the drivers' and the systemd watchdog's deadlines, and nothing else
+wakes it -- no polling interval, so an idle node wakes at its heartbeat rate (a frame in
+per peer and path, a heartbeat out) and costs what that costs. `hbctl` talks to the
+control socket.
 
 Signals: SIGTERM/SIGINT stop cleanly (groups handed over first, then the watchdog
 disarmed), SIGHUP re-reads the configuration and applies it to the running node: the
@@ -83,7 +87,8 @@ from hbd.shell.settings import node_settings
 
 log = logging.getLogger("hbd")
 
-STATUS_REFRESH = 1.0  # seconds between systemd STATUS= updates (when changed)
+STATUS_REFRESH = 1.0  # seconds at least between systemd STATUS= updates (only on a change)
+MIN_SLEEP = 0.001  # a deadline still due right after its turn is retried this much later
 SHUTDOWN_LIMIT = 300.0  # seconds a clean stop waits for the groups to stop
 
 
@@ -303,6 +308,10 @@ class Daemon:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._status_line = ""
         self._status_at = 0.0
+        self._status_dirty = False  # a node event since the last STATUS= (systemd only)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None  # the deadline (daemon clock) it is armed for
         self._wd_interval = watchdog_interval()
         self._wd_at = 0.0
         self.started_at = 0.0
@@ -311,7 +320,9 @@ class Daemon:
         self._pid_fd: int | None = None  # the pid file, flock'ed while this daemon runs
         self._ucast_paths: dict[tuple[str, str], str] = {}  # (device, peer) -> path id
         self._stuck = False  # a clean stop gave up on groups that may still run
+        self._handing_over = False  # a clean stop's hand-over waits on every turn
         self.respawned: list[RespawnedProgram] = []
+        self.loop_stats: Counter[str] = Counter()  # turns of the loop, by what woke it
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -321,15 +332,18 @@ class Daemon:
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self.registry = LoopRegistry(loop, self._wake.set)
+        self.registry = LoopRegistry(loop, self._after_io)
         try:
             self.start(loop)
             while not self._stop:
-                await self._wait()
-                self._tick(self.clock())
+                # the node's work happens in the timer and reader callbacks; this only
+                # waits for a stop or a reload
+                await self._wake.wait()
+                self._wake.clear()
                 if self._reload:
                     self._reload = False
                     self.reload()
+                    self._arm(self.clock())
             await self._hand_over()
             for program in self.respawned:
                 await program.stop()
@@ -387,7 +401,9 @@ class Daemon:
         for program in self.respawned:
             self._spawn(asyncio.ensure_future(program.run()))
         self.started_at = now
+        self._loop = loop
         self._tick(now)
+        self._arm(now)
         log.info(
             "hbd %s started: node %s, generation %d, %d path(s), %d group(s), wire %s",
             _version(),
@@ -463,11 +479,9 @@ class Daemon:
         task.add_done_callback(done)
 
     async def _wait(self) -> None:
+        """Until the next input (any timer or descriptor turn, a stop, an agent's end)."""
         assert self._wake is not None
-        now = self.clock()
-        timeout = max(0.0, min(self._next_deadline(now) - now, STATUS_REFRESH))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        await self._wake.wait()
         self._wake.clear()
 
     async def _hand_over(self) -> None:
@@ -480,11 +494,12 @@ class Daemon:
         now = self.clock()
         self.notifier.stopping("hbd is stopping: handing the groups over")
         log.info("stopping: handing the resource groups over")
+        self._handing_over = True  # from now on every turn wakes this loop
         node.begin_stop(now)
         self._flush(now)
+        self._arm(now)
         while True:
             now = self.clock()
-            self._tick(now)
             if node.stopped(now):
                 break
             if now - node.stop_began() > SHUTDOWN_LIMIT:
@@ -501,7 +516,9 @@ class Daemon:
                 break
             await self._wait()
         # one more turn so the peers hear "stopped here" before this node goes silent
-        self._tick(self.clock())
+        now = self.clock()
+        self._tick(now)
+        self._arm(now)
 
     def _open_links(self, config: Config, now: float) -> None:
         """Open the links and ping witnesses `config` names (closing the ones it does not)."""
@@ -587,8 +604,10 @@ class Daemon:
     def _drivers(self) -> list[tuple[str, Driver]]:
         return [*self.links.items(), *self.pings.items(), *self.prober.drivers.items()]
 
-    def _next_deadline(self, now: float) -> float:
-        candidates = [now + STATUS_REFRESH]
+    def _next_deadline(self, now: float) -> float | None:
+        """The earliest deadline of the node, the drivers, the systemd watchdog and a
+        pending STATUS= update; None when nothing is due ever (then only I/O wakes)."""
+        candidates: list[float] = []
         t = self.node.get_timer() if self.node is not None else None
         if t is not None:
             candidates.append(t)
@@ -601,7 +620,44 @@ class Daemon:
         t = self.control.get_timer() if self.control is not None else None
         if t is not None:
             candidates.append(t)
-        return min(candidates)
+        if self._status_dirty and self.notifier.enabled:
+            candidates.append(self._status_at + STATUS_REFRESH)
+        return min(candidates, default=None)
+
+    def _arm(self, now: float) -> None:
+        """Arm the one timer at the next deadline (after every input: it may have moved)."""
+        loop = self._loop
+        if loop is None:
+            return
+        deadline = self._next_deadline(now)
+        if deadline is not None and deadline <= now and self._timer_at == deadline:
+            deadline = now + MIN_SLEEP  # still due right after its own turn: not a spin
+        if deadline == self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = loop.call_at(loop.time() + max(0.0, deadline - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.loop_stats["turns"] += 1
+        self.loop_stats["timer"] += 1
+        now = self.clock()
+        self._tick(now)
+        self._arm(now)
+        if self._handing_over and self._wake is not None:
+            self._wake.set()
+
+    def _after_io(self) -> None:
+        """After a descriptor's callback (a link, a probe, the control socket)."""
+        self.loop_stats["turns"] += 1
+        self.loop_stats["io"] += 1
+        self._arm(self.clock())
+        if self._handing_over and self._wake is not None:
+            self._wake.set()
 
     def _tick(self, now: float) -> None:
         node = self.node
@@ -610,8 +666,8 @@ class Daemon:
             t = driver.get_timer()
             if t is not None and t <= now:
                 driver.handle_timer(now)
-            self._drain_link(pid, now)
-            self._sync_fd(pid, driver)
+                self._drain_link(pid, now)
+                self._sync_fd(pid, driver)
         t = node.get_timer()
         if t is not None and t <= now:
             node.handle_timer(now)
@@ -623,12 +679,14 @@ class Daemon:
             if node.fenced is None:  # systemd's watchdog must not outlive a decision to go
                 self.notifier.watchdog()
             self._wd_at = now
-        if now - self._status_at >= STATUS_REFRESH:
+        if self._status_dirty and now - self._status_at >= STATUS_REFRESH:
+            self._status_dirty = False
             self._status_at = now
-            line = self._status_text(now)
-            if line != self._status_line:
-                self._status_line = line
-                self.notifier.status(line)
+            if self.notifier.enabled:
+                line = self._status_text(now)
+                if line != self._status_line:
+                    self._status_line = line
+                    self.notifier.status(line)
 
     def _flush(self, now: float) -> None:
         """Carry out everything the node asked for, then log what it reported."""
@@ -717,6 +775,7 @@ class Daemon:
         except LocalProtocolError as e:  # the node moved on (a reload, a restart)
             log.warning("a late result of %s %s was dropped: %s", action.group, action.op, e)
         self._flush(now)
+        self._arm(now)
 
     _probe_keys: frozenset[str] = frozenset()
 
@@ -802,6 +861,8 @@ class Daemon:
     def _log_event(self, event: NodeEvent) -> None:
         if isinstance(event, ev.FrameDropped):
             self.dropped[event.reason.value] += 1
+        else:
+            self._status_dirty = True  # what STATUS= says may have changed
         line = event_log_line(event, self.names)
         if line is None:
             log.debug("%s", event)
@@ -874,6 +935,7 @@ class Daemon:
                 "magic_close": self.watchdog.magic_close,
             },
             "fenced": node.fenced,
+            "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io")},
         }
         if node.active:
             out["groups"] = node.rm.snapshot(node.holders())
@@ -915,9 +977,7 @@ class Daemon:
                 getattr(node, cmd)(mode, now)
             except LocalProtocolError as e:
                 return {"ok": False, "error": str(e)}
-            self._flush(now)
-            if self._wake is not None:
-                self._wake.set()
+            self._flush(now)  # the timer is re-armed after this socket's turn
             return {"ok": True, "message": f"{cmd} {mode} requested"}
         return {"ok": False, "error": f"unknown command '{cmd}'"}
 
