@@ -8,7 +8,8 @@ no clock: `now` is monotonic seconds from the caller.
 Every keepalive it sends one heartbeat on every path in the configured format (hbd
 native frames, or Heartbeat's: classic text on serial, netstring on UDP); one sequence
 number per message, the same on every path, so receivers count it once. On receive it
-accepts both formats on every path (`receive.py`), verifies, and drops with a reason
+accepts hbd's format on every path, and Heartbeat's with `wire heartbeat` or when
+`accept_heartbeat` says so (`receive.py`), verifies, and drops with a reason
 (a `FrameDropped` event) anything forged, garbled, replayed, from an unknown node or
 from itself. See `membership.py` for what is decided from what arrives.
 """
@@ -77,6 +78,16 @@ class EngineSettings:
     watchdog_timeout: float | None = None
     adaptive_detector: bool = False
     wall_offset: float = 0.0  # wall-clock seconds minus `now`: Heartbeat's `ts` field
+    # Heartbeat-format frames accepted (ha.cf `wire_accept`); None: only with wire heartbeat
+    accept_heartbeat: bool | None = None
+
+    @property
+    def heartbeat_frames(self) -> bool:
+        """Whether Heartbeat-format frames are accepted: with `wire heartbeat` always, with
+        `wire hbd` only when the operator said a peer still sends them (`wire_accept`)."""
+        if self.accept_heartbeat is None:
+            return self.wire is WireFormat.HEARTBEAT
+        return self.accept_heartbeat
 
     def __post_init__(self) -> None:
         if self.node not in self.nodes:
@@ -499,6 +510,14 @@ class Engine:
             self._receive_native(path, nat.decode_native(seg.data, keys, cid), now, source)
         elif seg.format is FrameFormat.NATIVE_SERIAL:
             self._receive_native(path, nat.decode_native_serial(seg.data, keys, cid), now, source)
+        elif not self.settings.heartbeat_frames:
+            # refused before any parsing: under `wire hbd` nothing speaks Heartbeat's format
+            # unless the operator says so, so it is no way in (not even for a crc forgery)
+            detail = (
+                f"a Heartbeat-format ({seg.format.value}) frame, but this node says 'wire hbd' "
+                "and no 'wire_accept heartbeat': no peer sends that format"
+            )
+            self._drop(path, Dropped(DropReason.UNSUPPORTED, detail), source)
         else:
             self._receive_heartbeat(path, seg, now, source)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from hbd.config.model import Config, MediumKind
 from hbd.core.engine import EngineSettings, PathKind
-from hbd.core.model import AgentKind
+from hbd.core.model import AgentKind, WireFormat
 from hbd.core.node import NodeSettings
 from hbd.core.resources import Timeouts
 from hbd.core.wire import native as nat
@@ -37,6 +37,7 @@ def engine_settings(
         watchdog_timeout=cf.watchdog_timeout if cf.watchdog else None,
         adaptive_detector=cf.adaptive_detector,
         wall_offset=wall_offset,
+        accept_heartbeat=None if cf.wire_accept is None else WireFormat.HEARTBEAT in cf.wire_accept,
     )
 
 

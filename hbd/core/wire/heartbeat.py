@@ -355,8 +355,10 @@ def _verify(token: str | None, signed: bytes, keys: AuthKeys) -> None:
         raise _Bad(DropReason.NO_AUTH, f"unparseable auth token {token[:30]!r}")
     index, digest = parsed
     entry = keys.get(index) if 0 <= index <= _MAX_INDEX else None
-    if entry is None or entry.method is AuthMethod.SHA256:
-        raise _Bad(DropReason.UNKNOWN_KEY, f"no Heartbeat authkeys entry {index}")
+    if entry is None:
+        raise _Bad(DropReason.UNKNOWN_KEY, keys.refusal(index))
+    if entry.method is AuthMethod.SHA256:
+        raise _Bad(DropReason.UNKNOWN_KEY, f"authkeys entry {index} is sha256, not Heartbeat's")
     if digest_hex(entry, signed) != digest:
         raise _Bad(DropReason.BAD_SIGNATURE, f"{entry.method.value} signature (key {index})")
 
