@@ -5,6 +5,11 @@ Each test is a scenario the review demonstrated; each failed before its fix."""
 
 from __future__ import annotations
 
+import statistics
+import time
+
+import pytest
+
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.engine import Engine, EngineSettings, PathKind
 from hbd.core.errors import DropReason
@@ -149,3 +154,80 @@ def test_wire_hbd_refuses_heartbeat_format_frames_unless_a_heartbeat_peer_is_dec
         mixed = engine("alpha", keys, accept_heartbeat=True)
         mixed.receive_frame(UDP, data, 1.0, source="10.0.0.2")
         assert not [x for x in events(mixed) if isinstance(x, FrameDropped)]
+
+
+# -- 3. Heartbeat-format frames: the signature before the parser --------------------------
+
+
+def _many_fields(count: int) -> hb.HaMessage:
+    msg = ctl.status_message("beta", UUID["beta"], 1, 7, "up", 10000, 0x6000_0000)
+    extra = tuple(hb.HaField(f"f{i}", "x") for i in range(count))
+    return hb.HaMessage((*msg.fields, *extra))
+
+
+def test_a_forged_64_kib_heartbeat_frame_is_refused_at_its_signature_without_parsing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wrong = AuthEntry(2, AuthMethod.SHA1, b"not-the-key")
+    big = _many_fields(8200)
+    classic = hb.encode_classic(big, wrong)
+    net = hb.encode_netstring(_many_fields(4500), wrong, classic_auth=False)
+    assert 60_000 < len(classic) <= hb.MAX_FRAME and 60_000 < len(net) <= hb.MAX_FRAME
+
+    def no_parsing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed before the signature was checked")
+
+    monkeypatch.setattr(hb, "_parse_classic", no_parsing)
+    monkeypatch.setattr(hb, "_parse_netstring", no_parsing)
+    keys = AuthKeys(SHA1, {2: SHA1})
+    for data in (classic, net):
+        got = hb.decode_frame(data, keys)
+        assert isinstance(got, hb.Dropped) and got.reason in (
+            DropReason.BAD_SIGNATURE,
+            DropReason.TOO_LONG,
+        )
+    # and on every path of an engine, within a small CPU budget per frame
+    monkeypatch.undo()
+    alpha = engine(
+        "alpha",
+        keys,
+        WireFormat.HEARTBEAT,
+        paths=((UDP, PathKind.DATAGRAM), (SERIAL, PathKind.SERIAL)),
+    )
+    for path, data in ((UDP, classic), (UDP, net), (SERIAL, classic)):
+        costs = []
+        for _ in range(15):
+            t0 = time.process_time()
+            alpha.receive_frame(path, data, 1.0, "10.0.0.66")
+            costs.append(time.process_time() - t0)
+        assert statistics.median(costs) < 0.002, (path, data[:4], costs)
+        drops = [x for x in events(alpha) if isinstance(x, FrameDropped)]
+        assert len(drops) == 15 and all(d.reason is not DropReason.MALFORMED for d in drops)
+
+
+def test_a_signed_frame_with_too_many_fields_is_refused_before_its_fields_are_read() -> None:
+    keys = AuthKeys(SHA1, {2: SHA1})
+    for count in (hb.MAX_FIELDS + 10, 2000):
+        msg = _many_fields(count)
+        for data in (hb.encode_classic(msg, SHA1), hb.encode_netstring(msg, SHA1)):
+            got = hb.decode_frame(data, keys)
+            assert isinstance(got, hb.Dropped) and got.reason is DropReason.TOO_LONG, count
+            assert f"more than {hb.MAX_FIELDS} fields" in got.detail
+    ok = _many_fields(hb.MAX_FIELDS - 20)
+    assert hb.decode_frame(hb.encode_classic(ok, SHA1), keys) == ok.with_field(
+        "auth", hb.auth_token(SHA1, hb.classic_signed_text(ok))
+    )
+
+
+def test_heartbeats_crc_is_computed_at_c_speed_and_unchanged() -> None:
+    import os
+
+    from hbd.core.wire import ha_auth
+
+    for n in (0, 1, 7, 300, 5000):
+        data = os.urandom(n)
+        assert ha_auth.heartbeat_crc(data) == ha_auth.heartbeat_crc_reference(data)
+    data = os.urandom(64 * 1024)
+    t0 = time.process_time()
+    ha_auth.heartbeat_crc(data)
+    assert time.process_time() - t0 < 0.002
