@@ -231,3 +231,74 @@ def test_heartbeats_crc_is_computed_at_c_speed_and_unchanged() -> None:
     t0 = time.process_time()
     ha_auth.heartbeat_crc(data)
     assert time.process_time() - t0 < 0.002
+
+
+# -- 2. replayed NS_rexmit ------------------------------------------------------------------
+
+HB_KEYS = AuthKeys(SHA1, {2: SHA1})
+
+
+def _rexmit(first: int, last: int, generation: int = 7) -> bytes:
+    msg = ctl.rexmit_message(
+        "beta", UUID["beta"], "alpha", UUID["alpha"], first, last, generation, 0x6000_0000
+    )
+    return hb.encode_netstring(msg, SHA1)
+
+
+def _live_pair() -> tuple[Engine, Engine, float]:
+    paths = ((UDP, PathKind.DATAGRAM), (UDP2, PathKind.DATAGRAM), (SERIAL, PathKind.SERIAL))
+    alpha = engine("alpha", HB_KEYS, WireFormat.HEARTBEAT, paths=paths)
+    beta = engine("beta", HB_KEYS, WireFormat.HEARTBEAT, paths=paths)
+    now = run(alpha, beta, 0.0, 30.0)
+    events(alpha)
+    now = alpha.get_timer() or now  # just after a heartbeat: the next is a keepalive away
+    alpha.handle_timer(now)
+    alpha.frames_to_send(now)
+    return alpha, beta, now
+
+
+def test_a_replayed_ns_rexmit_flood_is_answered_within_a_bounded_budget() -> None:
+    alpha, _, now = _live_pair()
+    top = alpha.newest_sent
+    data = _rexmit(top - 31, top)  # one genuine request for 32 messages, captured
+    received = sent_frames = sent_bytes = 0
+    for i in range(1000):  # replayed 1000 times in one second (262 kB/s)
+        t = now + i / 1000
+        alpha.receive_frame(UDP, data, t, "10.0.0.66")
+        received += len(data)
+        out = alpha.frames_to_send(t)
+        sent_frames += len(out)
+        sent_bytes += sum(len(d) for _, d in out)
+    # without a limit: 32 messages x 3 paths per copy, 96,000 frames and 28 bytes per byte;
+    # now one full answer, 8 more messages in that second, and the second's heartbeat
+    assert sent_frames <= 3 * (32 + 8) + 3
+    assert sent_bytes <= received / 5
+    # a second later the peer may ask again (the bucket refills), but not for the same
+    # messages within max_rexmit_delay of their last resend
+    alpha.receive_frame(UDP, data, now + 2.0, "10.0.0.66")
+    again = [d for _, d in alpha.frames_to_send(now + 2.0)]
+    assert 0 < len(again) <= 3 * 32 + 3
+
+
+def test_the_same_message_is_resent_at_most_once_per_max_rexmit_delay() -> None:
+    alpha, _, now = _live_pair()
+    top = alpha.newest_sent
+    alpha.receive_frame(UDP, _rexmit(top, top), now, "10.0.0.2")
+    assert len(alpha.frames_to_send(now)) == 3  # once on every path
+    alpha.receive_frame(UDP2, _rexmit(top, top), now + 0.1, "10.0.1.2")
+    assert alpha.frames_to_send(now + 0.1) == []  # within max_rexmit_delay (250 ms)
+    alpha.receive_frame(UDP, _rexmit(top, top), now + 0.3, "10.0.0.2")
+    assert len(alpha.frames_to_send(now + 0.3)) == 3
+
+
+def test_rexmit_requests_outside_the_requesters_current_generation_are_ignored() -> None:
+    alpha, _, now = _live_pair()
+    top = alpha.newest_sent
+    for generation in (6, 8):  # from before its restart, or forged ahead of it
+        alpha.receive_frame(UDP, _rexmit(top, top, generation), now, "10.0.0.66")
+        assert alpha.frames_to_send(now) == []
+    # seqs we never sent are neither resent nor naked
+    alpha.receive_frame(UDP, _rexmit(top + 1, top + 32), now, "10.0.0.66")
+    assert alpha.frames_to_send(now) == []
+    alpha.receive_frame(UDP, _rexmit(top, top), now, "10.0.0.2")
+    assert len(alpha.frames_to_send(now)) == 3

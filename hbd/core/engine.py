@@ -80,6 +80,7 @@ class EngineSettings:
     wall_offset: float = 0.0  # wall-clock seconds minus `now`: Heartbeat's `ts` field
     # Heartbeat-format frames accepted (ha.cf `wire_accept`); None: only with wire heartbeat
     accept_heartbeat: bool | None = None
+    max_rexmit_delay: float = 0.25  # a message is resent at most this often (Heartbeat's)
 
     @property
     def heartbeat_frames(self) -> bool:
@@ -125,6 +126,13 @@ ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
 RTT_WEIGHT = 0.25  # weight of a new sample in the smoothed round-trip time
 SENT_KEPT = 4096  # send times kept for acknowledgements (minutes at 10 heartbeats a second)
+# What NS_rexmit requests of one peer may make us send: a bucket of messages (each resent
+# or naked on every path), full at first and refilled with time. NS_* messages carry no
+# seq, so a captured request can be replayed at will: whatever the replay rate, the answers
+# stay within REXMIT_RATE messages a second after one burst of REXMIT_BURST (one full
+# answer). Lost messages asked for once are resent at once.
+REXMIT_BURST = MAX_REXMIT
+REXMIT_RATE = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +226,8 @@ class Engine:
         self._contacts: dict[str, _Contact] = {n: _Contact() for n in settings.nodes}
         self._answering: frozenset[str] = frozenset()
         self._ack_trigger = {n: nat.node_id(n) % 10 for n in settings.nodes}
+        self._resent_at: dict[tuple[str, int], float] = {}  # (peer, seq) -> last resent
+        self._rexmit_budget: dict[str, tuple[float, float]] = {}  # peer -> (messages, at)
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -318,6 +328,11 @@ class Engine:
     @property
     def generation(self) -> int:
         return self.settings.generation
+
+    @property
+    def newest_sent(self) -> int:
+        """The sequence number of our newest sequenced message (0 before the first)."""
+        return self._seq
 
     @property
     def path_ids(self) -> tuple[str, ...]:
@@ -688,26 +703,48 @@ class Engine:
             return
         if mtype == "NS_rexmit":
             req = ctl.parse_rexmit(msg)
-            if req is None:
-                return
-            for seq in range(req.firstseq, min(req.lastseq, req.firstseq + MAX_REXMIT - 1) + 1):
-                old = self._history.get(seq)
-                if old is not None:
-                    self._queue_ha(old)
-                else:
-                    self._queue_ha(
-                        ctl.nak_rexmit_message(
-                            *self._src(),
-                            node,
-                            self.membership.uuid_of(node),
-                            seq,
-                            "not in history",
-                            self.settings.generation,
-                            self._ts(now),
-                            ttl=self._ttl,
-                        )
-                    )
+            if req is not None:
+                self._answer_rexmit(node, req, now)
         # NS_ackmsg and NS_nak_rexmit need no answer: we keep no send window to open.
+
+    def _answer_rexmit(self, node: str, req: ctl.HaRexmit, now: float) -> None:
+        """Resend what `node` asks for, as Heartbeat does, within three limits: only a
+        request of the peer's current incarnation (a replay from before its restart, or a
+        generation never heard, gets nothing); each message at most once per
+        max_rexmit_delay; and the peer's byte budget (REXMIT_BURST, REXMIT_RATE)."""
+        newest = self.membership.newest_heard(node)
+        if newest is None or req.origin.generation != newest[0]:
+            return
+        bucket, at = self._rexmit_budget.get(node, (float(REXMIT_BURST), now))
+        bucket = min(float(REXMIT_BURST), bucket + max(0.0, now - at) * REXMIT_RATE)
+        last = min(req.lastseq, req.firstseq + MAX_REXMIT - 1, self._seq)  # never the future
+        for seq in range(req.firstseq, last + 1):
+            if bucket < 1:
+                break
+            resent = self._resent_at.get((node, seq))
+            if resent is not None and now - resent < self.settings.max_rexmit_delay:
+                continue
+            self._resent_at[(node, seq)] = now
+            bucket -= 1
+            old = self._history.get(seq)
+            if old is not None:
+                self._queue_ha(old)
+            else:
+                self._queue_ha(
+                    ctl.nak_rexmit_message(
+                        *self._src(),
+                        node,
+                        self.membership.uuid_of(node),
+                        seq,
+                        "not in history",
+                        self.settings.generation,
+                        self._ts(now),
+                        ttl=self._ttl,
+                    )
+                )
+        self._rexmit_budget[node] = (bucket, now)
+        while len(self._resent_at) > HISTORY * len(self._sorted):
+            del self._resent_at[next(iter(self._resent_at))]
 
     def _track_for_ack(self, node: str, generation: int, seq: int, now: float) -> None:
         """Heartbeat's flow control: ack every tenth message, unless some are missing."""

@@ -37,6 +37,7 @@ def engine_settings(
         watchdog_timeout=cf.watchdog_timeout if cf.watchdog else None,
         adaptive_detector=cf.adaptive_detector,
         wall_offset=wall_offset,
+        max_rexmit_delay=cf.max_rexmit_delay,
         accept_heartbeat=None if cf.wire_accept is None else WireFormat.HEARTBEAT in cf.wire_accept,
     )
 
