@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -302,3 +303,83 @@ def test_rexmit_requests_outside_the_requesters_current_generation_are_ignored()
     assert alpha.frames_to_send(now) == []
     alpha.receive_frame(UDP, _rexmit(top, top), now, "10.0.0.2")
     assert len(alpha.frames_to_send(now)) == 3
+
+
+# -- 5. path health cannot be faked ---------------------------------------------------------
+
+TWO_LANS = ((UDP, PathKind.DATAGRAM), (UDP2, PathKind.DATAGRAM))
+
+
+def _native_pair() -> tuple[Engine, Engine]:
+    keys = AuthKeys(SHA256, {2: SHA256})
+    return engine("alpha", keys, paths=TWO_LANS), engine("beta", keys, paths=TWO_LANS)
+
+
+def _exchange(
+    a: Engine,
+    b: Engine,
+    start: float,
+    seconds: float,
+    deliver: Callable[[Engine, str, bytes], list[str]] | None = None,
+) -> tuple[float, list[tuple[str, bytes]]]:
+    """Like `run`, with `deliver(src, path, data)` saying which of the receiver's paths get
+    each frame (default: its own). Returns the time and every frame beta sent."""
+    now, sent = start, []
+    while now < start + seconds:
+        now += 0.5
+        for x in (a, b):
+            x.handle_timer(now)
+        for src, dst in ((a, b), (b, a)):
+            for path, data in src.frames_to_send(now):
+                if src is b:
+                    sent.append((path, data))
+                for into in deliver(src, path, data) if deliver else [path]:
+                    dst.receive_frame(into, data, now + 0.001, "10.0.0.2")
+    return now, sent
+
+
+def test_eth0_frames_relayed_into_a_cut_eth1_do_not_keep_it_up() -> None:
+    alpha, beta = _native_pair()
+    now, _ = _exchange(alpha, beta, 0.0, 5.0)
+    assert alpha.membership.path_state("beta", UDP2).value == "up"
+
+    def relay(src: Engine, path: str, data: bytes) -> list[str]:
+        if src is alpha:
+            return [path]
+        return [UDP, UDP2] if path == UDP else []  # eth1 cut; eth0's copies injected there
+
+    events(alpha)
+    now, _ = _exchange(alpha, beta, now, 15.0, relay)
+    assert alpha.membership.path_state("beta", UDP2).value == "dead"
+    assert alpha.membership.path_state("beta", UDP).value == "up"
+    drops = {x.reason for x in events(alpha) if isinstance(x, FrameDropped)}
+    assert DropReason.WRONG_PATH in drops
+    # the wire restored: eth1 carries beta again
+    now, _ = _exchange(alpha, beta, now, 3.0)
+    assert alpha.membership.path_state("beta", UDP2).value == "up"
+
+
+def _echoes(frames: list[tuple[str, bytes]], kind: int) -> list[tuple[str, bytes]]:
+    return [(p, d) for p, d in frames if d[0] == 0xB8 and d[2] >> 4 == kind]
+
+
+def test_a_replayed_native_echo_is_answered_once() -> None:
+    alpha, beta = _native_pair()
+    now, sent = _exchange(alpha, beta, 0.0, 12.0)
+    path, echo = _echoes(sent, 2)[0]  # beta's probe, captured
+    alpha.frames_to_send(now)
+    replies = 0
+    for i in range(1000):
+        alpha.receive_frame(path, echo, now + i / 1000, "10.0.0.66")
+        replies += len(_echoes(alpha.frames_to_send(now + i / 1000), 3))
+    assert replies == 0  # it was answered when it came; never again
+
+
+def test_a_replayed_echo_reply_gives_no_second_round_trip_sample() -> None:
+    alpha, beta = _native_pair()
+    now, sent = _exchange(alpha, beta, 0.0, 6.0)
+    path, reply = _echoes(sent, 3)[-1]  # beta's answer to alpha's latest probe
+    before = alpha.rtt("beta", path)
+    assert before is not None and before < 0.01
+    alpha.receive_frame(path, reply, now + 3.0, "10.0.0.66")  # 3 s later: a huge sample
+    assert alpha.rtt("beta", path) == before

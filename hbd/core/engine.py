@@ -38,7 +38,7 @@ from hbd.core.events import (
 from hbd.core.membership import Beat, Membership, NodeStatus
 from hbd.core.model import WireFormat
 from hbd.core.receive import FrameFormat, Segment, SerialDemux, classify_datagram
-from hbd.core.states import LocalState
+from hbd.core.states import LocalState, PathState
 from hbd.core.wire import Dropped
 from hbd.core.wire import ha_control as ctl
 from hbd.core.wire import heartbeat as hb
@@ -124,6 +124,7 @@ REQNODES_RETRY = 1.0  # Heartbeat asks again every second
 ADVERT_INTERVAL = 1.0  # an unchanged advert is repeated this often (a changed one at once)
 ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
+ECHOES_REMEMBERED = 16  # nonces answered, per peer and path, refused if they come again
 RTT_WEIGHT = 0.25  # weight of a new sample in the smoothed round-trip time
 SENT_KEPT = 4096  # send times kept for acknowledgements (minutes at 10 heartbeats a second)
 # What NS_rexmit requests of one peer may make us send: a bucket of messages (each resent
@@ -227,6 +228,11 @@ class Engine:
         self._answering: frozenset[str] = frozenset()
         self._ack_trigger = {n: nat.node_id(n) % 10 for n in settings.nodes}
         self._resent_at: dict[tuple[str, int], float] = {}  # (peer, seq) -> last resent
+        # the sender's path hash each of our paths carries from each peer, and back
+        self._path_hash: dict[tuple[str, str], int] = {}  # (peer, our path) -> its hash
+        self._hash_path: dict[tuple[str, int], str] = {}  # (peer, its hash) -> our path
+        # echoes answered, per (peer, path): (its generation, recent nonces, last answer)
+        self._echoes_answered: dict[tuple[str, str], tuple[int, deque[int], float]] = {}
         self._rexmit_budget: dict[str, tuple[float, float]] = {}  # peer -> (messages, at)
 
     # -- inputs ---------------------------------------------------------------------
@@ -352,6 +358,9 @@ class Engine:
 
     def _collect(self) -> None:
         while (e := self.membership.next_event()) is not None:
+            if isinstance(e, NodeRestarted):  # a new incarnation may use new path ids
+                for key in [k for k in self._path_hash if k[0] == e.node]:
+                    self._hash_path.pop((e.node, self._path_hash.pop(key)), None)
             if isinstance(e, NodeDead | NodeRestarted):
                 last = self._adverts.pop(e.node, None)  # it no longer speaks for now...
                 if isinstance(e, NodeRestarted):
@@ -470,16 +479,82 @@ class Engine:
         kind = nat.FrameKind.ECHO_REPLY if reply_to else nat.FrameKind.ECHO
         self._out.append((pid, self._native(pid, kind, nonce.to_bytes(4, "big"), self._seq)))
 
-    def _echo_received(self, node: str, path: str, reply: bool, nonce: int, now: float) -> None:
+    def _echo_received(
+        self,
+        node: str,
+        path: str,
+        reply: bool,
+        nonce: int,
+        now: float,
+        generation: int,
+        source: str | None,
+    ) -> None:
         if not reply:
+            refused = self._echo_refused(node, path, nonce, generation, now)
+            if refused is not None:
+                self._drop(path, refused, source)
+                return
             self._send_echo(path, nonce, node, now)  # answer on the path it came over
             return
         out = self._echo_out.get(path)
         if out is None or out[0] != nonce:
             return  # not our latest probe on this path: late, replayed or forged
+        del self._echo_out[path]  # one sample per probe: a replayed answer gives none
         sample = now - out[1]
         old = self._rtt.get((node, path))
         self._rtt[(node, path)] = sample if old is None else old + RTT_WEIGHT * (sample - old)
+
+    def _echo_refused(
+        self, node: str, path: str, nonce: int, generation: int, now: float
+    ) -> Dropped | None:
+        """Whether a probe must go unanswered: signed echoes carry no sequence number, so a
+        recorded one could be replayed for signed answers at will. Each (generation, nonce)
+        is answered once per path, none of an incarnation older than the peer's current,
+        and at most one a keepalive (probes come every few seconds)."""
+        newest = self.membership.newest_heard(node)
+        if newest is not None and generation < newest[0]:
+            return Dropped(
+                DropReason.STALE, f"echo of generation {generation}, the peer is at {newest[0]}"
+            )
+        key = (node, path)
+        seen = self._echoes_answered.get(key)
+        if seen is None or generation > seen[0]:
+            seen = (generation, deque(maxlen=ECHOES_REMEMBERED), -math.inf)
+        elif generation < seen[0]:
+            return Dropped(DropReason.STALE, f"echo of generation {generation}, not {seen[0]}")
+        gen, nonces, last = seen
+        if nonce in nonces:
+            return Dropped(DropReason.REPLAYED, f"echo {nonce:x} of generation {gen} answered")
+        if now - last < min(self.settings.keepalive, ECHO_INTERVAL / 2):
+            return Dropped(DropReason.REPLAYED, f"echo {nonce:x} within a keepalive of the last")
+        nonces.append(nonce)
+        self._echoes_answered[key] = (gen, nonces, now)
+        return None
+
+    def _wrong_path(self, node: str, path: str, sender_hash: int) -> str | None:
+        """Why a native frame of `node` cannot count for our `path`, or None. Each of our
+        paths learns the path hash `node`'s frames on it carry (the sender's end of that
+        wire); a frame with a hash another live path of ours carries was sent on that other
+        wire -- relayed, replayed or crossed -- and proves nothing about this one. A path
+        learns anew once it is down (the peer renamed its end), and on a new incarnation."""
+        mine = self._path_hash.get((node, path))
+        if mine == sender_hash:
+            return None
+        owner = self._hash_path.get((node, sender_hash))
+        if owner is not None and self.membership.path_state(node, owner) is PathState.UP:
+            return (
+                f"path hash {sender_hash:04x}: {node} sent it on the wire our {owner} carries, "
+                f"not this one (relayed or replayed?)"
+            )
+        if mine is not None and self.membership.path_state(node, path) is PathState.UP:
+            return f"path hash {sender_hash:04x}: {node}'s frames on {path} carry {mine:04x}"
+        if mine is not None:
+            self._hash_path.pop((node, mine), None)
+        if owner is not None:
+            self._path_hash.pop((node, owner), None)
+        self._path_hash[(node, path)] = sender_hash
+        self._hash_path[(node, sender_hash)] = path
+        return None
 
     # -- adverts --------------------------------------------------------------------
 
@@ -550,10 +625,15 @@ class Engine:
             detail = f"node id {frame.node_id:08x} is no node in ha.cf"
             self._drop(path, Dropped(DropReason.UNKNOWN_NODE, detail), source)
             return
+        wrong = self._wrong_path(name, path, frame.path_hash)
+        if wrong is not None:
+            self._drop(path, Dropped(DropReason.WRONG_PATH, wrong), source)
+            return
         if frame.kind in (nat.FrameKind.ECHO, nat.FrameKind.ECHO_REPLY):
             if len(frame.payload) == 4:  # signed, so from a key holder; matched by nonce
                 reply = frame.kind is nat.FrameKind.ECHO_REPLY
-                self._echo_received(name, path, reply, int.from_bytes(frame.payload, "big"), now)
+                nonce = int.from_bytes(frame.payload, "big")
+                self._echo_received(name, path, reply, nonce, now, frame.generation, source)
             return
         beat = Beat(
             node=name,
@@ -696,7 +776,9 @@ class Engine:
             nonce = msg.get_hex("echo") if msg.get("echo") else None
             to_me = mtype == "hbd-echo" or (msg.get("dest") or "").lower() == self.node
             if nonce is not None and to_me:
-                self._echo_received(node, path, mtype == "hbd-echo-reply", nonce, now)
+                generation = ctl.parse_origin(msg)
+                gen = generation.generation if generation is not None else 0
+                self._echo_received(node, path, mtype == "hbd-echo-reply", nonce, now, gen, None)
             return
         dest = msg.get("dest")
         if dest is None or dest.lower() != self.settings.node.lower():
