@@ -5,9 +5,11 @@ Each test is a scenario the review demonstrated; each failed before its fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -17,15 +19,18 @@ from hbd.core.errors import DropReason
 from hbd.core.events import (
     Event,
     FrameDropped,
+    GenerationWentBack,
     NodeDead,
     NodeLeft,
     NodeRestarted,
+    NodeUp,
 )
 from hbd.core.model import WireFormat
 from hbd.core.states import NodeState
 from hbd.core.wire import ha_control as ctl
 from hbd.core.wire import heartbeat as hb
 from hbd.core.wire.native import cluster_id
+from hbd.effects.peerstate import load_peer_generations, save_peer_generations
 
 UDP, UDP2 = "bcast:eth0", "bcast:eth1"
 SERIAL = "serial:/dev/ttyS0"
@@ -383,3 +388,122 @@ def test_a_replayed_echo_reply_gives_no_second_round_trip_sample() -> None:
     assert before is not None and before < 0.01
     alpha.receive_frame(path, reply, now + 3.0, "10.0.0.66")  # 3 s later: a huge sample
     assert alpha.rtt("beta", path) == before
+
+
+# -- 4. replays after the receiver restarts -------------------------------------------------
+
+
+def _restarted(old: Engine, now: float) -> Engine:
+    """`old`'s node started again: the next generation, and what it saved of its peers."""
+    s = old.settings
+    remembered = old.remembered_generations()
+    return Engine(
+        dataclasses.replace(s, generation=s.generation + 1, peer_generations=remembered), now
+    )
+
+
+def _replay(e: Engine, frames: list[tuple[str, bytes]], start: float, every: float) -> float:
+    now = start
+    for path, data in frames:
+        now += every
+        e.handle_timer(now)
+        e.receive_frame(path, data, now, "10.0.0.66")
+        e.frames_to_send(now)
+    return now
+
+
+def _until_dead(e: Engine, now: float, peer: str = "beta") -> float:
+    """Time passes with `peer` silent until `e` declares it dead."""
+    for _ in range(1000):
+        if e.membership.node_state(peer) is NodeState.DEAD:
+            return now
+        now += 0.5
+        e.handle_timer(now)
+        e.frames_to_send(now)
+    raise AssertionError(f"{peer} never declared dead")
+
+
+def test_replays_after_the_receiver_restarts_do_not_keep_a_dead_peer_alive() -> None:
+    for wire in WireFormat:
+        keys = AuthKeys(SHA256, {2: SHA256}) if wire is WireFormat.HBD else HB_KEYS
+        alpha = engine("alpha", keys, wire, paths=TWO_LANS)
+        beta = engine("beta", keys, wire, paths=TWO_LANS)
+        now, recorded = _exchange(alpha, beta, 0.0, 20.0)
+        # beta crashes; alpha declares it dead, then restarts itself
+        now = _until_dead(alpha, now)
+        alpha = _restarted(alpha, now + 1.0)
+        # the attacker plays beta's recorded frames back, one every 9 s (deadtime is 10)
+        now = _replay(alpha, recorded, now + 1.0, 9.0 / len(recorded) * 2)
+        got = events(alpha)
+        assert not [x for x in got if isinstance(x, NodeUp)], wire
+        assert alpha.membership.node_state("beta") in (NodeState.INIT, NodeState.DEAD)
+        stale = [x for x in got if isinstance(x, FrameDropped) and x.reason is DropReason.STALE]
+        assert stale and "before this node restarted" in stale[0].detail, wire
+
+
+def test_a_live_peer_is_heard_at_once_after_the_receiver_restarts() -> None:
+    for wire in WireFormat:
+        keys = AuthKeys(SHA256, {2: SHA256}) if wire is WireFormat.HBD else HB_KEYS
+        alpha = engine("alpha", keys, wire, paths=TWO_LANS)
+        beta = engine("beta", keys, wire, paths=TWO_LANS)
+        now, _ = _exchange(alpha, beta, 0.0, 20.0)
+        alpha = _restarted(alpha, now)
+        now, _ = _exchange(alpha, beta, now, 1.5)
+        assert alpha.membership.node_state("beta") is NodeState.ACTIVE, wire
+        assert not [x for x in events(alpha) if isinstance(x, FrameDropped)], wire
+
+
+def test_a_reinstalled_peer_is_told_from_a_replay_of_its_older_generation_by_a_fresh_nonce() -> (
+    None
+):
+    keys = AuthKeys(SHA256, {2: SHA256})
+    alpha = engine("alpha", keys, paths=TWO_LANS)
+    beta = engine("beta", keys, paths=TWO_LANS, generation=6)
+    now, old_frames = _exchange(alpha, beta, 0.0, 10.0)
+    beta = engine("beta", keys, paths=TWO_LANS, generation=7, now=now)  # restarted
+    now, _ = _exchange(alpha, beta, now, 10.0)
+    assert alpha.node_status("beta", now).generation == 7
+    # beta dies for good; after its deadtime, its generation-6 frames are played back
+    now = _until_dead(alpha, now)
+    events(alpha)
+    now = _replay(alpha, old_frames, now, 0.4)
+    got = events(alpha)
+    assert not [x for x in got if isinstance(x, NodeUp | GenerationWentBack)]
+    assert alpha.membership.node_state("beta") is NodeState.DEAD
+    assert any(isinstance(x, FrameDropped) and "fresh echo" in x.detail for x in got)
+    # a reinstalled beta (its state directory lost: generation 1) answers the nonce
+    beta = engine("beta", keys, paths=TWO_LANS, generation=1, now=now)
+    now, _ = _exchange(alpha, beta, now, 4.0)
+    got = events(alpha)
+    assert [
+        (x.old_generation, x.new_generation) for x in got if isinstance(x, GenerationWentBack)
+    ] == [(7, 1)]
+    assert alpha.membership.node_state("beta") is NodeState.ACTIVE
+
+
+def test_the_generations_are_saved_when_a_peer_dies_and_given_back_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    from hbd.testing import SimCluster
+
+    sim = SimCluster(keepalive=0.2, deadtime=1.0)
+    sim.run_for(3)
+    sim.power_off("beta")
+    sim.run_for(3)  # alpha declares beta dead: its last generation and sequence are final
+    saved = dict((n, (g, s)) for n, g, s in sim.machines["alpha"].generations)
+    newest = sim.engine("alpha").membership.newest_heard("beta")
+    assert saved["beta"] == newest
+    sim.restart("alpha")
+    assert sim.engine("alpha").settings.peer_generations == sim.machines["alpha"].generations
+    # the state directory file, written durably, read back, bad lines named
+    save_peer_generations(str(tmp_path), (("beta", 9, 1234),))
+    text = (tmp_path / "generations").read_text()
+    assert text.endswith("beta 9 1234\n") and not list(tmp_path.glob("*.tmp*"))
+    assert load_peer_generations(str(tmp_path), ("beta",)) == ((("beta", 9, 1234),), [])
+    (tmp_path / "generations").write_text("beta 9 1234\nzed 1 1\nbeta x 1\n")
+    got, warnings = load_peer_generations(str(tmp_path), ("beta",))
+    assert got == (("beta", 9, 1234),)
+    assert warnings == [
+        f"{tmp_path}/generations:2: 'zed' is no peer in ha.cf; line ignored",
+        f"{tmp_path}/generations:3: expected 'NODE GENERATION SEQUENCE'; line ignored",
+    ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import math
 from collections import deque
 from collections.abc import Callable
@@ -81,6 +82,8 @@ class EngineSettings:
     # Heartbeat-format frames accepted (ha.cf `wire_accept`); None: only with wire heartbeat
     accept_heartbeat: bool | None = None
     max_rexmit_delay: float = 0.25  # a message is resent at most this often (Heartbeat's)
+    # (peer, generation, highest seq) heard before this node started: the state directory's
+    peer_generations: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def heartbeat_frames(self) -> bool:
@@ -124,6 +127,7 @@ REQNODES_RETRY = 1.0  # Heartbeat asks again every second
 ADVERT_INTERVAL = 1.0  # an unchanged advert is repeated this often (a changed one at once)
 ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
+GENERATIONS_SAVE_INTERVAL = 60.0  # seconds between saves of the peers' newest sequences
 ECHOES_REMEMBERED = 16  # nonces answered, per peer and path, refused if they come again
 RTT_WEIGHT = 0.25  # weight of a new sample in the smoothed round-trip time
 SENT_KEPT = 4096  # send times kept for acknowledgements (minutes at 10 heartbeats a second)
@@ -193,6 +197,7 @@ class Engine:
             initdead=settings.initdead,
             now=now,
             adaptive=settings.adaptive_detector,
+            remembered={n: (g, q) for n, g, q in settings.peer_generations},
         )
         self._by_id: dict[int, str] = {}
         for name in settings.nodes:
@@ -212,7 +217,11 @@ class Engine:
         self._last_words: dict[str, bytes] = {}  # the last advert of a peer now dead
         self._leaving = False
         self._next_echo = now + ECHO_INTERVAL  # nobody can answer before the first beats
-        self._echo_nonce = 0
+        self._nonces = 0  # echo nonces drawn (see `_fresh_nonce`)
+        self._challenges: dict[str, tuple[int, int, float]] = {}  # peer -> (nonce, gen, at)
+        self._generations_saved: tuple[tuple[str, int, int], ...] | None = None
+        self._generations_saved_at = now
+        self._peer_went = False  # a peer died or left since the generations were saved
         self._echo_round = 0
         self._echo_out: dict[str, tuple[int, float]] = {}  # path -> (nonce, sent at)
         self._rtt: dict[tuple[str, str], float] = {}  # (node, path) -> smoothed seconds
@@ -361,6 +370,8 @@ class Engine:
             if isinstance(e, NodeRestarted):  # a new incarnation may use new path ids
                 for key in [k for k in self._path_hash if k[0] == e.node]:
                     self._hash_path.pop((e.node, self._path_hash.pop(key)), None)
+            if isinstance(e, NodeDead):
+                self._peer_went = True
             if isinstance(e, NodeDead | NodeRestarted):
                 last = self._adverts.pop(e.node, None)  # it no longer speaks for now...
                 if isinstance(e, NodeRestarted):
@@ -396,6 +407,35 @@ class Engine:
         """What `node` has acknowledged of ours (see `Contact`)."""
         c = self._contacts[node]
         return Contact(c.acks, c.acked_until, c.ack_frame_at, c.back_at, c.listed, c.probed)
+
+    def remembered_generations(self) -> tuple[tuple[str, int, int], ...]:
+        """(peer, generation, highest sequence) for every peer heard, now or before this
+        node started: what the shell keeps in the state directory, so that after a restart
+        a replay of what was heard before is told from the live peer (membership.py)."""
+        out = []
+        for name in self.membership.node_names:
+            got = self.membership.remembered(name)
+            if got is not None:
+                out.append((name, *got))
+        return tuple(out)
+
+    def generations_to_save(
+        self, now: float, *, force: bool = False
+    ) -> tuple[tuple[str, int, int], ...] | None:
+        """The remembered generations when they should be written now, else None: a peer's
+        generation changed, a peer died or left (its last sequence is then final), or
+        GENERATIONS_SAVE_INTERVAL passed with new sequences; `force` at a clean stop."""
+        snapshot = self.remembered_generations()
+        saved = self._generations_saved
+        if snapshot == saved:
+            return None
+        changed = saved is None or [(n, g) for n, g, _ in snapshot] != [(n, g) for n, g, _ in saved]
+        due = now - self._generations_saved_at >= GENERATIONS_SAVE_INTERVAL
+        if not (force or changed or due or self._peer_went):
+            return None
+        self._generations_saved, self._generations_saved_at = snapshot, now
+        self._peer_went = False
+        return snapshot
 
     def set_answering(self, peers: frozenset[str]) -> None:
         """The peers whose addresses answer our probes now: listed as probed while we
@@ -464,9 +504,26 @@ class Engine:
         for pid, kind in self.settings.paths:
             if kind is PathKind.SERIAL and self._echo_round % SERIAL_ECHO_EVERY != 1:
                 continue
-            self._echo_nonce = (self._echo_nonce + 1) & 0xFFFFFFFF
-            self._echo_out[pid] = (self._echo_nonce, now)
-            self._send_echo(pid, self._echo_nonce, None, now)
+            nonce = self._fresh_nonce()
+            self._echo_out[pid] = (nonce, now)
+            self._send_echo(pid, nonce, None, now)
+
+    def _fresh_nonce(self) -> int:
+        """A nonce this node never used before, in this incarnation or an earlier one (the
+        generation goes up at every start), so no recorded answer can match it."""
+        self._nonces += 1
+        seed = b"hbd echo\0%d\0%d\0%d" % (self._my_id, self.settings.generation, self._nonces)
+        return int.from_bytes(hashlib.sha256(seed).digest()[:4], "big")
+
+    def _challenge(self, node: str, path: str, generation: int, now: float) -> None:
+        """Ask `node` for a fresh echo answer on `path`: frames of its `generation` are
+        refused (UNCONFIRMED) until one comes (at most one question a keepalive)."""
+        asked = self._challenges.get(node)
+        if asked is not None and now - asked[2] < self.settings.keepalive:
+            return
+        nonce = self._fresh_nonce()
+        self._challenges[node] = (nonce, generation, now)
+        self._send_echo(path, nonce, None, now)
 
     def _send_echo(self, pid: str, nonce: int, reply_to: str | None, now: float) -> None:
         s = self.settings
@@ -495,6 +552,11 @@ class Engine:
                 self._drop(path, refused, source)
                 return
             self._send_echo(path, nonce, node, now)  # answer on the path it came over
+            return
+        asked = self._challenges.get(node)
+        if asked is not None and asked[0] == nonce and asked[1] == generation:
+            del self._challenges[node]  # answered, live, in the generation in question
+            self.membership.confirm(node, generation)
             return
         out = self._echo_out.get(path)
         if out is None or out[0] != nonce:
@@ -648,6 +710,8 @@ class Engine:
         verdict = self.membership.receive(beat, now)
         if isinstance(verdict, Dropped):
             self._drop(path, verdict, source)
+            if verdict.reason is DropReason.UNCONFIRMED:
+                self._challenge(name, path, frame.generation, now)
             return
         self._note_frame(name, frame.generation, now)
         if frame.kind is nat.FrameKind.HEARTBEAT:
@@ -699,6 +763,9 @@ class Engine:
         verdict = self.membership.receive(beat, now)
         if isinstance(verdict, Dropped):
             self._drop(path, verdict, source)
+            # only an hbd peer can answer; a Heartbeat one stays refused, as Heartbeat does
+            if verdict.reason is DropReason.UNCONFIRMED and status and status.from_hbd:
+                self._challenge(name, path, origin.generation, now)
             return
         self._note_frame(name, origin.generation, now)
         ack_text = msg.get(ctl.ACK_FIELD) if status is not None else None

@@ -66,12 +66,14 @@ def node_settings(
     watchdog_timeout: float | None,
     peer_addresses: Mapping[str, tuple[str, ...]],
     wall_offset: float = 0.0,
+    peer_generations: tuple[tuple[str, int, int], ...] = (),
 ) -> NodeSettings:
     """The whole node's settings. `watchdog_timeout` is the armed device's (None: none)."""
     cf = config.hacf
     engine = dataclasses.replace(
         engine_settings(config, uuid=uuid, generation=generation, wall_offset=wall_offset),
         watchdog_timeout=watchdog_timeout,
+        peer_generations=peer_generations,
     )
     peer_watchdog = cf.peer_watchdog_timeout
     if peer_watchdog is None:
