@@ -6,7 +6,9 @@ and what replayed frames make it send.
 - `cpu`: the median CPU time (process time) hbd's engine spends on one forged frame of
   64 KiB, per format and path kind: a Heartbeat classic frame (many short fields, a wrong
   sha1 signature), a netstring frame, and a native frame; with `wire heartbeat` and with
-  `wire hbd` (where Heartbeat-format frames are refused before they are parsed).
+  `wire hbd` (where Heartbeat-format frames are refused before they are parsed);
+  `classic-wide` has 32 fields of 2000 bytes (under the field cap: its signature is
+  computed), `classic` thousands of short ones.
 - `rexmit`: one captured NS_rexmit (the peer asking for 32 messages) replayed N times in
   one second: the bytes the node sends per byte replayed, and the frames sent per frame
   received.
@@ -83,6 +85,9 @@ def bench_cpu(frames: int) -> None:
     if not classic.endswith(b"<<<\n"):
         classic = classic[: 64 * 1024 - 40].rsplit(b"\n", 1)[0] + b"\nauth=1 00\n<<<\n"
     net = hb.encode_netstring(big_message(36 * 1024), WRONG, classic_auth=False)
+    base = ctl.status_message("beta", b"b" * 16, 1, 5, "up", 10000, 0x6000_0000)
+    wide = tuple(hb.HaField(f"v{i}", "y" * 2000) for i in range(32))
+    long_lines = hb.encode_classic(hb.HaMessage((*base.fields, *wide)), WRONG)
     frame = nat.NativeFrame(
         nat.cluster_id(NODES, 694),
         nat.node_id("beta"),
@@ -102,6 +107,7 @@ def bench_cpu(frames: int) -> None:
         for name, path, data in (
             ("classic/udp", UDP, classic),
             ("classic/serial", SERIAL, classic),
+            ("classic-wide/udp", UDP, long_lines),
             ("netstring/udp", UDP, net),
             ("native/udp", UDP, native),
         ):
@@ -166,7 +172,10 @@ def bench_echo(replays: int) -> None:
     replies = 0
     for i in range(replays):
         a.receive_frame(UDP, echo, now + i / replays, "10.0.0.66")
-        replies += len(a.frames_to_send(now + i / replays))
+        out = a.frames_to_send(now + i / replays)
+        replies += sum(
+            1 for _, d in out if d[:1] == b"\xb8" and d[2] >> 4 == nat.FrameKind.ECHO_REPLY
+        )
     print(f"echo: {replays} replays of one native ECHO in 1 s: {replies} frames sent")
 
 
