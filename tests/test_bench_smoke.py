@@ -167,3 +167,13 @@ def test_idle_cluster_with_a_vip_measured_for_hbd_heartbeat_and_keepalived() -> 
     # Heartbeat runs a reader and a writer per path beside its master: more than hbd's one
     assert number(rows["Heartbeat 3.0.6"][8]) > number(hbd[8])
     assert _bench_namespaces(proc.pid) == set()  # every namespace it made is gone
+
+
+def test_hostile_bench_reports_cpu_rexmit_and_echo_within_their_bounds() -> None:
+    out = run_bench("hostile.py", "--frames", "3", "--replays", "200")
+    rows = [line.split() for line in out.splitlines() if line.startswith("  wire ")]
+    assert len(rows) == 10
+    assert all(float(row[3]) < 2.0 for row in rows), out  # ms per forged frame
+    assert "echo: 200 replays of one native ECHO in 1 s: 0 frames sent" in out
+    rexmit = next(line for line in out.splitlines() if line.startswith("rexmit:"))
+    assert float(rexmit.split("; ")[1].split()[0]) < 1.0  # bytes sent per byte received

@@ -45,9 +45,9 @@ def test_several_keys_the_active_one_is_named_by_auth() -> None:
     )
     assert keys.active.method is AuthMethod.SHA256
     assert sorted(keys.entries) == [1, 2]
-    entry = keys.get(1)
-    assert entry is not None and entry.key == b"old-key"
-    assert keys.get(7) is None
+    assert keys.entries[1].key == b"old-key"
+    # on receipt only the active key counts until ha.cf's accept_keys lists another
+    assert keys.get(1) is None and keys.get(2) == keys.active and keys.get(7) is None
 
 
 def test_crc_loads_with_a_loud_warning_that_it_authenticates_nothing() -> None:
@@ -131,3 +131,43 @@ def test_wire_hbd_with_a_crc_key_is_refused_at_load_not_at_the_first_frame(
     assert "write '1 sha256 SECRET'" in err and err.count("\n") == 1
     (directory / "authkeys").write_text("auth 1\n1 sha256 a-long-random-secret\n")
     assert load_config(str(directory), "ha-01").authkeys.active.method is AuthMethod.SHA256
+
+
+def test_a_leftover_crc_line_beside_a_key_is_never_accepted_and_cannot_be_listed(
+    tmp_path: Path,
+) -> None:
+    keys = "auth 2\n1 crc\n2 sha256 a-long-random-secret\n"
+    directory = config_dir(tmp_path / "ok", hacf=GOOD_HACF + "wire hbd\n", authkeys=keys)
+    loaded = load_config(str(directory), "ha-01").authkeys
+    assert loaded.get(1) is None and loaded.get(2) == loaded.active
+    assert "crc" in loaded.refusal(1) and "never accepted" in loaded.refusal(1)
+    listed = config_dir(
+        tmp_path / "listed", hacf=GOOD_HACF + "accept_keys 1\nwire hbd\n", authkeys=keys
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(str(listed), "ha-01")
+    assert (info.value.file, info.value.line) == (f"{listed}/ha.cf", 4)
+    assert "accept_keys 1: entry 1" in info.value.message and "is crc" in info.value.message
+
+
+def test_accept_keys_lists_the_rotation_keys_and_names_a_missing_one(tmp_path: Path) -> None:
+    keys = "auth 2\n1 md5 the-old-key\n2 sha1 the-new-key\n"
+    directory = config_dir(tmp_path / "ok", hacf=GOOD_HACF + "accept_keys 1\n", authkeys=keys)
+    loaded = load_config(str(directory), "ha-01").authkeys
+    assert loaded.rotation == {1}
+    entry = loaded.get(1)
+    assert entry is not None and entry.key == b"the-old-key"
+    missing = config_dir(tmp_path / "missing", hacf=GOOD_HACF + "accept_keys 3\n", authkeys=keys)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(missing), "ha-01")
+    assert (info.value.file, info.value.line) == (f"{missing}/ha.cf", 4)
+    assert info.value.message == f"accept_keys 3: {missing}/authkeys has no entry 3"
+
+
+def test_signing_with_crc_while_a_key_is_configured_is_refused_at_load(tmp_path: Path) -> None:
+    directory = config_dir(tmp_path / "d", authkeys="auth 1\n1 crc\n2 sha1 a-key\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(directory), "ha-01")
+    assert info.value.file == f"{directory}/authkeys"
+    assert "'auth 1' selects crc, but entry 2 has a key" in info.value.message
+    assert "('auth 2')" in info.value.message

@@ -190,6 +190,16 @@ EFFECTS: dict[str, tuple[tuple[str, ...], Getter, Any]] = {
     "coredumps": (("coredumps false",), lambda h: h.coredumps, False),
     "cluster": (("cluster appliance",), lambda h: h.cluster, "appliance"),
     "wire": (("wire hbd",), lambda h: h.wire, WireFormat.HBD),
+    "wire_accept": (
+        ("wire hbd", "wire_accept hbd heartbeat"),
+        lambda h: h.wire_accept,
+        (WireFormat.HBD, WireFormat.HEARTBEAT),
+    ),
+    "accept_keys": (
+        ("accept_keys 1 3",),
+        lambda h: (h.accept_keys, h.accept_keys_line),
+        ((1, 3), 4),
+    ),
     "peer_watchdog_timeout": (("peer_watchdog_timeout 3",), lambda h: h.peer_watchdog_timeout, 3.0),
     "watchdog_timeout": (
         ("watchdog /dev/watchdog", "watchdog_timeout 40"),
@@ -541,4 +551,27 @@ def test_docs_directives_describes_every_directive() -> None:
 def test_a_bad_resource_timeout_names_its_line(line: str, phrase: str) -> None:
     with pytest.raises(ConfigError, match=phrase) as e:
         parse_hacf(f"node alpha\nbcast eth0\n{line}\n", "ha.cf")
+    assert e.value.line == 3
+
+
+@pytest.mark.parametrize(
+    ("lines", "phrase"),
+    [
+        ("wire_accept heartbeat", "wire_accept must list hbd"),
+        ("wire_accept hbd morse", "takes heartbeat and/or hbd; got 'morse'"),
+        ("wire_accept", "takes heartbeat and/or hbd"),
+        ("accept_keys", "takes the authkeys indexes"),
+        ("accept_keys one", "takes the authkeys indexes"),
+        ("accept_keys 16", "0 to 15"),
+    ],
+)
+def test_a_bad_wire_accept_or_accept_keys_names_its_line(lines: str, phrase: str) -> None:
+    with pytest.raises(ConfigError, match=phrase) as e:
+        parse_hacf(f"node alpha\nbcast eth0\n{lines}\n", "ha.cf")
+    assert e.value.line == 3
+
+
+def test_wire_accept_must_keep_the_format_this_node_sends() -> None:
+    with pytest.raises(ConfigError, match="leaves out 'heartbeat'") as e:
+        parse_hacf("node alpha\nbcast eth0\nwire_accept hbd\n", "ha.cf")
     assert e.value.line == 3

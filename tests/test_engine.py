@@ -29,23 +29,29 @@ VECTORS = Path(__file__).parent / "vectors" / "heartbeat"
 UDP, SERIAL = "bcast:hbc0", "serial:/dev/ttyS0"
 
 
-def keys() -> AuthKeys:
+def keys(method: str = "sha1") -> AuthKeys:
+    """The vectors' keys, signing with sha1 and accepting md5 too (a rotation); with
+    `method="crc"` the crc entry alone (crc is never accepted beside a key)."""
     raw = json.loads((VECTORS / "keys.json").read_text())
     entries = {
         int(i): AuthEntry(int(i), AuthMethod(e["method"]), e["key"].encode())
         for i, e in raw.items()
     }
-    return AuthKeys(active=entries[1], entries=entries)
+    if method == "crc":
+        return AuthKeys(active=entries[3], entries={3: entries[3]})
+    return AuthKeys(active=entries[1], entries=entries, rotation=frozenset({2}))
 
 
-def engine(wire: WireFormat = WireFormat.HEARTBEAT, node: str = "hb2") -> Engine:
+def engine(
+    wire: WireFormat = WireFormat.HEARTBEAT, node: str = "hb2", method: str = "sha1"
+) -> Engine:
     settings = EngineSettings(
         node=node,
         uuid=bytes(range(0x10, 0x20)) if node == "hb1" else bytes(range(0xA0, 0xB0)),
         generation=0x2B,
         nodes=("hb1", "hb2"),
         paths=((SERIAL, PathKind.SERIAL), (UDP, PathKind.DATAGRAM)),
-        auth=keys(),
+        auth=keys(method),
         keepalive=1.0,
         deadtime=8.0,
         warntime=4.0,
@@ -72,7 +78,7 @@ def frames(method: str, sender: str) -> list[bytes]:
 
 @pytest.mark.parametrize("method", ["sha1", "md5", "crc"])
 def test_real_heartbeat_peer_over_udp_is_heard_and_answered(method: str) -> None:
-    e = engine()
+    e = engine(method=method)
     sent: list[tuple[str, bytes]] = []
     now = 0.0
     for data in frames(method, "hb1"):
@@ -88,7 +94,7 @@ def test_real_heartbeat_peer_over_udp_is_heard_and_answered(method: str) -> None
     # other cluster messages (t=starting, t=resource) reach the caller
     assert {m.type for m in got if isinstance(m, MessageReceived)} >= {"starting", "resource"}
     # hb1 asked us (hb2) for the node list: we answered, in both formats, properly signed
-    replies = [decode_frame(data, keys()) for _, data in sent]
+    replies = [decode_frame(data, keys(method)) for _, data in sent]
     assert not any(isinstance(r, Dropped) for r in replies)
     types = [(r.get("t"), r.get("dest")) for r in replies if not isinstance(r, Dropped)]
     assert ("repnodes", "hb1") in types

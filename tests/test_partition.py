@@ -363,6 +363,7 @@ def test_hole_7_a_reinstalled_peer_with_a_lower_generation_is_a_new_incarnation(
     sim.run_for(2 * D)
     sim.machines["beta"].generation = 0  # the state directory is wiped
     sim.machines["beta"].remembered.clear()
+    sim.machines["beta"].generations = ()
     sim.power_on("beta", boot_delay=0.0)
     w = Watch(sim)
     w.run(8)

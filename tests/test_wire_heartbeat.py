@@ -25,6 +25,7 @@ from hbd.core.wire.heartbeat import (
     HaMessage,
     ack_message,
     decode_frame,
+    digest_hex,
     encode_classic,
     encode_netstring,
     heartbeat_crc,
@@ -54,7 +55,10 @@ def _entries() -> dict[int, AuthEntry]:
 @functools.cache
 def keys_for(run: str) -> AuthKeys:
     entries = _entries()
-    return AuthKeys(entries[RUNS[run]], entries)
+    active = entries[RUNS[run]]
+    if active.method is AuthMethod.CRC:  # crc is accepted only where no entry has a key
+        return AuthKeys(active, {active.index: active})
+    return AuthKeys(active, entries)
 
 
 def frames(run: str) -> list[tuple[str, str, bytes]]:
@@ -241,13 +245,27 @@ def test_truncated_and_garbage_frames_are_dropped_with_a_reason() -> None:
         serial[:-4]: DropReason.TRUNCATED,
         udp[:100]: DropReason.TRUNCATED,
         b"hello world\n": DropReason.MALFORMED,
-        b">>>\nno equals sign\n<<<\n": DropReason.MALFORMED,
-        b">>>\n(9)x=1\n<<<\n": DropReason.UNSUPPORTED,
-        b"###\n5:t=abc,%%%\n": DropReason.MALFORMED,
+        # unsigned: refused at the (missing) signature, before any field is read
+        b">>>\nno equals sign\n<<<\n": DropReason.NO_AUTH,
+        b">>>\n(9)x=1\n<<<\n": DropReason.NO_AUTH,
+        b"###\n5:t=abc,%%%\n": DropReason.NO_AUTH,
     }
     for data, reason in cases.items():
         got = decode_frame(data, keys)
         assert isinstance(got, Dropped) and got.reason is reason, (data, got)
+    # signed, then found wanting by the parser
+    sha1 = keys.active
+    for body, reason in (
+        (b"no equals sign\n", DropReason.MALFORMED),
+        (b"(9)x=1\n", DropReason.UNSUPPORTED),
+    ):
+        token = f"auth={sha1.index} {digest_hex(sha1, body)}\n".encode()
+        got = decode_frame(b">>>\n" + body + token + b"<<<\n", keys)
+        assert isinstance(got, Dropped) and got.reason is reason, (body, got)
+    signed = b"###\n5:t=abc,%%%\n"
+    token = f"{sha1.index} {digest_hex(sha1, signed)}".encode()
+    got = decode_frame(signed + f"{len(token)}:".encode() + token + b",", keys)
+    assert isinstance(got, Dropped) and got.reason is DropReason.MALFORMED
 
 
 # --------------------------------------------------------------------- serial stream
@@ -358,7 +376,7 @@ key_entries = st.sampled_from(sorted(_entries().values(), key=lambda e: e.index)
 @settings(max_examples=150, deadline=None)
 @given(messages, key_entries)
 def test_any_message_round_trips_through_both_formats(msg: HaMessage, key: AuthEntry) -> None:
-    keys = AuthKeys(key, _entries())
+    keys = AuthKeys(key, {key.index: key})
     classic = decode_frame(encode_classic(msg, key), keys)
     assert isinstance(classic, HaMessage)
     assert classic.without("auth") == msg and classic.names()[-1] == "auth"

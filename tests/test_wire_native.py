@@ -44,7 +44,7 @@ from hbd.core.wire.native import (
 OLD = AuthEntry(1, AuthMethod.SHA1, b"the key we are rotating away from")
 NEW = AuthEntry(2, AuthMethod.SHA256, b"the key we rotate to")
 CRC = AuthEntry(3, AuthMethod.CRC, b"")
-KEYS = AuthKeys(active=NEW, entries={1: OLD, 2: NEW, 3: CRC})
+KEYS = AuthKeys(active=NEW, entries={1: OLD, 2: NEW, 3: CRC}, rotation=frozenset({1}))
 CLUSTER = cluster_id(["alpha", "beta"], 694)
 OTHER_CLUSTER = cluster_id(["alpha", "beta"], 695)
 
@@ -125,13 +125,18 @@ def test_the_largest_frames_fit_the_stated_bounds(frame: NativeFrame) -> None:
     assert len(encode_native_serial(frame, NEW)) <= MAX_SERIAL_STUFFED + 1
 
 
-def test_a_rotated_out_key_still_verifies_while_authkeys_lists_it() -> None:
+def test_a_rotated_out_key_still_verifies_while_accept_keys_lists_it() -> None:
     frame = heartbeat()
     assert decode_native(encode_native(frame, OLD), KEYS, CLUSTER) == frame
     only_new = AuthKeys(active=NEW, entries={2: NEW})
     assert reason(decode_native(encode_native(frame, OLD), only_new, CLUSTER)) is (
         DropReason.UNKNOWN_KEY
     )
+    # still in authkeys but no longer listed: a leftover entry is no way in
+    leftover = AuthKeys(active=NEW, entries={1: OLD, 2: NEW})
+    dropped = decode_native(encode_native(frame, OLD), leftover, CLUSTER)
+    assert reason(dropped) is DropReason.UNKNOWN_KEY
+    assert isinstance(dropped, Dropped) and "accept_keys" in dropped.detail
 
 
 # --- the caller's mistakes raise -----------------------------------------------------

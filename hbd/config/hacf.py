@@ -580,6 +580,38 @@ def _wire(b: _Builder, name: str, args: list[str]) -> None:
         raise b.fail(f"'wire' takes heartbeat or hbd; got '{args[0]}'") from None
 
 
+def _accept_keys(b: _Builder, name: str, args: list[str]) -> None:
+    _once(b, name)
+    if not args or not all(_digits(a) for a in args):
+        raise b.fail(
+            "'accept_keys' takes the authkeys indexes (0-15) accepted besides 'auth N' while "
+            f"keys are rotated, e.g. accept_keys 1; got '{' '.join(args)}'"
+        )
+    indexes = [int(a) for a in args]
+    if any(not 0 <= i <= 15 for i in indexes):
+        raise b.fail(f"accept_keys: an authkeys index is 0 to 15; got '{' '.join(args)}'")
+    b.values["accept_keys"] = tuple(dict.fromkeys(indexes))
+    b.values["accept_keys_line"] = b.line
+
+
+def _wire_accept(b: _Builder, name: str, args: list[str]) -> None:
+    _once(b, name)
+    formats = []
+    for arg in args:
+        try:
+            formats.append(WireFormat(arg.lower()))
+        except ValueError:
+            raise b.fail(f"'wire_accept' takes heartbeat and/or hbd; got '{arg}'") from None
+    if not formats:
+        raise b.fail("'wire_accept' takes heartbeat and/or hbd, e.g. 'wire_accept hbd heartbeat'")
+    if WireFormat.HBD not in formats:
+        raise b.fail(
+            "wire_accept must list hbd: hbd's own frames are always accepted (they are always "
+            "signed with a key); the directive only says whether Heartbeat's are"
+        )
+    b.values["wire_accept"] = tuple(dict.fromkeys(formats))
+
+
 def _resource_timeout(b: _Builder, name: str, args: list[str]) -> None:
     if len(args) != 2 or args[0].lower() not in ("start", "stop", "status"):
         raise b.fail(
@@ -680,6 +712,8 @@ DIRECTIVES: dict[str, Handler] = {
     "cluster": _cluster,
     # hbd's own directives (documented in docs/directives.md)
     "wire": _wire,
+    "wire_accept": _wire_accept,
+    "accept_keys": _accept_keys,
     "watchdog_timeout": _watchdog_timeout,
     "peer_watchdog_timeout": _peer_watchdog_timeout,
     "adaptive_detector": _bool("adaptive_detector"),
@@ -757,6 +791,7 @@ def _finish(b: _Builder) -> HaCf:
         )
     timing = _timing(b)
     _check_watchdog(b, timing.deadtime)
+    _check_wire_accept(b)
     if "auto_failback" not in b.values:
         b.warnings.append(
             ConfigWarning(
@@ -858,6 +893,19 @@ def _check_watchdog(b: _Builder, deadtime: float) -> None:
             "watchdog_timeout",
             f"watchdog_timeout {timeout:g}s is shorter than deadtime {deadtime:g}s: the node "
             "would reset itself before its peer could declare it dead",
+        )
+
+
+def _check_wire_accept(b: _Builder) -> None:
+    accepted = b.values.get("wire_accept")
+    wire = b.values.get("wire", WireFormat.HEARTBEAT)
+    if isinstance(accepted, tuple) and wire not in accepted:
+        assert isinstance(wire, WireFormat)
+        raise _fail(
+            b,
+            "wire_accept",
+            f"wire_accept leaves out '{wire.value}', the format this node sends ('wire "
+            f"{wire.value}'): the peers, which share this ha.cf, would not be heard; add it",
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 
@@ -10,7 +11,7 @@ from hbd.config.hacf import parse_hacf
 from hbd.config.haresources import AgentDirs, parse_haresources
 from hbd.config.model import Config, ConfigWarning, HaCf, MediumKind
 from hbd.config.safefiles import UnsafeFile, check_owner, read_regular
-from hbd.core.auth import AuthMethod
+from hbd.core.auth import AuthKeys, AuthMethod
 from hbd.core.errors import ConfigError
 from hbd.core.model import ResourceGroup, WireFormat
 
@@ -96,6 +97,7 @@ def load_config(
             f"{hacf_path} says 'wire hbd': hbd's frames are signed with HMAC-SHA256; "
             f"write '{authkeys.active.index} sha256 SECRET' (or remove 'wire hbd')",
         )
+    authkeys = _receivable_keys(hacf, authkeys, keys_path)
     warnings: list[ConfigWarning] = [*hacf.warnings, *key_warnings]
     res_path = os.path.join(directory, "haresources")
     if os.path.exists(res_path):
@@ -107,6 +109,39 @@ def load_config(
     if groups:
         warnings.extend(partition_warnings(hacf, groups))
     return Config(directory, node_name, hacf, authkeys, groups, tuple(warnings))
+
+
+def _receivable_keys(hacf: HaCf, keys: AuthKeys, keys_path: str) -> AuthKeys:
+    """The keys with ha.cf's `accept_keys` as their rotation set, checked against authkeys:
+    frames are accepted signed with the active entry or a listed one, and never with crc
+    once any entry has a key (anyone can compute crc)."""
+    keyed = [e.index for e in keys.entries.values() if e.method is not AuthMethod.CRC]
+    if keys.active.method is AuthMethod.CRC and keyed:
+        raise ConfigError(
+            keys_path,
+            None,
+            f"'auth {keys.active.index}' selects crc, but entry {keyed[0]} has a key: a node "
+            "holding a key never accepts crc frames (anyone can forge them), so this node "
+            f"would not hear peers signing like it; select the keyed entry ('auth {keyed[0]}') "
+            f"on every node, or remove entry {keyed[0]}",
+        )
+    for index in hacf.accept_keys:
+        entry = keys.entries.get(index)
+        if entry is None:
+            raise ConfigError(
+                hacf.path,
+                hacf.accept_keys_line,
+                f"accept_keys {index}: {keys_path} has no entry {index}",
+            )
+        if entry.method is AuthMethod.CRC:
+            raise ConfigError(
+                hacf.path,
+                hacf.accept_keys_line,
+                f"accept_keys {index}: entry {index} of {keys_path} is crc, which anyone can "
+                f"compute; frames signed with it are never accepted beside a key: remove "
+                f"{index} from accept_keys",
+            )
+    return dataclasses.replace(keys, rotation=frozenset(hacf.accept_keys))
 
 
 def check_watchdog_device(hacf: HaCf) -> None:

@@ -151,6 +151,11 @@ class HaCf:
     respawn: tuple[Respawn, ...] = ()
     apiauth: tuple[ApiAuth, ...] = ()
     wire: WireFormat = WireFormat.HEARTBEAT
+    # hbd: `wire_accept`: the formats accepted on receipt; None: both with wire heartbeat,
+    # only hbd's with wire hbd
+    wire_accept: tuple[WireFormat, ...] | None = None
+    accept_keys: tuple[int, ...] = ()  # hbd: authkeys indexes accepted besides `auth N`
+    accept_keys_line: int | None = None
     adaptive_detector: bool = False  # hbd: `adaptive_detector on` turns on phi accrual
     resource_timeout_start: float = 60.0  # hbd: `resource_timeout start TIME`
     resource_timeout_stop: float = 60.0  # hbd: `resource_timeout stop TIME`

@@ -8,7 +8,8 @@ no clock: `now` is monotonic seconds from the caller.
 Every keepalive it sends one heartbeat on every path in the configured format (hbd
 native frames, or Heartbeat's: classic text on serial, netstring on UDP); one sequence
 number per message, the same on every path, so receivers count it once. On receive it
-accepts both formats on every path (`receive.py`), verifies, and drops with a reason
+accepts hbd's format on every path, and Heartbeat's with `wire heartbeat` or when
+`accept_heartbeat` says so (`receive.py`), verifies, and drops with a reason
 (a `FrameDropped` event) anything forged, garbled, replayed, from an unknown node or
 from itself. See `membership.py` for what is decided from what arrives.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import math
 from collections import deque
 from collections.abc import Callable
@@ -37,7 +39,7 @@ from hbd.core.events import (
 from hbd.core.membership import Beat, Membership, NodeStatus
 from hbd.core.model import WireFormat
 from hbd.core.receive import FrameFormat, Segment, SerialDemux, classify_datagram
-from hbd.core.states import LocalState
+from hbd.core.states import LocalState, PathState
 from hbd.core.wire import Dropped
 from hbd.core.wire import ha_control as ctl
 from hbd.core.wire import heartbeat as hb
@@ -77,6 +79,19 @@ class EngineSettings:
     watchdog_timeout: float | None = None
     adaptive_detector: bool = False
     wall_offset: float = 0.0  # wall-clock seconds minus `now`: Heartbeat's `ts` field
+    # Heartbeat-format frames accepted (ha.cf `wire_accept`); None: only with wire heartbeat
+    accept_heartbeat: bool | None = None
+    max_rexmit_delay: float = 0.25  # a message is resent at most this often (Heartbeat's)
+    # (peer, generation, highest seq) heard before this node started: the state directory's
+    peer_generations: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def heartbeat_frames(self) -> bool:
+        """Whether Heartbeat-format frames are accepted: with `wire heartbeat` always, with
+        `wire hbd` only when the operator said a peer still sends them (`wire_accept`)."""
+        if self.accept_heartbeat is None:
+            return self.wire is WireFormat.HEARTBEAT
+        return self.accept_heartbeat
 
     def __post_init__(self) -> None:
         if self.node not in self.nodes:
@@ -112,8 +127,17 @@ REQNODES_RETRY = 1.0  # Heartbeat asks again every second
 ADVERT_INTERVAL = 1.0  # an unchanged advert is repeated this often (a changed one at once)
 ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
+GENERATIONS_SAVE_INTERVAL = 60.0  # seconds between saves of the peers' newest sequences
+ECHOES_REMEMBERED = 16  # nonces answered, per peer and path, refused if they come again
 RTT_WEIGHT = 0.25  # weight of a new sample in the smoothed round-trip time
 SENT_KEPT = 4096  # send times kept for acknowledgements (minutes at 10 heartbeats a second)
+# What NS_rexmit requests of one peer may make us send: a bucket of messages (each resent
+# or naked on every path), full at first and refilled with time. NS_* messages carry no
+# seq, so a captured request can be replayed at will: whatever the replay rate, the answers
+# stay within REXMIT_RATE messages a second after one burst of REXMIT_BURST (one full
+# answer). Lost messages asked for once are resent at once.
+REXMIT_BURST = MAX_REXMIT
+REXMIT_RATE = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +197,7 @@ class Engine:
             initdead=settings.initdead,
             now=now,
             adaptive=settings.adaptive_detector,
+            remembered={n: (g, q) for n, g, q in settings.peer_generations},
         )
         self._by_id: dict[int, str] = {}
         for name in settings.nodes:
@@ -192,7 +217,11 @@ class Engine:
         self._last_words: dict[str, bytes] = {}  # the last advert of a peer now dead
         self._leaving = False
         self._next_echo = now + ECHO_INTERVAL  # nobody can answer before the first beats
-        self._echo_nonce = 0
+        self._nonces = 0  # echo nonces drawn (see `_fresh_nonce`)
+        self._challenges: dict[str, tuple[int, int, float]] = {}  # peer -> (nonce, gen, at)
+        self._generations_saved: tuple[tuple[str, int, int], ...] | None = None
+        self._generations_saved_at = now
+        self._peer_went = False  # a peer died or left since the generations were saved
         self._echo_round = 0
         self._echo_out: dict[str, tuple[int, float]] = {}  # path -> (nonce, sent at)
         self._rtt: dict[tuple[str, str], float] = {}  # (node, path) -> smoothed seconds
@@ -207,6 +236,13 @@ class Engine:
         self._contacts: dict[str, _Contact] = {n: _Contact() for n in settings.nodes}
         self._answering: frozenset[str] = frozenset()
         self._ack_trigger = {n: nat.node_id(n) % 10 for n in settings.nodes}
+        self._resent_at: dict[tuple[str, int], float] = {}  # (peer, seq) -> last resent
+        # the sender's path hash each of our paths carries from each peer, and back
+        self._path_hash: dict[tuple[str, str], int] = {}  # (peer, our path) -> its hash
+        self._hash_path: dict[tuple[str, int], str] = {}  # (peer, its hash) -> our path
+        # echoes answered, per (peer, path): (its generation, recent nonces, last answer)
+        self._echoes_answered: dict[tuple[str, str], tuple[int, deque[int], float]] = {}
+        self._rexmit_budget: dict[str, tuple[float, float]] = {}  # peer -> (messages, at)
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -309,6 +345,11 @@ class Engine:
         return self.settings.generation
 
     @property
+    def newest_sent(self) -> int:
+        """The sequence number of our newest sequenced message (0 before the first)."""
+        return self._seq
+
+    @property
     def path_ids(self) -> tuple[str, ...]:
         return tuple(self._paths)
 
@@ -326,6 +367,11 @@ class Engine:
 
     def _collect(self) -> None:
         while (e := self.membership.next_event()) is not None:
+            if isinstance(e, NodeRestarted):  # a new incarnation may use new path ids
+                for key in [k for k in self._path_hash if k[0] == e.node]:
+                    self._hash_path.pop((e.node, self._path_hash.pop(key)), None)
+            if isinstance(e, NodeDead):
+                self._peer_went = True
             if isinstance(e, NodeDead | NodeRestarted):
                 last = self._adverts.pop(e.node, None)  # it no longer speaks for now...
                 if isinstance(e, NodeRestarted):
@@ -361,6 +407,35 @@ class Engine:
         """What `node` has acknowledged of ours (see `Contact`)."""
         c = self._contacts[node]
         return Contact(c.acks, c.acked_until, c.ack_frame_at, c.back_at, c.listed, c.probed)
+
+    def remembered_generations(self) -> tuple[tuple[str, int, int], ...]:
+        """(peer, generation, highest sequence) for every peer heard, now or before this
+        node started: what the shell keeps in the state directory, so that after a restart
+        a replay of what was heard before is told from the live peer (membership.py)."""
+        out = []
+        for name in self.membership.node_names:
+            got = self.membership.remembered(name)
+            if got is not None:
+                out.append((name, *got))
+        return tuple(out)
+
+    def generations_to_save(
+        self, now: float, *, force: bool = False
+    ) -> tuple[tuple[str, int, int], ...] | None:
+        """The remembered generations when they should be written now, else None: a peer's
+        generation changed, a peer died or left (its last sequence is then final), or
+        GENERATIONS_SAVE_INTERVAL passed with new sequences; `force` at a clean stop."""
+        snapshot = self.remembered_generations()
+        saved = self._generations_saved
+        if snapshot == saved:
+            return None
+        changed = saved is None or [(n, g) for n, g, _ in snapshot] != [(n, g) for n, g, _ in saved]
+        due = now - self._generations_saved_at >= GENERATIONS_SAVE_INTERVAL
+        if not (force or changed or due or self._peer_went):
+            return None
+        self._generations_saved, self._generations_saved_at = snapshot, now
+        self._peer_went = False
+        return snapshot
 
     def set_answering(self, peers: frozenset[str]) -> None:
         """The peers whose addresses answer our probes now: listed as probed while we
@@ -429,9 +504,26 @@ class Engine:
         for pid, kind in self.settings.paths:
             if kind is PathKind.SERIAL and self._echo_round % SERIAL_ECHO_EVERY != 1:
                 continue
-            self._echo_nonce = (self._echo_nonce + 1) & 0xFFFFFFFF
-            self._echo_out[pid] = (self._echo_nonce, now)
-            self._send_echo(pid, self._echo_nonce, None, now)
+            nonce = self._fresh_nonce()
+            self._echo_out[pid] = (nonce, now)
+            self._send_echo(pid, nonce, None, now)
+
+    def _fresh_nonce(self) -> int:
+        """A nonce this node never used before, in this incarnation or an earlier one (the
+        generation goes up at every start), so no recorded answer can match it."""
+        self._nonces += 1
+        seed = b"hbd echo\0%d\0%d\0%d" % (self._my_id, self.settings.generation, self._nonces)
+        return int.from_bytes(hashlib.sha256(seed).digest()[:4], "big")
+
+    def _challenge(self, node: str, path: str, generation: int, now: float) -> None:
+        """Ask `node` for a fresh echo answer on `path`: frames of its `generation` are
+        refused (UNCONFIRMED) until one comes (at most one question a keepalive)."""
+        asked = self._challenges.get(node)
+        if asked is not None and now - asked[2] < self.settings.keepalive:
+            return
+        nonce = self._fresh_nonce()
+        self._challenges[node] = (nonce, generation, now)
+        self._send_echo(path, nonce, None, now)
 
     def _send_echo(self, pid: str, nonce: int, reply_to: str | None, now: float) -> None:
         s = self.settings
@@ -444,16 +536,87 @@ class Engine:
         kind = nat.FrameKind.ECHO_REPLY if reply_to else nat.FrameKind.ECHO
         self._out.append((pid, self._native(pid, kind, nonce.to_bytes(4, "big"), self._seq)))
 
-    def _echo_received(self, node: str, path: str, reply: bool, nonce: int, now: float) -> None:
+    def _echo_received(
+        self,
+        node: str,
+        path: str,
+        reply: bool,
+        nonce: int,
+        now: float,
+        generation: int,
+        source: str | None,
+    ) -> None:
         if not reply:
+            refused = self._echo_refused(node, path, nonce, generation, now)
+            if refused is not None:
+                self._drop(path, refused, source)
+                return
             self._send_echo(path, nonce, node, now)  # answer on the path it came over
+            return
+        asked = self._challenges.get(node)
+        if asked is not None and asked[0] == nonce and asked[1] == generation:
+            del self._challenges[node]  # answered, live, in the generation in question
+            self.membership.confirm(node, generation)
             return
         out = self._echo_out.get(path)
         if out is None or out[0] != nonce:
             return  # not our latest probe on this path: late, replayed or forged
+        del self._echo_out[path]  # one sample per probe: a replayed answer gives none
         sample = now - out[1]
         old = self._rtt.get((node, path))
         self._rtt[(node, path)] = sample if old is None else old + RTT_WEIGHT * (sample - old)
+
+    def _echo_refused(
+        self, node: str, path: str, nonce: int, generation: int, now: float
+    ) -> Dropped | None:
+        """Whether a probe must go unanswered: signed echoes carry no sequence number, so a
+        recorded one could be replayed for signed answers at will. Each (generation, nonce)
+        is answered once per path, none of an incarnation older than the peer's current,
+        and at most one a keepalive (probes come every few seconds)."""
+        newest = self.membership.newest_heard(node)
+        if newest is not None and generation < newest[0]:
+            return Dropped(
+                DropReason.STALE, f"echo of generation {generation}, the peer is at {newest[0]}"
+            )
+        key = (node, path)
+        seen = self._echoes_answered.get(key)
+        if seen is None or generation > seen[0]:
+            seen = (generation, deque(maxlen=ECHOES_REMEMBERED), -math.inf)
+        elif generation < seen[0]:
+            return Dropped(DropReason.STALE, f"echo of generation {generation}, not {seen[0]}")
+        gen, nonces, last = seen
+        if nonce in nonces:
+            return Dropped(DropReason.REPLAYED, f"echo {nonce:x} of generation {gen} answered")
+        if now - last < min(self.settings.keepalive, ECHO_INTERVAL / 2):
+            return Dropped(DropReason.REPLAYED, f"echo {nonce:x} within a keepalive of the last")
+        nonces.append(nonce)
+        self._echoes_answered[key] = (gen, nonces, now)
+        return None
+
+    def _wrong_path(self, node: str, path: str, sender_hash: int) -> str | None:
+        """Why a native frame of `node` cannot count for our `path`, or None. Each of our
+        paths learns the path hash `node`'s frames on it carry (the sender's end of that
+        wire); a frame with a hash another live path of ours carries was sent on that other
+        wire -- relayed, replayed or crossed -- and proves nothing about this one. A path
+        learns anew once it is down (the peer renamed its end), and on a new incarnation."""
+        mine = self._path_hash.get((node, path))
+        if mine == sender_hash:
+            return None
+        owner = self._hash_path.get((node, sender_hash))
+        if owner is not None and self.membership.path_state(node, owner) is PathState.UP:
+            return (
+                f"path hash {sender_hash:04x}: {node} sent it on the wire our {owner} carries, "
+                f"not this one (relayed or replayed?)"
+            )
+        if mine is not None and self.membership.path_state(node, path) is PathState.UP:
+            return f"path hash {sender_hash:04x}: {node}'s frames on {path} carry {mine:04x}"
+        if mine is not None:
+            self._hash_path.pop((node, mine), None)
+        if owner is not None:
+            self._path_hash.pop((node, owner), None)
+        self._path_hash[(node, path)] = sender_hash
+        self._hash_path[(node, sender_hash)] = path
+        return None
 
     # -- adverts --------------------------------------------------------------------
 
@@ -499,6 +662,14 @@ class Engine:
             self._receive_native(path, nat.decode_native(seg.data, keys, cid), now, source)
         elif seg.format is FrameFormat.NATIVE_SERIAL:
             self._receive_native(path, nat.decode_native_serial(seg.data, keys, cid), now, source)
+        elif not self.settings.heartbeat_frames:
+            # refused before any parsing: under `wire hbd` nothing speaks Heartbeat's format
+            # unless the operator says so, so it is no way in (not even for a crc forgery)
+            detail = (
+                f"a Heartbeat-format ({seg.format.value}) frame, but this node says 'wire hbd' "
+                "and no 'wire_accept heartbeat': no peer sends that format"
+            )
+            self._drop(path, Dropped(DropReason.UNSUPPORTED, detail), source)
         else:
             self._receive_heartbeat(path, seg, now, source)
 
@@ -516,10 +687,15 @@ class Engine:
             detail = f"node id {frame.node_id:08x} is no node in ha.cf"
             self._drop(path, Dropped(DropReason.UNKNOWN_NODE, detail), source)
             return
+        wrong = self._wrong_path(name, path, frame.path_hash)
+        if wrong is not None:
+            self._drop(path, Dropped(DropReason.WRONG_PATH, wrong), source)
+            return
         if frame.kind in (nat.FrameKind.ECHO, nat.FrameKind.ECHO_REPLY):
             if len(frame.payload) == 4:  # signed, so from a key holder; matched by nonce
                 reply = frame.kind is nat.FrameKind.ECHO_REPLY
-                self._echo_received(name, path, reply, int.from_bytes(frame.payload, "big"), now)
+                nonce = int.from_bytes(frame.payload, "big")
+                self._echo_received(name, path, reply, nonce, now, frame.generation, source)
             return
         beat = Beat(
             node=name,
@@ -534,6 +710,8 @@ class Engine:
         verdict = self.membership.receive(beat, now)
         if isinstance(verdict, Dropped):
             self._drop(path, verdict, source)
+            if verdict.reason is DropReason.UNCONFIRMED:
+                self._challenge(name, path, frame.generation, now)
             return
         self._note_frame(name, frame.generation, now)
         if frame.kind is nat.FrameKind.HEARTBEAT:
@@ -585,6 +763,9 @@ class Engine:
         verdict = self.membership.receive(beat, now)
         if isinstance(verdict, Dropped):
             self._drop(path, verdict, source)
+            # only an hbd peer can answer; a Heartbeat one stays refused, as Heartbeat does
+            if verdict.reason is DropReason.UNCONFIRMED and status and status.from_hbd:
+                self._challenge(name, path, origin.generation, now)
             return
         self._note_frame(name, origin.generation, now)
         ack_text = msg.get(ctl.ACK_FIELD) if status is not None else None
@@ -662,33 +843,57 @@ class Engine:
             nonce = msg.get_hex("echo") if msg.get("echo") else None
             to_me = mtype == "hbd-echo" or (msg.get("dest") or "").lower() == self.node
             if nonce is not None and to_me:
-                self._echo_received(node, path, mtype == "hbd-echo-reply", nonce, now)
+                generation = ctl.parse_origin(msg)
+                gen = generation.generation if generation is not None else 0
+                self._echo_received(node, path, mtype == "hbd-echo-reply", nonce, now, gen, None)
             return
         dest = msg.get("dest")
         if dest is None or dest.lower() != self.settings.node.lower():
             return
         if mtype == "NS_rexmit":
             req = ctl.parse_rexmit(msg)
-            if req is None:
-                return
-            for seq in range(req.firstseq, min(req.lastseq, req.firstseq + MAX_REXMIT - 1) + 1):
-                old = self._history.get(seq)
-                if old is not None:
-                    self._queue_ha(old)
-                else:
-                    self._queue_ha(
-                        ctl.nak_rexmit_message(
-                            *self._src(),
-                            node,
-                            self.membership.uuid_of(node),
-                            seq,
-                            "not in history",
-                            self.settings.generation,
-                            self._ts(now),
-                            ttl=self._ttl,
-                        )
-                    )
+            if req is not None:
+                self._answer_rexmit(node, req, now)
         # NS_ackmsg and NS_nak_rexmit need no answer: we keep no send window to open.
+
+    def _answer_rexmit(self, node: str, req: ctl.HaRexmit, now: float) -> None:
+        """Resend what `node` asks for, as Heartbeat does, within three limits: only a
+        request of the peer's current incarnation (a replay from before its restart, or a
+        generation never heard, gets nothing); each message at most once per
+        max_rexmit_delay; and the peer's byte budget (REXMIT_BURST, REXMIT_RATE)."""
+        newest = self.membership.newest_heard(node)
+        if newest is None or req.origin.generation != newest[0]:
+            return
+        bucket, at = self._rexmit_budget.get(node, (float(REXMIT_BURST), now))
+        bucket = min(float(REXMIT_BURST), bucket + max(0.0, now - at) * REXMIT_RATE)
+        last = min(req.lastseq, req.firstseq + MAX_REXMIT - 1, self._seq)  # never the future
+        for seq in range(req.firstseq, last + 1):
+            if bucket < 1:
+                break
+            resent = self._resent_at.get((node, seq))
+            if resent is not None and now - resent < self.settings.max_rexmit_delay:
+                continue
+            self._resent_at[(node, seq)] = now
+            bucket -= 1
+            old = self._history.get(seq)
+            if old is not None:
+                self._queue_ha(old)
+            else:
+                self._queue_ha(
+                    ctl.nak_rexmit_message(
+                        *self._src(),
+                        node,
+                        self.membership.uuid_of(node),
+                        seq,
+                        "not in history",
+                        self.settings.generation,
+                        self._ts(now),
+                        ttl=self._ttl,
+                    )
+                )
+        self._rexmit_budget[node] = (bucket, now)
+        while len(self._resent_at) > HISTORY * len(self._sorted):
+            del self._resent_at[next(iter(self._resent_at))]
 
     def _track_for_ack(self, node: str, generation: int, seq: int, now: float) -> None:
         """Heartbeat's flow control: ack every tenth message, unless some are missing."""

@@ -46,3 +46,5 @@ class DropReason(enum.Enum):
     UNKNOWN_NODE = "unknown-node"  # sender not in ha.cf (autojoin none)
     FROM_SELF = "from-self"  # our own frame echoed back (broadcast loop)
     UNSUPPORTED = "unsupported"  # a message type we do not handle
+    WRONG_PATH = "wrong-path"  # a native frame sent on another of the sender's paths
+    UNCONFIRMED = "unconfirmed"  # an older generation, until it answers a fresh echo

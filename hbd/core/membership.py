@@ -25,9 +25,16 @@ How.
   Sequence gaps seen on a path are its losses.
 - A higher generation means the peer restarted (NodeRestarted); an older one is stale
   and dropped, unless the node has been silent for its deadtime: then the lower generation
-  is a new incarnation (a reinstalled node, a lost state directory), taken as a restart and
-  reported (GenerationWentBack). Replays of a dead node's old frames are the replay
-  defence's to refuse (signed frames carry no freshness of their own).
+  may be a new incarnation (a reinstalled node, a lost state directory) -- or a replay of
+  frames recorded from an incarnation before the current one, which signed frames cannot
+  tell apart (they carry no freshness of their own). So it is `UNCONFIRMED` until the
+  engine has had a fresh answer, in that generation, to a nonce it just sent (`confirm`):
+  a reinstalled peer is alive and answers; a recording cannot. Then it is taken as a
+  restart and reported (GenerationWentBack).
+- Across this node's own restarts: `remembered` holds, per peer, the (generation, highest
+  sequence) heard before this node stopped (saved by the shell in its state directory).
+  Until a peer is heard again, frames of that generation up to that sequence are STALE
+  (replays), and an older generation is UNCONFIRMED as above.
 - The gap between two status heartbeats from a node, past warntime, is a LateHeartbeat.
 - A node name heard with two uuids, one uuid heard under two names, two source
   addresses for one node on one path within deadtime, or an older generation still
@@ -45,7 +52,7 @@ on every path for the full deadtime the peer itself asked for. Everything faster
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hbd.core.detector import ArrivalStats, PhiAccrual
@@ -146,7 +153,9 @@ class _Path:
 class _Node:
     __slots__ = (
         "advertised_deadtime",
+        "confirmed",
         "first_claim",
+        "floor",
         "generation_tops",
         "last_beat",
         "last_heard",
@@ -176,6 +185,8 @@ class _Node:
         self.paths = {p: _Path() for p in paths}
         self.first_claim = ""
         self.reported: set[str] = set()
+        self.floor: tuple[int, int] | None = None  # (generation, seq) heard before our start
+        self.confirmed: int | None = None  # a lower generation proven live by an echo
 
 
 def _describe(beat: Beat) -> str:
@@ -199,6 +210,7 @@ class Membership:
         initdead: float,
         now: float,
         adaptive: bool = False,
+        remembered: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         if keepalive <= 0 or deadtime <= 0 or initdead < 0 or warntime < 0:
             raise LocalProtocolError(
@@ -214,6 +226,9 @@ class Membership:
         self.path_ids = tuple(dict.fromkeys(paths))
         self.detector = PhiAccrual(keepalive) if adaptive else None
         self._nodes = {n: _Node(n, self.path_ids) for n in dict.fromkeys(nodes) if n != local_node}
+        for name, floor in (remembered or {}).items():
+            if name in self._nodes:
+                self._nodes[name].floor = floor
         self._uuids: dict[bytes, str] = {}  # uuid -> first name heard with it
         self._events: deque[Event] = deque()
         self._timer: float | None = None
@@ -236,6 +251,31 @@ class Membership:
         reinstalled = (
             current is not None and beat.generation < current and self._silent_long(node, now)
         )
+        went_back: tuple[int, int] | None = None
+        if current is None and node.floor is not None:
+            floor_gen, floor_seq = node.floor
+            if beat.generation == floor_gen and beat.seq <= floor_seq:
+                return Dropped(
+                    DropReason.STALE,
+                    f"{node.name} generation {floor_gen} seq {beat.seq} was heard before this "
+                    f"node restarted (up to seq {floor_seq}): a replay",
+                )
+            if beat.generation < floor_gen:
+                if node.confirmed != beat.generation:
+                    return Dropped(
+                        DropReason.UNCONFIRMED,
+                        f"{node.name} generation {beat.generation} is older than generation "
+                        f"{floor_gen} heard before this node restarted: a replay, or a "
+                        "reinstalled node, taken once it answers a fresh echo",
+                    )
+                went_back = (floor_gen, beat.generation)
+        if reinstalled and node.confirmed != beat.generation:
+            return Dropped(
+                DropReason.UNCONFIRMED,
+                f"{node.name} generation {beat.generation} is older than its current "
+                f"{current}, after a silence: a replay, or a reinstalled node, taken once it "
+                "answers a fresh echo",
+            )
         if node.left is not None and beat.generation <= node.left and not reinstalled:
             # copies of the goodbye (or anything older) still arriving on other paths
             return Dropped(
@@ -260,6 +300,9 @@ class Membership:
             return on_path  # the same copy twice on one path: a replay
 
         self._check_claims(node, path, beat, now)
+        node.floor = None
+        if went_back is not None:
+            self._events.append(GenerationWentBack(node.name, *went_back))
         if isinstance(verdict, Accepted) and verdict.restarted:
             old_generation, old_top = before
             assert old_generation is not None and old_top is not None
@@ -271,6 +314,24 @@ class Membership:
         if fresh:
             self._refresh_node(node, beat, now)
         return fresh
+
+    def needs_confirming(self, name: str, generation: int) -> bool:
+        """Whether frames of `name` in `generation` wait for a fresh echo answer."""
+        node = self._node(name)
+        return node.confirmed != generation
+
+    def confirm(self, name: str, generation: int) -> None:
+        """`name` answered, in `generation`, a nonce the engine just sent: that generation
+        is a live incarnation, not a recording (see the module docstring)."""
+        self._node(name).confirmed = generation
+        self._timer_stale = True
+
+    def remembered(self, name: str) -> tuple[int, int] | None:
+        """(generation, highest seq) of `name` to keep across our restart: the newest
+        heard since we started, else what was remembered from before."""
+        node = self._node(name)
+        newest = self.newest_heard(name)
+        return newest if newest is not None else node.floor
 
     def _silent_long(self, node: _Node, now: float) -> bool:
         """Silent for its whole deadtime (or never heard): its old incarnation is gone."""

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 
 class WireFormat(enum.Enum):
-    """Which frame format hbd sends (`wire` directive). Both are always accepted."""
+    """Which frame format hbd sends (`wire` directive). hbd's is always accepted,
+    Heartbeat's with `wire heartbeat` or `wire_accept hbd heartbeat`."""
 
     HEARTBEAT = "heartbeat"  # Heartbeat 3.0.6: classic text on serial, netstring on UDP
     HBD = "hbd"  # hbd's compact HMAC-SHA256 frames

@@ -132,7 +132,24 @@ class RememberPeerAddresses:
     addresses: tuple[str, ...]
 
 
-NodeAction = rs.RunAgent | PetWatchdog | GoingDown | SendPings | SendProbes | RememberPeerAddresses
+@dataclass(frozen=True, slots=True)
+class RememberPeerGenerations:
+    """Keep (peer, generation, highest sequence) across restarts (the state directory,
+    written durably), so that after a restart replays of what was heard before are refused
+    (`EngineSettings.peer_generations` gives them back)."""
+
+    generations: tuple[tuple[str, int, int], ...]
+
+
+NodeAction = (
+    rs.RunAgent
+    | PetWatchdog
+    | GoingDown
+    | SendPings
+    | SendProbes
+    | RememberPeerAddresses
+    | RememberPeerGenerations
+)
 
 
 # -- events -------------------------------------------------------------------------------
@@ -317,6 +334,12 @@ class Node:
         """Say goodbye (the last thing before the process exits)."""
         self.engine.leave(now)
         self._collect_engine(now)
+        self._save_generations(now, force=True)
+
+    def _save_generations(self, now: float, force: bool = False) -> None:
+        snapshot = self.engine.generations_to_save(now, force=force)
+        if snapshot is not None:
+            self._actions.append(RememberPeerGenerations(snapshot))
 
     def handle_timer(self, now: float) -> None:
         self._observe(now)
@@ -616,6 +639,7 @@ class Node:
         self._decisions_seen = self.policy.decisions_made
 
     def _collect_engine(self, now: float) -> None:
+        self._save_generations(now)
         while (event := self.engine.next_event()) is not None:
             self._events.append(event)
             if isinstance(event, ev.FrameDropped | ev.LateHeartbeat):

@@ -1,6 +1,7 @@
 """The per-path receive demultiplexer: bytes from one path in, frames of any format out.
 
-Both wire formats are always accepted, whatever `wire` says we send:
+Both wire formats are told apart here, whatever `wire` says we send (the engine then
+refuses Heartbeat's under `wire hbd` unless `wire_accept` lists it, before parsing it):
 
 - a datagram path (UDP) gets one frame per datagram, told apart by its first byte:
   0xB8 an hbd native frame, `###` Heartbeat's netstring format, `>>>` Heartbeat's

@@ -46,6 +46,7 @@ from hbd.core.node import (
     NodeEvent,
     PetWatchdog,
     RememberPeerAddresses,
+    RememberPeerGenerations,
     SendPings,
     SendProbes,
     Stalled,
@@ -66,6 +67,7 @@ from hbd.effects.identity import (
     load_peer_addresses,
     save_peer_addresses,
 )
+from hbd.effects.peerstate import load_peer_generations, save_peer_generations
 from hbd.effects.realtime import go_realtime
 from hbd.effects.respawn import RespawnedProgram, programs
 from hbd.effects.systemd import Notifier, journal_fields, watchdog_interval
@@ -302,6 +304,7 @@ class Daemon:
         self.notifier = Notifier()
         self.dropped: Counter[str] = Counter()
         self._peer_addresses: dict[str, tuple[str, ...]] = {}
+        self._peer_generations: tuple[tuple[str, int, int], ...] = ()
         self._stop = False
         self._reload = False
         self._wake: asyncio.Event | None = None
@@ -375,6 +378,9 @@ class Daemon:
         self._peer_addresses, notes = load_peer_addresses(opts.state_dir, peers)
         for note in notes:
             log.warning("%s", note)
+        self._peer_generations, notes = load_peer_generations(opts.state_dir, peers)
+        for note in notes:
+            log.warning("%s", note)
         now = self.clock()
         self._open_links(config, now)
         added = AddedAddresses(os.path.join(opts.state_dir, ADDRESSES_FILE))
@@ -424,6 +430,7 @@ class Daemon:
             watchdog_timeout=timeout,
             peer_addresses=self._peer_addresses,
             wall_offset=time.time() - time.monotonic(),
+            peer_generations=self._peer_generations,
         )
 
     def _arm_watchdog(self, config: Config) -> float | None:
@@ -726,6 +733,16 @@ class Daemon:
             self.prober.set_targets(action.addresses, now)
             self._sync_probes()
             self.prober.probe(now)
+        elif isinstance(action, RememberPeerGenerations):
+            try:
+                save_peer_generations(self.options.state_dir, action.generations)
+            except OSError as e:
+                log.warning(
+                    "cannot keep the peers' generations in %s: %s (after a restart, replays "
+                    "of their earlier frames are refused only once they are heard again)",
+                    self.options.state_dir,
+                    e,
+                )
         elif isinstance(action, RememberPeerAddresses):
             self._peer_addresses[action.peer] = action.addresses
             try:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from hbd.config.model import Config, MediumKind
 from hbd.core.engine import EngineSettings, PathKind
-from hbd.core.model import AgentKind
+from hbd.core.model import AgentKind, WireFormat
 from hbd.core.node import NodeSettings
 from hbd.core.resources import Timeouts
 from hbd.core.wire import native as nat
@@ -37,6 +37,8 @@ def engine_settings(
         watchdog_timeout=cf.watchdog_timeout if cf.watchdog else None,
         adaptive_detector=cf.adaptive_detector,
         wall_offset=wall_offset,
+        max_rexmit_delay=cf.max_rexmit_delay,
+        accept_heartbeat=None if cf.wire_accept is None else WireFormat.HEARTBEAT in cf.wire_accept,
     )
 
 
@@ -64,12 +66,14 @@ def node_settings(
     watchdog_timeout: float | None,
     peer_addresses: Mapping[str, tuple[str, ...]],
     wall_offset: float = 0.0,
+    peer_generations: tuple[tuple[str, int, int], ...] = (),
 ) -> NodeSettings:
     """The whole node's settings. `watchdog_timeout` is the armed device's (None: none)."""
     cf = config.hacf
     engine = dataclasses.replace(
         engine_settings(config, uuid=uuid, generation=generation, wall_offset=wall_offset),
         watchdog_timeout=watchdog_timeout,
+        peer_generations=peer_generations,
     )
     peer_watchdog = cf.peer_watchdog_timeout
     if peer_watchdog is None:

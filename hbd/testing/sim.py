@@ -55,6 +55,7 @@ from hbd.core.node import (
     NodeSettings,
     PetWatchdog,
     RememberPeerAddresses,
+    RememberPeerGenerations,
     SendPings,
     SendProbes,
 )
@@ -147,6 +148,7 @@ class _Machine:
     resources: dict[tuple[str, int], str] = field(default_factory=dict)  # -> state
     vips: set[str] = field(default_factory=set)
     remembered: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    generations: tuple[tuple[str, int, int], ...] = ()  # the state directory's
     faults: dict[tuple[str, int, str], list[str]] = field(default_factory=dict)  # -> fail/hang
     resets: int = 0
     stopping: bool = False  # a clean stop is under way
@@ -602,7 +604,7 @@ class SimCluster:
         raise LocalProtocolError(f"no group {name!r}")
 
     def _settings(self, m: _Machine) -> NodeSettings:
-        base = replace(self._base[m.name], generation=m.generation)
+        base = replace(self._base[m.name], generation=m.generation, peer_generations=m.generations)
         if self._tweak is not None:
             base = self._tweak(base)
         ping_nodes = tuple(self.pings)
@@ -795,6 +797,8 @@ class SimCluster:
                         self._push(now + 0.001, "probe", m.name, (address,))
             elif isinstance(action, RememberPeerAddresses):
                 m.remembered[action.peer] = action.addresses
+            elif isinstance(action, RememberPeerGenerations):
+                m.generations = action.generations
         if self.record_events:
             events = self._events[m.name]
             while (event := node.next_event()) is not None:

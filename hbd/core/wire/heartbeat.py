@@ -117,6 +117,10 @@ AUTH = "auth"
 # for what we buffer from one peer frame (Heartbeat's status frames are ~200-300 bytes).
 MAX_FRAME = 64 * 1024
 _MAX_INDEX = 15  # Heartbeat's MAXAUTH is 16
+# Fields (nested ones and list items included) one frame may carry: Heartbeat's messages
+# have a dozen or two; the bound caps what an authenticated frame can cost to read, and
+# (as lines of a classic frame) what an unauthenticated one costs before its signature.
+MAX_FIELDS = 512
 
 
 def _b(s: str) -> bytes:
@@ -219,6 +223,20 @@ class _Bad(Exception):
         self.detail = detail
 
 
+class _Budget:
+    """Fields (and list items) still allowed in the frame being parsed."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_FIELDS
+
+    def take(self, n: int = 1) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise _Bad(DropReason.TOO_LONG, f"more than {MAX_FIELDS} fields")
+
+
 def _typed_name(raw: str) -> tuple[FieldType, str]:
     if len(raw) < 4 or raw[2] != ")" or raw[1] not in "0123456789":
         raise _Bad(DropReason.MALFORMED, f"bad type prefix in field name {raw[:12]!r}")
@@ -228,10 +246,11 @@ def _typed_name(raw: str) -> tuple[FieldType, str]:
     return FieldType(code), raw[3:]
 
 
-def _unpack_list(text: str, where: str) -> tuple[str, ...]:
+def _unpack_list(text: str, where: str, budget: _Budget) -> tuple[str, ...]:
     items = []
     pos = 0
     while pos < len(text):
+        budget.take()
         colon = text.find(":", pos, pos + 8)
         if colon <= pos or not text[pos:colon].isdigit():
             raise _Bad(DropReason.MALFORMED, f"{where}: bad list length")
@@ -253,7 +272,7 @@ def _b64(text: str, where: str) -> bytes:
         raise _Bad(DropReason.MALFORMED, f"{where}: bad base64") from None
 
 
-def _parse_classic(text: str, depth: int, *, whole: bool) -> tuple[HaMessage, int]:
+def _parse_classic(text: str, depth: int, *, whole: bool, budget: _Budget) -> tuple[HaMessage, int]:
     """Parse `>>>\\n ... <<<\\n` at the start of `text`; returns the message and the end."""
     if not text.startswith(">>>\n"):
         raise _Bad(DropReason.MALFORMED, "no >>> start line")
@@ -269,6 +288,7 @@ def _parse_classic(text: str, depth: int, *, whole: bool) -> tuple[HaMessage, in
             continue  # Heartbeat skips blank lines
         if line == "<<<":
             break
+        budget.take()
         name, eq, value = line.partition("=")
         if not eq or not name:
             raise _Bad(DropReason.MALFORMED, f"line without name=value: {line[:40]!r}")
@@ -283,12 +303,12 @@ def _parse_classic(text: str, depth: int, *, whole: bool) -> tuple[HaMessage, in
         elif ftype in (FieldType.BINARY, FieldType.COMPRESS):
             fields.append(HaField(name, _b64(value, where), ftype))
         elif ftype is FieldType.LIST:
-            fields.append(HaField(name, _unpack_list(value, where), ftype))
+            fields.append(HaField(name, _unpack_list(value, where, budget), ftype))
         else:
             if depth + 1 >= len(DEPTH_ESCAPES):
                 raise _Bad(DropReason.MALFORMED, "structs nested too deep")
             child_text = value.replace(DEPTH_ESCAPES[depth], "\n")
-            child, _ = _parse_classic(child_text, depth + 1, whole=True)
+            child, _ = _parse_classic(child_text, depth + 1, whole=True, budget=budget)
             fields.append(HaField(name, child, ftype))
     if whole and pos != len(text):
         raise _Bad(DropReason.MALFORMED, "bytes after <<<")
@@ -314,7 +334,7 @@ def _peel(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[colon + 1 : end], end + 1
 
 
-def _parse_netstring(data: bytes, pos: int, depth: int) -> tuple[HaMessage, int]:
+def _parse_netstring(data: bytes, pos: int, depth: int, budget: _Budget) -> tuple[HaMessage, int]:
     if not data.startswith(NETSTRING_START, pos):
         raise _Bad(DropReason.MALFORMED, "no ### start")
     pos += len(NETSTRING_START)
@@ -322,6 +342,7 @@ def _parse_netstring(data: bytes, pos: int, depth: int) -> tuple[HaMessage, int]
     while not data.startswith(NETSTRING_END, pos):
         if pos >= len(data):
             raise _Bad(DropReason.TRUNCATED, "no %%% end")
+        budget.take()
         item, pos = _peel(data, pos)
         if not item.startswith(b"("):
             raise _Bad(DropReason.MALFORMED, f"netstring field without type: {item[:20]!r}")
@@ -336,11 +357,11 @@ def _parse_netstring(data: bytes, pos: int, depth: int) -> tuple[HaMessage, int]
         elif ftype in (FieldType.BINARY, FieldType.COMPRESS):
             fields.append(HaField(name, raw, ftype))
         elif ftype is FieldType.LIST:
-            fields.append(HaField(name, _unpack_list(_s(raw), where), ftype))
+            fields.append(HaField(name, _unpack_list(_s(raw), where, budget), ftype))
         else:
             if depth + 1 >= len(DEPTH_ESCAPES):
                 raise _Bad(DropReason.MALFORMED, "structs nested too deep")
-            child, end = _parse_netstring(raw, 0, depth + 1)
+            child, end = _parse_netstring(raw, 0, depth + 1, budget)
             if end != len(raw):
                 raise _Bad(DropReason.MALFORMED, f"{where}: bytes after nested %%%")
             fields.append(HaField(name, child, ftype))
@@ -355,33 +376,76 @@ def _verify(token: str | None, signed: bytes, keys: AuthKeys) -> None:
         raise _Bad(DropReason.NO_AUTH, f"unparseable auth token {token[:30]!r}")
     index, digest = parsed
     entry = keys.get(index) if 0 <= index <= _MAX_INDEX else None
-    if entry is None or entry.method is AuthMethod.SHA256:
-        raise _Bad(DropReason.UNKNOWN_KEY, f"no Heartbeat authkeys entry {index}")
+    if entry is None:
+        raise _Bad(DropReason.UNKNOWN_KEY, keys.refusal(index))
+    if entry.method is AuthMethod.SHA256:
+        raise _Bad(DropReason.UNKNOWN_KEY, f"authkeys entry {index} is sha256, not Heartbeat's")
     if digest_hex(entry, signed) != digest:
         raise _Bad(DropReason.BAD_SIGNATURE, f"{entry.method.value} signature (key {index})")
+
+
+def _classic_signed_raw(body: bytes) -> tuple[bytes, str | None]:
+    """What a classic frame's signature covers, and its token, from the raw lines, before
+    any field is parsed: the field lines but `auth` ones (typed or not) and blank ones,
+    each with its newline; the token is the last `auth` line's value when that line is an
+    untyped one (the parser's `auth` field then holds it). For a frame Heartbeat wrote this
+    is exactly `classic_signed_text` of the parsed message, which is checked afterwards."""
+    if body.count(b"\n", 0, MAX_FRAME) > MAX_FIELDS + 2:
+        raise _Bad(DropReason.TOO_LONG, f"more than {MAX_FIELDS} fields")
+    lines = body.split(b"\n")
+    if lines[0] != b">>>":
+        raise _Bad(DropReason.MALFORMED, "no >>> start line")
+    try:
+        end = lines.index(b"<<<", 1)
+    except ValueError:
+        raise _Bad(DropReason.TRUNCATED, "no <<< end line") from None
+    if lines[end + 1 :] != [b""]:
+        raise _Bad(DropReason.MALFORMED, "bytes after <<<")
+    signed = bytearray()
+    token: str | None = None
+    for line in lines[1:end]:
+        if not line:
+            continue
+        name = line.split(b"=", 1)[0]
+        if name == b"auth":
+            token = _s(line[5:]) if b"=" in line else None
+        elif name.startswith(b"(") and name[3:] == b"auth" and name[2:3] == b")":
+            token = None  # a typed auth field: the parser's last auth holds no token
+        else:
+            signed += line + b"\n"
+    return bytes(signed), token
 
 
 def _decode(data: bytes, keys: AuthKeys) -> HaMessage:
     if len(data) > MAX_FRAME:
         raise _Bad(DropReason.TOO_LONG, f"{len(data)} bytes")
     if data.startswith(CLASSIC_START):
-        if b"\0" in data.rstrip(b"\0"):
+        body = data.rstrip(b"\0")
+        if b"\0" in body:
             raise _Bad(DropReason.MALFORMED, "NUL inside a classic frame")
-        msg, _ = _parse_classic(_s(data.rstrip(b"\0")), 0, whole=True)
-        auth_fields = [f for f in msg.fields if f.name == AUTH]
-        token = auth_fields[-1].value if auth_fields else None
+        # the signature first, over the raw lines: a forged frame costs a hash, no parse
+        signed, token = _classic_signed_raw(body)
+        _verify(token, signed, keys)
+        msg, _ = _parse_classic(_s(body), 0, whole=True, budget=_Budget())
         _check_decoded(msg)
-        _verify(token if isinstance(token, str) else None, classic_signed_text(msg), keys)
+        if classic_signed_text(msg) != signed:
+            raise _Bad(DropReason.MALFORMED, "fields not written as Heartbeat writes them")
         return msg
     if data.startswith(NETSTRING_START):
-        msg, end = _parse_netstring(data, 0, 0)
+        # the signed part ends at the last %%% (the trailer, a token, holds none)
+        end = data.rfind(NETSTRING_END) + len(NETSTRING_END)
+        if end < len(NETSTRING_START) + len(NETSTRING_END):
+            raise _Bad(DropReason.TRUNCATED, "no %%% end")
         if end == len(data):
             raise _Bad(DropReason.NO_AUTH, "no auth netstring after %%%")
         token_raw, after = _peel(data, end)
         if after != len(data):
             raise _Bad(DropReason.MALFORMED, "bytes after the auth netstring")
-        _check_decoded(msg)
         _verify(_s(token_raw), data[:end], keys)
+        msg, parsed_to = _parse_netstring(data, 0, 0, _Budget())
+        if parsed_to != end:
+            raise _Bad(DropReason.MALFORMED, "the fields end before the last %%%")
+        _check_decoded(msg)
         return msg
     if len(data) < 4 and (CLASSIC_START.startswith(data) or NETSTRING_START.startswith(data)):
         raise _Bad(DropReason.TRUNCATED, "frame shorter than its start marker")

@@ -237,7 +237,7 @@ def decode_native(data: bytes, keys: AuthKeys, cluster_id: int) -> NativeFrame |
         )
     entry = keys.get(index)
     if entry is None:
-        return Dropped(DropReason.UNKNOWN_KEY, f"authkeys index {index} is not configured")
+        return Dropped(DropReason.UNKNOWN_KEY, keys.refusal(index))
     if entry.method is AuthMethod.CRC:
         return Dropped(DropReason.UNKNOWN_KEY, f"authkeys entry {index} is crc, which cannot sign")
     signed, tag = data[:-TAG_LEN], data[-TAG_LEN:]
