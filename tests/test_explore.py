@@ -191,6 +191,43 @@ def test_a_decision_before_the_heal_reached_the_taker_is_the_residual_case() -> 
     assert result.residual == 1
 
 
+# explorer seed 1268834002: alpha stops cleanly; beta, holding svc0, is then isolated (eth1
+# split, its eth0 cable out); alpha starts again into the partition, never hears beta and
+# takes over a budget later -- so an isolated holder must go even while its peer is away
+ISOLATED_WHILE_THE_PEER_IS_AWAY = Schedule.from_json(
+    json.dumps(
+        {
+            "seed": 1268834002,
+            "cluster": {
+                "paths": "eth0+eth1",
+                "groups": [["beta", ["svc0"]]],
+                "auto_failback": "off",
+                "watchdog": 1.0,
+                "ping": True,
+                "arp": True,
+                "keepalive": 0.2,
+                "deadtime": 1.0,
+                "wire": "heartbeat",
+                "start_time": 0.508,
+                "stop_time": 0.406,
+                "boot_delay": 4.67,
+            },
+            "faults": [
+                [0.119, "stop_daemon", ["alpha"]],
+                [5.312, "lan_split", ["eth1"]],
+                [7.732, "lan_down", ["beta", "eth0"]],
+                [12.661, "start_daemon", ["alpha"]],
+            ],
+        }
+    )
+)
+
+
+def test_an_isolated_holder_goes_even_while_its_peer_is_stopped() -> None:
+    result = run_schedule(ISOLATED_WHILE_THE_PEER_IS_AWAY)
+    assert result.violations == []
+
+
 def test_a_schedule_replays_from_its_json(tmp_path: Path) -> None:
     schedule = explore.draw(12345)
     again = Schedule.from_json(schedule.to_json())

@@ -413,6 +413,16 @@ class Policy:
         us), or when we are cut off from the world (isolated)."""
         for peer in self._peers.values():
             if peer.left:
+                # a peer that said goodbye may start again into a partition, never hear us
+                # and take over a budget after its start, counting on an isolated holder
+                # having gone (rule 3 seen from its side)
+                if self._isolation.cut_off:
+                    self._fence(
+                        now,
+                        f"isolated: {peer.name} left and may start again without hearing this "
+                        f"node, and {self._isolation.value}",
+                    )
+                    return
                 continue
             if not peer.unheard:
                 if peer.unheard_at is not None:
