@@ -574,7 +574,11 @@ class Node:
             return None
         e = settings.engine
         hb = qc.heartbeat_interval(e.keepalive, e.deadtime)
-        return Arbiter(decision=qc.decision_time(hb), loss=qc.loss_detection(hb))
+        return Arbiter(
+            decision=qc.decision_time(hb),
+            loss=qc.loss_detection(hb),
+            nack_first=settings.arbiter.algorithm == "ffsplit",
+        )
 
     def _observe(self, now: float) -> None:
         gap = self.fencing.observe(now)
@@ -811,11 +815,11 @@ class Node:
             return None
         v = self.qnetd.view()
         if not v.connected and v.vote is None:
-            return Vote(False, reason=v.reason)
+            return Vote(False, reason=v.reason, lost_at=self.qnetd.lost_at)
         names = {i: n for n, i in self._qnetd_ids.items()}
         members = frozenset(names[i] for i in (v.members or ()) if i in names)
         ack = None if v.vote is None else v.vote is qm.Vote.ACK
-        return Vote(v.connected, ack, members, v.since, v.reason)
+        return Vote(v.connected, ack, members, v.since, v.reason, self.qnetd.lost_at)
 
     def arbiter_status(self, now: float) -> dict[str, object] | None:
         """`qnetd` in `hbctl status`: connected, the vote, the last change and why."""

@@ -121,6 +121,7 @@ class Arbiter:
 
     decision: float  # D: how long qnetd may take to decide after a membership change
     loss: float  # how long a node may take to notice it lost its connection (and vote)
+    nack_first: bool = True  # ffsplit: no ACK goes out before every NACK was acknowledged
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ class Vote:
     members: frozenset[str] = frozenset()
     since: float | None = None
     reason: str = "not connected"
+    lost_at: float | None = None  # when the connection was last found lost
 
     def gives(self, peer: str) -> bool:
         """The vote is this node's, for a membership without `peer`."""
@@ -494,6 +496,20 @@ class Policy:
             return True
         since = self._unheard_since.get(peer.name, now)
         deadline = since + arbiter.decision
+        if vote.connected and arbiter.nack_first:
+            # ffsplit tells every connected node NACK (and waits for its reply) before it
+            # gives anyone an ACK: undecided but connected, this node hears first. A silent
+            # break is noticed within `loss`, which the taker's hold time covers.
+            self._say(
+                now,
+                "go",
+                Why.VOTE,
+                f"{peer.name} may count this node dead: keeping while qnetd decides "
+                f"({vote.reason})",
+            )
+            return False
+        if vote.lost_at is not None and vote.lost_at > since:
+            deadline = now  # the vote was lost during the partition: the peer may get it
         if now < deadline:
             self._wait(deadline)
             self._say(

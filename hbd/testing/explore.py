@@ -353,6 +353,13 @@ class Run:
         self._heal_everything()
         booted = max((m.boot_at or 0.0) for m in sim.machines.values())
         self._advance(max(booted, sim.clock.now) + SETTLE)
+        for _ in range(3):  # a node reset just after the healing boots later: wait for it
+            started = max((e[1] for e in sim.log if e[0] == "daemon"), default=0.0)
+            booting = [m.boot_at for m in sim.machines.values() if m.boot_at is not None]
+            until = max([started + SETTLE, *(b + SETTLE for b in booting)])
+            if until <= sim.clock.now:
+                break
+            self._advance(until)
         self._check_placement()
         self.result.simulated = sim.clock.now - 100.0
         return self.result

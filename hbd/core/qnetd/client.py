@@ -169,6 +169,7 @@ class QnetdClient:
         self.reason = "not connected yet"
         self.server: dict[str, object] = {}  # what the server said, for qnetd-test and status
         self.rtt: float | None = None
+        self.lost_at: float | None = None  # when a connection that was up was last lost
         self._echo_sent_at: dict[int, float] = {}
 
     # -- inputs ---------------------------------------------------------------------------
@@ -344,6 +345,8 @@ class QnetdClient:
 
     def _drop(self, reason: str, now: float, close: bool = True) -> None:
         was_ready = self.state is State.READY
+        if was_ready:
+            self.lost_at = now
         self.state = State.DISCONNECTED
         self._echo_at = None
         self._connect_deadline = None
