@@ -485,8 +485,8 @@ class Policy:
         vote covers a membership without it; go on a NACK, or once D has passed since
         this node became unheard without the vote (the peer may have it by then)."""
         vote = self._vote
-        if vote.gives(peer.name):
-            return False
+        if vote.gives(peer.name) or (peer.alive and not peer.deaf):
+            return False  # the vote is ours, or the peer hears us again (it lists us)
         if vote.refuses(peer.name):
             self._fence(
                 now,
