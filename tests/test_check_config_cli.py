@@ -374,3 +374,23 @@ def test_a_missing_watchdog_device_is_an_error_at_its_line_and_nothing_is_opened
     (tmp_path / "no-watchdog").mkdir()  # a directory is no device either
     run = hbctl("check-config", "--config-dir", str(directory), "--node-name", "ha-01")
     assert run.returncode == 2 and "neither a character device nor a file" in run.stderr
+
+
+def test_with_qnetd_the_arbiter_is_described_and_the_residual_warning_goes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hacf = GOOD_HACF + "ping 10.0.0.254\nqnetd 10.0.0.9\nqnetd_tie_breaker 2\n"
+    directory = config_dir(tmp_path / "ha.d", hacf, haresources="ha-01 IPaddr::10.0.0.100\n")
+    d = check_json(directory)
+    assert d["qnetd"] == {
+        "host": "10.0.0.9",
+        "port": 5403,
+        "algorithm": "ffsplit",
+        "tls": False,
+        "tie_breaker": "2",
+        "node_ids": {"ha-01": 1, "ha-02": 2},
+    }
+    assert not any("without an arbiter" in w for w in d["warnings"])
+    assert [w for w in d["warnings"] if "qnetd without a watchdog" in w]
+    assert hbctl_main(["check-config", "--config-dir", str(directory), "--node-name", "ha-01"]) == 0
+    assert "arbiter:    qnetd 10.0.0.9 port 5403, ffsplit, tie-breaker 2" in capsys.readouterr().out

@@ -212,6 +212,15 @@ EFFECTS: dict[str, tuple[tuple[str, ...], Getter, Any]] = {
         lambda h: (h.resource_timeout_start, h.resource_timeout_stop, h.resource_timeout_status),
         (60.0, 90.0, 1.5),
     ),
+    "qnetd": (("qnetd [fd00::9]:5404",), lambda h: (h.qnetd, h.qnetd_port), ("fd00::9", 5404)),
+    "qnetd_algorithm": (("qnetd q", "qnetd_algorithm LMS"), lambda h: h.qnetd_algorithm, "lms"),
+    "qnetd_tls": (("qnetd q", "qnetd_tls on"), lambda h: h.qnetd_tls, True),
+    "qnetd_tie_breaker": (("qnetd q", "qnetd_tie_breaker 2"), lambda h: h.qnetd_tie_breaker, "2"),
+    "qnetd_nodeid": (
+        ("qnetd q", "qnetd_nodeid ha-01 7"),
+        lambda h: sorted(h.qnetd_node_ids().values()),
+        [2, 7],
+    ),
     "crm": (("crm off",), lambda h: h.warnings, ()),
     "pacemaker": (("pacemaker no",), lambda h: h.warnings, ()),
 }
@@ -229,7 +238,7 @@ NOT_DONE: dict[str, tuple[str, str]] = {
     "record_config_changes": ("record_config_changes on", "Pacemaker"),
     "record_pengine_inputs": ("record_pengine_inputs on", "Pacemaker"),
     "enable_config_writes": ("enable_config_writes on", "Pacemaker"),
-    "quorum_server": ("quorum_server qs.example.com", "ping witnesses"),
+    "quorum_server": ("quorum_server qs.example.com", "qnetd HOST"),
     "conn_logd_time": ("conn_logd_time 60", "no logging daemon"),
     "log_badpack": ("log_badpack true", "dropped frames"),
     "syslogmsgfmt": ("syslogmsgfmt true", "log line format"),
@@ -575,3 +584,25 @@ def test_wire_accept_must_keep_the_format_this_node_sends() -> None:
     with pytest.raises(ConfigError, match="leaves out 'heartbeat'") as e:
         parse_hacf("node alpha\nbcast eth0\nwire_accept hbd\n", "ha.cf")
     assert e.value.line == 3
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        ("qnetd_tls on", "ha.cf:4: 'qnetd_tls' needs a 'qnetd HOST[:PORT]' line"),
+        ("qnetd q:0", "ha.cf:4: 'qnetd q:0': the port must be a number from 1 to 65535, got '0'"),
+        ("qnetd fd00::9", "ha.cf:4: 'qnetd fd00::9': write an IPv6 address in brackets"),
+        ("qnetd [fd00::9", "ha.cf:4: 'qnetd [fd00::9': an IPv6 address goes in brackets"),
+        ("qnetd q\nqnetd_tie_breaker 9", "ha.cf:5: qnetd_tie_breaker 9 is no node's id"),
+        ("qnetd q\nqnetd_tie_breaker middle", "ha.cf:5: 'qnetd_tie_breaker' takes lowest"),
+        ("qnetd q\nqnetd_nodeid beta 1", "ha.cf:5: beta and alpha have the same qnetd node id 1"),
+        ("qnetd q\nqnetd_nodeid gamma 3", "ha.cf:5: 'qnetd_nodeid gamma': gamma is no 'node'"),
+        ("qnetd q\nqnetd_nodeid alpha x", "ha.cf:5: 'qnetd_nodeid' takes a node name and its id"),
+        ("qnetd q\nqnetd_algorithm 2nodelms", "ha.cf:5: 'qnetd_algorithm' takes one of"),
+        ("qnetd q\nqnetd a", "ha.cf:5: 'qnetd' given twice (first on line 4)"),
+    ],
+)
+def test_qnetd_mistakes_name_the_line(lines: str, error: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_hacf("node alpha beta\nbcast eth0\nauto_failback on\n" + lines + "\n")
+    assert str(e.value).startswith(error)

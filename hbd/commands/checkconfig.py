@@ -60,6 +60,16 @@ def describe(config: Config) -> dict[str, Any]:
         watchdog=h.watchdog,
         watchdog_timeout_ms=_ms(h.watchdog_timeout) if h.watchdog_timeout else None,
         adaptive_detector=h.adaptive_detector,
+        qnetd=None
+        if h.qnetd is None
+        else {
+            "host": h.qnetd,
+            "port": h.qnetd_port,
+            "algorithm": h.qnetd_algorithm,
+            "tls": h.qnetd_tls,
+            "tie_breaker": h.qnetd_tie_breaker,
+            "node_ids": h.qnetd_node_ids(),
+        },
         auth={
             "index": config.authkeys.active.index,
             "method": config.authkeys.active.method.value,
@@ -126,6 +136,14 @@ def render_text(d: dict[str, Any]) -> str:
             f"{d['watchdog']} timeout "
             + (_fmt_s(d["watchdog_timeout_ms"]) if d["watchdog_timeout_ms"] else "default")
             if d["watchdog"]
+            else "none"
+        ),
+        "  arbiter:    "
+        + (
+            f"qnetd {d['qnetd']['host']} port {d['qnetd']['port']}, {d['qnetd']['algorithm']}, "
+            f"tie-breaker {d['qnetd']['tie_breaker']}, TLS {'on' if d['qnetd']['tls'] else 'off'}"
+            ", node ids " + ", ".join(f"{n} {i}" for n, i in d["qnetd"]["node_ids"].items())
+            if d["qnetd"]
             else "none"
         ),
         "  paths:",

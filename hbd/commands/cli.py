@@ -18,7 +18,7 @@ from hbd.config.load import (
     load_config,
     local_node_name,
 )
-from hbd.core.errors import HbdError
+from hbd.core.errors import ConfigError, HbdError
 from hbd.shell.paths import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
 
 EXIT_OK = 0
@@ -163,6 +163,17 @@ def hbctl_parser() -> argparse.ArgumentParser:
     from hbd.commands import cabletest
 
     cabletest.add_parser(sub)
+    p = sub.add_parser(
+        "qnetd-test",
+        help="connect to a corosync-qnetd, handshake, report what it said and the round trip",
+    )
+    p.add_argument("server", metavar="HOST[:PORT]", help="qnetd's address (port 5403 default)")
+    p.add_argument("--algorithm", choices=("ffsplit", "lms"), default="ffsplit")
+    p.add_argument("--tls", action="store_true", help="ask for TLS (certificates: docs/qnetd.md)")
+    p.add_argument("--count", type=int, default=3, help="echo requests, a second apart (3)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds for the handshake (5)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=_qnetd_test)
     p = sub.add_parser("export", help="the configuration for another cluster manager")
     what = p.add_subparsers(dest="target", required=True, metavar="TARGET")
     p = what.add_parser(
@@ -174,6 +185,37 @@ def hbctl_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_export)
     return parser
+
+
+def _qnetd_test(args: argparse.Namespace) -> int:
+    import json
+
+    from hbd.config.hacf import parse_hacf
+    from hbd.shell import qnetdprobe
+
+    # the same HOST[:PORT] rules as ha.cf's `qnetd` line, with its errors
+    try:
+        hacf = parse_hacf(f"node a\nbcast lo\nauto_failback on\nqnetd {args.server}\n")
+    except ConfigError as e:
+        print(f"hbctl qnetd-test: {e.message}", file=sys.stderr)
+        return EXIT_USAGE
+    assert hacf.qnetd is not None
+    if args.count < 1:
+        print("--count must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    report = qnetdprobe.probe(
+        hacf.qnetd,
+        hacf.qnetd_port,
+        algorithm=args.algorithm,
+        tls=args.tls,
+        count=args.count,
+        timeout=args.timeout,
+    )
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(qnetdprobe.render(report))
+    return report.exit_code()
 
 
 def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -48,6 +48,17 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         for wid, w in status["ping_nodes"].items():
             pings.add_row(wid, w["status"], _ms(w["rtt_ms"]))
         console.print(pings)
+    q = status.get("qnetd")
+    if q:
+        ago = q.get("last_change_ms_ago")
+        console.print(
+            f"qnetd {q['server']}: {'connected' if q['connected'] else 'NOT connected'}, "
+            f"vote {q['vote'] or 'none'}"
+            + (f" for {{{', '.join(q['members'])}}}" if q.get("members") else "")
+            + (f", last change {ago / 1000:.1f} s ago" if ago is not None else "")
+            + f" ({q['reason']})"
+            + (" [bold]degraded: arbiter unreachable[/bold]" if q.get("degraded") else "")
+        )
     if status.get("groups"):
         groups = Table("group", "preferred", "holder", "state")
         for g in status["groups"]:

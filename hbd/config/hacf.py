@@ -623,6 +623,54 @@ def _resource_timeout(b: _Builder, name: str, args: list[str]) -> None:
     b.values[f"resource_timeout_{args[0].lower()}"] = ms / 1000.0
 
 
+def _qnetd(b: _Builder, name: str, args: list[str]) -> None:
+    _once(b, name)
+    text = _one(b, name, args, "HOST or HOST:PORT, e.g. qnetd 10.0.0.9 or qnetd [fd00::9]:5403")
+    host, port = text, "5403"
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0 or (close + 1 < len(text) and text[close + 1] != ":"):
+            raise b.fail(f"'qnetd {text}': an IPv6 address goes in brackets, as [fd00::9]:5403")
+        host = text[1:close]
+        if close + 1 < len(text):
+            port = text[close + 2 :]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    elif text.count(":") > 1:
+        raise b.fail(f"'qnetd {text}': write an IPv6 address in brackets, as [{text}]:5403")
+    if not host or not re.fullmatch(r"[A-Za-z0-9._:%-]+", host):
+        raise b.fail(f"'qnetd {text}': '{host}' is no host name or address")
+    if not _digits(port) or not 1 <= int(port) <= 65535:
+        raise b.fail(f"'qnetd {text}': the port must be a number from 1 to 65535, got '{port}'")
+    b.values["qnetd"] = host
+    b.values["qnetd_port"] = int(port)
+    b.values["qnetd_line"] = b.line
+
+
+def _qnetd_tie_breaker(b: _Builder, name: str, args: list[str]) -> None:
+    _once(b, name)
+    text = _one(b, name, args, "lowest, highest or a node id").lower()
+    if text not in ("lowest", "highest") and not (_digits(text) and 0 < int(text) < 1 << 32):
+        raise b.fail(
+            f"'qnetd_tie_breaker' takes lowest, highest or a node id (1 to 4294967295); "
+            f"got '{args[0]}'"
+        )
+    b.values[name] = str(int(text)) if _digits(text) else text
+
+
+def _qnetd_nodeid(b: _Builder, name: str, args: list[str]) -> None:
+    if len(args) != 2 or not _digits(args[1]) or not 0 < int(args[1]) < 1 << 32:
+        raise b.fail(
+            "'qnetd_nodeid' takes a node name and its id (1 to 4294967295), e.g. "
+            "qnetd_nodeid alpha 1"
+        )
+    ids = b.values.setdefault("qnetd_nodeids", [])
+    assert isinstance(ids, list)
+    if any(n == args[0] for n, _, _ in ids):
+        raise b.fail(f"'qnetd_nodeid {args[0]}' given twice")
+    ids.append((args[0], int(args[1]), b.line))
+
+
 def _cluster(b: _Builder, name: str, args: list[str]) -> None:
     b.values["cluster"] = _one(b, name, args, "a cluster name")
 
@@ -718,6 +766,11 @@ DIRECTIVES: dict[str, Handler] = {
     "peer_watchdog_timeout": _peer_watchdog_timeout,
     "adaptive_detector": _bool("adaptive_detector"),
     "resource_timeout": _resource_timeout,
+    "qnetd": _qnetd,
+    "qnetd_algorithm": _choice("qnetd_algorithm", ("ffsplit", "lms")),
+    "qnetd_tls": _bool("qnetd_tls"),
+    "qnetd_tie_breaker": _qnetd_tie_breaker,
+    "qnetd_nodeid": _qnetd_nodeid,
     # recognised, not carried out: each says what hbd does instead
     "crm": _pacemaker,
     "pacemaker": _pacemaker,
@@ -732,7 +785,9 @@ DIRECTIVES: dict[str, Handler] = {
     "record_config_changes": _no_effect(_NOT_PACEMAKER),
     "record_pengine_inputs": _no_effect(_NOT_PACEMAKER),
     "enable_config_writes": _no_effect(_NOT_PACEMAKER),
-    "quorum_server": _no_effect("a two-node hbd cluster decides with ping witnesses instead"),
+    "quorum_server": _no_effect(
+        "Heartbeat's quorumd is not spoken; hbd's arbiter is corosync-qnetd ('qnetd HOST')"
+    ),
     "conn_logd_time": _no_effect("hbd has no logging daemon to reconnect to"),
     "log_badpack": _no_effect("hbd always counts and logs dropped frames with their reason"),
     "syslogmsgfmt": _no_effect("hbd writes its own log line format"),
@@ -792,6 +847,7 @@ def _finish(b: _Builder) -> HaCf:
     timing = _timing(b)
     _check_watchdog(b, timing.deadtime)
     _check_wire_accept(b)
+    _check_qnetd(b)
     if "auto_failback" not in b.values:
         b.warnings.append(
             ConfigWarning(
@@ -906,6 +962,45 @@ def _check_wire_accept(b: _Builder) -> None:
             "wire_accept",
             f"wire_accept leaves out '{wire.value}', the format this node sends ('wire "
             f"{wire.value}'): the peers, which share this ha.cf, would not be heard; add it",
+        )
+
+
+def _check_qnetd(b: _Builder) -> None:
+    """The qnetd_* lines need a `qnetd` line; node ids must be unique and name nodes; a
+    tie-breaker node id must be one of them."""
+    v = b.values
+    if "qnetd" not in v:
+        for name in ("qnetd_algorithm", "qnetd_tls", "qnetd_tie_breaker", "qnetd_nodeid"):
+            if name in b.seen:
+                raise _fail(b, name, f"'{name}' needs a 'qnetd HOST[:PORT]' line")
+        return
+    raw = v.pop("qnetd_nodeids", [])
+    assert isinstance(raw, list)
+    ids = {n: i + 1 for i, n in enumerate(b.nodes)}
+    for name, node_id, line in raw:
+        if name not in b.nodes:
+            raise ConfigError(b.path, line, f"'qnetd_nodeid {name}': {name} is no 'node' here")
+        ids[name] = node_id
+    v["qnetd_nodeids"] = tuple((n, i) for n, i, _ in raw)
+    seen: dict[int, str] = {}
+    for name in b.nodes:
+        other = seen.get(ids[name])
+        if other is not None:
+            raise _fail(
+                b,
+                "qnetd_nodeid",
+                f"{name} and {other} have the same qnetd node id {ids[name]}; give each its own "
+                "with 'qnetd_nodeid NAME ID'",
+            )
+        seen[ids[name]] = name
+    tie = v.get("qnetd_tie_breaker")
+    if isinstance(tie, str) and tie.isdigit() and int(tie) not in seen:
+        raise _fail(
+            b,
+            "qnetd_tie_breaker",
+            f"qnetd_tie_breaker {tie} is no node's id (the ids are "
+            + ", ".join(f"{n} {i}" for i, n in sorted(seen.items()))
+            + ")",
         )
 
 

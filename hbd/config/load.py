@@ -176,14 +176,27 @@ def partition_warnings(hacf: HaCf, groups: tuple[ResourceGroup, ...]) -> list[Co
     """What leaves the residual case open (docs/policy.md): a partition in which both nodes
     reach the world and nothing of the peer answers puts a group on both nodes."""
     where = hacf.path
-    out = [
+    out: list[ConfigWarning] = []
+    if hacf.qnetd is not None:
+        # the vote decides a partition (docs/qnetd.md): only a missing watchdog matters
+        if not hacf.watchdog:
+            out.append(
+                ConfigWarning(
+                    f"{where}:{hacf.qnetd_line}",
+                    "qnetd without a watchdog: a node that loses the vote can only release "
+                    "its groups, not be reset before the side with the vote takes them over; "
+                    "add 'watchdog /dev/watchdog' (docs/watchdog.md)",
+                )
+            )
+        return out
+    out.append(
         ConfigWarning(
             where,
             "two nodes without an arbiter: if every path is cut, both nodes still reach a "
             "ping node and nothing of the peer answers a probe, both run the groups "
-            "(docs/policy.md, 'the residual case')",
+            "(docs/policy.md, 'the residual case'); 'qnetd HOST' closes it (docs/qnetd.md)",
         )
-    ]
+    )
     if not hacf.ping_nodes and not hacf.ping_groups:
         out.append(
             ConfigWarning(

@@ -160,7 +160,21 @@ class HaCf:
     resource_timeout_start: float = 60.0  # hbd: `resource_timeout start TIME`
     resource_timeout_stop: float = 60.0  # hbd: `resource_timeout stop TIME`
     resource_timeout_status: float = 20.0  # hbd: `resource_timeout status TIME`
+    qnetd: str | None = None  # hbd: `qnetd HOST[:PORT]`, the corosync-qnetd arbiter
+    qnetd_port: int = 5403
+    qnetd_line: int | None = None
+    qnetd_algorithm: str = "ffsplit"  # hbd: `qnetd_algorithm ffsplit|lms`
+    qnetd_tls: bool = False  # hbd: `qnetd_tls on|off`
+    qnetd_tie_breaker: str = "lowest"  # hbd: `qnetd_tie_breaker lowest|highest|NODEID`
+    qnetd_nodeids: tuple[tuple[str, int], ...] = ()  # hbd: `qnetd_nodeid NAME ID` lines
     warnings: tuple[ConfigWarning, ...] = field(default=())
+
+    def qnetd_node_ids(self) -> dict[str, int]:
+        """Every node's qdevice node id: a `qnetd_nodeid` line, else its place among the
+        `node` lines (1, 2, ...), as corosync numbers a nodelist without nodeids."""
+        ids = {n: i + 1 for i, n in enumerate(self.nodes)}
+        ids.update(dict(self.qnetd_nodeids))
+        return ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ results of every action fed back as inputs:
     standby(mode, now), takeover(mode, now)      events and policy Decided, in order
     begin_stop(now), leave(now)              get_timer() -> when handle_timer is due
     reconfigure(settings, now)
+    qnetd_connected / qnetd_data /           QnetdConnect | QnetdSend | QnetdStartTls |
+        qnetd_tls_started / qnetd_failed         QnetdClose (the arbiter's connection)
     handle_timer(now)
 
 The daemon shell (`hbd.shell.daemon`) and the simulator (`hbd.testing.sim`) are carriers:
@@ -23,6 +25,7 @@ not on every call. A pet is only given after every deadline up to now was looked
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ from hbd.core.membership import NodeStatus
 from hbd.core.model import AutoFailback, ResourceGroup
 from hbd.core.policy import (
     Acquire,
+    Arbiter,
     Decision,
     GroupInfo,
     Isolation,
@@ -46,7 +50,10 @@ from hbd.core.policy import (
     PolicySettings,
     Release,
     SelfFence,
+    Vote,
 )
+from hbd.core.qnetd import client as qc
+from hbd.core.qnetd import msg as qm
 from hbd.core.states import NodeState
 from hbd.core.witness import Witnesses, WitnessEvent
 
@@ -60,6 +67,19 @@ def probe_window(keepalive: float, deadtime: float) -> float:
     kernel answers ARP within milliseconds, so a few misses in a row mean it is down; a
     short window lets a peer that was reset be taken over before it has booted again."""
     return min(deadtime, max(4 * keepalive, 2.0))
+
+
+@dataclass(frozen=True, slots=True)
+class ArbiterSettings:
+    """corosync-qnetd as the arbiter (ha.cf `qnetd`, docs/qnetd.md)."""
+
+    host: str
+    port: int
+    cluster_name: str
+    node_ids: tuple[tuple[str, int], ...]  # every node's qdevice node id
+    algorithm: str = "ffsplit"
+    tie_breaker: str = "lowest"  # lowest, highest, or a node id
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +97,7 @@ class NodeSettings:
     resource_timeouts: rs.Timeouts = field(default_factory=rs.Timeouts)
     peer_addresses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     service_addresses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    arbiter: ArbiterSettings | None = None
 
     def __post_init__(self) -> None:
         names = {g.name for g in self.groups}
@@ -141,6 +162,33 @@ class RememberPeerGenerations:
     generations: tuple[tuple[str, int, int], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class QnetdConnect:
+    """Open a TCP connection to qnetd; report `qnetd_connected` or `qnetd_failed`."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class QnetdSend:
+    """Write these bytes on the qnetd connection."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QnetdStartTls:
+    """Wrap the qnetd connection in TLS now; report `qnetd_tls_started` or `qnetd_failed`."""
+
+
+@dataclass(frozen=True, slots=True)
+class QnetdClose:
+    """Close the qnetd connection (the node already counts it closed)."""
+
+    reason: str
+
+
 NodeAction = (
     rs.RunAgent
     | PetWatchdog
@@ -149,6 +197,10 @@ NodeAction = (
     | SendProbes
     | RememberPeerAddresses
     | RememberPeerGenerations
+    | QnetdConnect
+    | QnetdSend
+    | QnetdStartTls
+    | QnetdClose
 )
 
 
@@ -178,7 +230,9 @@ class WitnessesUnproven:
     witnesses: tuple[str, ...]
 
 
-NodeEvent = ev.Event | WitnessEvent | rs.Event | Decided | Stalled | WitnessesUnproven
+NodeEvent = (
+    ev.Event | WitnessEvent | rs.Event | Decided | Stalled | WitnessesUnproven | qc.QnetdEvent
+)
 
 
 @dataclass(slots=True)
@@ -226,6 +280,12 @@ class Node:
         }
         self._next_probe = now
         self._rebuild_probes()
+        self.qnetd: qc.QnetdClient | None = None
+        self._qnetd_ids: dict[str, int] = {}
+        self._qnetd_view: qc.QnetdView | None = None
+        self._solo_count = 0
+        self._last_members: frozenset[int] | None = None
+        self._make_arbiter(settings, now)
         if settings.groups:
             self.rm.probe_all(now)
             self._drain_rm(now)
@@ -330,6 +390,19 @@ class Node:
         self._go(now, reason)
         self._after_input(now)
 
+    def qnetd_connected(self, now: float) -> None:
+        self._arbiter_call(now, lambda c: c.connection_made(now))
+
+    def qnetd_tls_started(self, now: float) -> None:
+        self._arbiter_call(now, lambda c: c.tls_started(now))
+
+    def qnetd_data(self, data: bytes, now: float) -> None:
+        self._arbiter_call(now, lambda c: c.data_received(data, now))
+
+    def qnetd_failed(self, reason: str, now: float) -> None:
+        """The connection to qnetd could not be made, or broke."""
+        self._arbiter_call(now, lambda c: c.connection_failed(reason, now))
+
     def leave(self, now: float) -> None:
         """Say goodbye (the last thing before the process exits)."""
         self.engine.leave(now)
@@ -356,6 +429,11 @@ class Node:
         if pings:
             self._actions.append(SendPings(pings))
         self._maybe_probe(now)
+        if self.qnetd is not None:
+            t = self.qnetd.get_timer()
+            if t is not None and t <= now:
+                self.qnetd.handle_timer(now)
+                self._collect_arbiter(now)
         self._after_input(now)
 
     def reconfigure(self, settings: NodeSettings, now: float) -> None:
@@ -383,6 +461,12 @@ class Node:
             known = self._remembered.get(peer, ())
             self._remembered[peer] = tuple(dict.fromkeys((*known, *addresses)))
         self._rebuild_probes()
+        if settings.arbiter != old.arbiter:
+            if self.qnetd is not None and self.qnetd.state is not qc.State.DISCONNECTED:
+                self._actions.append(QnetdClose("the qnetd configuration changed"))
+            self._qnetd_view = None
+            self._last_members = None
+            self._make_arbiter(settings, now)
         self._dirty = True
         self._after_input(now)
 
@@ -409,6 +493,7 @@ class Node:
                 self.fencing.get_timer(),
                 self.policy.get_timer() if self.active else None,
                 self._probe_timer(),
+                self.qnetd.get_timer() if self.qnetd is not None else None,
             )
             if t is not None
         ]
@@ -500,6 +585,19 @@ class Node:
             deadping=settings.deadping if settings.deadping is not None else e.deadtime,
             probe_window=probe_window(e.keepalive, e.deadtime),
             peer_watchdog=settings.peer_watchdog_timeout,
+            arbiter=Node._arbiter_times(settings),
+        )
+
+    @staticmethod
+    def _arbiter_times(settings: NodeSettings) -> Arbiter | None:
+        if settings.arbiter is None:
+            return None
+        e = settings.engine
+        hb = qc.heartbeat_interval(e.keepalive, e.deadtime)
+        return Arbiter(
+            decision=qc.decision_time(hb),
+            loss=qc.loss_detection(hb),
+            nack_first=settings.arbiter.algorithm == "ffsplit",
         )
 
     def _observe(self, now: float) -> None:
@@ -528,6 +626,8 @@ class Node:
 
     def _after_input(self, now: float) -> None:
         """Decide if anything the policy reads changed or its timer is due; then pet."""
+        if self.qnetd is not None and self._dirty:
+            self._sync_arbiter(now)
         if self.active:
             t = self.policy.get_timer()
             if self._dirty or (t is not None and t <= now):
@@ -562,6 +662,7 @@ class Node:
                 g.name: self._answered(f"group:{g.name}") for g in self.settings.groups
             },
             last_words=last_words,
+            vote=self._vote(),
         )
         if self.policy.fenced is None and self.fencing.fenced is not None:
             self.fencing.unfence()  # no watchdog: the policy let it serve again
@@ -630,6 +731,135 @@ class Node:
                 self._events.append(WitnessesUnproven(w.never_answered()))
             return Isolation.UNPROVEN
         return Isolation.UNKNOWN
+
+    # -- the arbiter ----------------------------------------------------------------------
+
+    def _make_arbiter(self, settings: NodeSettings, now: float) -> None:
+        a = settings.arbiter
+        if a is None:
+            self.qnetd = None
+            return
+        ids = dict(a.node_ids)
+        missing = [n for n in settings.engine.nodes if n not in ids]
+        if missing:
+            raise LocalProtocolError(f"no qnetd node id for {', '.join(missing)}")
+        if a.tie_breaker in ("lowest", "highest"):
+            mode = qm.TieBreakerMode[a.tie_breaker.upper()]
+            tie = qm.TieBreaker(mode)
+        else:
+            tie = qm.TieBreaker(qm.TieBreakerMode.NODE_ID, int(a.tie_breaker))
+        e = settings.engine
+        client_settings = qc.ClientSettings(
+            host=a.host,
+            port=a.port,
+            cluster_name=a.cluster_name,
+            node_id=ids[self.name],
+            node_ids=tuple(ids[n] for n in e.nodes),
+            algorithm=qm.Algorithm[a.algorithm.upper()],
+            tie_breaker=tie,
+            heartbeat=qc.heartbeat_interval(e.keepalive, e.deadtime),
+            tls=a.tls,
+        )
+        self._qnetd_ids = ids
+        self.qnetd = qc.QnetdClient(client_settings, now)
+
+    def _arbiter_call(self, now: float, call: object) -> None:
+        self._observe(now)
+        if self.qnetd is None:
+            return
+        assert callable(call)
+        call(self.qnetd)
+        self._collect_arbiter(now)
+        self._after_input(now)
+
+    def _collect_arbiter(self, now: float) -> None:
+        c = self.qnetd
+        assert c is not None
+        data = c.data_to_send()
+        while (action := c.next_action()) is not None:
+            if isinstance(action, qc.Connect):
+                self._actions.append(QnetdConnect(action.host, action.port))
+            elif isinstance(action, qc.StartTls):
+                if data:
+                    self._actions.append(QnetdSend(data))
+                    data = b""
+                self._actions.append(QnetdStartTls())
+            else:
+                self._actions.append(QnetdClose(action.reason))
+        if data:
+            self._actions.append(QnetdSend(data))
+        while (event := c.next_event()) is not None:
+            self._events.append(event)
+        view = c.view()
+        if view != self._qnetd_view:
+            self._qnetd_view = view
+            self._dirty = True
+
+    def _sync_arbiter(self, now: float) -> None:
+        """Tell qnetd this node's membership -- itself and the peers it hears and that hear
+        it -- and its heuristics (does it reach a ping node)."""
+        c = self.qnetd
+        assert c is not None
+        membership = self.engine.membership
+        live = set(membership.live_nodes())
+        members = {self.name} | {p for p in live if p != self.name and not self._deaf.get(p, False)}
+        ids = frozenset(self._qnetd_ids[n] for n in members)
+        if ids != self._last_members and len(ids) == 1:
+            self._solo_count += 1
+        self._last_members = ids
+        gen = self.engine.generation
+        if len(ids) == 1:
+            ring = qm.RingId(
+                self._qnetd_ids[self.name],
+                (1 << 62) | (gen & 0xFFFFFFFF) << 20 | (self._solo_count & 0xFFFFF),
+            )
+        else:
+            gens = []
+            for n in sorted(members):
+                g = gen if n == self.name else membership.node_status(n, now).generation
+                gens.append(f"{self._qnetd_ids[n]}:{g}")
+            digest = hashlib.sha256(",".join(gens).encode()).digest()
+            ring = qm.RingId(min(ids), int.from_bytes(digest[:8], "big") & ((1 << 62) - 1))
+        iso = self._isolation(now)
+        if iso is Isolation.REACHES:
+            heuristics = qm.Heuristics.PASS
+        elif iso.cut_off:
+            heuristics = qm.Heuristics.FAIL
+        else:
+            heuristics = qm.Heuristics.UNDEFINED
+        c.set_membership(ids, ring, heuristics, now)
+        self._collect_arbiter(now)
+
+    def _vote(self) -> Vote | None:
+        if self.qnetd is None:
+            return None
+        v = self.qnetd.view()
+        if not v.connected and v.vote is None:
+            return Vote(False, reason=v.reason, lost_at=self.qnetd.lost_at)
+        names = {i: n for n, i in self._qnetd_ids.items()}
+        members = frozenset(names[i] for i in (v.members or ()) if i in names)
+        ack = None if v.vote is None else v.vote is qm.Vote.ACK
+        return Vote(v.connected, ack, members, v.since, v.reason, self.qnetd.lost_at)
+
+    def arbiter_status(self, now: float) -> dict[str, object] | None:
+        """`qnetd` in `hbctl status`: connected, the vote, the last change and why."""
+        c = self.qnetd
+        if c is None:
+            return None
+        v = c.view()
+        names = {i: n for n, i in self._qnetd_ids.items()}
+        return {
+            "server": f"{c.settings.host}:{c.settings.port}",
+            "connected": v.connected,
+            "state": c.state.value,
+            "vote": None if v.vote is None else v.vote.name,
+            "members": sorted(names.get(i, str(i)) for i in (v.members or ())),
+            "last_change_ms_ago": None if v.changed is None else round((now - v.changed) * 1000),
+            "reason": v.reason,
+            "rtt_ms": None if c.rtt is None else round(c.rtt * 1000, 3),
+            "heartbeat_ms": round(c.settings.heartbeat * 1000),
+            "degraded": not v.connected,
+        }
 
     def _emit_decisions(self) -> None:
         decisions = self.policy.decisions

@@ -47,6 +47,14 @@ commands come as `standby(mode)` and `takeover(mode)`.
 6. What two nodes alone cannot tell apart -- every path cut, both reach a ping node,
    nothing of the peer answers -- puts a group on both (the residual case,
    docs/policy.md); a third vote is the only cure.
+7. With an arbiter (corosync-qnetd, `Arbiter`), its vote replaces rules 3 and 4's
+   evidence of isolation: a node whose peer may count it dead keeps its groups only
+   while qnetd's ACK covers a membership without that peer, and goes once the decision
+   time D has passed since it became unheard without one (at once on a NACK); a node
+   takes a silent peer's group only with that ACK, held for the peer's loss-detection
+   bound (2 heartbeats + its watchdog + margin), and once budget + D has passed since
+   the peer's last sign of life. While the peers hear each other the vote changes
+   nothing. docs/policy.md, "With an arbiter", has the bound.
 """
 
 from __future__ import annotations
@@ -111,6 +119,39 @@ class Isolation(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Arbiter:
+    """The arbiter's timing, from its heartbeat interval (hbd.core.qnetd.client)."""
+
+    decision: float  # D: how long qnetd may take to decide after a membership change
+    loss: float  # how long a node may take to notice it lost its connection (and vote)
+    nack_first: bool = True  # ffsplit: no ACK goes out before every NACK was acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """What qnetd says now: `ack` True (the vote) or False (NACK) for `members`, held
+    since `since`; `ack` None: no vote (not connected, or not decided)."""
+
+    connected: bool
+    ack: bool | None = None
+    members: frozenset[str] = frozenset()
+    since: float | None = None
+    reason: str = "not connected"
+    lost_at: float | None = None  # when the connection was last found lost
+
+    def gives(self, peer: str) -> bool:
+        """The vote is this node's, for a membership without `peer`."""
+        return self.ack is True and peer not in self.members
+
+    def refuses(self, peer: str) -> bool:
+        """qnetd gave the vote to the other side of a membership without `peer`."""
+        return self.ack is False and peer not in self.members
+
+
+NO_VOTE = Vote(False)
+
+
+@dataclass(frozen=True, slots=True)
 class LocalGroup:
     """This node's own state of a group (from the resource manager)."""
 
@@ -133,6 +174,7 @@ class PolicySettings:
     probe_window: float
     peer_watchdog: float | None  # assumed for a peer never heard since start (None: none)
     margin: float = TAKEOVER_MARGIN
+    arbiter: Arbiter | None = None  # qnetd configured: its vote decides a partition
 
 
 # -- actions (imperatives) ---------------------------------------------------------------
@@ -178,6 +220,7 @@ class Why(enum.Enum):
     ANSWERS = "the peer still answers"
     CUT_OFF = "cut off"
     SUSPENDED = "settling after a stall"
+    VOTE = "no vote from qnetd"
 
 
 @dataclass
@@ -240,6 +283,8 @@ class Policy:
         self._unfencible = False  # went without a watchdog: may serve once peers hear us
         self._suspended_until: float | None = None
         self._timer: float | None = None
+        self._vote = NO_VOTE
+        self._unheard_since: dict[str, float] = {}  # peer -> first seen unheard
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -283,12 +328,21 @@ class Policy:
         local: Mapping[str, LocalGroup],
         group_answered: Mapping[str, float | None] | None = None,
         last_words: Mapping[str, Advert] | None = None,
+        vote: Vote | None = None,
     ) -> None:
         """Take in the current view and decide; actions come out of `next_action()`.
 
         `last_words` are silent peers' final adverts (a node stopping cleanly says
         "stopped" and goodbye in one breath): what a lost peer last said it ran."""
         self._peers = {p.name: p for p in peers}
+        if vote is not None and vote != self._vote:
+            self._vote = vote
+            self._decide_line(now, "qnetd " + self._vote_text(), vote.reason)
+        for p in peers:
+            if not p.unheard:
+                self._unheard_since.pop(p.name, None)
+            else:
+                self._unheard_since.setdefault(p.name, now)
         for name, advert in (last_words or {}).items():
             if advert.digest == self.digest:
                 self._last_advert[name] = advert
@@ -364,7 +418,15 @@ class Policy:
             "isolation": self._isolation.value,
             "lost": sorted(self._lost),
             "fenced": self.fenced,
+            "vote": self._vote_text() if self.settings.arbiter is not None else None,
         }
+
+    def _vote_text(self) -> str:
+        v = self._vote
+        if v.ack is None:
+            return "no vote" + ("" if v.connected else " (not connected)")
+        members = ", ".join(sorted(v.members))
+        return f"{'ACK' if v.ack else 'NACK'} for {{{members}}}"
 
     # -- the decision ---------------------------------------------------------------
 
@@ -428,6 +490,11 @@ class Policy:
                 if peer.unheard_at is not None:
                     self._wait(peer.unheard_at)
                 continue
+            arbiter = self.settings.arbiter
+            if arbiter is not None:
+                if self._must_go_without_vote(peer, arbiter, now):
+                    return
+                continue
             if peer.deaf:
                 self._fence(
                     now,
@@ -441,6 +508,53 @@ class Policy:
                     f"isolated: {peer.name} may count this node dead and {self._isolation.value}",
                 )
                 return
+
+    def _must_go_without_vote(self, peer: PeerView, arbiter: Arbiter, now: float) -> bool:
+        """Rule 7, the holder's side: `peer` may count this node dead. Keep while qnetd's
+        vote covers a membership without it; go on a NACK, or once D has passed since
+        this node became unheard without the vote (the peer may have it by then)."""
+        vote = self._vote
+        if vote.gives(peer.name) or (peer.alive and not peer.deaf):
+            return False  # the vote is ours, or the peer hears us again (it lists us)
+        if vote.refuses(peer.name):
+            self._fence(
+                now,
+                f"{peer.name} may count this node dead and qnetd gave the vote to the other "
+                f"side ({vote.reason})",
+            )
+            return True
+        since = self._unheard_since.get(peer.name, now)
+        deadline = since + arbiter.decision
+        if vote.connected and arbiter.nack_first:
+            # ffsplit tells every connected node NACK (and waits for its reply) before it
+            # gives anyone an ACK: undecided but connected, this node hears first. A silent
+            # break is noticed within `loss`, which the taker's hold time covers.
+            self._say(
+                now,
+                "go",
+                Why.VOTE,
+                f"{peer.name} may count this node dead: keeping while qnetd decides "
+                f"({vote.reason})",
+            )
+            return False
+        if vote.lost_at is not None and vote.lost_at > since:
+            deadline = now  # the vote was lost during the partition: the peer may get it
+        if now < deadline:
+            self._wait(deadline)
+            self._say(
+                now,
+                "go",
+                Why.VOTE,
+                f"{peer.name} may count this node dead: keeping only with qnetd's vote, "
+                f"going in {deadline - now:.1f} s without it ({vote.reason})",
+            )
+            return False
+        self._fence(
+            now,
+            f"{peer.name} may count this node dead and qnetd gave this node no vote within "
+            f"{arbiter.decision:g} s ({vote.reason}): it may have given it to {peer.name}",
+        )
+        return True
 
     def _maybe_acquire(self, g: GroupInfo, now: float) -> None:
         if self._suspended_until is not None:
@@ -495,6 +609,9 @@ class Policy:
         peer = self._peers.get(name)
         if peer is None:
             return True
+        arbiter = self.settings.arbiter
+        if arbiter is not None and not peer.left:
+            return self._vote_ready(peer, g, arbiter, now)
         if not peer.left and self._isolation.cut_off:
             self._say(
                 now,
@@ -529,6 +646,41 @@ class Policy:
             self._wait(ready_at)
             why, text = self._wait_text(peer, answered, ready_at, now)
             self._say(now, g.name, why, text)
+            return False
+        return True
+
+    def _vote_ready(self, peer: PeerView, g: GroupInfo, arbiter: Arbiter, now: float) -> bool:
+        """Rule 7, the taker's side: with qnetd's vote for a membership without the silent
+        `peer`, held long enough for a peer that lost it to have noticed and been reset,
+        and the budget plus the decision time passed since its last sign of life."""
+        vote = self._vote
+        name = peer.name
+        if not vote.gives(name) or vote.since is None:
+            self._say(
+                now, g.name, Why.VOTE, f"{name} is silent; no vote from qnetd ({vote.reason})"
+            )
+            return False
+        watchdog = peer.watchdog if peer.last_heard is not None else self.settings.peer_watchdog
+        held_at = vote.since + arbiter.loss + (watchdog or 0.0) + self.settings.margin
+        lost = self._lost[name]
+        answers = [
+            self._group_answered.get(h.name)
+            for h in self.groups
+            if h.addresses and self._may_run_on(name, h, lost)
+        ]
+        answered = max((t for t in answers if t is not None), default=None)
+        budget_at = self.takeover_at(peer, answered) + arbiter.decision
+        ready_at = max(held_at, budget_at)
+        if now < ready_at:
+            self._wait(ready_at)
+            self._say(
+                now,
+                g.name,
+                Why.BUDGET,
+                f"{name} may still run it: qnetd gave this node the vote; takeover in "
+                f"{ready_at - now:.1f} s ({self._budget_text(peer)} + decision "
+                f"{arbiter.decision:g} s; vote held {arbiter.loss:g} s + its watchdog)",
+            )
             return False
         return True
 
@@ -720,6 +872,13 @@ class Policy:
     def _acquire_reason(self, g: GroupInfo) -> str:
         if not self._lost:
             return "its target is this node and every peer agreed"
+        if self.settings.arbiter is not None and any(self._vote.gives(n) for n in self._lost):
+            risky = sorted(n for n, lost in self._lost.items() if self._may_run_on(n, g, lost))
+            if risky:
+                return (
+                    f"taking over from {', '.join(risky)}: qnetd gave this node the vote "
+                    f"({self._vote.reason}) and the budget plus decision time passed"
+                )
         risky = sorted(n for n, lost in self._lost.items() if self._may_run_on(n, g, lost))
         if not risky:
             return (

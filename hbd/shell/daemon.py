@@ -45,6 +45,10 @@ from hbd.core.node import (
     Node,
     NodeEvent,
     PetWatchdog,
+    QnetdClose,
+    QnetdConnect,
+    QnetdSend,
+    QnetdStartTls,
     RememberPeerAddresses,
     RememberPeerGenerations,
     SendPings,
@@ -68,6 +72,7 @@ from hbd.effects.identity import (
     save_peer_addresses,
 )
 from hbd.effects.peerstate import load_peer_generations, save_peer_generations
+from hbd.effects.qnetd import QnetdConnection
 from hbd.effects.realtime import go_realtime
 from hbd.effects.respawn import RespawnedProgram, programs
 from hbd.effects.systemd import Notifier, journal_fields, watchdog_interval
@@ -298,6 +303,12 @@ class Daemon:
         self.links: dict[str, Link] = {}
         self.pings: dict[str, PingLink] = {}
         self.prober = AddressProber()
+        self.qnetd = QnetdConnection(
+            on_connected=lambda: self._qnetd_input("connected"),
+            on_data=lambda data: self._qnetd_input("data", data),
+            on_failed=lambda reason: self._qnetd_input("failed", reason),
+            on_tls=lambda: self._qnetd_input("tls"),
+        )
         self.names: dict[str, str] = {}
         self._registered: dict[str, tuple[int, int, int]] = {}  # id -> (fd, opens, driver)
         self.control: ControlServer | None = None
@@ -579,6 +590,7 @@ class Daemon:
         for key in list(self.prober.drivers):
             self._unregister(key)
         self.prober.close()
+        self.qnetd.close()
         self._close_watchdog(clean=self._stop)
         if self.control is not None:
             self.control.close()
@@ -743,6 +755,15 @@ class Daemon:
                     self.options.state_dir,
                     e,
                 )
+        elif isinstance(action, QnetdConnect):
+            log.info("connecting to qnetd %s:%d", action.host, action.port)
+            self.qnetd.connect(action.host, action.port)
+        elif isinstance(action, QnetdSend):
+            self.qnetd.send(action.data)
+        elif isinstance(action, QnetdStartTls):
+            self.qnetd.start_tls()
+        elif isinstance(action, QnetdClose):
+            self.qnetd.close()
         elif isinstance(action, RememberPeerAddresses):
             self._peer_addresses[action.peer] = action.addresses
             try:
@@ -755,6 +776,25 @@ class Daemon:
                     self.options.state_dir,
                     e,
                 )
+
+    def _qnetd_input(self, what: str, arg: Any = None) -> None:
+        """The qnetd connection reported something: hand it to the node, carry out."""
+        node = self.node
+        if node is None:
+            return
+        now = self.clock()
+        if what == "connected":
+            node.qnetd_connected(now)
+        elif what == "data":
+            node.qnetd_data(arg, now)
+        elif what == "tls":
+            node.qnetd_tls_started(now)
+        else:
+            node.qnetd_failed(str(arg), now)
+        self._flush(now)
+        self._arm(now)  # the node's deadlines may have moved
+        if self._wake is not None:
+            self._wake.set()
 
     async def _run_agent(self, action: rs.RunAgent) -> None:
         """Run one agent operation; whatever happens, its end goes back to the node."""
@@ -953,7 +993,12 @@ class Daemon:
             },
             "fenced": node.fenced,
             "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io")},
+            "qnetd": node.arbiter_status(now),
         }
+        arbiter = out["qnetd"]
+        if arbiter is not None and arbiter["degraded"] and out["redundancy"] == "redundant":
+            out["redundancy"] = "degraded"  # the arbiter is unreachable: a partition would
+            out["degraded_by"] = "arbiter unreachable"  # stop the groups (docs/qnetd.md)
         if node.active:
             out["groups"] = node.rm.snapshot(node.holders())
             out["decisions"] = [

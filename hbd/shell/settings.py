@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from hbd.config.model import Config, MediumKind
 from hbd.core.engine import EngineSettings, PathKind
 from hbd.core.model import AgentKind, WireFormat
-from hbd.core.node import NodeSettings
+from hbd.core.node import ArbiterSettings, NodeSettings
 from hbd.core.resources import Timeouts
 from hbd.core.wire import native as nat
 
@@ -96,4 +96,15 @@ def node_settings(
             n: a for n, a in peer_addresses.items() if n in cf.nodes and n != config.node_name
         },
         service_addresses=service_addresses(config),
+        arbiter=None
+        if cf.qnetd is None
+        else ArbiterSettings(
+            host=cf.qnetd,
+            port=cf.qnetd_port,
+            cluster_name=cf.cluster,
+            node_ids=tuple(cf.qnetd_node_ids().items()),
+            algorithm=cf.qnetd_algorithm,
+            tie_breaker=cf.qnetd_tie_breaker,
+            tls=cf.qnetd_tls,
+        ),
     )

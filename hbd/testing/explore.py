@@ -24,6 +24,14 @@ nodes reach the ping nodes (or none is configured), nothing of the peer answers:
 nodes without an arbiter cannot tell from a death (docs/policy.md) -- and `unfenced`:
 with no watchdog configured, a node that had to go could not be reset in time.
 
+A cluster with `arbiter` runs a simulated corosync-qnetd (ffsplit) beside the nodes, with
+its own faults: the process crashes, its machine loses power, it starts again, a node's
+direction to or from it is cut. There the residual case is no excuse: two holders are an S
+violation, whatever the paths. A is not asked of a holder that lost qnetd (it cannot tell a
+dead standby from a partition either), L waits the decision time and the vote's hold time
+too, and qnetd's faults are network faults for F: while the nodes hear each other nothing
+moves.
+
     python -m hbd.testing.explore --seconds 60 --seed 7
     python -m hbd.testing.explore --schedules 1000 --seed 7
     python -m hbd.testing.explore --replay schedule.json
@@ -48,6 +56,7 @@ from hbd.core.engine import PathKind
 from hbd.core.model import AutoFailback, WireFormat
 from hbd.core.node import probe_window
 from hbd.core.policy import TAKEOVER_MARGIN
+from hbd.core.qnetd.client import decision_time, heartbeat_interval, loss_detection
 from hbd.core.resources import Timeouts
 from hbd.testing.sim import AgentTimes, SimCluster
 
@@ -84,8 +93,14 @@ NETWORK_FAULTS = frozenset(
         "ping_down",
         "ping_up",
         "filter_icmp",
+        "qnetd_crash",
+        "qnetd_power_off",
+        "qnetd_start",
+        "qnetd_cut",
+        "qnetd_heal",
     )
 )
+QNETD_FAULTS = ("qnetd_crash", "qnetd_power_off", "qnetd_start", "qnetd_cut", "qnetd_heal")
 
 
 @dataclass(frozen=True)
@@ -104,6 +119,7 @@ class ClusterSpec:
     start_time: float = 0.1
     stop_time: float = 0.1
     boot_delay: float = 5.0
+    arbiter: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,7 +178,8 @@ class Result:
 # -- drawing schedules ---------------------------------------------------------------------
 
 
-def draw(seed: int) -> Schedule:
+def draw(seed: int, arbiter: bool | None = None) -> Schedule:
+    """The schedule of `seed`; `arbiter` True or False forces the cluster's arbiter."""
     rng = random.Random(seed)
     paths = rng.choices(list(PATH_SETS), weights=(5, 3, 3, 1, 1, 3))[0]
     groups: list[tuple[str, tuple[str, ...]]] = []
@@ -187,6 +204,7 @@ def draw(seed: int) -> Schedule:
         start_time=round(rng.uniform(0.02, 0.6), 3),
         stop_time=round(rng.uniform(0.02, 0.6), 3),
         boot_delay=round(rng.uniform(4.0, 10.0), 2),
+        arbiter=(rng.random() < 0.35) if arbiter is None else arbiter,
     )
     faults = [_draw_fault(rng, cluster) for _ in range(rng.randint(1, 6))]
     faults.sort(key=lambda f: f.at)
@@ -196,6 +214,14 @@ def draw(seed: int) -> Schedule:
 def _draw_fault(rng: random.Random, c: ClusterSpec) -> Fault:
     at = round(rng.uniform(0.0, FAULT_WINDOW), 3)
     node = rng.choice(NODES)
+    if c.arbiter and rng.random() < 0.25:
+        kind = rng.choices(QNETD_FAULTS, weights=(3, 2, 3, 4, 2))[0]
+        if kind == "qnetd_cut":
+            way = rng.choice(("both", "both", "up", "down"))
+            return Fault(at, kind, (node, way))
+        if kind == "qnetd_heal":
+            return Fault(at, kind, (node,))
+        return Fault(at, kind)
     paths = [p for p, _ in PATH_SETS[c.paths]]
     lans = ["eth0"] + (["eth1"] if "eth1" in c.paths else [])
     kind = rng.choices(
@@ -285,6 +311,7 @@ class Run:
             arp_probes=c.arp,
             record_events=False,
             resource_timeouts=Timeouts(start=3.0, stop=3.0, status=2.0),
+            arbiter=c.arbiter,
         )
         self.result = Result()
         self.groups = self.sim.groups
@@ -292,6 +319,11 @@ class Run:
             c.deadtime + c.keepalive + c.watchdog + TAKEOVER_MARGIN if c.watchdog else c.deadtime
         )
         self.window = probe_window(c.keepalive, c.deadtime)
+        hb = heartbeat_interval(c.keepalive, c.deadtime)
+        self.heartbeat = hb
+        self.decision = decision_time(hb) if c.arbiter else 0.0
+        self.vote_hold = loss_detection(hb) + (c.watchdog or 0.0) + TAKEOVER_MARGIN
+        self._q_ok_since: float | None = self.sim.clock.now if c.arbiter else None
         self._residual_at: dict[str, float] = {}  # taker -> latest instant of the residual
         self._was_residual: dict[str, bool] = {}
         self._dual: dict[str, float] = {}  # group -> start of the current dual episode
@@ -322,6 +354,13 @@ class Run:
         self._heal_everything()
         booted = max((m.boot_at or 0.0) for m in sim.machines.values())
         self._advance(max(booted, sim.clock.now) + SETTLE)
+        for _ in range(3):  # a node reset just after the healing boots later: wait for it
+            started = max((e[1] for e in sim.log if e[0] == "daemon"), default=0.0)
+            booting = [m.boot_at for m in sim.machines.values() if m.boot_at is not None]
+            until = max([started + SETTLE, *(b + SETTLE for b in booting)])
+            if until <= sim.clock.now:
+                break
+            self._advance(until)
         self._check_placement()
         self.result.simulated = sim.clock.now - 100.0
         return self.result
@@ -385,6 +424,12 @@ class Run:
         now = self.sim.clock.now
         if not self._one_path_works():
             self._no_path_at = now
+        if self.spec.arbiter:
+            ok = all(self.sim.qnetd_reaches(n) for n in NODES)
+            if not ok:
+                self._q_ok_since = None
+            elif self._q_ok_since is None:
+                self._q_ok_since = now
         for taker in NODES:
             holder = next(n for n in NODES if n != taker)
             if self._was_residual.get(taker):
@@ -420,7 +465,7 @@ class Run:
         heard_after = since is not None and last is not None and last > since
         answer = node.last_answer() if node is not None else None
         answered_after = since is not None and answer is not None and answer > since
-        if not heard_after and not answered_after and residual:
+        if not heard_after and not answered_after and residual and not self.spec.arbiter:
             self.result.residual += 1
             return
         m = sim.machines[holder]
@@ -474,7 +519,7 @@ class Run:
                 if (e[0] == "op" and e[2] == node and e[3] == group and e[5] == "stop")
                 or (e[0] == "go" and e[2] == node)
             ]
-            if hurt and sim.reaches_ping(node):
+            if hurt and sim.reaches_ping(node) and self._qnetd_fine(node, begin):
                 self._violate("A", at, f"{node} interrupted {group} when its peer died: {hurt[0]}")
         self._watch_a = []
         if self._watch_f is not None:
@@ -490,6 +535,15 @@ class Run:
                 )
             self._watch_f = None
 
+    def _qnetd_fine(self, node: str, since: float) -> bool:
+        """No arbiter, or `node` has reached a running qnetd since well before `since` (a
+        holder that lost qnetd cannot tell a dead standby from a partition, so it goes)."""
+        if not self.spec.arbiter:
+            return True
+        ok = self._q_ok_since
+        settle = 3 * self.heartbeat + 1.0  # reconnected and voted again
+        return ok is not None and ok <= since - settle and self.sim.qnetd_reaches(node)
+
     def _log_between(self, begin: float, end: float) -> list[tuple[Any, ...]]:
         return [e for e in self.sim.log if begin < e[1] <= end]
 
@@ -498,6 +552,8 @@ class Run:
         survivor = next(n for n in NODES if n != dead)
         m = sim.machines[survivor]
         if m.node is None or m.stalled_until is not None or not sim.reaches_ping(survivor):
+            return
+        if not self._qnetd_fine(survivor, sim.clock.now):
             return
         node = m.node
         g = sim.group_def(group)
@@ -517,7 +573,13 @@ class Run:
             # its daemon is gone but its machine answers probes until the watchdog resets it
             base = max(base, dead_m.last_pet + self.spec.watchdog)
         start = len(g.resources) * (self.spec.start_time + 0.02)
-        deadline = base + self.budget + start + 2 * self.spec.keepalive + 0.3
+        ready = base + self.budget
+        if self.spec.arbiter:
+            # the vote comes once qnetd dropped the dead node (1.5 heartbeats after its last
+            # message) or the survivor declared it dead, and is held before it is used
+            vote = base + max(self.spec.deadtime, 1.5 * self.heartbeat) + 0.1
+            ready = max(ready + self.decision, vote + self.vote_hold)
+        deadline = ready + start + 2 * self.spec.keepalive + 0.3
         boot = self.spec.boot_delay + sim.clock.now
         if deadline >= next_at or deadline >= boot:
             return
@@ -632,6 +694,17 @@ class Run:
         elif op == "fail_next":
             node, group, index, what, how = args
             sim.fail_next(node, self.groups[group], index, what, how)
+        elif op == "qnetd_crash":
+            sim.qnetd_crash()
+        elif op == "qnetd_power_off":
+            sim.qnetd_power_off()
+        elif op == "qnetd_start":
+            sim.qnetd_start()
+        elif op == "qnetd_cut":
+            node, way = args
+            sim.qnetd_cut(node, up=way in ("both", "up"), down=way in ("both", "down"))
+        elif op == "qnetd_heal":
+            sim.qnetd_cut(args[0], cut=False)
         else:
             raise ValueError(f"unknown fault {op!r}")
 
@@ -732,6 +805,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     amount.add_argument("--replay", metavar="FILE", help="run the one schedule in FILE (JSON)")
     parser.add_argument("--seed", type=int, default=None, help="the first seed (default: random)")
     parser.add_argument("--no-shrink", action="store_true", help="print violations unshrunk")
+    parser.add_argument(
+        "--arbiter",
+        choices=("mixed", "on", "off"),
+        default="mixed",
+        help="clusters with a simulated qnetd: about a third (mixed), all, or none",
+    )
     args = parser.parse_args(argv)
     if args.replay:
         try:
@@ -752,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     counts: Counter[str] = Counter()
     checks: Counter[str] = Counter()
-    residual = unfenced = 0
+    residual = unfenced = arbitered = 0
     simulated = 0.0
     ran = 0
     failures: list[tuple[Schedule, Violation]] = []
@@ -761,9 +840,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
         if seconds is not None and time.monotonic() - started >= seconds:
             break
-        schedule = draw(seed + ran)
+        schedule = draw(seed + ran, {"mixed": None, "on": True, "off": False}[args.arbiter])
         result = run_schedule(schedule)
         ran += 1
+        arbitered += schedule.cluster.arbiter
         simulated += result.simulated
         residual += result.residual
         unfenced += result.unfenced
@@ -779,7 +859,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  replay: {small.to_json()}")
     print(
         f"schedules {ran}, simulated {simulated / 3600:.2f} h, "
-        f"{ran / wall if wall else 0:.1f} schedules/s, wall {wall:.1f} s"
+        f"{ran / wall if wall else 0:.1f} schedules/s, wall {wall:.1f} s; "
+        f"{arbitered} with an arbiter (qnetd)"
     )
     print("checked: " + ", ".join(f"{k} {checks[k]}" for k in INVARIANTS))
     print(

@@ -21,7 +21,11 @@ The world around the nodes, each part a fault to inject:
 - a watchdog per machine that resets it `timeout` after the last pet: its processes and
   resources die, it boots again after the boot delay and may come back still partitioned;
 - resource agents with start, stop and status durations, failures and hangs (the
-  daemon's timeout then fires).
+  daemon's timeout then fires);
+- with `arbiter=True`, a corosync-qnetd (`hbd.testing.simqnetd`, the ffsplit decision)
+  every node connects to over TCP-like connections: the server can crash (its kernel
+  closes the connections) or lose power (silence), start again, and each node's
+  direction to or from it can be cut on its own (`qnetd_cut`).
 
 Ground truth for the explorer's invariants: a node *holds* a group from the moment it
 issues a start of any of its resources until every resource is stopped again (a stop
@@ -49,17 +53,23 @@ from hbd.core.engine import Engine, EngineSettings, PathKind
 from hbd.core.errors import LocalProtocolError
 from hbd.core.model import AgentKind, AutoFailback, Resource, ResourceGroup, WireFormat
 from hbd.core.node import (
+    ArbiterSettings,
     GoingDown,
     Node,
     NodeEvent,
     NodeSettings,
     PetWatchdog,
+    QnetdClose,
+    QnetdConnect,
+    QnetdSend,
+    QnetdStartTls,
     RememberPeerAddresses,
     RememberPeerGenerations,
     SendPings,
     SendProbes,
 )
 from hbd.core.wire.native import cluster_id
+from hbd.testing.simqnetd import SimQnetd
 
 E = TypeVar("E")
 
@@ -151,6 +161,7 @@ class _Machine:
     generations: tuple[tuple[str, int, int], ...] = ()  # the state directory's
     faults: dict[tuple[str, int, str], list[str]] = field(default_factory=dict)  # -> fail/hang
     resets: int = 0
+    qconn: int | None = None  # the daemon's connection to qnetd (its id), if open
     stopping: bool = False  # a clean stop is under way
     settings_tweak: dict[str, Any] = field(default_factory=dict)
 
@@ -185,6 +196,8 @@ class SimCluster:
         record_events: bool = True,
         resource_timeouts: rs.Timeouts | None = None,
         service_lan: str = "eth0",
+        arbiter: bool = False,
+        tie_breaker: str = "lowest",
     ) -> None:
         self.nodes = tuple(nodes)
         self.paths = tuple(paths)
@@ -273,6 +286,25 @@ class SimCluster:
         # a power or a boot state changed
         self.on_hold: Callable[[str, str, bool], None] | None = None
         self.on_net: Callable[[], None] | None = None
+        self.qnetd: SimQnetd | None = SimQnetd() if arbiter else None
+        self._arbiter = (
+            ArbiterSettings(
+                "qnetd.sim",
+                5403,
+                "sim",
+                tuple((n, i + 1) for i, n in enumerate(self.nodes)),
+                tie_breaker=tie_breaker,
+            )
+            if arbiter
+            else None
+        )
+        self.qnetd_running = arbiter  # the process
+        self.qnetd_powered = arbiter  # its machine
+        self._qreach = {(n, way): True for n in self.nodes for way in ("up", "down")}
+        self._qconns: dict[int, str] = {}  # open at the server: conn -> node
+        self._qheld: dict[tuple[str, str], list[tuple[str, tuple[Any, ...]]]] = {}
+        self._qnext = 0
+        self.qnetd_latency = latency
         for n in self.nodes:
             self._start_daemon(self.machines[n])
 
@@ -359,6 +391,12 @@ class SimCluster:
         self._icmp_filtered.clear()
         for address in self._ping_up:
             self._ping_up[address] = True
+        if self.qnetd is not None:
+            for node, way in list(self._qreach):
+                if not self._qreach[(node, way)]:
+                    self.qnetd_cut(node, up=way == "up", down=way == "down", cut=False)
+            if not self.qnetd_running:
+                self.qnetd_start()
         self._note_net()
 
     def lan_down(self, node: str, lan: str, down: bool = True) -> None:
@@ -393,6 +431,132 @@ class SimCluster:
         else:
             self._icmp_filtered.discard(node)
         self._note_net()
+
+    # -- the arbiter -----------------------------------------------------------------
+
+    def qnetd_crash(self) -> None:
+        """The qnetd process dies; its machine's kernel closes every connection (FIN)."""
+        self._q_need()
+        if not self.qnetd_running:
+            return
+        self.qnetd_running = False
+        for conn, node in list(self._qconns.items()):
+            self._q_to_node(node, ("closed", conn, "qnetd closed the connection"))
+        self._q_reset_server()
+
+    def qnetd_power_off(self) -> None:
+        """qnetd's machine loses power: its connections go silent."""
+        self._q_need()
+        self.qnetd_running = self.qnetd_powered = False
+        self._q_reset_server()
+
+    def qnetd_start(self) -> None:
+        """qnetd (and its machine) up again, with no clients: they reconnect."""
+        self._q_need()
+        self.qnetd_running = self.qnetd_powered = True
+        self._note_net()
+
+    def qnetd_cut(self, node: str, *, up: bool = True, down: bool = True, cut: bool = True) -> None:
+        """Nothing from `node` reaches qnetd (`up`) / from qnetd reaches `node` (`down`);
+        `cut=False` heals those directions (what was held on the way arrives, as TCP's
+        retransmissions would bring it)."""
+        self._q_need()
+        for way, chosen in (("up", up), ("down", down)):
+            if chosen:
+                self._qreach[(node, way)] = not cut
+                if not cut:
+                    for kind, data in self._qheld.pop((node, way), []):
+                        self._q_push(node, way, kind, data)
+        self._note_net()
+
+    def qnetd_reaches(self, node: str) -> bool:
+        """Ground truth: `node` and a running qnetd reach each other both ways."""
+        return (
+            self.qnetd is not None
+            and self.qnetd_running
+            and self.machines[node].booted
+            and self._qreach[(node, "up")]
+            and self._qreach[(node, "down")]
+        )
+
+    def _q_need(self) -> None:
+        if self.qnetd is None:
+            raise LocalProtocolError("this simulation has no arbiter (arbiter=True)")
+
+    def _q_reset_server(self) -> None:
+        self._qconns.clear()
+        self.qnetd = SimQnetd()
+        self._qheld = {k: v for k, v in self._qheld.items() if k[1] == "down"}
+        self._note_net()
+
+    def _q_connect(self, m: _Machine) -> None:
+        self._qnext += 1
+        conn = self._qnext
+        m.qconn = conn
+        self._q_to_server(m.name, ("connect", conn))
+
+    def _q_to_server(self, node: str, data: tuple[Any, ...]) -> None:
+        if not self._qreach[(node, "up")]:
+            if data[0] != "connect":  # a SYN is lost; data and FINs are retransmitted
+                self._qheld.setdefault((node, "up"), []).append(("qsrv", data))
+            return
+        self._q_push(node, "up", "qsrv", data)
+
+    def _q_to_node(self, node: str, data: tuple[Any, ...]) -> None:
+        if not self._qreach[(node, "down")]:
+            self._qheld.setdefault((node, "down"), []).append(("qnetd", data))
+            return
+        self._q_push(node, "down", "qnetd", data)
+
+    def _q_push(self, node: str, way: str, kind: str, data: tuple[Any, ...]) -> None:
+        when = self.clock.now + self.qnetd_latency
+        key = ("qnetd", node, way)
+        when = max(when, self._fifo.get(key, when))  # a byte stream never reorders
+        self._fifo[key] = when
+        if kind == "qsrv":
+            self._push(when, "qsrv", node, data)
+        else:
+            self._push(when, "qnetd", node, data)
+
+    def _q_server_input(self, node: str, data: tuple[Any, ...]) -> None:
+        server = self.qnetd
+        assert server is not None
+        now = self.clock.now
+        what, conn = data[0], data[1]
+        if not self.qnetd_powered:
+            return  # nothing answers
+        if what == "connect":
+            if self.qnetd_running:
+                self._qconns[conn] = node
+                server.accept(conn, node, now)
+                self._q_to_node(node, ("made", conn, b""))
+            else:
+                self._q_to_node(node, ("refused", conn, "connection refused"))
+            return
+        if conn not in self._qconns:
+            if what == "data":  # a connection this server does not know: reset
+                self._q_to_node(node, ("closed", conn, "connection reset by qnetd"))
+            return
+        if what == "data":
+            server.receive(conn, data[2], now)
+        else:
+            del self._qconns[conn]
+            server.disconnected(conn, now)
+        self._q_flush_server()
+
+    def _q_flush_server(self) -> None:
+        server = self.qnetd
+        assert server is not None
+        out, server.out = server.out, []
+        for conn, payload in out:
+            node = self._qconns.get(conn)
+            if node is not None:
+                self._q_to_node(node, ("data", conn, payload))
+        closed, server.closed = server.closed, []
+        for conn in closed:
+            node = self._qconns.pop(conn, None)
+            if node is not None:
+                self._q_to_node(node, ("closed", conn, "qnetd closed the connection"))
 
     # -- machine faults --------------------------------------------------------------
 
@@ -618,6 +782,7 @@ class SimCluster:
             peer_addresses=dict(m.remembered),
             resource_timeouts=self.resource_timeouts,
             service_addresses={g: tuple(v for v, _ in vs) for g, vs in self._service.items()},
+            arbiter=self._arbiter,
         )
 
     def _start_daemon(self, m: _Machine) -> None:
@@ -636,6 +801,10 @@ class SimCluster:
         self._drive(m)
 
     def _lose_daemon(self, m: _Machine, why: str) -> None:
+        if m.qconn is not None:
+            if why not in ("power off", "watchdog reset"):  # its kernel closes the socket
+                self._q_to_server(m.name, ("closed", m.qconn))
+            m.qconn = None
         m.node = None
         m.stalled_until = None
         m.inbox.clear()
@@ -684,6 +853,10 @@ class SimCluster:
 
     def _next_time(self) -> float | None:
         best = self._queue[0][0] if self._queue else None
+        if self.qnetd is not None and self.qnetd_running:
+            t = self.qnetd.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
         for m in self.machines.values():
             timer = m.timer if m.stalled_until is None else None  # a stalled node waits
             for t in (timer, m.stalled_until, m.boot_at):
@@ -696,8 +869,16 @@ class SimCluster:
         return best
 
     def _step(self, now: float) -> None:
+        if self.qnetd is not None and self.qnetd_running:
+            t = self.qnetd.get_timer()
+            if t is not None and t <= now:
+                self.qnetd.handle_timer(now)
+                self._q_flush_server()
         while self._queue and self._queue[0][0] <= now:
             _, _, kind, dst, data = heapq.heappop(self._queue)
+            if kind == "qsrv":
+                self._q_server_input(dst, data)
+                continue
             m = self.machines[dst]
             if kind == "agent":
                 self._agent_finished(m, data)
@@ -765,6 +946,17 @@ class SimCluster:
         elif kind == "probe":
             (address,) = data
             node.probe_reply(address, now)
+        elif kind == "qnetd":
+            what, conn, payload = data
+            if m.qconn != conn:
+                pass  # an old connection's leftovers
+            elif what == "made":
+                node.qnetd_connected(now)
+            elif what == "data":
+                node.qnetd_data(payload, now)
+            else:  # closed, refused
+                m.qconn = None
+                node.qnetd_failed(payload, now)
         self._drive(m)
 
     def _drive(self, m: _Machine) -> None:
@@ -799,6 +991,17 @@ class SimCluster:
                 m.remembered[action.peer] = action.addresses
             elif isinstance(action, RememberPeerGenerations):
                 m.generations = action.generations
+            elif isinstance(action, QnetdConnect):
+                self._q_connect(m)
+            elif isinstance(action, QnetdSend):
+                if m.qconn is not None:
+                    self._q_to_server(m.name, ("data", m.qconn, action.data))
+            elif isinstance(action, QnetdClose):
+                if m.qconn is not None:
+                    self._q_to_server(m.name, ("closed", m.qconn))
+                    m.qconn = None
+            elif isinstance(action, QnetdStartTls):
+                raise LocalProtocolError("the simulated qnetd does not do TLS")
         if self.record_events:
             events = self._events[m.name]
             while (event := node.next_event()) is not None:

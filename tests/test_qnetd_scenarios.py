@@ -1,0 +1,183 @@
+"""The rule with a vote, on the whole-node simulator with a simulated corosync-qnetd.
+
+Each test is one row of issue 14's outcomes (docs/qnetd.md): keepalive 200 ms, deadtime
+1 s, watchdog 1 s, a ping node, the real policy and qdevice client on both nodes, the
+simulated qnetd (ffsplit, tie-breaker lowest: alpha) answering them byte for byte.
+"""
+
+from __future__ import annotations
+
+from hbd.core.engine import PathKind
+from hbd.core.policy import TAKEOVER_MARGIN
+from hbd.core.qnetd.client import decision_time
+from hbd.testing.sim import SimCluster
+
+PATHS = (("serial:/dev/ttyS0", PathKind.SERIAL), ("bcast:eth0", PathKind.DATAGRAM))
+VIP = "IPaddr::10.1.0.100/24"
+BUDGET = 1.0 + 0.2 + 1.0 + TAKEOVER_MARGIN  # deadtime + keepalive + watchdog + margin
+DECISION = decision_time(1.0)  # heartbeat 1 s: qnetd's minimum
+
+
+class Watch:
+    """Holders of the group over time: how long two held it, how long none did."""
+
+    def __init__(self, sim: SimCluster, group: str) -> None:
+        self.sim, self.group = sim, group
+        self.dual = 0.0
+        self.gap = 0.0
+        self._since = sim.clock.now
+        self._holders = len(sim.holders(group))
+        self.changes: list[tuple[float, str, bool]] = []
+        sim.on_hold = self._on_hold
+
+    def _account(self) -> None:
+        now = self.sim.clock.now
+        if self._holders >= 2:
+            self.dual += now - self._since
+        if self._holders == 0:
+            self.gap += now - self._since
+        self._since = now
+
+    def _on_hold(self, node: str, group: str, holding: bool) -> None:
+        if group != self.group:
+            return
+        self._account()
+        self._holders = len(self.sim.holders(group))
+        self.changes.append((self.sim.clock.now, node, holding))
+
+    def done(self) -> None:
+        self._account()
+
+
+def cluster(preferred: str = "alpha", **kw: object) -> SimCluster:
+    sim = SimCluster(
+        ("alpha", "beta"),
+        PATHS,
+        keepalive=0.2,
+        deadtime=1.0,
+        watchdog_timeout=1.0,
+        groups=((preferred, (VIP, "svc")),),
+        ping_lans=("eth0",),
+        arbiter=True,
+        **kw,  # type: ignore[arg-type]
+    )
+    sim.run_for(8)
+    assert sim.started_on(VIP) == [preferred]
+    assert sim.node("alpha").arbiter_status(sim.clock.now)["vote"] == "ACK"  # type: ignore[index]
+    return sim
+
+
+def split(sim: SimCluster) -> None:
+    """Every heartbeat path cut and the LAN split (no probe crosses): the residual case
+    of two nodes alone, with both still reaching the ping node and qnetd."""
+    sim.cut("serial:/dev/ttyS0", "alpha", "beta")
+    sim.lan_split("eth0", "alpha", "beta")
+
+
+def test_every_path_cut_both_reach_qnetd_the_holder_with_the_vote_keeps() -> None:
+    sim = cluster("alpha")  # alpha: the lowest node id, the tie-breaker's side
+    watch = Watch(sim, VIP)
+    split(sim)
+    sim.run_for(20)
+    watch.done()
+    assert sim.holders(VIP) == ["alpha"] and sim.started_on(VIP) == ["alpha"]
+    assert watch.dual == 0.0 and watch.gap == 0.0 and watch.changes == []
+    assert sim.resets("alpha") == 0
+    assert any("NACK" in d for d in sim.decisions("beta"))
+
+
+def test_every_path_cut_the_holder_without_the_vote_goes_before_the_other_takes() -> None:
+    sim = cluster("beta")
+    watch = Watch(sim, VIP)
+    split(sim)
+    sim.run_for(20)
+    watch.done()
+    assert sim.holders(VIP) == ["alpha"]  # exactly one serves
+    assert watch.dual == 0.0
+    assert sim.resets("beta") == 1  # it lost the vote: released and fenced
+    assert watch.gap < BUDGET + DECISION + 1.5
+
+
+def test_the_standby_dies_nothing_changes_on_the_holder() -> None:
+    sim = cluster("alpha")
+    watch = Watch(sim, VIP)
+    ops = len(sim.log)
+    sim.power_off("beta")
+    sim.run_for(20)
+    watch.done()
+    assert sim.started_on(VIP) == ["alpha"] and watch.changes == []
+    assert not [e for e in sim.log if e[0] == "go"]
+    stops = [e for e in sim.log[ops:] if e[0] == "op" and e[5] in ("start", "stop")]
+    assert stops == []
+    assert sim.node("alpha").arbiter_status(sim.clock.now)["members"] == ["alpha"]
+
+
+def test_the_holder_dies_the_survivor_serves_within_budget_plus_decision_time() -> None:
+    sim = cluster("alpha")
+    watch = Watch(sim, VIP)
+    died = sim.clock.now
+    sim.power_off("alpha")
+    sim.run_for(20)
+    watch.done()
+    assert sim.started_on(VIP) == ["beta"]
+    started = next(t for t, node, holding in watch.changes if node == "beta" and holding)
+    took = started - died
+    # measured: 4.9 s; the budget is 2.45 s; the issue allows 3 s beyond it
+    assert took <= BUDGET + 3.0, took
+    assert took >= BUDGET + DECISION - 0.3  # not before the bound that makes it safe
+
+
+def test_qnetd_dies_nothing_moves_while_the_nodes_hear_each_other_and_status_says_degraded() -> (
+    None
+):
+    sim = cluster("alpha")
+    watch = Watch(sim, VIP)
+    sim.qnetd_crash()
+    sim.run_for(10)
+    status = sim.node("alpha").arbiter_status(sim.clock.now)
+    assert status is not None and status["degraded"] and not status["connected"]
+    assert status["vote"] is None
+    sim.qnetd_start()
+    sim.run_for(5)
+    sim.qnetd_power_off()  # silent this time: found by the echo timeout
+    sim.run_for(10)
+    watch.done()
+    assert watch.changes == [] and not [e for e in sim.log if e[0] == "go"]
+    reason = sim.node("beta").arbiter_status(sim.clock.now)["reason"]  # type: ignore[index]
+    assert "did not answer the echo request" in str(reason) or "no answer" in str(reason)
+
+
+def test_holder_reaches_qnetd_but_not_its_peer_and_the_peer_reaches_neither_holder_keeps() -> None:
+    sim = cluster("alpha")
+    watch = Watch(sim, VIP)
+    sim.qnetd_cut("beta")
+    split(sim)
+    sim.run_for(20)
+    watch.done()
+    assert sim.started_on(VIP) == ["alpha"] and watch.changes == []
+    assert sim.resets("alpha") == 0
+
+
+def test_a_peer_that_reaches_neither_and_holds_the_group_goes_and_the_other_takes_over() -> None:
+    sim = cluster("beta")
+    watch = Watch(sim, VIP)
+    sim.qnetd_cut("beta")
+    split(sim)
+    sim.run_for(20)
+    watch.done()
+    assert sim.holders(VIP) == ["alpha"] and watch.dual == 0.0
+    assert sim.resets("beta") >= 1
+
+
+def test_qnetd_down_then_a_partition_the_holder_goes_and_nobody_takes() -> None:
+    """Neither side can know the other did not get the vote, as in corosync: without
+    qnetd a partitioned holder stops (docs/qnetd.md, 'how it fails')."""
+    sim = cluster("alpha")
+    watch = Watch(sim, VIP)
+    sim.qnetd_crash()
+    sim.run_for(3)
+    split(sim)
+    sim.run_for(15)
+    watch.done()
+    assert watch.dual == 0.0 and sim.holders(VIP) == []
+    assert any("no vote" in d for d in sim.decisions("beta"))
