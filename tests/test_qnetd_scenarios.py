@@ -122,7 +122,7 @@ def test_the_holder_dies_the_survivor_serves_within_budget_plus_decision_time() 
     assert sim.started_on(VIP) == ["beta"]
     started = next(t for t, node, holding in watch.changes if node == "beta" and holding)
     took = started - died
-    # measured: 4.9 s; the budget is 2.45 s; the issue allows 3 s beyond it
+    # measured: 4.27 s to the start (budget 2.45 s + 1.82 s); the issue allows 3 s beyond
     assert took <= BUDGET + 3.0, took
     assert took >= BUDGET + DECISION - 0.3  # not before the bound that makes it safe
 
