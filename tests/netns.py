@@ -395,3 +395,14 @@ def socat_pair(link_a: str | Path, link_b: str | Path) -> Iterator[SocatPair]:
         yield pair
     finally:
         pair.stop()
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    """A live process that has no serial port open, once it runs `sleep`."""
+    proc = subprocess.Popen(["sleep", "30"])
+    for _ in range(200):
+        with open(f"/proc/{proc.pid}/comm") as f:
+            if f.read().strip() == "sleep":
+                return proc
+        time.sleep(0.01)
+    return proc

@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +41,7 @@ from hbd.shell.daemon import SHUTDOWN_LIMIT, Daemon, DaemonOptions
 from hbd.testing.sim import FakeClock
 
 from confkit import GOOD_AUTHKEYS
+from netns import sleeper
 
 GROUP = "svc"
 
@@ -351,17 +351,6 @@ def test_the_runner_times_operations_with_the_injected_clock() -> None:
     vip = Resource("IPaddr", ("10.70.0.5/24",), AgentKind.BUILTIN, None, "haresources:1")
     result = asyncio.run(runner.run(vip, "status", 1.0))
     assert result.duration_ms == 0  # no built-ins: answered at once, on the fake clock
-
-
-def sleeper() -> subprocess.Popen[bytes]:
-    """A live process that has no serial port open, once it runs `sleep`."""
-    proc = subprocess.Popen(["sleep", "30"])
-    for _ in range(200):
-        with open(f"/proc/{proc.pid}/comm") as f:
-            if f.read().strip() == "sleep":
-                return proc
-        time.sleep(0.01)
-    return proc
 
 
 def test_a_serial_path_held_down_by_a_live_pids_lock_says_so_in_status_and_once_in_the_log(

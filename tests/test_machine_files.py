@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from hbd.links.serial import SerialLink, UucpLock, lock_name
 from hbd.shell.daemon import AlreadyRunning, Daemon, DaemonOptions
 
 from confkit import GOOD_AUTHKEYS, config_dir
+from netns import sleeper
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user")
 VICTIM = "root-only secret\n"
@@ -169,15 +168,6 @@ def test_a_symlink_planted_at_the_generation_temp_name_is_not_followed(tmp_path:
 
 
 # -- the serial line's UUCP lock -----------------------------------------------------------
-def sleeper() -> subprocess.Popen[bytes]:
-    """A live process that has no serial port open, once it runs `sleep`."""
-    proc = subprocess.Popen(["sleep", "30"])
-    for _ in range(200):
-        with open(f"/proc/{proc.pid}/comm") as f:
-            if f.read().strip() == "sleep":
-                return proc
-        time.sleep(0.01)
-    return proc
 
 
 def test_a_symlink_planted_at_the_lock_temp_name_is_not_followed(tmp_path: Path) -> None:
