@@ -427,6 +427,23 @@ class HeartbeatNode(Node):
         return sum(links.values())
 
 
+class KeepalivedNode(Node):
+    """keepalived in the node's namespace, its config and pid files under `root`."""
+
+    def write_config(self, hacf: str, authkeys: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "keepalived.conf").write_text(hacf)
+
+    def start(self) -> None:
+        r = self.root
+        argv = ["keepalived", "-n", "-l", "-D", "-f", str(r / "keepalived.conf")]
+        argv += ["-p", str(r / "k.pid"), "-r", str(r / "vrrp.pid"), "-c", str(r / "chk.pid")]
+        self.proc = self.ns.popen(argv, self.log)
+
+    def paths_up(self) -> int:
+        return 1
+
+
 def wait_until(probe: Callable[[], bool], timeout: float, what: str) -> float:
     """Poll `probe` every 50 ms until true; seconds taken. RuntimeError after `timeout`."""
     start = time.monotonic()

@@ -174,23 +174,6 @@ def keepalived_conf(s: System, node: str, root: Path) -> str:
     )
 
 
-class KeepalivedNode(common.Node):
-    """keepalived in the node's namespace, its config and pid files under `root`."""
-
-    def write_config(self, hacf: str, authkeys: str) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "keepalived.conf").write_text(hacf)
-
-    def start(self) -> None:
-        r = self.root
-        argv = ["keepalived", "-n", "-l", "-D", "-f", str(r / "keepalived.conf")]
-        argv += ["-p", str(r / "k.pid"), "-r", str(r / "vrrp.pid"), "-c", str(r / "chk.pid")]
-        self.proc = self.ns.popen(argv, self.log)
-
-    def paths_up(self) -> int:
-        return 1
-
-
 # -- the lab ----------------------------------------------------------------------------------
 
 
@@ -290,7 +273,7 @@ def lab(s: System, work: Path) -> Iterator[Lab]:
                 # ("Invalid parameter value: nic [eth0] Calculated nic: [lan0]")
                 (root / "etc" / "haresources").write_text(f"alpha IPaddr2::{VIP}/24/lan0\n")
             else:
-                node = KeepalivedNode(n, ns[n], root)
+                node = common.KeepalivedNode(n, ns[n], root)
                 node.write_config(keepalived_conf(s, n, root), "")
             the_lab.nodes[n] = node
         try:

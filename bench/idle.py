@@ -201,23 +201,6 @@ def keepalived_conf(node: str, keepalive_ms: int) -> str:
     )
 
 
-class KeepalivedNode(common.Node):
-    """keepalived in the node's namespace, its config and pid files under `root`."""
-
-    def write_config(self, hacf: str, authkeys: str) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "keepalived.conf").write_text(hacf)
-
-    def start(self) -> None:
-        r = self.root
-        argv = ["keepalived", "-n", "-l", "-D", "-f", str(r / "keepalived.conf")]
-        argv += ["-p", str(r / "k.pid"), "-r", str(r / "vrrp.pid"), "-c", str(r / "chk.pid")]
-        self.proc = self.ns.popen(argv, self.log)
-
-    def paths_up(self) -> int:
-        return 1
-
-
 def has_vip(ns: common.Namespace) -> bool:
     out = ns.exec("ip", "-4", "-o", "addr", "show", "dev", "eth0", check=False).stdout
     return f" {VIP}/" in out
@@ -252,7 +235,7 @@ def cluster(
         root = tmp / f"{tag}-{name}"
         node: common.Node
         if system.kind == "keepalived":
-            node = KeepalivedNode(name, spaces[i], root)
+            node = common.KeepalivedNode(name, spaces[i], root)
             node.write_config(keepalived_conf(name, keepalive_ms), "")
             nodes.append(node)
             continue
