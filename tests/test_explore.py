@@ -228,6 +228,41 @@ def test_an_isolated_holder_goes_even_while_its_peer_is_stopped() -> None:
     assert result.violations == []
 
 
+# bench seed 1009257: beta's stops hang, then a clean daemon stop that was still under way
+# when everything healed -- its daemon is started again once it is gone, as an operator would
+STOP_STILL_UNDER_WAY_AT_THE_HEAL = Schedule.from_json(
+    json.dumps(
+        {
+            "seed": 1009257,
+            "cluster": {
+                "paths": "eth0",
+                "groups": [["beta", ["svc0"]]],
+                "auto_failback": "on",
+                "watchdog": 2.0,
+                "ping": False,
+                "arp": True,
+                "keepalive": 0.2,
+                "deadtime": 1.0,
+                "wire": "hbd",
+                "start_time": 0.295,
+                "stop_time": 0.226,
+                "boot_delay": 8.19,
+            },
+            "faults": [
+                [8.048, "fail_next", ["beta", 0, 0, "stop", "hang"]],
+                [14.305, "stop_daemon", ["beta"]],
+                [14.442, "fail_next", ["beta", 0, 0, "stop", "hang"]],
+            ],
+        }
+    )
+)
+
+
+def test_a_daemon_whose_clean_stop_outlasts_the_heal_is_started_again() -> None:
+    result = run_schedule(STOP_STILL_UNDER_WAY_AT_THE_HEAL)
+    assert result.violations == []
+
+
 def test_a_schedule_replays_from_its_json(tmp_path: Path) -> None:
     schedule = explore.draw(12345)
     again = Schedule.from_json(schedule.to_json())

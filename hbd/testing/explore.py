@@ -355,6 +355,9 @@ class Run:
         booted = max((m.boot_at or 0.0) for m in sim.machines.values())
         self._advance(max(booted, sim.clock.now) + SETTLE)
         for _ in range(3):  # a node reset just after the healing boots later: wait for it
+            for m in sim.machines.values():
+                if m.powered and m.node is None and m.boot_at is None:
+                    sim.start_daemon(m.name)  # its clean stop was still under way at the heal
             started = max((e[1] for e in sim.log if e[0] == "daemon"), default=0.0)
             booting = [m.boot_at for m in sim.machines.values() if m.boot_at is not None]
             until = max([started + SETTLE, *(b + SETTLE for b in booting)])
