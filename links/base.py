@@ -27,7 +27,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-# Reopen backoff: first retry after 0.5 s, doubling up to 5 s.
+# Reopen backoff: first retry after 0.5 s, doubling up to 5 s -- and, for a heartbeat
+# path, never more than half the deadtime (`reopen_backoff`).
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 5.0
 
@@ -136,6 +137,22 @@ class Backoff:
         self._next = self.initial
 
 
+def reopen_backoff(deadtime: float) -> Backoff:
+    """The reopen backoff for a heartbeat path of a cluster with this `deadtime`.
+
+    A path that comes back (a serial adapter replugged, a NIC up again) must carry a
+    frame before the peer could be taken for dead because of the reopen delay alone: a cut
+    shorter than the takeover budget must never move a group (docs/policy.md, F). So the
+    retry interval doubles from 0.5 s but never exceeds deadtime / 2 (nor 5 s): a restored
+    path is reopened within deadtime / 2 and heard a keepalive later. A device that stays
+    absent costs one failed open() per interval, nothing more.
+    """
+    if deadtime <= 0:
+        raise ValueError(f"reopen backoff needs a positive deadtime, got {deadtime}")
+    maximum = min(BACKOFF_MAX, deadtime / 2)
+    return Backoff(min(BACKOFF_INITIAL, maximum), maximum)
+
+
 class ReopeningDriver(abc.ABC):
     """Open / lose / reopen-with-backoff bookkeeping shared by the drivers.
 
@@ -181,6 +198,10 @@ class ReopeningDriver(abc.ABC):
         """The descriptor while open."""
 
     # -- the common API ---------------------------------------------------------------
+
+    def use_backoff(self, backoff: Backoff) -> None:
+        """Back off with `backoff` from the next failure on (a reload changed the deadtime)."""
+        self._backoff = backoff
 
     def open(self, now: float | None = None) -> None:
         """Start keeping the path open; a failure schedules a retry instead of raising.

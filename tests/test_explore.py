@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hbd.core import policy
+from hbd.links.base import Backoff
 from hbd.testing import explore
 from hbd.testing.explore import ClusterSpec, Fault, Schedule, run_schedule, shrink
 
@@ -346,3 +347,35 @@ def test_a_holder_that_keeps_without_the_vote_is_caught(monkeypatch: pytest.Monk
     monkeypatch.setattr(policy.Policy, "_must_go_without_vote", lambda *args: False)
     result = run_schedule(long_split)
     assert "S" in [v.invariant for v in result.violations] and result.residual == 0
+
+
+# fault matrix serial_replug_nics_down, address-less group: the last path's device out for
+# less than the budget, reopened by the serial driver's backoff (0.5 s doubling to 5 s) only
+# after the budget had passed; with nothing of alpha to probe, beta took the group over
+BRIEF_UNPLUG_OF_THE_LAST_PATH = Schedule(
+    seed=2,
+    cluster=ClusterSpec(groups=(("alpha", ("svc",)),), watchdog=2.0),
+    faults=[
+        Fault(1.0, "lan_split", ("eth0",)),
+        Fault(3.0, "unplug", ("serial:/dev/ttyS0", "alpha", 2.0)),
+    ],
+)
+
+
+def test_a_brief_unplug_of_the_last_path_moves_nothing() -> None:
+    assert explore.with_replugs(BRIEF_UNPLUG_OF_THE_LAST_PATH.faults, 1.0)[-1] == Fault(
+        5.0, "replug", ("serial:/dev/ttyS0", "alpha")
+    )
+    result = run_schedule(BRIEF_UNPLUG_OF_THE_LAST_PATH)
+    assert result.violations == [] and result.residual == 0
+    assert result.checks["F"] == 2
+
+
+def test_a_reopen_backoff_that_outlasts_the_budget_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(explore, "reopen_backoff", lambda deadtime: Backoff())
+    assert explore.replug_delay(1.0, 2.0) == 3.5  # 0.5 + 1 + 2: past the 3.45 s budget
+    result = run_schedule(BRIEF_UNPLUG_OF_THE_LAST_PATH)
+    [violation] = result.violations
+    assert violation.invariant == "F" and "after a 2.0 s unplug" in violation.detail

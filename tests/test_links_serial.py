@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hbd.config.model import Medium, MediumKind
-from hbd.links.base import LinkLost, LinkOpened, LinkOpenFailed, Received
+from hbd.links.base import LinkLost, LinkOpened, LinkOpenFailed, Received, reopen_backoff
 from hbd.links.serial import SerialLink, UucpLock, lock_name
 
 from netns import SocatPair, requires_socat, socat_pair
@@ -202,12 +202,11 @@ def test_pulling_the_cable_reports_the_link_lost_and_replugging_reopens_it(
             assert receive(b, 11) == b"back again\n"
 
 
-def test_reopen_attempts_back_off_from_half_a_second_to_five(tmp_path: Path, lock_dir: str) -> None:
-    link = SerialLink(serial_medium(tmp_path / "unplugged"), lock_dir=lock_dir)
+def reopen_delays(link: SerialLink, attempts: int) -> list[float]:
     now = 50.0
     link.open(now)
     delays = []
-    for _ in range(7):
+    for _ in range(attempts):
         [failed] = events(link)
         assert isinstance(failed, LinkOpenFailed)
         assert "unplugged" in failed.reason
@@ -218,9 +217,40 @@ def test_reopen_attempts_back_off_from_half_a_second_to_five(tmp_path: Path, loc
         assert link.next_event() is None
         now = timer
         link.handle_timer(now)
-    assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
     link.close()
     assert link.get_timer() is None
+    return delays
+
+
+def test_reopen_attempts_back_off_from_half_a_second_to_five(tmp_path: Path, lock_dir: str) -> None:
+    link = SerialLink(serial_medium(tmp_path / "unplugged"), lock_dir=lock_dir)
+    assert reopen_delays(link, 7) == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+@pytest.mark.parametrize(
+    ("deadtime", "expected"),
+    [
+        (1.0, [0.5, 0.5, 0.5, 0.5]),  # 200 ms / 1 s: a replug is heard within 0.7 s
+        (0.6, [0.3, 0.3, 0.3, 0.3]),
+        (4.0, [0.5, 1.0, 2.0, 2.0]),
+        (30.0, [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]),  # Heartbeat's default deadtime: plain backoff
+    ],
+)
+def test_a_heartbeat_path_retries_at_least_every_half_deadtime(
+    tmp_path: Path, lock_dir: str, deadtime: float, expected: list[float]
+) -> None:
+    """Regression (fault matrix serial_replug_nics_down, address-less group): a 1.5 s
+    unplug of the last path was reopened 3.5 s later, past the 3.45 s takeover budget, and
+    the peer took the group over while alpha still ran it."""
+    link = SerialLink(
+        serial_medium(tmp_path / "unplugged"), lock_dir=lock_dir, backoff=reopen_backoff(deadtime)
+    )
+    assert reopen_delays(link, len(expected)) == expected
+
+
+def test_a_reopen_backoff_needs_a_positive_deadtime() -> None:
+    with pytest.raises(ValueError, match="positive deadtime"):
+        reopen_backoff(0)
 
 
 def test_a_full_line_drops_frames_without_blocking_and_never_cuts_one(

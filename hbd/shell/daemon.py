@@ -83,7 +83,15 @@ from hbd.effects.watchdog import (
     default_timeout,
     magic_close_warning,
 )
-from hbd.links.base import Driver, Link, LinkLost, LinkOpened, LinkOpenFailed
+from hbd.links.base import (
+    Driver,
+    Link,
+    LinkLost,
+    LinkOpened,
+    LinkOpenFailed,
+    ReopeningDriver,
+    reopen_backoff,
+)
 from hbd.links.factory import make_link
 from hbd.links.ping import PingLink
 from hbd.links.probe import AddressProber
@@ -554,8 +562,11 @@ class Daemon:
         new: dict[str, Link] = {}
         for pid, medium in wanted.items():
             self.names[pid] = link_name(medium)
+            backoff = reopen_backoff(hacf.deadtime)
             if pid not in self.links:
-                new[pid] = make_link(medium, lock_dir=self.options.lock_dir)
+                new[pid] = make_link(medium, lock_dir=self.options.lock_dir, backoff=backoff)
+            elif isinstance(kept := self.links[pid], ReopeningDriver):
+                kept.use_backoff(backoff)
         witnesses: list[PingNode | PingGroup] = [*hacf.ping_nodes, *hacf.ping_groups]
         pings = {w.path_id: PingLink(w) for w in witnesses}
         for pid in list(self.pings):

@@ -4,8 +4,9 @@ In the spirit of FoundationDB's simulation testing and TigerBeetle's VOPR: one s
 replayable run. Each schedule draws a cluster (paths, groups with and without service
 addresses, failback, watchdog, ping node, probing, timings, agent durations) and a list of
 faults (power loss, resets, killed, stalled, stopped and reloaded daemons, cuts of one
-path or all, one way or both, LAN cables and switch splits, ping node deaths, ICMP
-filters, loss, operator standby and takeover, failing and hanging agents), runs them on
+path or all, one way or both, devices unplugged and replugged, LAN cables and switch
+splits, ping node deaths, ICMP filters, loss, operator standby and takeover, failing and
+hanging agents), runs them on
 `hbd.testing.sim.SimCluster` and checks, at every simulated instant (docs/policy.md has
 the table these come from):
 
@@ -15,7 +16,10 @@ the table these come from):
 - L (liveness): when the holder dies and the survivor is not isolated, the group runs
   again within the takeover budget plus the start time.
 - F (no needless fencing): a fault that leaves at least one working path never fences
-  and never moves a group.
+  and never moves a group; nor does unplugging a path's device (serial adapter, NIC) for
+  less than the takeover budget minus the reopen interval and two keepalives, even the
+  last path. An unplugged device is back only at the driver's next reopen attempt
+  (`hbd.links.base.reopen_backoff`), so the explorer sees the shell's reopen delay too.
 - O (operator actions end): once every fault is healed and every node is up, the groups
   settle where the configuration (auto_failback) and the standbys in force put them.
 
@@ -58,6 +62,7 @@ from hbd.core.node import probe_window
 from hbd.core.policy import TAKEOVER_MARGIN
 from hbd.core.qnetd.client import decision_time, heartbeat_interval, loss_detection
 from hbd.core.resources import Timeouts
+from hbd.links.base import reopen_backoff
 from hbd.testing.sim import AgentTimes, SimCluster
 
 NODES = ("alpha", "beta")
@@ -83,6 +88,8 @@ NETWORK_FAULTS = frozenset(
     (
         "cut",
         "heal",
+        "unplug",
+        "replug",
         "loss",
         "lan_down",
         "lan_up",
@@ -255,6 +262,9 @@ def _draw_fault(rng: random.Random, c: ClusterSpec) -> Fault:
         return Fault(at, kind, (node,))
     if kind == "stall":
         return Fault(at, kind, (node, round(rng.choice((0.3, 0.7, 1.5, 3.0, 6.0)), 2)))
+    if kind == "cut" and rng.random() < 0.3:
+        seconds = rng.choice((0.3, 0.8, 1.5, 2.0, 4.0, 9.0))
+        return Fault(at, "unplug", (rng.choice(paths), node, seconds))
     if kind in ("cut", "heal"):
         return Fault(at, kind, (rng.choice(paths), node, rng.random() < 0.6))
     if kind == "isolate":
@@ -282,6 +292,29 @@ def _draw_fault(rng: random.Random, c: ClusterSpec) -> Fault:
         "fail_next",
         (node, group, index, rng.choice(("start", "stop")), rng.choice(("fail", "hang"))),
     )
+
+
+def replug_delay(deadtime: float, seconds: float) -> float:
+    """When a path whose device is unplugged for `seconds` carries frames again: at the
+    driver's first reopen attempt after the device is back (the loss is noticed at once)."""
+    backoff = reopen_backoff(deadtime)
+    after = 0.0
+    while after < seconds:
+        after += backoff.next_delay()
+    return round(after, 3)
+
+
+def with_replugs(faults: Sequence[Fault], deadtime: float) -> list[Fault]:
+    """`faults` and, for each unplug, the replug its driver's reopen makes (derived, so a
+    shrunk schedule never holds an unplug without its replug)."""
+    out = list(faults)
+    for f in faults:
+        if f.op == "unplug":
+            path, node, seconds = f.args
+            out.append(
+                Fault(round(f.at + replug_delay(deadtime, seconds), 3), "replug", (path, node))
+            )
+    return sorted(out, key=lambda f: f.at)
 
 
 # -- running one schedule ------------------------------------------------------------------
@@ -330,7 +363,7 @@ class Run:
         self._no_path_at = -1e9  # the latest instant no path worked both ways
         self._watches_l: list[tuple[str, str, str, float]] = []
         self._watch_a: list[tuple[str, str, str, float, float]] = []
-        self._watch_f: tuple[float, float] | None = None
+        self._watch_f: tuple[float, float, str] | None = None  # begin, end, what
         self.settled_before = False
         self.sim.on_hold = self._on_hold
         self.sim.on_net = self._note_cut
@@ -341,13 +374,16 @@ class Run:
         sim = self.sim
         t0 = sim.clock.now + WARMUP
         self._advance(t0)
-        faults = self.schedule.faults
+        faults = with_replugs(self.schedule.faults, self.spec.deadtime)
         for i, fault in enumerate(faults):
             at = t0 + fault.at
             self._advance(at)
             self._end_windows(at)
             self._apply(fault)
-            self._open_windows(fault, faults[i + 1].at + t0 if i + 1 < len(faults) else None)
+            following = faults[i + 1] if i + 1 < len(faults) else None
+            self._open_windows(fault, following.at + t0 if following else None)
+            if fault.op == "unplug" and following is not None:
+                self._watch_brief_unplug(fault, following)
         end = t0 + (faults[-1].at if faults else 0.0) + TAIL
         self._advance(end)
         self._end_windows(end)
@@ -505,8 +541,31 @@ class Run:
                 if sim.started_on(g) == [dead]:
                     self._maybe_watch_liveness(dead, g, end)
         if fault.op in NETWORK_FAULTS and self._one_path_works() and self.settled_before:
-            self._watch_f = (now, end)
+            self._watch_f = (now, end, "with a path working")
             self.result.checks["F"] += 1
+
+    def _watch_brief_unplug(self, fault: Fault, following: Fault) -> None:
+        """F for an unplug too brief to move anything, even of the last path: its replug is
+        the next fault, and the device was out for less than the budget minus the reopen
+        interval and two keepalives (the holder's last frame before, its first after),
+        while both nodes ran and reached the ping node, and no arbiter was asked."""
+        sim, c = self.sim, self.spec
+        path, node, seconds = fault.args
+        # the promise (links/base.py): a path is retried at least every deadtime / 2
+        brief = seconds + c.deadtime / 2 + 2 * c.keepalive + 0.05
+        if not (
+            self.settled_before
+            and following.op == "replug"
+            and following.args == (path, node)
+            and brief < self.budget
+            and all(sim.running(n) and sim.reaches_ping(n) for n in NODES)
+            and all(sim.machines[n].stalled_until is None for n in NODES)
+            and not c.arbiter  # with one, a total cut beyond deadtime is the vote's to settle
+        ):
+            return
+        now = sim.clock.now
+        self._watch_f = (now, now + (following.at - fault.at), f"after a {seconds} s unplug")
+        self.result.checks["F"] += 1
 
     def _end_windows(self, at: float) -> None:
         sim = self.sim
@@ -526,16 +585,14 @@ class Run:
                 self._violate("A", at, f"{node} interrupted {group} when its peer died: {hurt[0]}")
         self._watch_a = []
         if self._watch_f is not None:
-            begin, end = self._watch_f
+            begin, end, what = self._watch_f
             moved = [
                 e
                 for e in self._log_between(begin, end)
                 if e[0] == "go" or (e[0] == "op" and e[5] in ("start", "stop"))
             ]
             if moved:
-                self._violate(
-                    "F", at, f"a group moved or a node went with a path working: {moved[0]}"
-                )
+                self._violate("F", at, f"a group moved or a node went {what}: {moved[0]}")
             self._watch_f = None
 
     def _qnetd_fine(self, node: str, since: float) -> bool:
@@ -663,6 +720,14 @@ class Run:
             path, node, both = args
             other = next(n for n in NODES if n != node)
             sim.heal(path, node, other, both=both)
+        elif op == "unplug":
+            path, node, _seconds = args
+            other = next(n for n in NODES if n != node)
+            sim.cut(path, node, other, both=True)
+        elif op == "replug":
+            path, node = args
+            other = next(n for n in NODES if n != node)
+            sim.heal(path, node, other, both=True)
         elif op == "isolate":
             node, both = args
             other = next(n for n in NODES if n != node)
