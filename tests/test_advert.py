@@ -3,6 +3,8 @@ format, on change and again every second, and garbage never decodes as one."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,6 +35,7 @@ def adverts(draw: st.DrawFn) -> Advert:
         epoch=draw(st.integers(0, 0xFFFF)),
         seen=tuple(draw(st.lists(st.integers(0, 0xFFFF), max_size=16))),
         started=tuple(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
+        arbiter=draw(st.sampled_from((None, False, True))),
     )
 
 
@@ -45,6 +48,17 @@ def test_an_advert_round_trips(advert: Advert) -> None:
 def test_any_bytes_decode_to_an_advert_or_none_never_an_exception(data: bytes) -> None:
     result = decode_advert(data)
     assert result is None or result.encode() == data
+
+
+def test_the_arbiter_flag_is_one_trailing_byte_sent_only_with_an_arbiter() -> None:
+    plain = Advert(1, (True,), (0,), failed=(False,), started=(True,))
+    assert decode_advert(plain.encode()) == plain and plain.arbiter is None
+    up = dataclasses.replace(plain, arbiter=True)
+    assert up.encode() == plain.encode() + b"\x01"
+    assert decode_advert(up.encode()) == up
+    assert decode_advert(dataclasses.replace(plain, arbiter=False).encode()).arbiter is False
+    assert decode_advert(plain.encode() + b"\x02") is None  # a flag this node does not know
+    assert decode_advert(plain.encode() + b"\x00\x00") is None
 
 
 def test_a_bad_advert_is_refused_by_its_builder() -> None:

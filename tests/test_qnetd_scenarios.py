@@ -8,7 +8,7 @@ simulated qnetd (ffsplit, tie-breaker lowest: alpha) answering them byte for byt
 from __future__ import annotations
 
 from hbd.core.engine import PathKind
-from hbd.core.policy import TAKEOVER_MARGIN
+from hbd.core.policy import TAKEOVER_MARGIN, Rules
 from hbd.core.qnetd.client import decision_time
 from hbd.testing.sim import SimCluster
 
@@ -169,15 +169,118 @@ def test_a_peer_that_reaches_neither_and_holds_the_group_goes_and_the_other_take
     assert sim.resets("beta") >= 1
 
 
-def test_qnetd_down_then_a_partition_the_holder_goes_and_nobody_takes() -> None:
-    """Neither side can know the other did not get the vote, as in corosync: without
-    qnetd a partitioned holder stops (docs/qnetd.md, 'how it fails')."""
-    sim = cluster("alpha")
-    watch = Watch(sim, VIP)
+def qnetd_gone(sim: SimCluster) -> None:
+    """qnetd crashes and both nodes have told each other they lost it (rule 8)."""
     sim.qnetd_crash()
     sim.run_for(3)
+    for n in ("alpha", "beta"):
+        assert sim.node(n).arbiter_status(sim.clock.now)["connected"] is False  # type: ignore[index]
+
+
+def test_qnetd_down_then_the_standby_dies_the_holder_keeps_as_without_an_arbiter() -> None:
+    """Regression: with qnetd down, a holder whose standby lost power had no vote and went
+    after the decision time: an arbiter made the cluster less available than none."""
+    sim = cluster("alpha")
+    qnetd_gone(sim)
+    watch = Watch(sim, VIP)
+    sim.power_off("beta")
+    sim.run_for(20)
+    watch.done()
+    assert sim.started_on(VIP) == ["alpha"] and watch.changes == []
+    assert sim.resets("alpha") == 0
+    assert any("qnetd was unreachable from both" in d for d in sim.decisions("alpha"))
+
+
+def test_qnetd_down_then_the_holder_dies_the_survivor_takes_over_as_without_an_arbiter() -> None:
+    sim = cluster("alpha")
+    qnetd_gone(sim)
+    watch = Watch(sim, VIP)
+    died = sim.clock.now
+    sim.power_off("alpha")
+    sim.run_for(20)
+    watch.done()
+    assert sim.started_on(VIP) == ["beta"]
+    started = next(t for t, node, holding in watch.changes if node == "beta" and holding)
+    # the budget, plus D: a holder that went by rule 7 may have waited D to go
+    assert BUDGET + DECISION - 0.3 <= started - died <= BUDGET + 3.0, started - died
+
+
+def test_qnetd_down_then_a_partition_the_peer_answers_nothing_moves() -> None:
+    """Every heartbeat path cut, the LAN still whole: alpha's addresses answer beta's
+    probes, as without an arbiter nothing moves."""
+    sim = cluster("alpha")
+    qnetd_gone(sim)
+    watch = Watch(sim, VIP)
+    sim.cut("serial:/dev/ttyS0", "alpha", "beta")
+    sim.cut("bcast:eth0", "alpha", "beta")
+    sim.run_for(15)
+    watch.done()
+    assert sim.started_on(VIP) == ["alpha"] and watch.changes == [] and watch.dual == 0.0
+    assert sim.resets("alpha") == 0 and sim.resets("beta") == 0
+
+
+def test_qnetd_down_then_the_residual_partition_puts_the_group_on_both_as_without_one() -> None:
+    """Every path cut and the LAN split, both reaching the ping node, qnetd gone: the
+    residual case of two nodes alone (docs/policy.md), the price of "handled as without
+    an arbiter"; the explorer counts it apart, as it does without one."""
+    sim = cluster("alpha")
+    qnetd_gone(sim)
+    watch = Watch(sim, VIP)
     split(sim)
     sim.run_for(15)
     watch.done()
-    assert watch.dual == 0.0 and sim.holders(VIP) == []
-    assert any("no vote" in d for d in sim.decisions("beta"))
+    assert sorted(sim.holders(VIP)) == ["alpha", "beta"]
+    assert sim.resets("alpha") == 0
+
+
+def test_qnetd_back_during_the_residual_partition_its_nack_stops_the_taker() -> None:
+    """The partition began with qnetd gone (as without one), qnetd comes back before the
+    budget: it gives alpha, the holder, the vote and beta its NACK, which stops beta."""
+    sim = cluster("alpha")
+    qnetd_gone(sim)
+    watch = Watch(sim, VIP)
+    split(sim)
+    sim.run_for(0.5)
+    sim.qnetd_start()
+    sim.run_for(15)
+    watch.done()
+    assert sim.holders(VIP) == ["alpha"] and watch.dual == 0.0
+    assert any("gave the vote to the other side" in d for d in sim.decisions("beta"))
+
+
+def test_an_ack_over_a_connection_the_peer_never_acknowledged_does_not_count() -> None:
+    """alpha, cut off from qnetd, reaches it again just as every path is cut: beta never
+    learnt it, so for all alpha knows beta follows the rules without an arbiter and keeps.
+    qnetd's ACK to alpha must not let alpha take over; beta, holding, gets the NACK and
+    goes. Safe, not available: the price of that race (docs/qnetd.md)."""
+    sim = cluster("beta")
+    sim.qnetd_cut("alpha")
+    sim.run_for(4)
+    assert sim.node("alpha").arbiter_status(sim.clock.now)["connected"] is False  # type: ignore[index]
+    watch = Watch(sim, VIP)
+    split(sim)
+    sim.qnetd_cut("alpha", cut=False)
+    sim.run_for(15)
+    watch.done()
+    assert watch.dual == 0.0
+    assert "alpha" not in sim.holders(VIP)
+    alpha = sim.node("alpha")
+    assert alpha.policy.partition_rules("beta") is Rules.VOTE
+    assert alpha.arbiter_status(sim.clock.now)["vote"] == "ACK"  # type: ignore[index]
+    assert sim.resets("beta") >= 1  # the NACK: it went
+
+
+def test_an_ack_over_a_connection_the_peer_acknowledged_counts() -> None:
+    """The same, with a moment for beta to acknowledge alpha's reconnection before the
+    cut (an advert each way, milliseconds): alpha's ACK counts, beta's NACK makes it
+    go, and alpha takes over after the budget, the decision time and the vote's hold."""
+    sim = cluster("beta")
+    sim.qnetd_cut("alpha")
+    sim.run_for(4)
+    watch = Watch(sim, VIP)
+    sim.qnetd_cut("alpha", cut=False)
+    sim.run_for(0.2)
+    split(sim)
+    sim.run_for(15)
+    watch.done()
+    assert watch.dual == 0.0 and sim.holders(VIP) == ["alpha"]

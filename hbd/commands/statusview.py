@@ -59,6 +59,9 @@ def render_status(status: dict[str, Any], console: Console) -> None:
             + f" ({q['reason']})"
             + (" [bold]degraded: arbiter unreachable[/bold]" if q.get("degraded") else "")
         )
+    rules = (status.get("policy") or {}).get("partition_rules") or {}
+    for peer, text in rules.items():
+        console.print(f"partition from {peer}: {text}")
     if status.get("groups"):
         groups = Table("group", "preferred", "holder", "state")
         for g in status["groups"]:

@@ -14,6 +14,9 @@ which group without ever letting two nodes run one:
 - `standby`: which groups the sender refuses (hbctl standby), and `claim`/`claim_id`: a
   takeover request ("you, give these up"), applied once per new claim_id;
 - `digest`: a hash of the group list, so nodes with different haresources notice;
+- `arbiter`: with `qnetd` configured, whether the sender's connection to qnetd is up
+  (one trailing flags byte; absent, None, without an arbiter): the partition rules of
+  both nodes depend on what each knew of the other's (policy.py, rule 7);
 - `epoch` and `seen`: the sender's advert number (it goes up on every change) and, per
   node, the number of that node's advert the sender last had. A node starts a group only
   when each peer's "you are the target" was said after seeing this node's claim to it, so
@@ -39,6 +42,7 @@ MAX_GROUPS = 64
 MAX_NODES = 16
 # version, digest, groups, nodes, hears, standby, claim, claim_id, epoch
 _HEAD = struct.Struct("!BHBBHBBHH")
+ARBITER_CONNECTED = 0x01  # the trailing flags byte: the sender's qnetd connection is up
 
 
 class Standby(enum.IntEnum):
@@ -88,6 +92,7 @@ class Advert:
     epoch: int = 0  # goes up whenever anything else in the sender's advert changes
     started: tuple[bool, ...] = ()  # per group (empty: none started)
     seen: tuple[int, ...] = ()  # per node index: the epoch of its advert the sender last had
+    arbiter: bool | None = None  # its qnetd connection is up (None: no arbiter configured)
 
     def __post_init__(self) -> None:
         if len(self.running) != len(self.targets) or len(self.running) > MAX_GROUPS:
@@ -135,6 +140,7 @@ class Advert:
             self.epoch,
         )
         seen = b"".join(e.to_bytes(2, "big") for e in self.seen)
+        flags = b"" if self.arbiter is None else bytes((ARBITER_CONNECTED * self.arbiter,))
         return (
             head
             + running.to_bytes(8, "big")
@@ -142,6 +148,7 @@ class Advert:
             + started.to_bytes(8, "big")
             + bytes(self.targets)
             + seen
+            + flags
         )
 
 
@@ -153,8 +160,14 @@ def decode_advert(data: bytes) -> Advert | None:
     version, digest, n, nodes, hears, standby, claim, claim_id, epoch = _HEAD.unpack_from(data)
     if version != VERSION or n > MAX_GROUPS or nodes > MAX_NODES:
         return None
-    if len(data) != body + n + 2 * nodes:
+    end = body + n + 2 * nodes
+    if len(data) not in (end, end + 1):
         return None
+    arbiter = None
+    if len(data) == end + 1:
+        if data[end] & ~ARBITER_CONNECTED:
+            return None  # an unknown flag: not an advert this node understands
+        arbiter = bool(data[end] & ARBITER_CONNECTED)
     if standby > Standby.ALL or claim > Standby.ALL:
         return None
     running = int.from_bytes(data[_HEAD.size : _HEAD.size + 8], "big")
@@ -177,4 +190,5 @@ def decode_advert(data: bytes) -> Advert | None:
             int.from_bytes(data[seen_at + 2 * i : seen_at + 2 * i + 2], "big") for i in range(nodes)
         ),
         started=tuple(bool(started >> i & 1) for i in range(n)),
+        arbiter=arbiter,
     )

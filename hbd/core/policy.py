@@ -55,6 +55,16 @@ commands come as `standby(mode)` and `takeover(mode)`.
    bound (2 heartbeats + its watchdog + margin), and once budget + D has passed since
    the peer's last sign of life. While the peers hear each other the vote changes
    nothing. docs/policy.md, "With an arbiter", has the bound.
+8. Which rules a partition follows is fixed when it begins, per peer, from what the two
+   nodes knew of each other's qnetd connection (the advert's `arbiter` flag): if neither
+   this node's connection, as the peer last acknowledged it, nor the peer's, as its last
+   advert said, was up, qnetd was out of the picture for both and the partition is
+   handled as without an arbiter (rules 3 and 4; the taker waits D more, and a NACK
+   still stops it); otherwise by rule 7, where an ACK counts only while this node's
+   connection has been up without a break since an advert the peer acknowledged (so
+   a counted ACK implies the peer follows rule 7 too). A peer never heard since start,
+   or with no arbiter configured, is taken over from only as without an arbiter, and
+   (never heard) only with an ACK as well. docs/policy.md, "With an arbiter".
 """
 
 from __future__ import annotations
@@ -235,6 +245,23 @@ class _Lost:
     ours: set[str] = field(default_factory=set)
 
 
+class Rules(enum.Enum):
+    """Which partition rules apply to one lost or unheard peer (rule 8)."""
+
+    VOTE = "qnetd's vote (rule 7)"
+    WITHOUT = "as without an arbiter: qnetd was unreachable from both nodes"
+    FIRST = "as without an arbiter, with qnetd's ACK: the peer was never heard since start"
+    PEER_HAS_NONE = "as without an arbiter: the peer has no qnetd configured"
+
+
+@dataclass
+class _Episode:
+    """A partition from one peer, as it began (rule 8)."""
+
+    rules: Rules
+    up_epoch: int | None  # our qnetd connection's start, if the peer had acknowledged it
+
+
 @dataclass
 class _Claim:
     mode: Standby
@@ -285,6 +312,11 @@ class Policy:
         self._timer: float | None = None
         self._vote = NO_VOTE
         self._unheard_since: dict[str, float] = {}  # peer -> first seen unheard
+        self._episodes: dict[str, _Episode] = {}  # peer -> the partition rules in force
+        # our advert's arbiter flag: its changes (epoch, up), newest last, and the epoch of
+        # the advert that first said "up" in the current unbroken run (None: down)
+        self._flag_changes: deque[tuple[int, bool]] = deque(maxlen=8)
+        self._up_epoch: int | None = None
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -354,6 +386,7 @@ class Policy:
             if advert.digest != self.digest:
                 self._say(now, name, Why.AGREEMENT, f"{name} lists different resource groups")
         self._last_advert.update(self._adverts)
+        self._track_episodes(now)
         if isolation.cut_off:
             self._reach_since = None
         elif self._reach_since is None:
@@ -419,7 +452,13 @@ class Policy:
             "lost": sorted(self._lost),
             "fenced": self.fenced,
             "vote": self._vote_text() if self.settings.arbiter is not None else None,
+            "partition_rules": {n: e.rules.value for n, e in sorted(self._episodes.items())},
         }
+
+    def partition_rules(self, peer: str) -> Rules | None:
+        """The rules a partition from `peer` follows now (None: no partition, no arbiter)."""
+        episode = self._episodes.get(peer)
+        return episode.rules if episode is not None else None
 
     def _vote_text(self) -> str:
         v = self._vote
@@ -491,7 +530,7 @@ class Policy:
                     self._wait(peer.unheard_at)
                 continue
             arbiter = self.settings.arbiter
-            if arbiter is not None:
+            if arbiter is not None and self._rules(peer.name) in (Rules.VOTE, None):
                 if self._must_go_without_vote(peer, arbiter, now):
                     return
                 continue
@@ -514,7 +553,7 @@ class Policy:
         vote covers a membership without it; go on a NACK, or once D has passed since
         this node became unheard without the vote (the peer may have it by then)."""
         vote = self._vote
-        if vote.gives(peer.name) or (peer.alive and not peer.deaf):
+        if self._counted(peer.name) or (peer.alive and not peer.deaf):
             return False  # the vote is ours, or the peer hears us again (it lists us)
         if vote.refuses(peer.name):
             self._fence(
@@ -525,7 +564,7 @@ class Policy:
             return True
         since = self._unheard_since.get(peer.name, now)
         deadline = since + arbiter.decision
-        if vote.connected and arbiter.nack_first:
+        if vote.connected and arbiter.nack_first and self._confirmed(peer.name):
             # ffsplit tells every connected node NACK (and waits for its reply) before it
             # gives anyone an ACK: undecided but connected, this node hears first. A silent
             # break is noticed within `loss`, which the taker's hold time covers.
@@ -549,10 +588,12 @@ class Policy:
                 f"going in {deadline - now:.1f} s without it ({vote.reason})",
             )
             return False
+        if vote.gives(peer.name):
+            why = f"qnetd's ACK came over a connection {peer.name} had not acknowledged"
+        else:
+            why = f"qnetd gave this node no vote within {arbiter.decision:g} s ({vote.reason})"
         self._fence(
-            now,
-            f"{peer.name} may count this node dead and qnetd gave this node no vote within "
-            f"{arbiter.decision:g} s ({vote.reason}): it may have given it to {peer.name}",
+            now, f"{peer.name} may count this node dead and {why}: it may have the vote itself"
         )
         return True
 
@@ -610,8 +651,12 @@ class Policy:
         if peer is None:
             return True
         arbiter = self.settings.arbiter
+        rules = self._rules(name)
         if arbiter is not None and not peer.left:
-            return self._vote_ready(peer, g, arbiter, now)
+            if rules in (Rules.VOTE, None):
+                return self._vote_ready(peer, g, arbiter, now)
+            if not self._fallback_vote_allows(peer, g, rules, arbiter, now):
+                return False
         if not peer.left and self._isolation.cut_off:
             self._say(
                 now,
@@ -642,10 +687,47 @@ class Policy:
         ]
         answered = max((t for t in answers if t is not None), default=None)
         ready_at = self.takeover_at(peer, answered)
+        if arbiter is not None and not peer.left:
+            ready_at += arbiter.decision  # a peer under rule 7 without the vote goes by then
         if now < ready_at:
             self._wait(ready_at)
             why, text = self._wait_text(peer, answered, ready_at, now)
             self._say(now, g.name, why, text)
+            return False
+        return True
+
+    def _fallback_vote_allows(
+        self, peer: PeerView, g: GroupInfo, rules: Rules | None, arbiter: Arbiter, now: float
+    ) -> bool:
+        """Rule 8, the taker's side without a usable vote: a NACK still stops it (the vote
+        went to the other side, which may hold by it), and a peer never heard since start
+        is taken over from only with an ACK held as long as rule 7's."""
+        vote = self._vote
+        name = peer.name
+        if vote.refuses(name):
+            self._say(
+                now,
+                g.name,
+                Why.VOTE,
+                f"{name} is silent and qnetd gave the vote to the other side ({vote.reason})",
+            )
+            return False
+        if rules is not Rules.FIRST:
+            return True
+        if not vote.gives(name) or vote.since is None:
+            self._say(
+                now,
+                g.name,
+                Why.VOTE,
+                f"{name} was never heard since this node started; no vote from qnetd "
+                f"({vote.reason})",
+            )
+            return False
+        held_at = vote.since + arbiter.loss + (self.settings.peer_watchdog or 0.0)
+        held_at += self.settings.margin
+        if now < held_at:
+            self._wait(held_at)
+            self._say(now, g.name, Why.VOTE, f"holding qnetd's vote {held_at - now:.1f} s more")
             return False
         return True
 
@@ -655,10 +737,11 @@ class Policy:
         and the budget plus the decision time passed since its last sign of life."""
         vote = self._vote
         name = peer.name
-        if not vote.gives(name) or vote.since is None:
-            self._say(
-                now, g.name, Why.VOTE, f"{name} is silent; no vote from qnetd ({vote.reason})"
-            )
+        if not self._counted(name) or vote.since is None:
+            why = f"no vote from qnetd ({vote.reason})"
+            if vote.gives(name):
+                why = f"qnetd's ACK came over a connection {name} had not acknowledged"
+            self._say(now, g.name, Why.VOTE, f"{name} is silent; {why}")
             return False
         watchdog = peer.watchdog if peer.last_heard is not None else self.settings.peer_watchdog
         held_at = vote.since + arbiter.loss + (watchdog or 0.0) + self.settings.margin
@@ -838,6 +921,69 @@ class Policy:
             self._unfencible = False
             self._decide_line(now, "serve again", "every peer hears this node again")
 
+    # -- rule 8: which rules a partition follows ----------------------------------------
+
+    def _track_episodes(self, now: float) -> None:
+        """Fix the rules of a partition when it begins (the peer first unheard or silent);
+        forget them when the peer hears us and is heard again."""
+        if self.settings.arbiter is None:
+            return
+        for name, peer in self._peers.items():
+            partitioned = peer.unheard or (not peer.alive and peer.known)
+            if not partitioned:
+                if self._episodes.pop(name, None) is not None:
+                    self._decide_line(now, f"partition from {name} over", "heard both ways")
+                continue
+            if name in self._episodes:
+                continue
+            episode = self._begin_episode(name)
+            self._episodes[name] = episode
+            self._decide_line(now, f"partition from {name}", episode.rules.value)
+
+    def _begin_episode(self, name: str) -> _Episode:
+        last = self._last_advert.get(name)
+        if last is None:
+            return _Episode(Rules.FIRST, None)
+        if last.arbiter is None:
+            return _Episode(Rules.PEER_HAS_NONE, None)
+        acked = last.saw(self.nodes.index(self.local))
+        ours_up = acked is not None and self._flag_at(acked)
+        confirmed = self._up_epoch is not None and acked is not None
+        confirmed = confirmed and self._age(self._up_epoch or 0) >= self._age(acked or 0)
+        if not ours_up and not last.arbiter:
+            return _Episode(Rules.WITHOUT, None)
+        return _Episode(Rules.VOTE, self._up_epoch if confirmed else None)
+
+    def _age(self, epoch: int) -> int:
+        return (self._epoch - epoch) & 0xFFFF
+
+    def _flag_at(self, epoch: int) -> bool:
+        """Our advert's arbiter flag in the advert of `epoch` (False when too old to say)."""
+        age = self._age(epoch)
+        for changed, up in reversed(self._flag_changes):
+            if self._age(changed) >= age:
+                return up
+        return False
+
+    def _rules(self, peer: str) -> Rules | None:
+        episode = self._episodes.get(peer)
+        return episode.rules if episode is not None else None
+
+    def _confirmed(self, peer: str) -> bool:
+        """Our qnetd connection has been up without a break since an advert `peer`
+        acknowledged before the partition: it knows we may hold the vote."""
+        episode = self._episodes.get(peer)
+        return (
+            episode is not None
+            and episode.up_epoch is not None
+            and episode.up_epoch == self._up_epoch
+            and self._vote.connected
+        )
+
+    def _counted(self, peer: str) -> bool:
+        """qnetd's ACK for a membership without `peer`, over a confirmed connection."""
+        return self._vote.gives(peer) and self._confirmed(peer)
+
     def _membership(self) -> tuple[tuple[str, bool, int | None], ...]:
         return tuple(
             (p.name, p.alive and not p.deaf, p.generation)
@@ -872,7 +1018,7 @@ class Policy:
     def _acquire_reason(self, g: GroupInfo) -> str:
         if not self._lost:
             return "its target is this node and every peer agreed"
-        if self.settings.arbiter is not None and any(self._vote.gives(n) for n in self._lost):
+        if self.settings.arbiter is not None and any(self._counted(n) for n in self._lost):
             risky = sorted(n for n, lost in self._lost.items() if self._may_run_on(n, g, lost))
             if risky:
                 return (
@@ -914,11 +1060,15 @@ class Policy:
             claim=claim,
             claim_id=self._state.claim_id,
             started=tuple(self._local[g.name].started for g in self.groups),
+            arbiter=self._vote.connected if self.settings.arbiter is not None else None,
         )
         old = self._content
         if content != old:
             self._epoch = (self._epoch + 1) & 0xFFFF
             self._content = content
+            if content.arbiter is not None and (old is None or old.arbiter != content.arbiter):
+                self._flag_changes.append((self._epoch, content.arbiter))
+                self._up_epoch = self._epoch if content.arbiter else None
             for i, g in enumerate(self.groups):
                 claimed_before = old is not None and old.targets[i] == me
                 if targets[i] == me and not claimed_before:

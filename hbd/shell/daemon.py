@@ -1008,8 +1008,10 @@ class Daemon:
         }
         arbiter = out["qnetd"]
         if arbiter is not None and arbiter["degraded"] and out["redundancy"] == "redundant":
-            out["redundancy"] = "degraded"  # the arbiter is unreachable: a partition would
-            out["degraded_by"] = "arbiter unreachable"  # stop the groups (docs/qnetd.md)
+            # the arbiter is unreachable: a partition now is decided without its vote (as
+            # without one, or, if the peer still reaches it, by the peer's vote alone)
+            out["redundancy"] = "degraded"
+            out["degraded_by"] = "arbiter unreachable"  # docs/qnetd.md, "How it fails"
         if node.active:
             out["groups"] = node.rm.snapshot(node.holders())
             out["decisions"] = [

@@ -30,11 +30,14 @@ with no watchdog configured, a node that had to go could not be reset in time.
 
 A cluster with `arbiter` runs a simulated corosync-qnetd (ffsplit) beside the nodes, with
 its own faults: the process crashes, its machine loses power, it starts again, a node's
-direction to or from it is cut. There the residual case is no excuse: two holders are an S
-violation, whatever the paths. A is not asked of a holder that lost qnetd (it cannot tell a
-dead standby from a partition either), L waits the decision time and the vote's hold time
-too, and qnetd's faults are network faults for F: while the nodes hear each other nothing
-moves.
+direction to or from it is cut. There the residual case is no excuse -- two holders are an
+S violation, whatever the paths -- unless the partition began with qnetd out of reach of
+both nodes: policy rule 8 then handles it as without an arbiter (the taker's own record of
+the rules it followed says so). A is not asked of a holder that lost qnetd while its peer
+kept it (it cannot tell a dead standby from a partition the peer won), but is when both
+lost it; L waits the decision time and the vote's hold time too (with qnetd gone for
+both, the decision time), and qnetd's faults are network faults for F: while the nodes
+hear each other nothing moves.
 
     python -m hbd.testing.explore --seconds 60 --seed 7
     python -m hbd.testing.explore --schedules 1000 --seed 7
@@ -59,7 +62,7 @@ from typing import Any
 from hbd.core.engine import PathKind
 from hbd.core.model import AutoFailback, WireFormat
 from hbd.core.node import probe_window
-from hbd.core.policy import TAKEOVER_MARGIN
+from hbd.core.policy import TAKEOVER_MARGIN, Rules
 from hbd.core.qnetd.client import decision_time, heartbeat_interval, loss_detection
 from hbd.core.resources import Timeouts
 from hbd.links.base import reopen_backoff
@@ -357,6 +360,7 @@ class Run:
         self.decision = decision_time(hb) if c.arbiter else 0.0
         self.vote_hold = loss_detection(hb) + (c.watchdog or 0.0) + TAKEOVER_MARGIN
         self._q_ok_since: float | None = self.sim.clock.now if c.arbiter else None
+        self._q_none_since: float | None = None  # since when no node reaches qnetd
         self._residual_at: dict[str, float] = {}  # taker -> latest instant of the residual
         self._was_residual: dict[str, bool] = {}
         self._dual: dict[str, float] = {}  # group -> start of the current dual episode
@@ -469,6 +473,10 @@ class Run:
                 self._q_ok_since = None
             elif self._q_ok_since is None:
                 self._q_ok_since = now
+            if any(self.sim.qnetd_reaches(n) for n in NODES):
+                self._q_none_since = None
+            elif self._q_none_since is None:
+                self._q_none_since = now
         for taker in NODES:
             holder = next(n for n in NODES if n != taker)
             if self._was_residual.get(taker):
@@ -504,7 +512,11 @@ class Run:
         heard_after = since is not None and last is not None and last > since
         answer = node.last_answer() if node is not None else None
         answered_after = since is not None and answer is not None and answer > since
-        if not heard_after and not answered_after and residual and not self.spec.arbiter:
+        # with an arbiter, a partition that began with qnetd out of reach of both nodes
+        # is handled as without one (policy rule 8): the residual case is back
+        rules = node.policy.partition_rules(holder) if node is not None else None
+        without = not self.spec.arbiter or (rules is not None and rules is not Rules.VOTE)
+        if not heard_after and not answered_after and residual and without:
             self.result.residual += 1
             return
         m = sim.machines[holder]
@@ -596,13 +608,23 @@ class Run:
             self._watch_f = None
 
     def _qnetd_fine(self, node: str, since: float) -> bool:
-        """No arbiter, or `node` has reached a running qnetd since well before `since` (a
-        holder that lost qnetd cannot tell a dead standby from a partition, so it goes)."""
+        """No arbiter; or `node` has reached a running qnetd since well before `since`; or
+        no node has, and both know it (a partition is then handled as without one). A node
+        that lost qnetd while its peer kept it cannot tell a dead peer from a partition
+        the peer won, so it goes (or never takes)."""
         if not self.spec.arbiter:
             return True
+        settle = 3 * self.heartbeat + 1.0  # reconnected and voted again, or told the peer
+        none = self._q_none_since
+        if none is not None and none <= since - settle:
+            return True
         ok = self._q_ok_since
-        settle = 3 * self.heartbeat + 1.0  # reconnected and voted again
         return ok is not None and ok <= since - settle and self.sim.qnetd_reaches(node)
+
+    def _qnetd_gone(self, since: float) -> bool:
+        """No node has reached qnetd since well before `since` (rule 8: as without one)."""
+        none = self._q_none_since
+        return none is not None and none <= since - (3 * self.heartbeat + 1.0)
 
     def _log_between(self, begin: float, end: float) -> list[tuple[Any, ...]]:
         return [e for e in self.sim.log if begin < e[1] <= end]
@@ -634,7 +656,9 @@ class Run:
             base = max(base, dead_m.last_pet + self.spec.watchdog)
         start = len(g.resources) * (self.spec.start_time + 0.02)
         ready = base + self.budget
-        if self.spec.arbiter:
+        if self.spec.arbiter and self._qnetd_gone(sim.clock.now):
+            ready += self.decision  # as without one, D more
+        elif self.spec.arbiter:
             # the vote comes once qnetd dropped the dead node (1.5 heartbeats after its last
             # message) or the survivor declared it dead, and is held before it is used
             vote = base + max(self.spec.deadtime, 1.5 * self.heartbeat) + 0.1
