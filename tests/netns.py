@@ -24,6 +24,7 @@ import itertools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -406,3 +407,10 @@ def sleeper() -> subprocess.Popen[bytes]:
                 return proc
         time.sleep(0.01)
     return proc
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A loopback port free at this moment (TCP by default, SOCK_DGRAM for UDP)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

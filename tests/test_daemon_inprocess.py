@@ -41,15 +41,14 @@ from hbd.shell.daemon import SHUTDOWN_LIMIT, Daemon, DaemonOptions
 from hbd.testing.sim import FakeClock
 
 from confkit import GOOD_AUTHKEYS
+from netns import free_port as free_tcp_or_udp_port
 from netns import sleeper
 
 GROUP = "svc"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_tcp_or_udp_port(socket.SOCK_DGRAM)
 
 
 def hacf(port: int, extra: str = "") -> str:

@@ -21,7 +21,7 @@ import pytest
 from hbd.core.qnetd.client import ClientSettings, Close, Connect, QnetdClient
 from hbd.core.qnetd.msg import Heuristics, RingId, Vote
 
-from netns import stop_process
+from netns import free_port, stop_process
 
 QNETD = shutil.which("corosync-qnetd")
 pytestmark = pytest.mark.skipif(QNETD is None, reason="needs corosync-qnetd (apt-get install)")
@@ -32,12 +32,6 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -170,6 +170,13 @@ def hbctl_parser() -> argparse.ArgumentParser:
     p.add_argument("server", metavar="HOST[:PORT]", help="qnetd's address (port 5403 default)")
     p.add_argument("--algorithm", choices=("ffsplit", "lms"), default="ffsplit")
     p.add_argument("--tls", action="store_true", help="ask for TLS (certificates: docs/qnetd.md)")
+    p.add_argument(
+        "--tls-dir",
+        default=None,
+        metavar="DIR",
+        help="where qnetd-cacert.pem, cluster-cert.pem and cluster-key.pem are "
+        "(default /etc/hbd/qnetd, the daemon's)",
+    )
     p.add_argument("--count", type=int, default=3, help="echo requests, a second apart (3)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds for the handshake (5)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
@@ -191,6 +198,7 @@ def _qnetd_test(args: argparse.Namespace) -> int:
     import json
 
     from hbd.config.hacf import parse_hacf
+    from hbd.effects.qnetd import TlsFiles
     from hbd.shell import qnetdprobe
 
     # the same HOST[:PORT] rules as ha.cf's `qnetd` line, with its errors
@@ -210,6 +218,7 @@ def _qnetd_test(args: argparse.Namespace) -> int:
         tls=args.tls,
         count=args.count,
         timeout=args.timeout,
+        tls_files=TlsFiles.under(args.tls_dir) if args.tls_dir else None,
     )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))

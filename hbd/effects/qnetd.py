@@ -22,13 +22,19 @@ from dataclasses import dataclass
 
 TLS_DIR = "/etc/hbd/qnetd"
 CONNECT_TIMEOUT = 5.0
+TLS_FILES = ("qnetd-cacert.pem", "cluster-cert.pem", "cluster-key.pem")  # CA, cert, key
 
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
-    ca: str = os.path.join(TLS_DIR, "qnetd-cacert.pem")
-    cert: str = os.path.join(TLS_DIR, "cluster-cert.pem")
-    key: str = os.path.join(TLS_DIR, "cluster-key.pem")
+    ca: str = os.path.join(TLS_DIR, TLS_FILES[0])
+    cert: str = os.path.join(TLS_DIR, TLS_FILES[1])
+    key: str = os.path.join(TLS_DIR, TLS_FILES[2])
+
+    @classmethod
+    def under(cls, directory: str) -> TlsFiles:
+        """The three files, by their usual names, in `directory`."""
+        return cls(*(os.path.join(directory, name) for name in TLS_FILES))
 
     def missing(self) -> list[str]:
         return [p for p in (self.ca, self.cert, self.key) if not os.path.exists(p)]

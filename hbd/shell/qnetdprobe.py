@@ -35,6 +35,7 @@ class ProbeReport:
     connect_ms: float | None = None
     events: list[str] = field(default_factory=list)
     error: str | None = None
+    tls_handshake: bool | None = None  # None: TLS not asked; else whether it completed
 
     def exit_code(self) -> int:
         if not self.reached:
@@ -55,6 +56,7 @@ class ProbeReport:
                 "median": statistics.median(self.rtts_ms) if self.rtts_ms else None,
                 "max": max(self.rtts_ms, default=None),
             },
+            "tls_handshake": self.tls_handshake,
             "events": self.events,
             "error": self.error,
         }
@@ -111,7 +113,9 @@ def probe(
                     if missing:
                         report.error = f"TLS asked but {', '.join(missing)} missing"
                         return report
+                    report.tls_handshake = False
                     sock = files.context().wrap_socket(sock, server_hostname="Qnetd Server")
+                    report.tls_handshake = True
                     client.tls_started(time.monotonic())
                 elif isinstance(action, qc.Close):
                     report.error = action.reason
@@ -136,6 +140,14 @@ def probe(
                 if not chunk:
                     client.connection_failed("qnetd closed the connection", time.monotonic())
                     report.error = client.reason
+                    if report.tls_handshake and client.server.get("tls_client_cert_required"):
+                        report.error += (
+                            " right after the TLS handshake: qnetd accepts a client "
+                            "certificate only for the cluster named in the certificate's CN, "
+                            f"and this test calls itself {settings.cluster_name} so as not to "
+                            "touch a real cluster's votes; the certificates themselves passed "
+                            "(the daemon, with its own cluster name, gets the vote)"
+                        )
                     return report
                 client.data_received(chunk, time.monotonic())
         report.error = report.error or f"no complete exchange within {timeout:g} s"
@@ -161,6 +173,8 @@ def render(report: ProbeReport) -> str:
             lines.append(
                 f"  message sizes: request {said.get('max_request')}, reply {said.get('max_reply')}"
             )
+    if report.tls_handshake is not None:
+        lines.append(f"  TLS handshake: {'done' if report.tls_handshake else 'FAILED'}")
     lines.append(f"  handshake: {'ok' if report.ready else 'not completed'}")
     if report.vote is not None:
         lines.append(f"  vote for a one-node test cluster: {report.vote}")
