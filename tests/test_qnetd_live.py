@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hbd.core.qnetd.client import ClientSettings, Close, Connect, QnetdClient
-from hbd.core.qnetd.msg import Heuristics, RingId, Vote
+from hbd.core.qnetd.msg import Algorithm, Heuristics, RingId, Vote
 
 from netns import free_port, stop_process
 
@@ -64,11 +64,18 @@ def qnetd(tmp_path: Path) -> Iterator[Server]:
 class Live:
     """One client over a real socket, driven by hand (no daemon)."""
 
-    def __init__(self, port: int, node_id: int, cluster: str = "hbdlive") -> None:
+    def __init__(
+        self,
+        port: int,
+        node_id: int,
+        cluster: str = "hbdlive",
+        algorithm: Algorithm = Algorithm.FFSPLIT,
+    ) -> None:
         now = time.monotonic()
-        self.c = QnetdClient(
-            ClientSettings("127.0.0.1", port, cluster, node_id, (1, 2), heartbeat=1.0), now
+        settings = ClientSettings(
+            "127.0.0.1", port, cluster, node_id, (1, 2), algorithm=algorithm, heartbeat=1.0
         )
+        self.c = QnetdClient(settings, now)
         self.sock: socket.socket | None = None
 
     def members(self, ids: set[int], seq: int, h: Heuristics = Heuristics.PASS) -> None:
@@ -112,10 +119,12 @@ class Live:
             self.sock.close()
 
 
+@pytest.mark.parametrize("algorithm", [Algorithm.FFSPLIT, Algorithm.LMS], ids=["ffsplit", "lms"])
 def test_a_split_gives_the_vote_to_the_lowest_node_id_and_nack_to_the_other(
-    qnetd: Server,
+    qnetd: Server, algorithm: Algorithm
 ) -> None:
-    a, b = Live(qnetd.port, 1), Live(qnetd.port, 2)
+    """Both algorithms (`qnetd_algorithm ffsplit|lms`) split two nodes by the tie-breaker."""
+    a, b = Live(qnetd.port, 1, algorithm=algorithm), Live(qnetd.port, 2, algorithm=algorithm)
     try:
         for x in (a, b):
             x.members({1, 2}, 7)  # together: the same ring id on both
