@@ -52,6 +52,12 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
   runs). Conntrack keeps the DNAT binding for the life of the flow, so after the
   impairment the relay stays in place with no delay and no loss until teardown.
 
+- The arbiter (`build(arbiter=True)`, the `qnetd_*` scenarios): the real `corosync-qnetd -f
+  -s off` runs in the ping node's namespace on 10.91.0.3:5403 (`QnetdServer`: started,
+  SIGKILLed as a crash, started again), both ha.cf name it (`qnetd`, `cluster faultlab`),
+  and `cut_qnetd(node)` drops in `node`'s namespace what qnetd sends it (TCP from port
+  5403): its connection times out as over a cut cable while the ping node still answers.
+
 `run_scenario(name, workdir, group=...)` builds a lab, waits until alpha runs the group
 with every path up, starts the sampler, runs the scenario (one of `SCENARIOS`) and returns
 an `Outcome`: dual-active milliseconds, seconds from the fault until a single stable
@@ -69,8 +75,10 @@ import heapq
 import os
 import random
 import select
+import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -250,6 +258,11 @@ class Nft:
             self.egress[key] = f'oifname "{dev}" {chance}counter drop'
         self._apply()
 
+    def drop_from(self, key: str, address: str, port: int) -> None:
+        """Drop the TCP segments arriving from `address`:`port` (one service's replies)."""
+        self.ingress[key] = f"ip saddr {address} tcp sport {port} counter drop"
+        self._apply()
+
     def undrop(self, key: str) -> None:
         found = [rules.pop(key, None) for rules in (self.ingress, self.egress, self.arp_in)]
         if any(rule is not None for rule in found):
@@ -393,6 +406,45 @@ class JitterRelay:
 # -- the lab ------------------------------------------------------------------------------
 
 
+QNETD_PORT = 5403
+QNETD_HEARTBEAT = 1.0  # hbd's qdevice heartbeat at deadtime 1 s: max(1 s, 0.8 x deadtime)
+DECISION = 2 * QNETD_HEARTBEAT  # qnetd's decision time D (hbd.core.qnetd.client)
+
+
+class QnetdServer:
+    """The real corosync-qnetd in the ping node's namespace (plain TCP, `-s off`)."""
+
+    def __init__(self, ns: netns.Netns, address: str, workdir: Path) -> None:
+        self.ns, self.address, self.workdir = ns, address, workdir
+        self.log = workdir / "qnetd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("corosync-qnetd")
+        assert binary is not None, "corosync-qnetd is not installed (.ci/install)"
+        settings = f"lock_file={self.workdir}/qnetd.pid,local_socket_file={self.workdir}/qnetd.sock"
+        begin = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = self.ns.popen(
+                binary, "-f", "-d", "-s", "off", "-l", self.address, "-p", str(QNETD_PORT),
+                "-S", settings, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while b"QNetd ready" not in self.log.read_bytes()[begin:]:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            assert time.monotonic() < deadline, self.log.read_text()[-2000:]
+            time.sleep(0.05)
+
+    def crash(self) -> None:
+        """SIGKILL: its kernel closes every connection (the clients see EOF)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    stop = crash
+
+
 @dataclass
 class Lab:
     """A built fault-matrix topology (see the module docstring)."""
@@ -412,6 +464,7 @@ class Lab:
     powered_off: set[str] = field(default_factory=set)
     serial_frozen: bool = False  # socat SIGSTOPped by a power loss
     residual: bool = False  # the scenario is the residual case: both run by design
+    qnetd: QnetdServer | None = None  # the arbiter, when the lab has one
 
     # -- names
 
@@ -543,6 +596,26 @@ class Lab:
 
     def kill(self, node: str, signum: int = signal.SIGKILL) -> None:
         self.c[node].signal(signum)
+
+    def cut_qnetd(self, node: str) -> None:
+        """What qnetd sends `node` is dropped on arrival: its connection times out."""
+        self.nft[node].drop_from("cut-qnetd", self.ping_address, QNETD_PORT)
+
+    def restore_qnetd(self, node: str) -> None:
+        self.nft[node].undrop("cut-qnetd")
+
+    def arbiter(self, node: str) -> dict[str, object] | None:
+        """`node`'s status of its qnetd connection (connected, vote, degraded, reason)."""
+        s = self.status(node)
+        q = None if s is None else s.get("qnetd")
+        return q if isinstance(q, dict) else None
+
+    def wait_arbiter(self, node: str, what: str, ok: Callable[[dict[str, object]], bool]) -> None:
+        def probe() -> bool | None:
+            q = self.arbiter(node)
+            return True if q is not None and ok(q) else None
+
+        self.wait(probe, f"{node}: qnetd {what}", 5 * QNETD_HEARTBEAT + MARGIN)
 
     def partition(self, wire: bool | None = None) -> None:
         """Cut every heartbeat path between the nodes; the service LAN stays, so both still
@@ -785,12 +858,14 @@ def build(
     auth: str = AUTH,
     extra_hacf: dict[str, str] | None = None,
     group: GroupKind = "vip",
+    arbiter: bool = False,
 ) -> Iterator[Lab]:
     """The whole topology with both daemons configured (not started). `wire`: hbd's
     native frames by default; None for Heartbeat's format (no `wire` line). `extra_hacf`:
     more ha.cf directives for both nodes (e.g. `{"adaptive_detector": "on"}`). `group`:
     the VIP group (`alpha IPaddr::10.91.0.100/24`) or the address-less one (`alpha
-    fmsvc`, a resource.d script whose pid file in the node's directory is its state)."""
+    fmsvc`, a resource.d script whose pid file in the node's directory is its state).
+    `arbiter`: corosync-qnetd in the ping node's namespace, named by both ha.cf."""
     with contextlib.ExitStack() as stack:
         c = stack.enter_context(cluster.build(workdir, NODES, timing=TIMING, wire=wire, auth=auth))
         ping = stack.enter_context(netns.namespace("ping"))
@@ -803,9 +878,15 @@ def build(
             )
         nft = {n: Nft(c[n].ns, workdir) for n in NODES}
         lab = Lab(c, lan, ping, dogs, nft, kind=group)
+        if arbiter:
+            lab.qnetd = QnetdServer(ping, lab.ping_address, workdir)
+            stack.callback(lab.qnetd.stop)
+            lab.qnetd.start()
         for n in NODES:
             node = c[n]
             directives = {"watchdog": str(dogs[n].path), "ping": lab.ping_address}
+            if arbiter:
+                directives |= {"qnetd": lab.ping_address, "cluster": "faultlab"}
             directives |= extra_hacf or {}
             lab.directives[n] = directives
             node.write_config(c.hacf(n, **directives), cluster.AUTHKEYS[c.auth])
@@ -1249,6 +1330,151 @@ def reload_while_degraded(lab: Lab) -> None:
     lab.wait_redundant()
 
 
+# -- issue 14: the arbiter, the real corosync-qnetd beside the ping node --------------------
+
+
+def _qnetd_ready(lab: Lab) -> None:
+    for n in NODES:
+        lab.wait_arbiter(n, "connected with a vote", lambda q: bool(q["connected"] and q["vote"]))
+
+
+def _cut_every_wire(lab: Lab) -> None:
+    """Every heartbeat path cut at the wire: nothing of the peer can be probed (for the
+    address-less group, the residual case of two nodes alone), both reach the ping node
+    and qnetd."""
+    lab.cut("bcast", "down")
+    lab.cut("ucast", "down")
+    lab.cut("serial", "unplug")
+
+
+def qnetd_all_paths_cut(lab: Lab) -> None:
+    """Every path cut, both reach qnetd: qnetd's tie-breaker (the lowest node id: alpha)
+    gives alpha, the holder, the vote; beta gets the NACK and starts nothing. One side
+    serves, and it is the holder: no interruption."""
+    _qnetd_ready(lab)
+    since = lab.log_marks()
+    lab.mark("every wire cut; both reach qnetd", fault=True)
+    _cut_every_wire(lab)
+    for n in NODES:
+        lab.wait_peer(n, ("dead",), DEADTIME + MARGIN)
+    lab.mark("both declared the peer dead")
+    lab.wait_arbiter("beta", "NACK", lambda q: q["vote"] == "NACK")
+    lab.mark("beta: NACK")
+    lab.watch(BUDGET + DECISION + 1.0)
+    _assert_started_nothing(lab, "beta", since)
+    lab.heal()
+    lab.mark("partition healed")
+    lab.c.wait_all_up(STARTUP)
+    lab.watch(1.0)
+
+
+def qnetd_all_paths_cut_holder_loses(lab: Lab) -> None:
+    """The same cut with `qnetd_tie_breaker highest`: beta gets the vote; alpha, the holder,
+    gets the NACK, releases and is reset by its watchdog; beta takes over after the budget
+    plus the decision time, never beside alpha."""
+    _qnetd_ready(lab)
+    lab.mark("every wire cut; both reach qnetd (tie-breaker: highest)", fault=True)
+    _cut_every_wire(lab)
+    lab.dogs[HOME].wait_for_reset(timeout=DEADTIME + DECISION + WATCHDOG_S + MARGIN)
+    lab.mark(f"{HOME} reset by its watchdog")
+    lab.expect_logged(HOME, "qnetd gave the vote to the other side", lab.fault_logs)
+    assert lab.sampler is not None
+    lab.sampler.wait_on("beta", timeout=BUDGET + DECISION + 2 * QNETD_HEARTBEAT + MARGIN)
+    lab.mark("beta holds")
+
+
+def qnetd_standby_power_loss(lab: Lab) -> None:
+    """With the arbiter: beta loses power; qnetd votes for alpha alone, which keeps the
+    group uninterrupted and is not reset."""
+    _qnetd_ready(lab)
+    standby_power_loss(lab)
+
+
+def qnetd_holder_power_loss(lab: Lab) -> None:
+    """alpha, the holder, loses power: beta serves once the budget plus qnetd's decision
+    time has passed (and it has held the vote long enough); moved_after is the figure."""
+    _qnetd_ready(lab)
+    lab.mark("alpha loses power", fault=True)
+    lab.power_off(HOME)
+    assert lab.sampler is not None
+    lab.sampler.wait_on("beta", timeout=BUDGET + DECISION + 2 * QNETD_HEARTBEAT + MARGIN)
+    lab.mark("beta holds")
+    lab.expect_logged("beta", "qnetd gave this node the vote", lab.fault_logs)
+    lab.watch(1.0)
+
+
+def qnetd_dies_and_returns(lab: Lab) -> None:
+    """qnetd crashes: nothing moves while the nodes hear each other, both say `degraded`
+    (arbiter unreachable); it starts again: both reconnect and are redundant again."""
+    _qnetd_ready(lab)
+    assert lab.qnetd is not None
+    lab.mark("qnetd killed", fault=True)
+    lab.qnetd.crash()
+
+    def degraded(node: str) -> bool | None:
+        status = lab.status(node) or {}
+        return True if status.get("degraded_by") == "arbiter unreachable" else None
+
+    for n in NODES:
+        lab.wait_arbiter(n, "lost", lambda q: not q["connected"])
+        lab.wait(lambda n=n: degraded(n), f"{n}: degraded (arbiter unreachable)", MARGIN)
+        assert lab.redundancy(n) == "degraded", lab.status(n)
+    lab.mark("both degraded: arbiter unreachable")
+    lab.watch(BUDGET)
+    lab.qnetd.start()
+    lab.mark("qnetd started again")
+    _qnetd_ready(lab)
+    lab.wait_redundant(5 * QNETD_HEARTBEAT + MARGIN)
+    lab.mark("both redundant again")
+    lab.watch(1.0)
+
+
+def qnetd_down_then_partition(lab: Lab) -> None:
+    """qnetd gone and both nodes know it, then every heartbeat path cut with the LAN whole
+    (the peer's addresses answer): handled as without an arbiter, nothing moves."""
+    _qnetd_ready(lab)
+    assert lab.qnetd is not None
+    lab.qnetd.crash()
+    for n in NODES:
+        lab.wait_arbiter(n, "lost", lambda q: not q["connected"])
+    lab.watch(1.0)  # an advert each way: both know the other lost it too
+    since = lab.log_marks()
+    lab.mark("qnetd gone; every heartbeat path cut", fault=True)
+    lab.partition()
+    for n in NODES:
+        lab.wait_peer(n, ("dead",), DEADTIME + MARGIN)
+    lab.mark("both declared the peer dead")
+    lab.watch(BUDGET + DECISION + 1.0)
+    lab.expect_logged("beta", "as without an arbiter: qnetd was unreachable from both", since)
+    _assert_started_nothing(lab, "beta", since)
+    lab.heal()
+    lab.mark("partition healed")
+    lab.c.wait_all_up(STARTUP)
+    lab.watch(1.0)
+
+
+def qnetd_holder_reaches_only_qnetd(lab: Lab) -> None:
+    """beta's way from qnetd cut (it reaches neither qnetd nor, after the cut, alpha);
+    then every wire cut: alpha, reaching qnetd, keeps; beta starts nothing."""
+    _qnetd_ready(lab)
+    lab.cut_qnetd("beta")
+    lab.wait_arbiter("beta", "lost", lambda q: not q["connected"])
+    lab.watch(1.0)
+    since = lab.log_marks()
+    lab.mark("beta cut from qnetd; every wire cut", fault=True)
+    _cut_every_wire(lab)
+    for n in NODES:
+        lab.wait_peer(n, ("dead",), DEADTIME + MARGIN)
+    lab.mark("both declared the peer dead")
+    lab.watch(BUDGET + DECISION + 1.0)
+    _assert_started_nothing(lab, "beta", since)
+    lab.heal()
+    lab.restore_qnetd("beta")
+    lab.mark("partition healed, qnetd reachable")
+    lab.c.wait_all_up(STARTUP)
+    lab.watch(1.0)
+
+
 SCENARIOS: dict[str, Callable[[Lab], None]] = {
     "one_path_cut": one_path_cut,
     "each_path_in_turn": each_path_in_turn,
@@ -1265,6 +1491,23 @@ SCENARIOS: dict[str, Callable[[Lab], None]] = {
     "cut_during_handoff": cut_during_handoff,
     "icmp_filtered_service_address": icmp_filtered_service_address,
     "reload_while_degraded": reload_while_degraded,
+    "qnetd_all_paths_cut": qnetd_all_paths_cut,
+    "qnetd_all_paths_cut_holder_loses": qnetd_all_paths_cut_holder_loses,
+    "qnetd_standby_power_loss": qnetd_standby_power_loss,
+    "qnetd_holder_power_loss": qnetd_holder_power_loss,
+    "qnetd_dies_and_returns": qnetd_dies_and_returns,
+    "qnetd_down_then_partition": qnetd_down_then_partition,
+    "qnetd_holder_reaches_only_qnetd": qnetd_holder_reaches_only_qnetd,
+}
+# the scenarios that run with the arbiter (issue 14), and their extra ha.cf lines
+ARBITER_HACF: dict[str, dict[str, str]] = {
+    "qnetd_all_paths_cut": {},
+    "qnetd_all_paths_cut_holder_loses": {"qnetd_tie_breaker": "highest"},
+    "qnetd_standby_power_loss": {},
+    "qnetd_holder_power_loss": {},
+    "qnetd_dies_and_returns": {},
+    "qnetd_down_then_partition": {},
+    "qnetd_holder_reaches_only_qnetd": {},
 }
 # the scenarios run for both group kinds (issue 12, section 5)
 BOTH_KINDS = (
@@ -1293,7 +1536,9 @@ def run_scenario(
     with contextlib.ExitStack() as stack:
         if workdir is None:  # a short path: the control socket lives under it
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fm-")))
-        with build(workdir, wire, auth, group=group) as lab:
+        arbiter = name in ARBITER_HACF
+        extra = ARBITER_HACF.get(name)
+        with build(workdir, wire, auth, extra_hacf=extra, group=group, arbiter=arbiter) as lab:
             bring_up(lab)
             lab.sampler = lab.make_sampler()
             lab.sampler.start()
@@ -1319,8 +1564,10 @@ def run_scenario(
 
 
 __all__ = [
+    "ARBITER_HACF",
     "BOTH_KINDS",
     "BUDGET",
+    "DECISION",
     "GROUP_KINDS",
     "HEADER",
     "SCENARIOS",

@@ -22,6 +22,7 @@ The soak lasts $HBD_SOAK_SECONDS (20 s by default here; bench/fault_matrix.py us
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -203,3 +204,62 @@ def test_reload_while_degraded_nothing_moves(group: GroupKind) -> None:
     """One path left (bcast down, serial unplugged); a changed ha.cf reloaded by SIGHUP on
     alpha, then beta: nothing moves, nobody is reset."""
     assert_stayed_home(run("reload_while_degraded", group))
+
+
+# -- issue 14: the arbiter, the real corosync-qnetd in the ping node's namespace ----------
+# (faultlab.QnetdServer; both ha.cf say `qnetd 10.91.0.3`). "Every wire cut" leaves the
+# address-less group nothing of the peer to probe: without an arbiter the residual case,
+# with one decided by the vote.
+
+requires_qnetd = pytest.mark.skipif(
+    shutil.which("corosync-qnetd") is None, reason="needs corosync-qnetd (.ci/install)"
+)
+
+
+@requires_qnetd
+def test_qnetd_every_wire_cut_the_holder_has_the_vote_and_serves_uninterrupted() -> None:
+    assert_stayed_home(run("qnetd_all_paths_cut", "script"))
+
+
+@requires_qnetd
+def test_qnetd_every_wire_cut_the_holder_without_the_vote_goes_before_beta_takes() -> None:
+    o = run("qnetd_all_paths_cut_holder_loses", "script")
+    assert_never_dual(o)
+    assert o.holder == (PEER,), o.timeline
+    assert o.resets == {HOME: 1, PEER: 0}
+
+
+@requires_qnetd
+@kinds
+def test_qnetd_the_standby_loses_power_the_holder_serves_uninterrupted(group: GroupKind) -> None:
+    assert_stayed_home(run("qnetd_standby_power_loss", group))
+
+
+@requires_qnetd
+@kinds
+def test_qnetd_the_holder_loses_power_beta_serves_within_three_seconds_past_the_budget(
+    group: GroupKind,
+) -> None:
+    o = run("qnetd_holder_power_loss", group)
+    assert_never_dual(o)
+    assert o.holder == (PEER,), o.timeline
+    assert o.moved_after is not None
+    # not before the bound that makes it safe, and within the issue's 3 s past the budget
+    assert o.moved_after >= EARLIEST_TAKEOVER + faultlab.DECISION, o.timeline
+    assert o.moved_after <= BUDGET + 3.0, o.timeline
+
+
+@requires_qnetd
+def test_qnetd_dies_and_returns_nothing_moves_and_status_says_degraded() -> None:
+    assert_stayed_home(run("qnetd_dies_and_returns", "script"))
+
+
+@requires_qnetd
+@kinds
+def test_qnetd_down_then_a_partition_is_handled_as_without_an_arbiter(group: GroupKind) -> None:
+    assert_stayed_home(run("qnetd_down_then_partition", group))
+
+
+@requires_qnetd
+def test_qnetd_the_holder_reaches_qnetd_the_peer_neither_the_holder_keeps() -> None:
+    assert_stayed_home(run("qnetd_holder_reaches_only_qnetd", "script"))
