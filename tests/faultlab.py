@@ -53,8 +53,9 @@ Built on tests/cluster.py (namespaces, the heartbeat paths, the daemons) and tes
   impairment the relay stays in place with no delay and no loss until teardown.
 
 - The arbiter (`build(arbiter=True)`, the `qnetd_*` scenarios): the real `corosync-qnetd -f
-  -s off` runs in the ping node's namespace on 10.91.0.3:5403 (`QnetdServer`: started,
-  SIGKILLed as a crash, started again), both ha.cf name it (`qnetd`, `cluster faultlab`),
+  -s off` runs in a third namespace beside the ping node, on the service LAN at
+  10.91.0.4:5403 (`QnetdServer`: started, SIGKILLed as a crash, started again), both
+  ha.cf name it (`qnetd`, `cluster faultlab`),
   and `cut_qnetd(node)` drops in `node`'s namespace what qnetd sends it (TCP from port
   5403): its connection times out as over a cut cable while the ping node still answers.
 
@@ -412,7 +413,7 @@ DECISION = 2 * QNETD_HEARTBEAT  # qnetd's decision time D (hbd.core.qnetd.client
 
 
 class QnetdServer:
-    """The real corosync-qnetd in the ping node's namespace (plain TCP, `-s off`)."""
+    """The real corosync-qnetd in its own namespace on the service LAN (plain TCP, `-s off`)."""
 
     def __init__(self, ns: netns.Netns, address: str, workdir: Path) -> None:
         self.ns, self.address, self.workdir = ns, address, workdir
@@ -599,7 +600,8 @@ class Lab:
 
     def cut_qnetd(self, node: str) -> None:
         """What qnetd sends `node` is dropped on arrival: its connection times out."""
-        self.nft[node].drop_from("cut-qnetd", self.ping_address, QNETD_PORT)
+        assert self.qnetd is not None, "this lab has no arbiter"
+        self.nft[node].drop_from("cut-qnetd", self.qnetd.address, QNETD_PORT)
 
     def restore_qnetd(self, node: str) -> None:
         self.nft[node].undrop("cut-qnetd")
@@ -870,6 +872,8 @@ def build(
         c = stack.enter_context(cluster.build(workdir, NODES, timing=TIMING, wire=wire, auth=auth))
         ping = stack.enter_context(netns.namespace("ping"))
         hosts = [c[n].ns for n in NODES] + [ping]
+        if arbiter:  # a third machine beside the ping node: 10.91.0.4
+            hosts.append(stack.enter_context(netns.namespace("qnetd")))
         lan = stack.enter_context(netns.lan(hosts, LAN_SUBNET, ifname=LAN_DEV))
         dogs: dict[str, MountedWatchdog] = {}
         for n in NODES:
@@ -879,14 +883,14 @@ def build(
         nft = {n: Nft(c[n].ns, workdir) for n in NODES}
         lab = Lab(c, lan, ping, dogs, nft, kind=group)
         if arbiter:
-            lab.qnetd = QnetdServer(ping, lab.ping_address, workdir)
+            lab.qnetd = QnetdServer(hosts[-1], lan.address(hosts[-1]), workdir)
             stack.callback(lab.qnetd.stop)
             lab.qnetd.start()
         for n in NODES:
             node = c[n]
             directives = {"watchdog": str(dogs[n].path), "ping": lab.ping_address}
             if arbiter:
-                directives |= {"qnetd": lab.ping_address, "cluster": "faultlab"}
+                directives |= {"qnetd": lab.qnetd.address, "cluster": "faultlab"}
             directives |= extra_hacf or {}
             lab.directives[n] = directives
             node.write_config(c.hacf(n, **directives), cluster.AUTHKEYS[c.auth])

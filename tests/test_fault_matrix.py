@@ -206,8 +206,8 @@ def test_reload_while_degraded_nothing_moves(group: GroupKind) -> None:
     assert_stayed_home(run("reload_while_degraded", group))
 
 
-# -- issue 14: the arbiter, the real corosync-qnetd in the ping node's namespace ----------
-# (faultlab.QnetdServer; both ha.cf say `qnetd 10.91.0.3`). "Every wire cut" leaves the
+# -- issue 14: the arbiter, the real corosync-qnetd in a namespace beside the ping node ----
+# (faultlab.QnetdServer; both ha.cf say `qnetd 10.91.0.4`). "Every wire cut" leaves the
 # address-less group nothing of the peer to probe: without an arbiter the residual case,
 # with one decided by the vote.
 
