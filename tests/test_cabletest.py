@@ -25,6 +25,7 @@ from hbd.commands.cabletest import (
     Frame,
     FrameReader,
     add_parser,
+    configured_baud,
     encode_frame,
     main,
     pattern,
@@ -114,6 +115,8 @@ def test_two_hosts_test_the_cable_with_one_side_echoing(
             "--json",
             "--timeout",
             "10",
+            "--config-dir",
+            "/nonexistent",  # no ha.cf: 19200, Heartbeat's default
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -139,7 +142,7 @@ def test_two_hosts_test_the_cable_with_one_side_echoing(
     assert peer.returncode == 0, peer_err
     assert json.loads(peer_out) == {
         "port": there,
-        "baud": 115200,
+        "baud": 19200,
         "mode": "peer",
         "echoed": 40,
         "corrupt": 0,
@@ -164,8 +167,23 @@ def test_a_port_that_cannot_be_opened_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "ttyUSB9"
-    assert main([str(missing), "--loopback"]) == 2
-    assert f"cannot open {missing} at 115200 baud" in capsys.readouterr().err
+    assert main([str(missing), "--loopback", "--config-dir", str(tmp_path)]) == 2
+    assert f"cannot open {missing} at 19200 baud" in capsys.readouterr().err
+
+
+def test_the_default_baud_is_the_one_ha_cf_gives_that_line_else_heartbeats_19200(
+    tmp_path: Path,
+) -> None:
+    """Regression: hardware/'s recipe ran `cable-test --peer` at the old default 115200
+    against 19200 on the other end. The default is ha.cf's, for that very line."""
+    assert configured_baud(str(tmp_path), "/dev/ttyS0") == 19200  # no ha.cf
+    (tmp_path / "ha.cf").write_text(
+        "baud 38400\nserial /dev/ttyS0\nbcast eth0\nnode alpha beta\n"
+    )
+    assert configured_baud(str(tmp_path), "/dev/ttyS0") == 38400
+    assert configured_baud(str(tmp_path), "/dev/ttyUSB0") == 38400  # its first serial line
+    (tmp_path / "ha.cf").write_text("baud fast\n")  # a bad ha.cf: not the cable test's to judge
+    assert configured_baud(str(tmp_path), "/dev/ttyS0") == 19200
 
 
 def test_nonsense_arguments_are_refused_with_the_reason(

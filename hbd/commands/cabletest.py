@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import statistics
 import struct
@@ -43,6 +44,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import serial
@@ -315,9 +317,43 @@ def echo_frames(port: serial.Serial, report: PeerReport, *, idle_timeout: float)
 # --------------------------------------------------------------------------- CLI
 
 
+DEFAULT_BAUD = 19200  # Heartbeat's, and ha.cf's without a `baud` line
+
+
+def configured_baud(config_dir: str, port: str) -> int:
+    """The baud ha.cf in `config_dir` gives the serial line on `port` (the `baud` in force
+    at its `serial` line, as Heartbeat reads it), else that of its first serial line, else
+    19200. An ha.cf that cannot be read or parsed gives 19200 too: the daemon and
+    `hbctl check-config`, not the cable test, report a bad ha.cf."""
+    from hbd.config.hacf import parse_hacf
+    from hbd.config.model import MediumKind
+    from hbd.core.errors import ConfigError
+
+    try:
+        hacf = parse_hacf(Path(config_dir, "ha.cf").read_text(errors="replace"))
+    except (OSError, ConfigError):
+        return DEFAULT_BAUD
+    lines = [m for m in hacf.media if m.kind is MediumKind.SERIAL]
+    here = os.path.realpath(port)
+    for m in lines:
+        if m.device == port or os.path.realpath(m.device) == here:
+            return m.baud
+    return lines[0].baud if lines else DEFAULT_BAUD
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("port", metavar="PORT", help="serial device, e.g. /dev/hbd/serial0")
-    parser.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+    parser.add_argument(
+        "--baud",
+        type=int,
+        default=None,
+        help="baud rate (default: ha.cf's `baud` in --config-dir, else 19200, Heartbeat's)",
+    )
+    parser.add_argument(
+        "--config-dir",
+        default="/etc/ha.d",
+        help="where ha.cf is, for its `baud` (default /etc/ha.d)",
+    )
     role = parser.add_mutually_exclusive_group()
     role.add_argument(
         "--peer", action="store_true", help="echo frames back for a sender on the other end"
@@ -391,6 +427,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the test described by parsed arguments; returns the exit status."""
     peer = bool(args.peer)
     mode = "peer" if peer else ("loopback" if args.loopback else "sender")
+    if args.baud is None:
+        args.baud = configured_baud(args.config_dir, args.port)
     try:
         port = serial.Serial(
             args.port,

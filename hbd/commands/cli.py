@@ -7,6 +7,7 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ from hbd.shell.paths import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3  # `hbctl status` and friends: no hbd answered (2 is "partitioned")
+RUN_DIR_ENV = "HBD_RUN_DIR"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -45,8 +48,16 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _add_run_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--run-dir", default=DEFAULT_RUN_DIR, help=f"the daemon's run directory ({DEFAULT_RUN_DIR})"
+        "--run-dir",
+        default=None,
+        help=f"the daemon's run directory (${RUN_DIR_ENV}, else {DEFAULT_RUN_DIR})",
     )
+
+
+def _version(prog: str) -> str:
+    from hbd import __version__
+
+    return f"{prog} {__version__}"
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -62,7 +73,7 @@ def _status(args: argparse.Namespace) -> int:
 
     status = fetch()
     if status is None:
-        return EXIT_USAGE
+        return EXIT_NO_DAEMON
     if args.command == "nodes":
         print("\n".join(statusview.nodes_lines(status)))
     elif args.command == "links":
@@ -81,7 +92,7 @@ def _status(args: argparse.Namespace) -> int:
                 live.update(capture.get(), refresh=True)
                 time.sleep(args.interval)
                 status = fetch()
-        return EXIT_USAGE
+        return EXIT_NO_DAEMON
     else:
         from rich.console import Console
 
@@ -92,7 +103,8 @@ def _status(args: argparse.Namespace) -> int:
 def _cl_status(args: argparse.Namespace) -> int:
     from hbd.commands.clstatus import main
 
-    return main(args.words, run_dir=args.run_dir, config_dir=args.config_dir)
+    words = (["-h"] if args.help else []) + list(args.words)
+    return main(words, run_dir=args.run_dir, config_dir=args.config_dir)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -120,12 +132,25 @@ def _steer(args: argparse.Namespace) -> int:
 
 def hbctl_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hbctl", description="See and steer an hbd cluster.")
+    parser.add_argument("--version", action="version", version=_version("hbctl"))
+    parser.add_argument(
+        "--run-dir",
+        dest="global_run_dir",
+        default=None,
+        metavar="RUN_DIR",
+        help=f"the daemon's run directory, for every command (${RUN_DIR_ENV}, else "
+        f"{DEFAULT_RUN_DIR}); a command's own --run-dir wins",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("check-config", help="check a configuration and print what hbd understood")
     _add_config_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_check_config)
-    p = sub.add_parser("status", help="the cluster as this node sees it (exit 0/1/2)")
+    p = sub.add_parser(
+        "status",
+        help="the cluster as this node sees it: exit 0 redundant, 1 degraded, 2 partitioned, "
+        "3 no daemon",
+    )
     _add_run_dir(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--watch", action="store_true", help="follow it, refreshing every second")
@@ -150,6 +175,7 @@ def hbctl_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONFIG_DIR,
         help=f"where ha.cf is, for Heartbeat's node order (default {DEFAULT_CONFIG_DIR})",
     )
+    p.add_argument("-h", "--help", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("words", nargs=argparse.REMAINDER, metavar="SUBCOMMAND ...")
     p.set_defaults(func=_cl_status)
     for name, modes, text in (
@@ -198,7 +224,6 @@ def _qnetd_test(args: argparse.Namespace) -> int:
     import json
 
     from hbd.config.hacf import parse_hacf
-    from hbd.effects.qnetd import TlsFiles
     from hbd.shell import qnetdprobe
 
     # the same HOST[:PORT] rules as ha.cf's `qnetd` line, with its errors
@@ -218,7 +243,7 @@ def _qnetd_test(args: argparse.Namespace) -> int:
         tls=args.tls,
         count=args.count,
         timeout=args.timeout,
-        tls_files=TlsFiles.under(args.tls_dir) if args.tls_dir else None,
+        tls_dir=args.tls_dir,
     )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
@@ -242,6 +267,12 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
 
 def hbctl_main(argv: Sequence[str] | None = None) -> int:
     args = hbctl_parser().parse_args(argv)
+    args.run_dir = (
+        getattr(args, "run_dir", None)
+        or args.global_run_dir
+        or os.environ.get(RUN_DIR_ENV)
+        or DEFAULT_RUN_DIR
+    )
     return _run(args.func, args)
 
 
@@ -251,6 +282,7 @@ def hbd_parser() -> argparse.ArgumentParser:
         description="hbd: the heartbeat daemon. Runs in the foreground (as systemd wants). "
         "`hbd demo` starts a two-node demo cluster on this machine.",
     )
+    parser.add_argument("--version", action="version", version=_version("hbd"))
     _add_config_args(parser)
     parser.add_argument(
         "--state-dir",
@@ -290,4 +322,5 @@ def hbd_main(argv: Sequence[str] | None = None) -> int:
 
         return demo_main(argv[1:])
     args = hbd_parser().parse_args(argv)
+    args.run_dir = args.run_dir or DEFAULT_RUN_DIR
     return _run(_run_daemon, args)

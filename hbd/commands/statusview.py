@@ -12,7 +12,7 @@ EXIT_FOR_REDUNDANCY = {"redundant": 0, "degraded": 1, "partitioned": 2}
 
 
 def exit_code(status: dict[str, Any]) -> int:
-    """0 redundant, 1 degraded, 2 partitioned (and 2 when no daemon answered)."""
+    """0 redundant, 1 degraded, 2 partitioned (3, no daemon answered, is the caller's)."""
     return EXIT_FOR_REDUNDANCY.get(str(status.get("redundancy")), 2)
 
 

@@ -137,12 +137,18 @@ def link_name(medium: Medium) -> str:
     return medium.device
 
 
-def redundancy(nodes: tuple[NodeStatus, ...], local: str) -> str:
+def redundancy(
+    nodes: tuple[NodeStatus, ...], local: str, left: frozenset[str] = frozenset()
+) -> str:
     """`redundant` when >= 2 paths are up to every live peer; `partitioned` when a peer is
-    unreachable; else `degraded`."""
+    unreachable; else `degraded` -- also when a peer is down because it stopped cleanly
+    (said goodbye, `left`): no redundancy, but no partition either."""
     level = "redundant"
     for node in nodes:
         if node.name == local:
+            continue
+        if node.name in left:
+            level = "degraded"
             continue
         if node.state in (NodeState.DEAD, NodeState.INIT):
             return "partitioned"
@@ -981,6 +987,8 @@ class Daemon:
             for pid, link in self.links.items()
         }
         witnesses = node.witnesses.status(now)
+        membership = engine.membership
+        stopped = frozenset(n.name for n in nodes_status if membership.has_left(n.name))
         out: dict[str, Any] = {
             "node": engine.node,
             "state": engine.local_state.value,
@@ -992,7 +1000,7 @@ class Daemon:
             "ping_nodes": {
                 w.witness: {"status": w.status, "rtt_ms": _ms(w.rtt)} for w in witnesses
             },
-            "redundancy": redundancy(nodes_status, engine.node),
+            "redundancy": redundancy(nodes_status, engine.node, stopped),
             "dropped_frames": dict(self.dropped),
             "probes": node.probe_status(now),
             "watchdog": None
@@ -1006,6 +1014,8 @@ class Daemon:
             "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io")},
             "qnetd": node.arbiter_status(now),
         }
+        if stopped and out["redundancy"] == "degraded":
+            out["degraded_by"] = f"{', '.join(sorted(stopped))} stopped cleanly"
         arbiter = out["qnetd"]
         if arbiter is not None and arbiter["degraded"] and out["redundancy"] == "redundant":
             # the arbiter is unreachable: a partition now is decided without its vote (as

@@ -71,7 +71,10 @@ def probe(
     count: int = 3,
     timeout: float = 5.0,
     tls_files: TlsFiles | None = None,
+    tls_dir: str | None = None,
 ) -> ProbeReport:
+    """Connect, handshake, echo `count` times. TLS files: `tls_files`, else the usual
+    names in `tls_dir`, else the daemon's (/etc/hbd/qnetd)."""
     report = ProbeReport(f"{host}:{port}")
     settings = qc.ClientSettings(
         host=host,
@@ -108,7 +111,7 @@ def probe(
                 sock.sendall(data)
             while (action := client.next_action()) is not None:
                 if isinstance(action, qc.StartTls):
-                    files = tls_files or TlsFiles()
+                    files = tls_files or (TlsFiles.under(tls_dir) if tls_dir else TlsFiles())
                     missing = files.missing()
                     if missing:
                         report.error = f"TLS asked but {', '.join(missing)} missing"
