@@ -6,6 +6,7 @@ import pytest
 
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.events import (
+    DeadtimeDiffers,
     DuplicateNode,
     Event,
     LateHeartbeat,
@@ -110,6 +111,16 @@ def test_advertised_deadtime_is_used() -> None:
     assert m.get_timer() == 5.0
     m.handle_timer(5.0)
     assert NodeDead("beta", 1.0, 4.0) in drain(m)
+
+
+def test_a_deadtime_other_than_ours_is_reported_once_and_again_when_it_changes() -> None:
+    m = make()  # deadtime 10 s
+    m.receive(beat(1, deadtime=4.0), 1.0)
+    m.receive(beat(2, deadtime=4.0), 2.0)
+    m.receive(beat(3, deadtime=10.0), 3.0)  # made equal: nothing to report
+    m.receive(beat(4, deadtime=6.0), 4.0)
+    reported = [e for e in drain(m) if isinstance(e, DeadtimeDiffers)]
+    assert reported == [DeadtimeDiffers("beta", 4.0, 10.0), DeadtimeDiffers("beta", 6.0, 10.0)]
 
 
 def test_one_heartbeat_on_three_paths_counts_once_refreshes_all() -> None:

@@ -104,6 +104,16 @@ class LateHeartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadtimeDiffers:
+    """`node` advertises another deadtime than this node's: it is declared dead by its own
+    (`theirs`, seconds), as Heartbeat does; reported when first heard and on each change."""
+
+    node: str
+    theirs: float
+    ours: float
+
+
+@dataclass(frozen=True, slots=True)
 class DuplicateNode:
     """Two sources claim one node name or one uuid: a cloned machine or a misconfiguration.
 
@@ -166,6 +176,7 @@ Event = (
     | PathUp
     | PathDown
     | LateHeartbeat
+    | DeadtimeDiffers
     | DuplicateNode
     | FrameDropped
     | LocalActive

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from hbd.core.detector import ArrivalStats, PhiAccrual
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.events import (
+    DeadtimeDiffers,
     DuplicateNode,
     Event,
     GenerationWentBack,
@@ -574,8 +575,10 @@ class Membership:
             self._events.append(PathUp(node.name, beat.path))
 
     def _refresh_node(self, node: _Node, beat: Beat, now: float) -> None:
-        if beat.deadtime is not None:
+        if beat.deadtime is not None and beat.deadtime != node.advertised_deadtime:
             node.advertised_deadtime = beat.deadtime
+            if beat.deadtime > 0 and abs(beat.deadtime - self.deadtime) > 0.0005:
+                self._events.append(DeadtimeDiffers(node.name, beat.deadtime, self.deadtime))
         if beat.watchdog is not None:
             node.watchdog = beat.watchdog
         if beat.uuid:

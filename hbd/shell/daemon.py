@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -161,8 +162,30 @@ def redundancy(
 LogLine = tuple[int, str, dict[str, str]]  # level, text, journal fields
 
 
+def describe_event(event: object) -> str:
+    """A debug line for an event without a log line of its own: its kind and fields, with
+    bytes shown as their length (never a repr of a payload: binary, long, maybe secret)."""
+    if not dataclasses.is_dataclass(event):
+        return type(event).__name__
+    parts = []
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, bytes | bytearray | memoryview):
+            parts.append(f"{f.name}={len(value)} bytes")
+        else:
+            parts.append(f"{f.name}={value}")
+    return f"{type(event).__name__} {' '.join(parts)}"
+
+
 def event_log_line(event: NodeEvent, names: dict[str, str]) -> LogLine | None:
     """The log line for a node event, in words a Heartbeat user can grep (None: debug)."""
+    if isinstance(event, ev.DeadtimeDiffers):
+        text = (
+            f"node {event.node} advertises deadtime {event.theirs:g} s, this node's is "
+            f"{event.ours:g} s: it is declared dead after its own {event.theirs:g} s (as "
+            "Heartbeat does); give both nodes the same deadtime and keepalive"
+        )
+        return logging.WARNING, text, {"peer": event.node}
     if isinstance(event, ev.NodeUp):
         text = f"Status update for node {event.node}: status up (generation {event.generation})"
         return logging.INFO, text, {"peer": event.node}
@@ -939,7 +962,8 @@ class Daemon:
             self._status_dirty = True  # what STATUS= says may have changed
         line = event_log_line(event, self.names)
         if line is None:
-            log.debug("%s", event)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s", describe_event(event))
             return
         level, text, fields = line
         log.log(level, "%s", text, extra=journal_fields(**fields) if fields else None)

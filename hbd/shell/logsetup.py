@@ -1,5 +1,6 @@
-"""Logging where ha.cf says: logfile (info and up), debugfile (everything), syslog
-(logfacility), and stderr or the systemd journal.
+"""Logging where ha.cf says: logfile (info and up), debugfile (the same, and debug lines), syslog
+(logfacility), and stderr or the systemd journal. Debug lines only with `debug N` (or -v);
+without it `debugfile` gets what `logfile` gets.
 
 Lines look like Heartbeat's, so a Heartbeat user's greps keep working:
 `Nov 24 21:18:17 alpha hbd: [1234]: WARN: node beta: is dead`.
@@ -48,8 +49,10 @@ def configure_logging(config: Config, verbose: int = 0) -> None:
     for old in list(logger.handlers):
         logger.removeHandler(old)
         old.close()
+    # debug lines only with `debug N` (or -v): without it `debugfile` gets what `logfile`
+    # gets, as Heartbeat's does, not a line per frame
     debug = verbose > 0 or hacf.debug > 0
-    logger.setLevel(logging.DEBUG if debug or hacf.debugfile else logging.INFO)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
     logger.propagate = False
     fmt = HeartbeatFormatter(config.node_name)
     if _under_journal():
