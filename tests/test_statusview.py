@@ -40,3 +40,68 @@ def test_status_names_the_partition_rules_in_force_and_the_arbiter_state() -> No
     assert (
         "partition from beta: as without an arbiter: qnetd was unreachable from both nodes" in text
     )
+
+
+def a_busy_status() -> dict[str, object]:
+    path = {"status": "up", "last_heard_ms": 12.5, "loss": 0.0, "rtt_ms": 0.8, "interval_ms": 200}
+    return {
+        "node": "alpha",
+        "state": "active",
+        "generation": 12,
+        "redundancy": "degraded",
+        "degraded_by": "arbiter unreachable",
+        "nodes": {
+            "beta": {
+                "status": "active",
+                "paths": {
+                    "serial:/dev/ttyS0": path,
+                    "bcast:eth0": path,
+                    "ucast:eth1:10.0.0.2": dict(path, status="dead", rtt_ms=None),
+                },
+            }
+        },
+        "ping_nodes": {"ping:10.91.0.3": {"status": "up", "rtt_ms": 0.3}},
+        "groups": [
+            {
+                "name": "IPaddr::10.91.0.100/24",
+                "preferred": "alpha",
+                "holder": "alpha",
+                "state": "started",
+            },
+        ],
+        "policy": {
+            "standby": {"alpha": "none", "beta": "all"},
+            "takeover": {"alpha": "all"},
+            "partition_rules": {},
+        },
+        "decisions": [
+            {"at": 1.0, "ago_s": 61.2, "decision": f"wait g{i}", "reason": "x" * 200}
+            for i in range(8)
+        ]
+        + [
+            {
+                "at": 9.0,
+                "ago_s": 0.4,
+                "decision": "acquire IPaddr::10.91.0.100/24",
+                "reason": "its target is this node and every peer agreed",
+            }
+        ],
+    }
+
+
+def test_the_text_view_fits_80_columns_and_says_why_who_is_in_standby_and_what_was_decided() -> (
+    None
+):
+    out = io.StringIO()
+    render_status(a_busy_status(), Console(file=out, width=80, color_system=None))
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "redundancy degraded (arbiter unreachable)" in text
+    assert "ucast:eth1:10.0.0.2  dead" in text and "…" not in text.split("latest")[0]
+    assert "beta: standby all (until `hbctl standby off` there)" in text
+    assert "alpha: takeover all (until the next membership change)" in text
+    assert "alpha: standby" not in text  # "none" is no standby
+    assert "latest decisions:" in text
+    shown = [line for line in text.splitlines() if " s ago  " in line]
+    assert len(shown) == 5  # the latest five, each on one line, cut to the width
+    assert shown[-1].strip().startswith("0.4 s ago  acquire IPaddr::10.91.0.100/24: its target")

@@ -22,12 +22,33 @@ def _ms(value: Any) -> str:
     return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
 
 
+DECISIONS_SHOWN = 5
+
+
+def _table(*columns: str) -> Table:
+    """A table whose cells never wrap or cut (a path id, a group name must read whole),
+    with light rules so that the paths table fits 80 columns."""
+    table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold")
+    for name in columns:
+        table.add_column(name, no_wrap=True)
+    return table
+
+
+def _line(console: Console, text: str) -> None:
+    """One line, cut to the terminal's width (80 columns or wider): never wrapped."""
+    console.print(text, overflow="ellipsis", no_wrap=True, crop=True, highlight=False)
+
+
 def render_status(status: dict[str, Any], console: Console) -> None:
+    """The cluster for a person, in 80 columns: this node, its peers and paths, ping
+    nodes, the arbiter, the groups, who is in standby, and the latest decisions."""
+    degraded_by = status.get("degraded_by")
     console.print(
         f"[bold]{status['node']}[/bold] {status['state']}  generation {status['generation']}  "
         f"redundancy [bold]{status['redundancy']}[/bold]"
+        + (f" ({degraded_by})" if degraded_by else "")
     )
-    table = Table("node", "status", "path", "path status", "last heard", "loss", "rtt", "interval")
+    table = _table("node", "status", "path", "path status", "heard", "loss", "rtt", "every")
     for name, node in status["nodes"].items():
         first = True
         for pid, p in node["paths"].items() or {"-": None}.items():
@@ -44,7 +65,7 @@ def render_status(status: dict[str, Any], console: Console) -> None:
             first = False
     console.print(table)
     if status.get("ping_nodes"):
-        pings = Table("ping node", "status", "rtt")
+        pings = _table("ping node", "status", "rtt")
         for wid, w in status["ping_nodes"].items():
             pings.add_row(wid, w["status"], _ms(w["rtt_ms"]))
         console.print(pings)
@@ -59,14 +80,30 @@ def render_status(status: dict[str, Any], console: Console) -> None:
             + f" ({q['reason']})"
             + (" [bold]degraded: arbiter unreachable[/bold]" if q.get("degraded") else "")
         )
-    rules = (status.get("policy") or {}).get("partition_rules") or {}
-    for peer, text in rules.items():
-        console.print(f"partition from {peer}: {text}")
+    policy = status.get("policy") or {}
+    for peer, text in (policy.get("partition_rules") or {}).items():
+        _line(console, f"partition from {peer}: {text}")
     if status.get("groups"):
-        groups = Table("group", "preferred", "holder", "state")
+        groups = _table("group", "preferred", "holder", "state")
         for g in status["groups"]:
             groups.add_row(g["name"], g["preferred"], g.get("holder") or "-", g["state"])
         console.print(groups)
+    standby = {n: m for n, m in (policy.get("standby") or {}).items() if m != "none"}
+    claims = policy.get("takeover") or {}
+    for name in sorted(set(standby) | set(claims)):
+        parts = []
+        if name in standby:
+            parts.append(f"standby {standby[name]} (until `hbctl standby off` there)")
+        if name in claims:
+            parts.append(f"takeover {claims[name]} (until the next membership change)")
+        _line(console, f"{name}: {', '.join(parts)}")
+    decisions = status.get("decisions") or []
+    if decisions:
+        console.print("latest decisions:")
+        for d in decisions[-DECISIONS_SHOWN:]:
+            ago = d.get("ago_s")
+            when = f"{ago:7.1f} s ago" if ago is not None else ""
+            _line(console, f"  {when}  {d['decision']}: {d['reason']}")
 
 
 def nodes_lines(status: dict[str, Any]) -> list[str]:

@@ -1049,7 +1049,12 @@ class Daemon:
         if node.active:
             out["groups"] = node.rm.snapshot(node.holders())
             out["decisions"] = [
-                {"at": round(d.at, 3), "decision": d.decision, "reason": d.reason}
+                {
+                    "at": round(d.at, 3),
+                    "ago_s": round(now - d.at, 1),
+                    "decision": d.decision,
+                    "reason": d.reason,
+                }
                 for d in list(node.policy.decisions)[-10:]
             ]
             out["targets"] = node.policy.targets()
