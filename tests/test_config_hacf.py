@@ -212,6 +212,7 @@ EFFECTS: dict[str, tuple[tuple[str, ...], Getter, Any]] = {
         lambda h: (h.resource_timeout_start, h.resource_timeout_stop, h.resource_timeout_status),
         (60.0, 90.0, 1.5),
     ),
+    "metrics": (("metrics 127.0.0.1:9700",), lambda h: h.metrics, ("127.0.0.1", 9700)),
     "qnetd": (("qnetd [fd00::9]:5404",), lambda h: (h.qnetd, h.qnetd_port), ("fd00::9", 5404)),
     "qnetd_algorithm": (("qnetd q", "qnetd_algorithm LMS"), lambda h: h.qnetd_algorithm, "lms"),
     "qnetd_tls": (("qnetd q", "qnetd_tls on"), lambda h: h.qnetd_tls, True),

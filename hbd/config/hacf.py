@@ -623,28 +623,45 @@ def _resource_timeout(b: _Builder, name: str, args: list[str]) -> None:
     b.values[f"resource_timeout_{args[0].lower()}"] = ms / 1000.0
 
 
-def _qnetd(b: _Builder, name: str, args: list[str]) -> None:
-    _once(b, name)
-    text = _one(b, name, args, "HOST or HOST:PORT, e.g. qnetd 10.0.0.9 or qnetd [fd00::9]:5403")
-    host, port = text, "5403"
+def _host_port(b: _Builder, name: str, text: str, port: str | None) -> tuple[str, int]:
+    """`HOST`, `HOST:PORT` or `[IPV6]:PORT` of a `name` line; `port` None: it is required."""
+    host = text
     if text.startswith("["):
         close = text.find("]")
         if close < 0 or (close + 1 < len(text) and text[close + 1] != ":"):
-            raise b.fail(f"'qnetd {text}': an IPv6 address goes in brackets, as [fd00::9]:5403")
+            raise b.fail(f"'{name} {text}': an IPv6 address goes in brackets, as [fd00::9]:5403")
         host = text[1:close]
         if close + 1 < len(text):
             port = text[close + 2 :]
     elif text.count(":") == 1:
         host, port = text.split(":")
     elif text.count(":") > 1:
-        raise b.fail(f"'qnetd {text}': write an IPv6 address in brackets, as [{text}]:5403")
+        raise b.fail(
+            f"'{name} {text}': write an IPv6 address in brackets, as [{text}]:{port or 9700}"
+        )
     if not host or not re.fullmatch(r"[A-Za-z0-9._:%-]+", host):
-        raise b.fail(f"'qnetd {text}': '{host}' is no host name or address")
+        raise b.fail(f"'{name} {text}': '{host}' is no host name or address")
+    if port is None:
+        raise b.fail(f"'{name} {text}': give the port too, as {host}:9700")
     if not _digits(port) or not 1 <= int(port) <= 65535:
-        raise b.fail(f"'qnetd {text}': the port must be a number from 1 to 65535, got '{port}'")
+        raise b.fail(f"'{name} {text}': the port must be a number from 1 to 65535, got '{port}'")
+    return host, int(port)
+
+
+def _qnetd(b: _Builder, name: str, args: list[str]) -> None:
+    _once(b, name)
+    text = _one(b, name, args, "HOST or HOST:PORT, e.g. qnetd 10.0.0.9 or qnetd [fd00::9]:5403")
+    host, port = _host_port(b, name, text, "5403")
     b.values["qnetd"] = host
-    b.values["qnetd_port"] = int(port)
+    b.values["qnetd_port"] = port
     b.values["qnetd_line"] = b.line
+
+
+def _metrics(b: _Builder, name: str, args: list[str]) -> None:
+    _once(b, name)
+    text = _one(b, name, args, "ADDRESS:PORT, e.g. metrics 127.0.0.1:9700 or metrics [::1]:9700")
+    host, port = _host_port(b, name, text, None)
+    b.values["metrics"] = (host, port)
 
 
 def _qnetd_tie_breaker(b: _Builder, name: str, args: list[str]) -> None:
@@ -767,6 +784,7 @@ DIRECTIVES: dict[str, Handler] = {
     "adaptive_detector": _bool("adaptive_detector"),
     "resource_timeout": _resource_timeout,
     "qnetd": _qnetd,
+    "metrics": _metrics,
     "qnetd_algorithm": _choice("qnetd_algorithm", ("ffsplit", "lms")),
     "qnetd_tls": _bool("qnetd_tls"),
     "qnetd_tie_breaker": _qnetd_tie_breaker,

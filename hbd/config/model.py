@@ -160,6 +160,7 @@ class HaCf:
     resource_timeout_start: float = 60.0  # hbd: `resource_timeout start TIME`
     resource_timeout_stop: float = 60.0  # hbd: `resource_timeout stop TIME`
     resource_timeout_status: float = 20.0  # hbd: `resource_timeout status TIME`
+    metrics: tuple[str, int] | None = None  # hbd: `metrics ADDRESS:PORT`, Prometheus; off
     qnetd: str | None = None  # hbd: `qnetd HOST[:PORT]`, the corosync-qnetd arbiter
     qnetd_port: int = 5403
     qnetd_line: int | None = None

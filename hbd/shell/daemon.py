@@ -99,6 +99,7 @@ from hbd.links.probe import AddressProber
 from hbd.links.serial import DEFAULT_LOCK_DIR
 from hbd.shell.control import ControlServer
 from hbd.shell.logsetup import configure_logging
+from hbd.shell.metrics import Counts, MetricsServer, exposition
 from hbd.shell.settings import node_settings
 
 log = logging.getLogger("hbd")
@@ -349,6 +350,9 @@ class Daemon:
         self.names: dict[str, str] = {}
         self._registered: dict[str, tuple[int, int, int]] = {}  # id -> (fd, opens, driver)
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
+        self.counts = Counts()
+        self._last_pet: float | None = None
         self.notifier = Notifier()
         self.dropped: Counter[str] = Counter()
         self._peer_addresses: dict[str, tuple[str, ...]] = {}
@@ -439,6 +443,7 @@ class Daemon:
         self.control = ControlServer(
             opts.run_dir, self.registry, self._handle_request, clock=self.clock
         )
+        self._open_metrics(config)
         timeout = self._arm_watchdog(config)
         now = self.clock()
         self.node = Node(self._settings(config, timeout), now)
@@ -509,6 +514,7 @@ class Daemon:
         if got < hacf.deadtime:
             log.warning("watchdog timeout %d s is shorter than deadtime %g s", got, hacf.deadtime)
         device.pet()
+        self._last_pet = self.clock()
         return float(got)
 
     def _ask_stop(self) -> None:
@@ -635,6 +641,9 @@ class Daemon:
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         if self._pid_fd is not None:  # removed while still locked, then let go
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._pidfile())
@@ -768,6 +777,7 @@ class Daemon:
         elif isinstance(action, PetWatchdog):
             if self.device is not None:
                 self.device.pet()
+                self._last_pet = now
         elif isinstance(action, GoingDown):
             if self.device is not None:
                 log.critical(
@@ -956,6 +966,8 @@ class Daemon:
             self._registered[pid] = key
 
     def _log_event(self, event: NodeEvent) -> None:
+        if isinstance(event, Decided):
+            self.counts.decided(event.decision.decision, event.decision.reason)
         if isinstance(event, ev.FrameDropped):
             self.dropped[event.reason.value] += 1
         else:
@@ -1033,6 +1045,9 @@ class Daemon:
                 "device": self.watchdog.device,
                 "timeout_s": self.watchdog.timeout,
                 "magic_close": self.watchdog.magic_close,
+                "time_left_s": None
+                if self._last_pet is None
+                else round(max(0.0, self.watchdog.timeout - (now - self._last_pet)), 3),
             },
             "fenced": node.fenced,
             "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io")},
@@ -1129,6 +1144,8 @@ class Daemon:
             log.warning("%s", warning)
         now = self.clock()
         self._open_links(config, now)
+        if config.hacf.metrics != old.hacf.metrics:
+            self._open_metrics(config)
         self.config = config
         changed = sorted(
             f.name
@@ -1143,6 +1160,30 @@ class Daemon:
             self.node.engine.generation,
         )
         self._flush(now)
+
+    def _open_metrics(self, config: Config) -> None:
+        """The Prometheus endpoint `metrics ADDRESS:PORT` asks for (closing any other): a
+        port that cannot be had is one error line, and hbd runs on without it."""
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if config.hacf.metrics is None:
+            return
+        host, port = config.hacf.metrics
+        try:
+            self.metrics = MetricsServer.open(host, port, self._exposition)
+        except OSError as e:
+            log.error(
+                "metrics %s:%d: cannot listen: %s (running without metrics)",
+                host,
+                port,
+                e.strerror or e,
+            )
+            return
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def _exposition(self) -> bytes:
+        return exposition(lambda: self.status(self.clock()), self.counts)
 
     def _pidfile(self) -> str:
         return os.path.join(self.options.run_dir, "hbd.pid")
