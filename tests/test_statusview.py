@@ -7,7 +7,10 @@ import io
 from rich.console import Console
 
 from hbd.commands.statusview import render_status
+from hbd.core.membership import NodeStatus, PathStatus
 from hbd.core.policy import Rules
+from hbd.core.states import NodeState, PathState
+from hbd.shell.daemon import degraded_by, redundancy
 
 
 def rendered(status: dict[str, object]) -> str:
@@ -105,3 +108,28 @@ def test_the_text_view_fits_80_columns_and_says_why_who_is_in_standby_and_what_w
     shown = [line for line in text.splitlines() if " s ago  " in line]
     assert len(shown) == 5  # the latest five, each on one line, cut to the width
     assert shown[-1].strip().startswith("0.4 s ago  acquire IPaddr::10.91.0.100/24: its target")
+
+
+def node_status(name: str, state: NodeState, paths: dict[str, PathState]) -> NodeStatus:
+    return NodeStatus(
+        name, state, None, 1, 0.0, 0.1, 1.0, None,
+        tuple(PathStatus(p, s, 0.0, 0.1, 0.2, 0.0, 0.0, 5, 0, 1.0) for p, s in paths.items()),
+    )  # fmt: skip
+
+
+def test_redundancy_and_why_it_is_degraded_in_words() -> None:
+    me = node_status("alpha", NodeState.ACTIVE, {})
+    beta = node_status(
+        "beta",
+        NodeState.ACTIVE,
+        {"serial:/dev/ttyS0": PathState.UP, "bcast:eth0": PathState.DEAD},
+    )
+    assert redundancy((me, beta), "alpha") == "degraded"
+    assert (
+        degraded_by((me, beta), "alpha", frozenset()) == "beta: 1 of 2 paths up (bcast:eth0 down)"
+    )
+    gone = node_status("beta", NodeState.DEAD, {"bcast:eth0": PathState.DEAD})
+    assert redundancy((me, gone), "alpha") == "partitioned"
+    stopped = frozenset({"beta"})
+    assert redundancy((me, gone), "alpha", stopped) == "degraded"  # said goodbye: no partition
+    assert degraded_by((me, gone), "alpha", stopped) == "beta stopped cleanly"

@@ -160,6 +160,26 @@ def redundancy(
     return level
 
 
+def degraded_by(nodes: tuple[NodeStatus, ...], local: str, left: frozenset[str]) -> str:
+    """Why `redundancy` says degraded, in words: peers that stopped cleanly, and peers
+    reached over fewer than two paths (naming the paths that are down)."""
+    why = []
+    for node in nodes:
+        if node.name == local:
+            continue
+        if node.name in left:
+            why.append(f"{node.name} stopped cleanly")
+            continue
+        up = [p for p in node.paths if p.state is PathState.UP]
+        if len(up) < 2:
+            down = ", ".join(p.path for p in node.paths if p.state is not PathState.UP)
+            why.append(
+                f"{node.name}: {len(up)} of {len(node.paths)} paths up"
+                + (f" ({down} down)" if down else "")
+            )
+    return "; ".join(why)
+
+
 LogLine = tuple[int, str, dict[str, str]]  # level, text, journal fields
 
 
@@ -1053,8 +1073,8 @@ class Daemon:
             "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io")},
             "qnetd": node.arbiter_status(now),
         }
-        if stopped and out["redundancy"] == "degraded":
-            out["degraded_by"] = f"{', '.join(sorted(stopped))} stopped cleanly"
+        if out["redundancy"] == "degraded":
+            out["degraded_by"] = degraded_by(nodes_status, engine.node, stopped)
         arbiter = out["qnetd"]
         if arbiter is not None and arbiter["degraded"] and out["redundancy"] == "redundant":
             # the arbiter is unreachable: a partition now is decided without its vote (as
