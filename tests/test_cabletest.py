@@ -177,9 +177,7 @@ def test_the_default_baud_is_the_one_ha_cf_gives_that_line_else_heartbeats_19200
     """Regression: hardware/'s recipe ran `cable-test --peer` at the old default 115200
     against 19200 on the other end. The default is ha.cf's, for that very line."""
     assert configured_baud(str(tmp_path), "/dev/ttyS0") == 19200  # no ha.cf
-    (tmp_path / "ha.cf").write_text(
-        "baud 38400\nserial /dev/ttyS0\nbcast eth0\nnode alpha beta\n"
-    )
+    (tmp_path / "ha.cf").write_text("baud 38400\nserial /dev/ttyS0\nbcast eth0\nnode alpha beta\n")
     assert configured_baud(str(tmp_path), "/dev/ttyS0") == 38400
     assert configured_baud(str(tmp_path), "/dev/ttyUSB0") == 38400  # its first serial line
     (tmp_path / "ha.cf").write_text("baud fast\n")  # a bad ha.cf: not the cable test's to judge
