@@ -479,6 +479,10 @@ class Cluster:
         for node in self.nodes.values():
             parts.append(f"\n---- {node.name} status ----\n{node.status()}")
             parts.append(f"\n---- {node.name} log (tail) ----\n{node.log()[-2500:]}")
+        for line in self.serial_lines:  # socat's own account of the cable (its -d -d log)
+            with contextlib.suppress(OSError):
+                tail = Path(line.pair.log).read_text(errors="replace")[-1500:]
+                parts.append(f"\n---- socat {line.a}-{line.b} log (tail) ----\n{tail}")
         return "".join(parts)
 
     def wait(self, probe: Callable[[], T | None], what: str, timeout: float) -> tuple[T, float]:
