@@ -112,8 +112,8 @@ def test_the_standby_dies_nothing_changes_on_the_holder() -> None:
     assert sim.node("alpha").arbiter_status(sim.clock.now)["members"] == ["alpha"]
 
 
-def test_the_holder_dies_the_survivor_serves_within_budget_plus_decision_time() -> None:
-    sim = cluster("alpha")
+def holder_power_loss(sim: SimCluster) -> float:
+    """alpha, the holder, loses power: seconds until beta started the group."""
     watch = Watch(sim, VIP)
     died = sim.clock.now
     sim.power_off("alpha")
@@ -121,7 +121,11 @@ def test_the_holder_dies_the_survivor_serves_within_budget_plus_decision_time() 
     watch.done()
     assert sim.started_on(VIP) == ["beta"]
     started = next(t for t, node, holding in watch.changes if node == "beta" and holding)
-    took = started - died
+    return started - died
+
+
+def test_the_holder_dies_the_survivor_serves_within_budget_plus_decision_time() -> None:
+    took = holder_power_loss(cluster("alpha"))
     # measured: 4.27 s to the start (budget 2.45 s + 1.82 s); the issue allows 3 s beyond
     assert took <= BUDGET + 3.0, took
     assert took >= BUDGET + DECISION - 0.3  # not before the bound that makes it safe
@@ -194,15 +198,9 @@ def test_qnetd_down_then_the_standby_dies_the_holder_keeps_as_without_an_arbiter
 def test_qnetd_down_then_the_holder_dies_the_survivor_takes_over_as_without_an_arbiter() -> None:
     sim = cluster("alpha")
     qnetd_gone(sim)
-    watch = Watch(sim, VIP)
-    died = sim.clock.now
-    sim.power_off("alpha")
-    sim.run_for(20)
-    watch.done()
-    assert sim.started_on(VIP) == ["beta"]
-    started = next(t for t, node, holding in watch.changes if node == "beta" and holding)
+    took = holder_power_loss(sim)
     # the budget, plus D: a holder that went by rule 7 may have waited D to go
-    assert BUDGET + DECISION - 0.3 <= started - died <= BUDGET + 3.0, started - died
+    assert BUDGET + DECISION - 0.3 <= took <= BUDGET + 3.0, took
 
 
 def test_qnetd_down_then_a_partition_the_peer_answers_nothing_moves() -> None:
