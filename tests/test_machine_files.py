@@ -9,6 +9,7 @@ process that does not use the port.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import threading
@@ -95,6 +96,66 @@ def test_an_authkeys_owned_by_another_user_is_refused_naming_the_owner(tmp_path:
 def test_an_owner_only_regular_authkeys_still_loads(tmp_path: Path) -> None:
     directory = config_dir(tmp_path / "ha.d", authkeys=GOOD_AUTHKEYS, authkeys_mode=0o600)
     assert load_config(str(directory), "ha-01").authkeys.active.index == 1
+
+
+# -- ha.cf and haresources: what they say runs as root -----------------------------------
+
+HARESOURCES = "ha-01 IPaddr::10.9.9.9/24\n"
+
+
+@pytest.mark.parametrize("name", ["ha.cf", "haresources"])
+def test_a_config_file_others_may_write_is_refused_with_the_fix(tmp_path: Path, name: str) -> None:
+    directory = config_dir(tmp_path / "ha.d", haresources=HARESOURCES)
+    (directory / name).chmod(0o666)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(directory), "ha-01")
+    assert str(e.value) == (
+        f"{directory}/{name}: is writable by everyone (mode 0666), and what it says runs as "
+        f"root; hbd will not use it. Fix: chmod go-w {directory}/{name}"
+    )
+
+
+@as_root
+def test_a_config_file_another_group_may_write_is_refused_roots_group_is_fine(
+    tmp_path: Path,
+) -> None:
+    directory = config_dir(tmp_path / "ha.d", haresources=HARESOURCES)
+    (directory / "haresources").chmod(0o664)
+    assert load_config(str(directory), "ha-01").groups  # group root: still loads
+    nogroup = grp.getgrnam("nogroup")
+    os.chown(directory / "haresources", 0, nogroup.gr_gid)
+    with pytest.raises(ConfigError, match="is writable by group nogroup"):
+        load_config(str(directory), "ha-01")
+
+
+@as_root
+def test_an_ha_cf_owned_by_another_user_is_refused_naming_the_owner(tmp_path: Path) -> None:
+    directory = config_dir(tmp_path / "ha.d")
+    nobody = pwd.getpwnam("nobody")
+    os.chown(directory / "ha.cf", nobody.pw_uid, nobody.pw_gid)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(directory), "ha-01")
+    assert str(e.value).startswith(f"{directory}/ha.cf: owned by nobody (uid {nobody.pw_uid})")
+
+
+def test_an_ha_cf_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    directory = config_dir(tmp_path / "ha.d")
+    (directory / "ha.cf").unlink()
+    os.mkfifo(directory / "ha.cf", 0o644)
+    with pytest.raises(ConfigError, match=r"ha\.cf: is a FIFO, not a regular file"):
+        load_config(str(directory), "ha-01")  # O_NONBLOCK: never waits for a writer
+
+
+def test_an_ha_cf_that_is_a_symbolic_link_to_a_safe_file_still_loads(tmp_path: Path) -> None:
+    """Configuration management links ha.cf to its own copy: allowed, the target checked."""
+    directory = config_dir(tmp_path / "ha.d")
+    managed = tmp_path / "managed-ha.cf"
+    (directory / "ha.cf").rename(managed)
+    (directory / "ha.cf").symlink_to(managed)
+    assert load_config(str(directory), "ha-01").hacf.nodes == ("ha-01", "ha-02")
+    managed.chmod(0o646)
+    with pytest.raises(ConfigError, match="is writable by everyone"):
+        load_config(str(directory), "ha-01")
 
 
 # -- the pid file ------------------------------------------------------------------------

@@ -10,7 +10,12 @@ from hbd.config.authkeys import check_mode, parse_authkeys
 from hbd.config.hacf import parse_hacf
 from hbd.config.haresources import AgentDirs, parse_haresources
 from hbd.config.model import Config, ConfigWarning, HaCf, MediumKind
-from hbd.config.safefiles import UnsafeFile, check_owner, read_regular
+from hbd.config.safefiles import (
+    UnsafeFile,
+    check_not_writable_by_others,
+    check_owner,
+    read_regular,
+)
 from hbd.core.auth import AuthKeys, AuthMethod
 from hbd.core.errors import ConfigError
 from hbd.core.model import ResourceGroup, WireFormat
@@ -26,11 +31,17 @@ def local_node_name(override: str | None = None) -> str:
 
 
 def _read(path: str) -> str:
+    """ha.cf or haresources, read safely: a regular file (a symbolic link is followed, its
+    target checked on the open descriptor), never blocking on a FIFO, owned by root (or
+    the user hbd runs as) and writable by nobody else -- what it says runs as root."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data, st = read_regular(path, follow=True)
+        check_owner(path, st)
+        check_not_writable_by_others(path, st)
     except FileNotFoundError:
         raise ConfigError(path, None, "file not found") from None
+    except UnsafeFile as e:
+        raise ConfigError(path, None, e.problem) from None
     except OSError as e:
         raise ConfigError(path, None, f"cannot read: {e.strerror}") from None
     return _decode(path, data)

@@ -12,6 +12,7 @@ Errors are `UnsafeFile`: an OSError whose text names the file and what is wrong 
 from __future__ import annotations
 
 import errno
+import grp
 import os
 import pwd
 import stat
@@ -50,11 +51,16 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
-def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+def open_regular(
+    path: str, flags: int = os.O_RDONLY, mode: int = 0o600, *, follow: bool = False
+) -> int:
     """Open `path` (flags as os.open; O_NOFOLLOW, O_NONBLOCK and O_CLOEXEC are added) and
     return the descriptor of a regular file; raise UnsafeFile for a symbolic link or any
-    other kind of file, and OSError (FileNotFoundError, ...) as os.open does."""
-    all_flags = flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    other kind of file, and OSError (FileNotFoundError, ...) as os.open does. `follow`:
+    a symbolic link is followed (its target is what is checked, on the open descriptor)."""
+    all_flags = flags | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    if not follow:
+        all_flags |= os.O_NOFOLLOW
     try:
         fd = os.open(path, all_flags, mode)
     except OSError as e:
@@ -83,9 +89,30 @@ def check_owner(path: str, st: os.stat_result) -> None:
         )
 
 
-def read_regular(path: str, limit: int = 1 << 20) -> tuple[bytes, os.stat_result]:
+def check_not_writable_by_others(path: str, st: os.stat_result) -> None:
+    """Refuse a file that users other than its owner (and root's group) may change: what
+    hbd reads from it decides what runs as root."""
+    if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != 0):
+        who = "everyone" if st.st_mode & stat.S_IWOTH else f"group {group_name(st.st_gid)}"
+        raise UnsafeFile(
+            path,
+            f"is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}), and what it says "
+            f"runs as root; hbd will not use it. Fix: chmod go-w {path}",
+        )
+
+
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def read_regular(
+    path: str, limit: int = 1 << 20, *, follow: bool = False
+) -> tuple[bytes, os.stat_result]:
     """The content (at most `limit` bytes) and fstat of the regular file `path`."""
-    fd = open_regular(path)
+    fd = open_regular(path, follow=follow)
     try:
         st = os.fstat(fd)
         if st.st_size > limit:
