@@ -36,6 +36,7 @@ def adverts(draw: st.DrawFn) -> Advert:
         seen=tuple(draw(st.lists(st.integers(0, 0xFFFF), max_size=16))),
         started=tuple(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
         arbiter=draw(st.sampled_from((None, False, True))),
+        witness=draw(st.booleans()),
     )
 
 
@@ -57,8 +58,20 @@ def test_the_arbiter_flag_is_one_trailing_byte_sent_only_with_an_arbiter() -> No
     assert up.encode() == plain.encode() + b"\x01"
     assert decode_advert(up.encode()) == up
     assert decode_advert(dataclasses.replace(plain, arbiter=False).encode()).arbiter is False
-    assert decode_advert(plain.encode() + b"\x02") is None  # a flag this node does not know
+    assert decode_advert(plain.encode() + b"\x08") is None  # a flag this node does not know
+    assert decode_advert(plain.encode() + b"\x03") is None  # "no arbiter" and "connected"
+    assert decode_advert(plain.encode() + b"\x02") is None  # a byte that says nothing
     assert decode_advert(plain.encode() + b"\x00\x00") is None
+
+
+def test_the_witness_flag_shares_the_byte_and_says_no_arbiter_when_there_is_none() -> None:
+    plain = Advert(1, (True,), (0,), failed=(False,), started=(True,))
+    alone = dataclasses.replace(plain, witness=True)
+    assert alone.encode() == plain.encode() + b"\x06"
+    assert decode_advert(alone.encode()) == alone and alone.arbiter is None
+    both = dataclasses.replace(plain, witness=True, arbiter=True)
+    assert both.encode() == plain.encode() + b"\x05"
+    assert decode_advert(both.encode()) == both
 
 
 def test_a_bad_advert_is_refused_by_its_builder() -> None:

@@ -18,7 +18,7 @@ from hbd.core.engine import PathKind
 from hbd.core.events import GenerationWentBack, NodeRestarted
 from hbd.core.model import AutoFailback
 from hbd.core.node import WitnessesUnproven, probe_window
-from hbd.core.policy import TAKEOVER_MARGIN
+from hbd.core.policy import TAKEOVER_MARGIN, Isolation
 from hbd.testing.sim import AgentTimes, SimCluster
 
 K, D, W = 0.2, 1.0, 1.0
@@ -40,8 +40,9 @@ def cluster(*groups: tuple[str, tuple[str, ...]], **kw: object) -> SimCluster:
         "agent_times": AgentTimes(start=START, stop=START, status=0.02),
         "boot_delay": 4.0,
     }
+    paths = kw.pop("paths", PATHS)
     options.update(kw)
-    sim = SimCluster(("alpha", "beta"), PATHS, groups=groups, **options)  # type: ignore[arg-type]
+    sim = SimCluster(("alpha", "beta"), paths, groups=groups, **options)  # type: ignore[arg-type]
     return sim
 
 
@@ -402,3 +403,43 @@ def test_a_holder_keeps_its_group_until_a_returning_peer_advertises(
     stops = [e for e in sim.log if e[0] == "op" and e[5] == "stop" and e[1] >= healed]
     assert stops == [], stops
     assert sim.started_on(name(group)) == ["beta"] and w.down[name(group)] == 0.0
+
+
+TWO_LANS = (("bcast:eth0", PathKind.DATAGRAM), ("bcast:eth1", PathKind.DATAGRAM))
+
+
+def test_a_holder_whose_ping_node_answers_only_its_peer_counts_as_isolated() -> None:
+    # explorer seed 2093904: alpha's daemon starts again with its cable on eth0 (the ping
+    # LAN) pulled; it hears beta on eth1 and takes its group back. No ping node has
+    # answered it since start, which alone is a configuration problem, not isolation;
+    # but beta's adverts say the ping node answers beta, so alpha's way to it is broken
+    sim = cluster(VIP, paths=TWO_LANS, auto_failback=AutoFailback.ON)
+    sim.run_for(5)
+    sim.lan_down("alpha", "eth0")
+    sim.restart("alpha")
+    w = Watch(sim)
+    w.until(lambda: sim.started_on(name(VIP)) == ["alpha"], 10)
+    w.run(2)
+    [(_, unproven)] = sim.events_of("alpha", WitnessesUnproven)
+    assert unproven.reaches == "beta"
+    assert sim.node("alpha").policy.isolation is Isolation.PEER_REACHES
+    sim.lan_down("alpha", "eth1")  # the last path: alpha, isolated, goes; beta takes over
+    w.until(lambda: sim.started_on(name(VIP)) == ["beta"], 10)
+    w.run(2)
+    assert sim.started_on(name(VIP)) == ["beta"] and w.most == 1
+    assert sim.resets("alpha") == 1
+
+
+def test_a_standby_whose_ping_node_answers_only_its_peer_takes_nothing() -> None:
+    # explorer seed 2003955: the same restart on the standby, then eth1 split: beta
+    # reaches the ping node and keeps; alpha cannot tell a dead holder, so waits
+    sim = cluster(("beta", ("svc",)), paths=TWO_LANS)
+    sim.run_for(5)
+    sim.lan_down("alpha", "eth0")
+    sim.restart("alpha")
+    w = Watch(sim)
+    w.run(5)
+    sim.lan_split("eth1", "alpha", "beta")
+    w.run(10)
+    assert sim.started_on("svc") == ["beta"] and w.most == 1
+    assert any("cut off" in d for d in sim.decisions("alpha"))

@@ -16,7 +16,10 @@ which group without ever letting two nodes run one:
 - `digest`: a hash of the group list, so nodes with different haresources notice;
 - `arbiter`: with `qnetd` configured, whether the sender's connection to qnetd is up
   (one trailing flags byte; absent, None, without an arbiter): the partition rules of
-  both nodes depend on what each knew of the other's (policy.py, rule 7);
+  both nodes depend on what each knew of the other's (policy.py, rule 8);
+- `witness`: whether a ping node answers the sender (the same flags byte): a node no
+  ping node has answered since its start knows from it that the ping node works, and
+  that not reaching it is isolation, not a configuration problem (policy.py, rule 3);
 - `epoch` and `seen`: the sender's advert number (it goes up on every change) and, per
   node, the number of that node's advert the sender last had. A node starts a group only
   when each peer's "you are the target" was said after seeing this node's claim to it, so
@@ -42,7 +45,11 @@ MAX_GROUPS = 64
 MAX_NODES = 16
 # version, digest, groups, nodes, hears, standby, claim, claim_id, epoch
 _HEAD = struct.Struct("!BHBBHBBHH")
-ARBITER_CONNECTED = 0x01  # the trailing flags byte: the sender's qnetd connection is up
+# the trailing flags byte (absent: no arbiter configured, no ping node answers the sender)
+ARBITER_CONNECTED = 0x01  # the sender's qnetd connection is up
+NO_ARBITER = 0x02  # the sender has no arbiter configured (the byte is there for WITNESS)
+WITNESS = 0x04  # a ping node answers the sender
+_FLAGS = ARBITER_CONNECTED | NO_ARBITER | WITNESS
 
 
 class Standby(enum.IntEnum):
@@ -93,6 +100,7 @@ class Advert:
     started: tuple[bool, ...] = ()  # per group (empty: none started)
     seen: tuple[int, ...] = ()  # per node index: the epoch of its advert the sender last had
     arbiter: bool | None = None  # its qnetd connection is up (None: no arbiter configured)
+    witness: bool = False  # a ping node answers the sender
 
     def __post_init__(self) -> None:
         if len(self.running) != len(self.targets) or len(self.running) > MAX_GROUPS:
@@ -140,7 +148,10 @@ class Advert:
             self.epoch,
         )
         seen = b"".join(e.to_bytes(2, "big") for e in self.seen)
-        flags = b"" if self.arbiter is None else bytes((ARBITER_CONNECTED * self.arbiter,))
+        flags = b""
+        if self.arbiter is not None or self.witness:
+            bits = NO_ARBITER if self.arbiter is None else ARBITER_CONNECTED * self.arbiter
+            flags = bytes((bits | WITNESS * self.witness,))
         return (
             head
             + running.to_bytes(8, "big")
@@ -163,11 +174,15 @@ def decode_advert(data: bytes) -> Advert | None:
     end = body + n + 2 * nodes
     if len(data) not in (end, end + 1):
         return None
-    arbiter = None
+    arbiter, witness = None, False
     if len(data) == end + 1:
-        if data[end] & ~ARBITER_CONNECTED:
-            return None  # an unknown flag: not an advert this node understands
-        arbiter = bool(data[end] & ARBITER_CONNECTED)
+        bits = data[end]
+        if bits & ~_FLAGS or (bits & NO_ARBITER and bits & ARBITER_CONNECTED):
+            return None  # an unknown or contradictory flag: not an advert this node knows
+        if bits == NO_ARBITER:
+            return None  # the byte is sent only when it says something
+        arbiter = None if bits & NO_ARBITER else bool(bits & ARBITER_CONNECTED)
+        witness = bool(bits & WITNESS)
     if standby > Standby.ALL or claim > Standby.ALL:
         return None
     running = int.from_bytes(data[_HEAD.size : _HEAD.size + 8], "big")
@@ -191,4 +206,5 @@ def decode_advert(data: bytes) -> Advert | None:
         ),
         started=tuple(bool(started >> i & 1) for i in range(n)),
         arbiter=arbiter,
+        witness=witness,
     )

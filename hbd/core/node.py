@@ -225,9 +225,12 @@ class Stalled:
 @dataclass(frozen=True, slots=True)
 class WitnessesUnproven:
     """No ping node has answered since start although a peer was heard over the network:
-    a configuration problem (address, route, firewall), not evidence of isolation."""
+    a configuration problem (address, route, firewall), not evidence of isolation -- unless
+    a ping node answers that peer (`reaches`): then this node's way to it is broken, and
+    it counts as isolated."""
 
     witnesses: tuple[str, ...]
+    reaches: str | None = None  # a peer a ping node answers
 
 
 NodeEvent = (
@@ -271,6 +274,8 @@ class Node:
         self._dirty = True
         self._deaf: dict[str, bool] = {}
         self._heard_on_network = False
+        self._witness_reaches_peer: str | None = None  # a ping node answers it, its advert said
+        self._reached_by_reported: str | None = None
         self._unproven_reported = False
         self._stopping_since: float | None = None
         self._decisions_seen = 0
@@ -652,6 +657,8 @@ class Node:
                 advert = decode_advert(raw) if raw is not None else None
                 if advert is not None:
                     into[n.name] = advert
+                    if advert.witness and self._witness_reaches_peer is None:
+                        self._witness_reaches_peer = n.name
         self.policy.update(
             now,
             peers=tuple(peers),
@@ -725,7 +732,16 @@ class Node:
         if w.ever_up():
             return Isolation.ISOLATED
         deadping = self.policy.settings.deadping
-        if self._heard_on_network and now - self.started >= deadping:
+        if now - self.started < deadping:
+            return Isolation.UNKNOWN
+        if self._witness_reaches_peer is not None:
+            if self._reached_by_reported != self._witness_reaches_peer:
+                self._reached_by_reported = self._witness_reaches_peer
+                self._events.append(
+                    WitnessesUnproven(w.never_answered(), reaches=self._witness_reaches_peer)
+                )
+            return Isolation.PEER_REACHES
+        if self._heard_on_network:
             if not self._unproven_reported:
                 self._unproven_reported = True
                 self._events.append(WitnessesUnproven(w.never_answered()))

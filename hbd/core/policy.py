@@ -32,7 +32,9 @@ commands come as `standby(mode)` and `takeover(mode)`.
    everything and fences) only when a peer may already count it dead ("unheard": no
    acknowledgement of our frames for our deadtime) AND either that peer is alive and deaf
    to us (a one-way cut: it will take over) or this node reaches no ping witness
-   (isolated). So the death of a standby never interrupts a holder.
+   (isolated: none answers now and one did since start, or none ever did but one answers
+   a peer, as its advert's `witness` flag said -- `Isolation`). So the death of a standby
+   never interrupts a holder.
 4. A node takes over a group a lost (silent) peer may be running only when: it is not
    cut off (reaches a ping witness, or has none to ask), the takeover budget has passed
    since it last heard the peer (from its own start if it never did), and nothing of the
@@ -122,10 +124,14 @@ class Isolation(enum.Enum):
         "a configuration problem, not evidence of isolation"
     )
     UNKNOWN = "no ping node has answered since start: this node may be cut off"
+    PEER_REACHES = (
+        "no ping node has answered since start, though one answers a peer: this node's "
+        "way to it is broken"
+    )
 
     @property
     def cut_off(self) -> bool:
-        return self in (Isolation.ISOLATED, Isolation.UNKNOWN)
+        return self in (Isolation.ISOLATED, Isolation.UNKNOWN, Isolation.PEER_REACHES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1061,6 +1067,7 @@ class Policy:
             claim_id=self._state.claim_id,
             started=tuple(self._local[g.name].started for g in self.groups),
             arbiter=self._vote.connected if self.settings.arbiter is not None else None,
+            witness=self._isolation is Isolation.REACHES,
         )
         old = self._content
         if content != old:

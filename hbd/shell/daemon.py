@@ -260,6 +260,14 @@ def event_log_line(event: NodeEvent, names: dict[str, str]) -> LogLine | None:
     if isinstance(event, WitnessDead):
         text = f"Ping node {event.witness} is dead (silent {event.silent_for:.1f} s)"
         return logging.WARNING, text, {}
+    if isinstance(event, WitnessesUnproven) and event.reaches is not None:
+        text = (
+            f"no ping node has answered since start ({', '.join(event.witnesses)}), though "
+            f"one answers {event.reaches}: this node's way to it is broken (link, route, "
+            "firewall), and it counts as isolated: it takes over nothing, and holding a "
+            "group it goes when its peer may count it dead"
+        )
+        return logging.ERROR, text, {}
     if isinstance(event, WitnessesUnproven):
         text = (
             f"no ping node has answered since start ({', '.join(event.witnesses)}) although "
