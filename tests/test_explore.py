@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from hbd.core import policy
+from hbd.core.node import Node
+from hbd.core.policy import Isolation
 from hbd.links.base import Backoff
 from hbd.testing import explore
 from hbd.testing.explore import ClusterSpec, Fault, Schedule, run_schedule, shrink
@@ -379,3 +381,84 @@ def test_a_reopen_backoff_that_outlasts_the_budget_is_caught(
     result = run_schedule(BRIEF_UNPLUG_OF_THE_LAST_PATH)
     [violation] = result.violations
     assert violation.invariant == "F" and "after a 2.0 s unplug" in violation.detail
+
+
+# The 99,750-schedule run of 2026-12-02 (bench/results/explore.md) found these seven.
+
+# seed 2093904: alpha's daemon starts again with its ping LAN (eth0) down, hears beta on
+# eth1 and takes its group back; then eth1 goes too. No ping node ever answered alpha, but
+# one answers beta (its advert says so): alpha is isolated and must go (policy rule 3)
+HOLDER_WHOSE_PING_LAN_WAS_DOWN_SINCE_START = Schedule.from_json(
+    '{"seed":2093904,"cluster":{"paths":"eth0+eth1","groups":[["alpha",["IPaddr::10.1.0.100/24","svc0"]]],"auto_failback":"on","watchdog":1.0,"ping":true,"arp":false,"keepalive":0.2,"deadtime":1.0,"wire":"heartbeat","start_time":0.58,"stop_time":0.534,"boot_delay":8.69,"arbiter":false},"faults":[[0.975,"kill_daemon",["alpha"]],[6.991,"lan_down",["alpha","eth0"]],[13.314,"lan_down",["alpha","eth1"]]]}'
+)
+
+# seed 2003955: the same on the standby, which must then take nothing over
+STANDBY_WHOSE_PING_LAN_WAS_DOWN_SINCE_START = Schedule.from_json(
+    '{"seed":2003955,"cluster":{"paths":"eth0+eth1","groups":[["alpha",["IPaddr::10.1.0.100/24","svc0"]],["beta",["IPaddr::10.1.0.101/24","svc1"]]],"auto_failback":"on","watchdog":1.0,"ping":true,"arp":true,"keepalive":0.2,"deadtime":1.0,"wire":"hbd","start_time":0.095,"stop_time":0.43,"boot_delay":8.74,"arbiter":false},"faults":[[4.195,"kill_daemon",["alpha"]],[12.594,"lan_down",["alpha","eth0"]],[14.381,"lan_split",["eth1"]]]}'
+)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [HOLDER_WHOSE_PING_LAN_WAS_DOWN_SINCE_START, STANDBY_WHOSE_PING_LAN_WAS_DOWN_SINCE_START],
+    ids=("holder", "standby"),
+)
+def test_a_node_no_ping_node_answered_since_start_counts_as_isolated_if_one_answers_its_peer(
+    schedule: Schedule,
+) -> None:
+    assert run_schedule(schedule).violations == []
+
+
+def test_a_node_that_ignores_its_peers_witness_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    isolation = Node._isolation
+
+    def unproven(self: Node, now: float) -> Isolation:
+        found = isolation(self, now)
+        return Isolation.UNPROVEN if found is Isolation.PEER_REACHES else found
+
+    monkeypatch.setattr(Node, "_isolation", unproven)
+    result = run_schedule(HOLDER_WHOSE_PING_LAN_WAS_DOWN_SINCE_START)
+    assert "S" in [v.invariant for v in result.violations]
+
+
+# seed 2045685: the ping node dies while beta's daemon goes (isolated) and alpha's is
+# killed; both start again with it dead, then every path is cut. Neither has a working
+# witness -- as if none were configured -- so this is the residual case, not a violation
+PING_NODE_DEAD_SINCE_BOTH_STARTED = Schedule.from_json(
+    '{"seed":2045685,"cluster":{"paths":"serial+eth0","groups":[["beta",["IPaddr::10.1.0.100/24","svc0"]]],"auto_failback":"on","watchdog":2.0,"ping":true,"arp":true,"keepalive":0.2,"deadtime":1.0,"wire":"hbd","start_time":0.492,"stop_time":0.376,"boot_delay":6.01,"arbiter":false},"faults":[[0.76,"kill_daemon",["alpha"]],[0.94,"ping_down",[]],[5.443,"cut",["serial:/dev/ttyS0","beta",true]],[13.926,"lan_split",["eth0"]]]}'
+)
+
+
+def test_a_ping_node_dead_since_both_daemons_started_leaves_the_residual_case() -> None:
+    result = run_schedule(PING_NODE_DEAD_SINCE_BOTH_STARTED)
+    assert result.violations == [] and result.residual == 1
+
+
+# seed 2054506: beta's `hbctl takeover foreign` at the same instant as a qnetd cut: the
+# group moves because the operator asked, not because of the cut (F does not apply)
+TAKEOVER_AS_QNETD_IS_CUT = Schedule.from_json(
+    '{"seed":2054506,"cluster":{"paths":"eth0+eth1","groups":[["beta",["svc0"]],["alpha",["svc1"]]],"auto_failback":"on","watchdog":2.0,"ping":true,"arp":true,"keepalive":0.2,"deadtime":1.0,"wire":"hbd","start_time":0.187,"stop_time":0.398,"boot_delay":5.77,"arbiter":true},"faults":[[7.774,"takeover",["beta","foreign"]],[7.774,"qnetd_cut",["beta","both"]]]}'
+)
+
+
+def test_a_group_moved_by_the_operator_is_no_fault_moving_it() -> None:
+    result = run_schedule(TAKEOVER_AS_QNETD_IS_CUT)
+    assert result.violations == [] and result.checks["F"] == 0
+
+
+# seeds 2063718 and 2067634: beta's stop hangs, then its daemon is killed (no watchdog);
+# the next daemon's status finds svc0 half stopped (OCF: failed), stops and starts it
+HUNG_STOP_THEN_KILLED = Schedule.from_json(
+    '{"seed":2067634,"cluster":{"paths":"serial+eth0+eth1","groups":[["beta",["svc0"]]],"auto_failback":"on","watchdog":null,"ping":true,"arp":true,"keepalive":0.2,"deadtime":1.0,"wire":"hbd","start_time":0.2,"stop_time":0.056,"boot_delay":6.22,"arbiter":false},"faults":[[0.227,"fail_next",["beta",0,0,"stop","hang"]],[10.107,"stop_daemon",["beta"]],[11.643,"kill_daemon",["beta"]]]}'
+)
+HUNG_STOP_ISOLATED_THEN_KILLED = Schedule.from_json(
+    '{"seed":2063718,"cluster":{"paths":"serial+eth0","groups":[["beta",["svc0"]]],"auto_failback":"on","watchdog":null,"ping":true,"arp":true,"keepalive":0.5,"deadtime":2.0,"wire":"hbd","start_time":0.378,"stop_time":0.595,"boot_delay":9.98,"arbiter":false},"faults":[[3.439,"fail_next",["beta",0,0,"stop","hang"]],[8.235,"power_off",["alpha"]],[9.253,"lan_down",["beta","eth0"]],[13.392,"kill_daemon",["beta"]]]}'
+)
+
+
+@pytest.mark.parametrize(
+    "schedule", [HUNG_STOP_THEN_KILLED, HUNG_STOP_ISOLATED_THEN_KILLED], ids=("stop", "isolated")
+)
+def test_a_group_left_half_stopped_by_a_killed_daemon_is_recovered(schedule: Schedule) -> None:
+    result = run_schedule(schedule)
+    assert result.violations == [] and result.checks["O"] == 1

@@ -23,9 +23,10 @@ the table these come from):
 - O (operator actions end): once every fault is healed and every node is up, the groups
   settle where the configuration (auto_failback) and the standbys in force put them.
 
-Two outcomes are counted apart, never inside S: `residual` -- every path cut, both
-nodes reach the ping nodes (or none is configured), nothing of the peer answers: what two
-nodes without an arbiter cannot tell from a death (docs/policy.md) -- and `unfenced`:
+Two outcomes are counted apart, never inside S: `residual` -- every path cut, each node
+reaches a ping node or has no working one (none is configured, or none answered it or a
+peer it heard since its daemon started), nothing of the peer answers: what two nodes
+without an arbiter cannot tell from a death (docs/policy.md) -- and `unfenced`:
 with no watchdog configured, a node that had to go could not be reset in time.
 
 A cluster with `arbiter` runs a simulated corosync-qnetd (ffsplit) beside the nodes, with
@@ -363,6 +364,9 @@ class Run:
         self._q_none_since: float | None = None  # since when no node reaches qnetd
         self._residual_at: dict[str, float] = {}  # taker -> latest instant of the residual
         self._was_residual: dict[str, bool] = {}
+        # per node, since its daemon started: did a ping node answer it, or a peer it heard
+        # (without either, it has no working witness: as if none were configured)
+        self._witness_proven: dict[str, tuple[int, bool]] = {}  # node -> (generation, proven)
         self._dual: dict[str, float] = {}  # group -> start of the current dual episode
         self._no_path_at = -1e9  # the latest instant no path worked both ways
         self._watches_l: list[tuple[str, str, str, float]] = []
@@ -453,18 +457,44 @@ class Run:
 
     def _residual_state(self, taker: str, holder: str) -> bool:
         """The case two nodes cannot tell from a death, seen from `taker`: both up, every
-        path cut both ways, both reach a ping node (or none is configured), nothing of
+        path cut both ways, each reaches a ping node or has no working one (none configured,
+        or none answered it or a peer it heard since its daemon started), nothing of
         `holder` answers `taker`'s probes."""
         sim = self.sim
         if not (sim.machines[taker].booted and sim.machines[holder].booted):
             return False
-        if not self._all_cut() or not (sim.reaches_ping(taker) and sim.reaches_ping(holder)):
+        if not self._all_cut() or not (
+            self._blind_or_reaches(taker) and self._blind_or_reaches(holder)
+        ):
             return False
         return not any(sim.probe_answers(taker, x) for x in self._knowable(holder))
+
+    def _blind_or_reaches(self, node: str) -> bool:
+        return self.sim.reaches_ping(node) or not self._witness_proven.get(node, (0, False))[1]
+
+    def _note_witnesses(self) -> None:
+        """Ground truth of what each daemon can know of the ping nodes: one answered it, or
+        one answered a peer whose frames reached it."""
+        sim = self.sim
+        for n in NODES:
+            m = sim.machines[n]
+            if m.node is None:
+                continue
+            gen, proven = self._witness_proven.get(n, (-1, False))
+            if gen != m.generation:
+                proven = False
+            other = next(x for x in NODES if x != n)
+            told = (
+                sim.machines[other].node is not None
+                and sim.reaches_ping(other)
+                and any(sim.delivers(p, other, n) for p, _ in PATH_SETS[self.spec.paths])
+            )
+            self._witness_proven[n] = (m.generation, proven or sim.reaches_ping(n) or told)
 
     def _note_cut(self) -> None:
         """The network changed: remember the last instant the residual case held, each way."""
         now = self.sim.clock.now
+        self._note_witnesses()
         if not self._one_path_works():
             self._no_path_at = now
         if self.spec.arbiter:
@@ -682,8 +712,9 @@ class Run:
     def _settled(self) -> bool:
         """The steady state in which A, L and F apply: both daemons up well past their
         start, hearing each other, every group running on exactly one node, nothing in
-        flight for a while, and a path working both ways for at least a deadtime (what each
-        node knows of the other is then the present, not a total cut a moment ago)."""
+        flight for a while (no resource operation, no operator command), and a path
+        working both ways for at least a deadtime (what each node knows of the other is
+        then the present, not a total cut a moment ago)."""
         sim = self.sim
         now = sim.clock.now
         if now - self._no_path_at < self.spec.deadtime:
@@ -701,6 +732,8 @@ class Run:
             if len(sim.started_on(g)) != 1 or len(sim.holders(g)) != 1:
                 return False
         quiet = now - 1.0
+        if any(t > quiet for t, *_ in sim.commands):
+            return False  # an operator's standby or takeover may still move groups
         return not any(
             e[0] in ("op", "go", "stall", "reset") for e in self._log_between(quiet, now)
         )

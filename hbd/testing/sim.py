@@ -21,7 +21,8 @@ The world around the nodes, each part a fault to inject:
 - a watchdog per machine that resets it `timeout` after the last pet: its processes and
   resources die, it boots again after the boot delay and may come back still partitioned;
 - resource agents with start, stop and status durations, failures and hangs (the
-  daemon's timeout then fires);
+  daemon's timeout then fires); a status of a resource an earlier daemon left half
+  started or half stopped (its agent hung, the daemon killed) answers OCF's "failed";
 - with `arbiter=True`, a corosync-qnetd (`hbd.testing.simqnetd`, the ffsplit decision)
   every node connects to over TCP-like connections: the server can crash (its kernel
   closes the connections) or lose power (silence), start again, and each node's
@@ -786,9 +787,7 @@ class SimCluster:
         )
 
     def _start_daemon(self, m: _Machine) -> None:
-        if not m.booted:
-            m.booted = True
-            self._note_net()
+        m.booted = True
         m.generation += 1
         m.boot_at = None
         m.stopping = False
@@ -798,6 +797,7 @@ class SimCluster:
             m.armed = True
             m.last_pet = now
         self.log.append(("daemon", now, m.name, m.generation))
+        self._note_net()  # what the new daemon can reach is new to it
         self._drive(m)
 
     def _lose_daemon(self, m: _Machine, why: str) -> None:
@@ -1066,8 +1066,12 @@ class SimCluster:
                 else:
                     self._vip(m, action, False)
                     self._set_resource(m, key, _STOPPED)
+            elif state in (_STARTING, _STOPPING):
+                # half started or half stopped (an earlier daemon's agent hung or is still
+                # at it): neither running nor stopped, which OCF's monitor calls failed
+                rc = rs.OCF_ERR_GENERIC
             else:
-                rc = rs.OCF_SUCCESS if state != _STOPPED else rs.OCF_NOT_RUNNING
+                rc = rs.OCF_SUCCESS if state == _RUNNING else rs.OCF_NOT_RUNNING
                 if how == "fail":
                     rc = rs.OCF_ERR_GENERIC
         if m.node is None or m.generation != generation:
