@@ -152,6 +152,8 @@ def _infer_type(value: object) -> FieldType:
 
 
 def _bad_chars(text: str, forbidden: Iterable[str]) -> list[str]:
+    if text.isalnum():
+        return []  # the usual case, and none of the forbidden characters is alphanumeric
     return [repr(c) for c in forbidden if c in text]
 
 
@@ -211,4 +213,4 @@ def _check(msg: HaMessage, depth: int) -> None:
 
 
 def _is_not_latin1(s: str) -> bool:
-    return any(ord(c) > 0xFF for c in s)
+    return not s.isascii() and any(ord(c) > 0xFF for c in s)  # isascii: the fast, usual case
