@@ -37,6 +37,8 @@ def adverts(draw: st.DrawFn) -> Advert:
         started=tuple(draw(st.lists(st.booleans(), min_size=n, max_size=n))),
         arbiter=draw(st.sampled_from((None, False, True))),
         witness=draw(st.booleans()),
+        offer=(offer := draw(st.sampled_from(Standby))),
+        offer_id=draw(st.integers(0, 0xFFFF)) if offer is not Standby.NONE else 0,
     )
 
 
@@ -72,6 +74,15 @@ def test_the_witness_flag_shares_the_byte_and_says_no_arbiter_when_there_is_none
     both = dataclasses.replace(plain, witness=True, arbiter=True)
     assert both.encode() == plain.encode() + b"\x05"
     assert decode_advert(both.encode()) == both
+
+
+def test_a_hand_off_offer_follows_the_flags_byte() -> None:
+    plain = Advert(1, (True,), (0,), failed=(False,), started=(True,))
+    offer = dataclasses.replace(plain, offer=Standby.LOCAL, offer_id=0x0102)
+    assert offer.encode() == plain.encode() + b"\x0a\x01\x01\x02"
+    assert decode_advert(offer.encode()) == offer
+    assert decode_advert(plain.encode() + b"\x0a\x00\x01\x02") is None  # offers nothing
+    assert decode_advert(plain.encode() + b"\x0a\x01\x01") is None  # cut short
 
 
 def test_a_bad_advert_is_refused_by_its_builder() -> None:

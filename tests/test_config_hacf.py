@@ -213,6 +213,9 @@ EFFECTS: dict[str, tuple[tuple[str, ...], Getter, Any]] = {
         (60.0, 90.0, 1.5),
     ),
     "metrics": (("metrics 127.0.0.1:9700",), lambda h: h.metrics, ("127.0.0.1", 9700)),
+    "notify": (("notify /etc/hbd/notify.sh",), lambda h: h.notify, "/etc/hbd/notify.sh"),
+    "notify_timeout": (("notify_timeout 2500ms",), lambda h: h.notify_timeout, 2.5),
+    "rc_hooks": (("rc_hooks off",), lambda h: h.rc_hooks, False),
     "qnetd": (("qnetd [fd00::9]:5404",), lambda h: (h.qnetd, h.qnetd_port), ("fd00::9", 5404)),
     "qnetd_algorithm": (("qnetd q", "qnetd_algorithm LMS"), lambda h: h.qnetd_algorithm, "lms"),
     "qnetd_tls": (("qnetd q", "qnetd_tls on"), lambda h: h.qnetd_tls, True),
@@ -604,6 +607,22 @@ def test_wire_accept_must_keep_the_format_this_node_sends() -> None:
     ],
 )
 def test_qnetd_mistakes_name_the_line(lines: str, error: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_hacf("node alpha beta\nbcast eth0\nauto_failback on\n" + lines + "\n")
+    assert str(e.value).startswith(error)
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        ("notify notify.sh", "ha.cf:4: 'notify notify.sh': give the script's absolute path"),
+        ("notify /a\nnotify /b", "ha.cf:5: 'notify' given twice (first on line 4)"),
+        ("notify_timeout 0", "ha.cf:4: 'notify_timeout' must be more than 0 ms"),
+        ("notify_timeout soon", "ha.cf:4: 'notify_timeout' needs a time such as 10"),
+        ("rc_hooks maybe", "ha.cf:4: 'rc_hooks' takes on/off"),
+    ],
+)
+def test_hook_mistakes_name_the_line(lines: str, error: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_hacf("node alpha beta\nbcast eth0\nauto_failback on\n" + lines + "\n")
     assert str(e.value).startswith(error)

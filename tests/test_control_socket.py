@@ -28,11 +28,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_daemon_inprocess import FakeRunner, Harness, quiet_logs
 
 from hbd.shell import control
 from hbd.shell.control import IDLE_TIMEOUT, ControlServer
 from hbd.testing.sim import FakeClock
+
+from test_daemon_inprocess import FakeRunner, Harness, quiet_logs
 
 
 def answer_ok(request: dict[str, Any]) -> dict[str, Any]:

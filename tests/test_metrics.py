@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_daemon_inprocess import GROUP, FakeRunner, Harness, quiet_logs
 
 from hbd.config.hacf import parse_hacf
 from hbd.core.errors import ConfigError
 from hbd.shell.metrics import Counts, exposition
 
 from netns import free_port
+from test_daemon_inprocess import GROUP, FakeRunner, Harness, quiet_logs
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -130,6 +130,15 @@ def _steer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _events(args: argparse.Namespace) -> int:
+    from hbd.commands.events import main
+
+    if args.after < 0:
+        print("--after takes a sequence number >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    return main(args.run_dir, as_json=args.json, after=args.after, follow=args.follow)
+
+
 def hbctl_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hbctl", description="See and steer an hbd cluster.")
     parser.add_argument("--version", action="version", version=_version("hbctl"))
@@ -178,9 +187,22 @@ def hbctl_parser() -> argparse.ArgumentParser:
     p.add_argument("-h", "--help", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("words", nargs=argparse.REMAINDER, metavar="SUBCOMMAND ...")
     p.set_defaults(func=_cl_status)
+    p = sub.add_parser(
+        "events",
+        help="what happened, in order: peers, paths, ping nodes, redundancy, groups, fencing, "
+        "the vote, commands (docs/events.md)",
+    )
+    _add_run_dir(p)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new ones")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.add_argument(
+        "--after", type=int, default=0, metavar="SEQ", help="only the ones after this number"
+    )
+    p.set_defaults(func=_events)
     for name, modes, text in (
-        ("standby", ("all", "local", "foreign", "off"), "give groups to the peer (off: stop)"),
-        ("takeover", ("all", "local", "foreign", "failback"), "take groups from the peer"),
+        ("standby", ("all", "local", "foreign", "off"), "refuse groups until 'standby off'"),
+        ("takeover", ("all", "local", "foreign", "failback"), "take groups from the peer, once"),
+        ("release", ("all", "local", "foreign", "failback"), "give groups to the peer, once"),
     ):
         p = sub.add_parser(name, help=text)
         _add_run_dir(p)

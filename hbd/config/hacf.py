@@ -664,6 +664,14 @@ def _metrics(b: _Builder, name: str, args: list[str]) -> None:
     b.values["metrics"] = (host, port)
 
 
+def _notify(b: _Builder, name: str, args: list[str]) -> None:
+    _once(b, name)
+    text = _one(b, name, args, "a script's absolute path, e.g. notify /etc/hbd/notify.sh")
+    if not text.startswith("/"):
+        raise b.fail(f"'notify {text}': give the script's absolute path, e.g. /etc/hbd/notify.sh")
+    b.values["notify"] = text
+
+
 def _qnetd_tie_breaker(b: _Builder, name: str, args: list[str]) -> None:
     _once(b, name)
     text = _one(b, name, args, "lowest, highest or a node id").lower()
@@ -785,6 +793,9 @@ DIRECTIVES: dict[str, Handler] = {
     "resource_timeout": _resource_timeout,
     "qnetd": _qnetd,
     "metrics": _metrics,
+    "notify": _notify,
+    "notify_timeout": _time("notify_timeout"),
+    "rc_hooks": _bool("rc_hooks"),
     "qnetd_algorithm": _choice("qnetd_algorithm", ("ffsplit", "lms")),
     "qnetd_tls": _bool("qnetd_tls"),
     "qnetd_tie_breaker": _qnetd_tie_breaker,

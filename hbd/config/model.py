@@ -161,6 +161,9 @@ class HaCf:
     resource_timeout_stop: float = 60.0  # hbd: `resource_timeout stop TIME`
     resource_timeout_status: float = 20.0  # hbd: `resource_timeout status TIME`
     metrics: tuple[str, int] | None = None  # hbd: `metrics ADDRESS:PORT`, Prometheus; off
+    notify: str | None = None  # hbd: `notify SCRIPT`, run for every notice (docs/events.md)
+    notify_timeout: float = 10.0  # hbd: `notify_timeout TIME`: for each notify or rc.d run
+    rc_hooks: bool = True  # hbd: `rc_hooks on|off`: Heartbeat's rc.d/status and rc.d/ifstat
     qnetd: str | None = None  # hbd: `qnetd HOST[:PORT]`, the corosync-qnetd arbiter
     qnetd_port: int = 5403
     qnetd_line: int | None = None

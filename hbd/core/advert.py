@@ -20,6 +20,9 @@ which group without ever letting two nodes run one:
 - `witness`: whether a ping node answers the sender (the same flags byte): a node no
   ping node has answered since its start knows from it that the ping node works, and
   that not reaching it is isolation, not a configuration problem (policy.py, rule 3);
+- `offer`/`offer_id`: a hand-off request ("peer, take these", `hbctl release`, Heartbeat's
+  hb_standby), from the sender's point of view; the peer answers it with a takeover claim
+  of its own, once per new offer_id (in the flags byte, then mode and id: 3 bytes);
 - `epoch` and `seen`: the sender's advert number (it goes up on every change) and, per
   node, the number of that node's advert the sender last had. A node starts a group only
   when each peer's "you are the target" was said after seeing this node's claim to it, so
@@ -49,7 +52,8 @@ _HEAD = struct.Struct("!BHBBHBBHH")
 ARBITER_CONNECTED = 0x01  # the sender's qnetd connection is up
 NO_ARBITER = 0x02  # the sender has no arbiter configured (the byte is there for WITNESS)
 WITNESS = 0x04  # a ping node answers the sender
-_FLAGS = ARBITER_CONNECTED | NO_ARBITER | WITNESS
+OFFER = 0x08  # a hand-off request follows: its mode (1 byte) and offer_id (2 bytes)
+_FLAGS = ARBITER_CONNECTED | NO_ARBITER | WITNESS | OFFER
 
 
 class Standby(enum.IntEnum):
@@ -101,12 +105,16 @@ class Advert:
     seen: tuple[int, ...] = ()  # per node index: the epoch of its advert the sender last had
     arbiter: bool | None = None  # its qnetd connection is up (None: no arbiter configured)
     witness: bool = False  # a ping node answers the sender
+    offer: Standby = Standby.NONE  # groups (from the sender's point of view) it hands over
+    offer_id: int = 0
 
     def __post_init__(self) -> None:
         if len(self.running) != len(self.targets) or len(self.running) > MAX_GROUPS:
             raise LocalProtocolError("advert: running and targets must match, <= 64 groups")
         if not 0 <= self.digest <= 0xFFFF or not 0 <= self.claim_id <= 0xFFFF:
             raise LocalProtocolError("advert: digest and claim_id are 16-bit")
+        if not 0 <= self.offer_id <= 0xFFFF:
+            raise LocalProtocolError("advert: offer_id is 16-bit")
         if not 0 <= self.epoch <= 0xFFFF or any(not 0 <= e <= 0xFFFF for e in self.seen):
             raise LocalProtocolError("advert: epochs are 16-bit")
         if not 0 <= self.hears < 1 << MAX_NODES or len(self.seen) > MAX_NODES:
@@ -149,9 +157,12 @@ class Advert:
         )
         seen = b"".join(e.to_bytes(2, "big") for e in self.seen)
         flags = b""
-        if self.arbiter is not None or self.witness:
+        offer = self.offer is not Standby.NONE
+        if self.arbiter is not None or self.witness or offer:
             bits = NO_ARBITER if self.arbiter is None else ARBITER_CONNECTED * self.arbiter
-            flags = bytes((bits | WITNESS * self.witness,))
+            flags = bytes((bits | WITNESS * self.witness | OFFER * offer,))
+            if offer:
+                flags += bytes((self.offer,)) + self.offer_id.to_bytes(2, "big")
         return (
             head
             + running.to_bytes(8, "big")
@@ -172,17 +183,24 @@ def decode_advert(data: bytes) -> Advert | None:
     if version != VERSION or n > MAX_GROUPS or nodes > MAX_NODES:
         return None
     end = body + n + 2 * nodes
-    if len(data) not in (end, end + 1):
+    if len(data) < end:
         return None
-    arbiter, witness = None, False
-    if len(data) == end + 1:
+    arbiter, witness, offer, offer_id = None, False, Standby.NONE, 0
+    if len(data) > end:
         bits = data[end]
         if bits & ~_FLAGS or (bits & NO_ARBITER and bits & ARBITER_CONNECTED):
             return None  # an unknown or contradictory flag: not an advert this node knows
         if bits == NO_ARBITER:
             return None  # the byte is sent only when it says something
+        if len(data) != end + (4 if bits & OFFER else 1):
+            return None
         arbiter = None if bits & NO_ARBITER else bool(bits & ARBITER_CONNECTED)
         witness = bool(bits & WITNESS)
+        if bits & OFFER:
+            if not Standby.NONE < data[end + 1] <= Standby.ALL:
+                return None
+            offer = Standby(data[end + 1])
+            offer_id = int.from_bytes(data[end + 2 : end + 4], "big")
     if standby > Standby.ALL or claim > Standby.ALL:
         return None
     running = int.from_bytes(data[_HEAD.size : _HEAD.size + 8], "big")
@@ -207,4 +225,6 @@ def decode_advert(data: bytes) -> Advert | None:
         started=tuple(bool(started >> i & 1) for i in range(n)),
         arbiter=arbiter,
         witness=witness,
+        offer=offer,
+        offer_id=offer_id,
     )

@@ -376,6 +376,13 @@ class Node:
         self._dirty = True
         self._after_input(now)
 
+    def release(self, mode: str, now: float) -> None:
+        """Ask the peer to take these groups, once (Heartbeat's hb_standby)."""
+        self._need_groups("release")
+        self.policy.release(mode, now)
+        self._dirty = True
+        self._after_input(now)
+
     def begin_stop(self, now: float) -> None:
         """A clean stop: hand every group over (standby all) before going."""
         if self._stopping_since is None:

@@ -279,6 +279,13 @@ class _State:
     standby: Standby = Standby.NONE
     claim: _Claim | None = None
     claim_id: int = 0
+    offer: Standby = Standby.NONE  # `release`: groups asked of the peer, until it saw that
+    offer_id: int = 0
+    offer_epoch: int | None = None  # our advert that first carried the offer
+
+
+# a peer's offer from its point of view, as a takeover claim from ours (two nodes)
+_OFFER_TAKEN = {Standby.ALL: "all", Standby.LOCAL: "foreign", Standby.FOREIGN: "local"}
 
 
 class Policy:
@@ -303,6 +310,7 @@ class Policy:
         self._content: Advert | None = None
         self._published: Advert | None = None
         self._claim_epoch: dict[str, int] = {}  # group -> epoch that first claimed it
+        self._offers_answered: dict[str, int] = {}  # peer -> offer_id answered
         self._local: dict[str, LocalGroup] = {g.name: LocalGroup(False) for g in self.groups}
         self._group_answered: dict[str, float | None] = {}
         self._isolation = Isolation.NO_WITNESSES
@@ -332,7 +340,7 @@ class Policy:
         self._end_claim(now, "a new operator command")
         self._decide_line(now, f"standby {mode}", "operator request")
 
-    def takeover(self, mode: str, now: float) -> None:
+    def takeover(self, mode: str, now: float, why: str = "operator request") -> None:
         """`hbctl takeover all|local|foreign|failback`: bring these groups here, once.
 
         The claim travels in the advert; every node makes the claimant the target of the
@@ -347,9 +355,60 @@ class Policy:
         for g in self.groups:
             if claim.covers(g.preferred == self.local) and self._local[g.name].failed:
                 self._local[g.name] = LocalGroup(self._local[g.name].may_run, False)
+        self._decide_line(now, f"takeover {mode}", f"{why}: until the next membership change")
+
+    def release(self, mode: str, now: float) -> None:
+        """`hbctl release all|local|foreign|failback` (Heartbeat's hb_standby): ask the
+        peer to take these groups, once. The offer travels in the advert until every live
+        peer's advert shows it saw it; a peer answers with a takeover claim of its own
+        (`takeover`), so the hand-off follows the same rules, and nothing stays refused."""
+        offer = Standby.FOREIGN if mode == "failback" else Standby.parse(mode)
+        if offer is Standby.NONE:
+            raise LocalProtocolError("release needs all, local, foreign or failback")
+        live = sorted(n for n, p in self._peers.items() if p.alive and n not in self._lost)
+        if not live:
+            raise LocalProtocolError("release: no peer is heard, so none can take the groups")
+        self._end_claim(now, "a new operator command")
+        self._state.offer = offer
+        self._state.offer_id = (self._state.offer_id + 1) & 0xFFFF or 1
+        self._state.offer_epoch = None
         self._decide_line(
-            now, f"takeover {mode}", "operator request: until the next membership change"
+            now, f"hand over {mode}", f"operator request: asking {', '.join(live)} to take them"
         )
+
+    def _track_offers(self, now: float) -> None:
+        """Ours: withdrawn once every live peer saw it. The peers': answered once each."""
+        state = self._state
+        if state.offer is not Standby.NONE and state.offer_epoch is not None:
+            me = self._index_of(self.local)
+            live = [n for n, p in self._peers.items() if p.alive and n not in self._lost]
+            seen = []
+            for name in live:
+                saw = self._adverts[name].saw(me) if name in self._adverts else None
+                if saw is not None and (saw - state.offer_epoch) & 0xFFFF < 0x8000:
+                    seen.append(name)
+            if len(seen) == len(live):
+                mode = state.offer.name.lower()
+                state.offer = Standby.NONE
+                why = f"{', '.join(sorted(seen))} saw it" if seen else "no peer is heard"
+                self._decide_line(now, f"hand over {mode} delivered", why)
+        for name, advert in self._adverts.items():
+            if advert.offer is Standby.NONE:
+                self._offers_answered.pop(name, None)
+                continue
+            if self._offers_answered.get(name) == advert.offer_id:
+                continue
+            self._offers_answered[name] = advert.offer_id
+            mode = _OFFER_TAKEN[advert.offer]
+            if self._state.standby is not Standby.NONE:
+                self._decide_line(
+                    now,
+                    f"wait {name}'s groups",
+                    f"{name} asked this node to take them ({advert.offer.name.lower()}), but "
+                    f"this node is in standby {self._state.standby.name.lower()}",
+                )
+                continue
+            self.takeover(mode, now, why=f"{name} asked this node to take them (hbctl release)")
 
     def suspend_takeovers(self, until: float, now: float, reason: str) -> None:
         """Start nothing before `until` (the view is stale: the loop was stalled)."""
@@ -402,6 +461,7 @@ class Policy:
         self._group_answered = dict(group_answered or {})
         self._track_lost(now)
         self._check_claim(now)
+        self._track_offers(now)
         self._decide(now)
 
     def fenced_elsewhere(self, now: float, reason: str) -> None:
@@ -1068,11 +1128,17 @@ class Policy:
             started=tuple(self._local[g.name].started for g in self.groups),
             arbiter=self._vote.connected if self.settings.arbiter is not None else None,
             witness=self._isolation is Isolation.REACHES,
+            offer=self._state.offer,
+            offer_id=self._state.offer_id if self._state.offer is not Standby.NONE else 0,
         )
         old = self._content
         if content != old:
             self._epoch = (self._epoch + 1) & 0xFFFF
             self._content = content
+            if content.offer is not Standby.NONE and (
+                old is None or (old.offer, old.offer_id) != (content.offer, content.offer_id)
+            ):
+                self._state.offer_epoch = self._epoch  # the first advert that carries it
             if content.arbiter is not None and (old is None or old.arbiter != content.arbiter):
                 self._flag_changes.append((self._epoch, content.arbiter))
                 self._up_epoch = self._epoch if content.arbiter else None

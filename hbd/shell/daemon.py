@@ -57,6 +57,7 @@ from hbd.core.node import (
     Stalled,
     WitnessesUnproven,
 )
+from hbd.core.notices import Notice, Notices
 from hbd.core.states import NodeState, PathState
 from hbd.core.witness import WitnessDead, WitnessUp
 from hbd.effects.addresses import (
@@ -98,6 +99,7 @@ from hbd.links.ping import PingLink
 from hbd.links.probe import AddressProber
 from hbd.links.serial import DEFAULT_LOCK_DIR
 from hbd.shell.control import ControlServer
+from hbd.shell.hooks import Hooks, HookSettings, write_shims
 from hbd.shell.logsetup import configure_logging
 from hbd.shell.metrics import Counts, MetricsServer, exposition
 from hbd.shell.settings import node_settings
@@ -406,6 +408,10 @@ class Daemon:
         self._handing_over = False  # a clean stop's hand-over waits on every turn
         self.respawned: list[RespawnedProgram] = []
         self.loop_stats: Counter[str] = Counter()  # turns of the loop, by what woke it
+        self.notices = Notices("")  # the ordered stream (hbctl events); named at start
+        self.hooks: Hooks | None = None
+        self._shim_dir = ""
+        self._noticed = False  # a notice since the redundancy was last looked at
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -434,6 +440,11 @@ class Daemon:
                 now = self.clock()
                 self.node.leave(now)
                 self._flush(now)
+            if self.hooks is not None and self.config is not None:
+                try:  # the last notices' hooks, each within its timeout, all within two
+                    await asyncio.wait_for(self.hooks.close(), 2 * self.config.hacf.notify_timeout)
+                except TimeoutError:
+                    log.warning("hooks: still running at the stop; killed")
         finally:
             if self._owns_run_dir:
                 self.shutdown()
@@ -472,6 +483,9 @@ class Daemon:
             opts.run_dir, self.registry, self._handle_request, clock=self.clock
         )
         self._open_metrics(config)
+        self.notices = Notices(config.node_name)
+        self._shim_dir = write_shims(opts.run_dir)
+        self.hooks = Hooks(self._hook_settings(config))
         timeout = self._arm_watchdog(config)
         now = self.clock()
         self.node = Node(self._settings(config, timeout), now)
@@ -796,6 +810,14 @@ class Daemon:
             self._carry_out(action, now)
         while (event := node.next_event()) is not None:
             self._log_event(event)
+        if self._noticed:
+            self._noticed = False
+            level, why = self._redundancy(now)
+            self._notice(
+                self.notices.redundancy(
+                    time.time(), level, why or "every peer over 2 paths or more"
+                )
+            )
         if self.prober.drivers.keys() != self._probe_keys:
             self._sync_probes()
 
@@ -1000,6 +1022,8 @@ class Daemon:
             self.dropped[event.reason.value] += 1
         else:
             self._status_dirty = True  # what STATUS= says may have changed
+        if self._notice(self.notices.observe(time.time(), event, self.names)):
+            self._noticed = True
         line = event_log_line(event, self.names)
         if line is None:
             if log.isEnabledFor(logging.DEBUG):
@@ -1007,6 +1031,43 @@ class Daemon:
             return
         level, text, fields = line
         log.log(level, "%s", text, extra=journal_fields(**fields) if fields else None)
+
+    def _notice(self, notice: Notice | None) -> bool:
+        if notice is None:
+            return False
+        if self.hooks is not None:
+            self.hooks.submit(notice)
+        return True
+
+    def _hook_settings(self, config: Config) -> HookSettings:
+        h = config.hacf
+        return HookSettings(
+            node=config.node_name,
+            notify=h.notify,
+            timeout=h.notify_timeout,
+            rc_dir=os.path.join(self.options.config_dir, "rc.d") if h.rc_hooks else None,
+            ha_dir=self.options.config_dir,
+            shim_dir=self._shim_dir,
+            logfile=h.logfile,
+            debugfile=h.debugfile,
+            logfacility=h.logfacility,
+        )
+
+    def _events(self, request: dict[str, Any]) -> dict[str, Any]:
+        after, limit = request.get("after", 0), request.get("limit", 1000)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            return {"ok": False, "error": "events: 'after' must be a sequence number >= 0"}
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000:
+            return {"ok": False, "error": "events: 'limit' must be a number from 1 to 10000"}
+        page = self.notices.since(after, limit)
+        return {
+            "ok": True,
+            "stream": self.node.engine.generation if self.node is not None else None,
+            "events": [n.to_json() for n in page.notices],
+            "missed": page.missed,
+            "next": page.next,
+            "last": self.notices.last_seq,
+        }
 
     # -- status and control -------------------------------------------------------------
 
@@ -1051,8 +1112,7 @@ class Daemon:
             for pid, link in self.links.items()
         }
         witnesses = node.witnesses.status(now)
-        membership = engine.membership
-        stopped = frozenset(n.name for n in nodes_status if membership.has_left(n.name))
+        level, why = self._redundancy(now, nodes_status)
         out: dict[str, Any] = {
             "node": engine.node,
             "state": engine.local_state.value,
@@ -1064,7 +1124,7 @@ class Daemon:
             "ping_nodes": {
                 w.witness: {"status": w.status, "rtt_ms": _ms(w.rtt)} for w in witnesses
             },
-            "redundancy": redundancy(nodes_status, engine.node, stopped),
+            "redundancy": level,
             "dropped_frames": dict(self.dropped),
             "probes": node.probe_status(now),
             "watchdog": None
@@ -1081,14 +1141,8 @@ class Daemon:
             "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io")},
             "qnetd": node.arbiter_status(now),
         }
-        if out["redundancy"] == "degraded":
-            out["degraded_by"] = degraded_by(nodes_status, engine.node, stopped)
-        arbiter = out["qnetd"]
-        if arbiter is not None and arbiter["degraded"] and out["redundancy"] == "redundant":
-            # the arbiter is unreachable: a partition now is decided without its vote (as
-            # without one, or, if the peer still reaches it, by the peer's vote alone)
-            out["redundancy"] = "degraded"
-            out["degraded_by"] = "arbiter unreachable"  # docs/qnetd.md, "How it fails"
+        if level == "degraded":
+            out["degraded_by"] = why
         if node.active:
             out["groups"] = node.rm.snapshot(node.holders())
             out["decisions"] = [
@@ -1103,6 +1157,36 @@ class Daemon:
             out["targets"] = node.policy.targets()
             out["policy"] = node.policy.summary()
         return out
+
+    def _redundancy(
+        self, now: float, nodes_status: tuple[NodeStatus, ...] | None = None
+    ) -> tuple[str, str]:
+        """The redundancy level and, when degraded, why (`degraded_by`)."""
+        node = self.node
+        assert node is not None
+        engine = node.engine
+        if nodes_status is None:
+            nodes_status = engine.nodes_status(now)
+        membership = engine.membership
+        stopped = frozenset(n.name for n in nodes_status if membership.has_left(n.name))
+        level = redundancy(nodes_status, engine.node, stopped)
+        if level == "degraded":
+            return level, degraded_by(nodes_status, engine.node, stopped)
+        arbiter = node.arbiter_status(now)
+        if arbiter is not None and arbiter["degraded"] and level == "redundant":
+            # the arbiter is unreachable: a partition now is decided without its vote (as
+            # without one, or, if the peer still reaches it, by the peer's vote alone)
+            return "degraded", "arbiter unreachable"  # docs/qnetd.md, "How it fails"
+        if level == "partitioned":
+            lost = [
+                n.name
+                for n in nodes_status
+                if n.name != engine.node
+                and n.name not in stopped
+                and n.state in (NodeState.DEAD, NodeState.INIT)
+            ]
+            return level, "no path reaches " + ", ".join(lost)
+        return level, ""
 
     def _status_text(self, now: float) -> str:
         s = self.status(now)
@@ -1120,10 +1204,12 @@ class Daemon:
         now = self.clock()
         if cmd == "status":
             return {"ok": True, **self.status(now)}
+        if cmd == "events":
+            return self._events(request)
         if cmd == "reload":
             self._ask_reload()
             return {"ok": True}
-        if cmd in ("standby", "takeover"):
+        if cmd in ("standby", "takeover", "release"):
             mode = request.get("mode", "all")
             if not isinstance(mode, str):
                 return {"ok": False, "error": f"{cmd}: mode must be a string"}
@@ -1170,6 +1256,8 @@ class Daemon:
         configure_logging(config, self.options.verbose)
         for warning in config.warnings:
             log.warning("%s", warning)
+        if self.hooks is not None:
+            self.hooks.configure(self._hook_settings(config))
         now = self.clock()
         self._open_links(config, now)
         if config.hacf.metrics != old.hacf.metrics:

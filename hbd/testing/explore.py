@@ -5,8 +5,8 @@ replayable run. Each schedule draws a cluster (paths, groups with and without se
 addresses, failback, watchdog, ping node, probing, timings, agent durations) and a list of
 faults (power loss, resets, killed, stalled, stopped and reloaded daemons, cuts of one
 path or all, one way or both, devices unplugged and replugged, LAN cables and switch
-splits, ping node deaths, ICMP filters, loss, operator standby and takeover, failing and
-hanging agents), runs them on
+splits, ping node deaths, ICMP filters, loss, operator standby, takeover and release,
+failing and hanging agents), runs them on
 `hbd.testing.sim.SimCluster` and checks, at every simulated instant (docs/policy.md has
 the table these come from):
 
@@ -288,6 +288,8 @@ def _draw_fault(rng: random.Random, c: ClusterSpec) -> Fault:
     if kind == "standby":
         return Fault(at, kind, (node, rng.choice(("all", "all", "local", "foreign", "off"))))
     if kind == "takeover":
+        # a third of them the other way: `hbctl release` (hb_standby), the peer takes once
+        kind = "release" if rng.random() < 0.35 else kind
         return Fault(at, kind, (node, rng.choice(("all", "local", "foreign", "failback"))))
     group = rng.randrange(len(c.groups))
     index = rng.randrange(len(c.groups[group][1]))
@@ -816,6 +818,8 @@ class Run:
             sim.standby(args[0], args[1])
         elif op == "takeover":
             sim.takeover(args[0], args[1])
+        elif op == "release":
+            sim.release(args[0], args[1])
         elif op == "fail_next":
             node, group, index, what, how = args
             sim.fail_next(node, self.groups[group], index, what, how)

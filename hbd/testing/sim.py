@@ -650,6 +650,13 @@ class SimCluster:
             m.node.takeover(mode, self.clock.now)
             self._drive(m)
 
+    def release(self, node: str, mode: str = "all") -> None:
+        m = self._machine(node)
+        if m.node is not None and m.stalled_until is None:
+            self.commands.append((self.clock.now, node, "release", mode))
+            m.node.release(mode, self.clock.now)
+            self._drive(m)
+
     def fail_next(self, node: str, group: str, index: int, op: str, how: str = "fail") -> None:
         """The next `op` of resource `index` of `group` on `node` fails (or hangs)."""
         if how not in ("fail", "hang"):
