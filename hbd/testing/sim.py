@@ -653,8 +653,11 @@ class SimCluster:
     def release(self, node: str, mode: str = "all") -> None:
         m = self._machine(node)
         if m.node is not None and m.stalled_until is None:
+            try:
+                m.node.release(mode, self.clock.now)
+            except LocalProtocolError:
+                return  # refused (no peer heard), as hbctl would be told: nothing changes
             self.commands.append((self.clock.now, node, "release", mode))
-            m.node.release(mode, self.clock.now)
             self._drive(m)
 
     def fail_next(self, node: str, group: str, index: int, op: str, how: str = "fail") -> None:
