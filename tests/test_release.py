@@ -73,3 +73,23 @@ def test_release_without_a_peer_is_refused_with_the_reason() -> None:
         sim.node("alpha").release("all", sim.clock.now)
     with pytest.raises(LocalProtocolError, match="not a standby mode"):
         sim.node("alpha").release("sideways", sim.clock.now)
+
+
+def test_hb_standby_and_hb_takeover_take_heartbeats_arguments(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hbd.commands import cli
+    from hbd.shell import control
+
+    asked: list[tuple[str, str, str]] = []
+
+    def request(run_dir: str, cmd: str, **params: str) -> dict[str, object]:
+        asked.append((run_dir, cmd, params["mode"]))
+        return {"ok": True, "message": f"{cmd} {params['mode']} requested"}
+
+    monkeypatch.setattr(control, "request", request)
+    monkeypatch.setenv("HBD_RUN_DIR", "/run/hbd-test")
+    assert cli.hb_standby_main([]) == 0 and cli.hb_takeover_main(["failback"]) == 0
+    assert asked == [("/run/hbd-test", "release", "all"), ("/run/hbd-test", "takeover", "failback")]
+    assert cli.hb_standby_main(["sideways"]) == 2
+    assert "usage: hb_standby [all|foreign|local|failback]" in capsys.readouterr().err

@@ -298,6 +298,37 @@ def hbctl_main(argv: Sequence[str] | None = None) -> int:
     return _run(args.func, args)
 
 
+def _heartbeat_shim(prog: str, cmd: str, argv: Sequence[str] | None) -> int:
+    """`hb_standby` / `hb_takeover [all|foreign|local|failback]`, as Heartbeat's scripts
+    take them: the mode (default all) and nothing else; the run directory from
+    $HBD_RUN_DIR. hb_standby gives groups to the peer once (hbctl release), hb_takeover
+    takes them once (hbctl takeover)."""
+    from hbd.shell.control import request
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    modes = ("all", "foreign", "local", "failback")
+    if len(words) > 1 or (words and words[0] not in modes):
+        print(f"usage: {prog} [{'|'.join(modes)}]", file=sys.stderr)
+        return EXIT_USAGE
+    mode = words[0] if words else "all"
+    run_dir = os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR
+    try:
+        reply = request(run_dir, cmd, mode=mode)
+    except HbdError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    print(reply.get("message", f"{cmd} {mode} requested"))
+    return EXIT_OK
+
+
+def hb_standby_main(argv: Sequence[str] | None = None) -> int:
+    return _heartbeat_shim("hb_standby", "release", argv)
+
+
+def hb_takeover_main(argv: Sequence[str] | None = None) -> int:
+    return _heartbeat_shim("hb_takeover", "takeover", argv)
+
+
 def hbd_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hbd",
