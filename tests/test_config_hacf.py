@@ -604,17 +604,6 @@ def test_wire_accept_must_keep_the_format_this_node_sends() -> None:
         ("qnetd q\nqnetd_nodeid alpha x", "ha.cf:5: 'qnetd_nodeid' takes a node name and its id"),
         ("qnetd q\nqnetd_algorithm 2nodelms", "ha.cf:5: 'qnetd_algorithm' takes one of"),
         ("qnetd q\nqnetd a", "ha.cf:5: 'qnetd' given twice (first on line 4)"),
-    ],
-)
-def test_qnetd_mistakes_name_the_line(lines: str, error: str) -> None:
-    with pytest.raises(ConfigError) as e:
-        parse_hacf("node alpha beta\nbcast eth0\nauto_failback on\n" + lines + "\n")
-    assert str(e.value).startswith(error)
-
-
-@pytest.mark.parametrize(
-    ("lines", "error"),
-    [
         ("notify notify.sh", "ha.cf:4: 'notify notify.sh': give the script's absolute path"),
         ("notify /a\nnotify /b", "ha.cf:5: 'notify' given twice (first on line 4)"),
         ("notify_timeout 0", "ha.cf:4: 'notify_timeout' must be more than 0 ms"),
@@ -622,7 +611,7 @@ def test_qnetd_mistakes_name_the_line(lines: str, error: str) -> None:
         ("rc_hooks maybe", "ha.cf:4: 'rc_hooks' takes on/off"),
     ],
 )
-def test_hook_mistakes_name_the_line(lines: str, error: str) -> None:
+def test_qnetd_and_hook_mistakes_name_the_line(lines: str, error: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_hacf("node alpha beta\nbcast eth0\nauto_failback on\n" + lines + "\n")
     assert str(e.value).startswith(error)

@@ -23,10 +23,8 @@ OOM protection, umask or service-manager variables (`hbd.effects.children`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -43,7 +41,7 @@ from hbd.core.resources import (
     ResourceManager,
     RunAgent,
 )
-from hbd.effects.children import CHILD_UMASK, child_argv, child_environment
+from hbd.effects.children import child_environment, run_child
 
 if TYPE_CHECKING:
     from hbd.effects.addresses import BuiltinAgents
@@ -195,28 +193,9 @@ class ScriptRunner:
         env = {**self.base_env, **extra}
         with tempfile.TemporaryFile(prefix="hbd-agent-") as out:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *child_argv(argv),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    env=env,
-                    start_new_session=True,
-                    umask=CHILD_UMASK,
-                )
+                rc = await run_child(argv, env, timeout, out)
             except OSError as e:
                 return OpResult(OCF_ERR_INSTALLED, f"cannot run {argv[0]}: {e}", 0)
-            try:
-                rc: int | None = await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                rc = None
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-            except BaseException:  # cancelled: never leave a script behind
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                raise
             duration = self._ms_since(started)
             output = _read_tail(out)
         if rc is not None and rc < 0:

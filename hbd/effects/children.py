@@ -20,10 +20,14 @@ starts, and a child inherits all of them unless told otherwise:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
 import shutil
+import signal
 from collections.abc import Mapping, Sequence
+from typing import IO, Any
 
 CHILD_UMASK = 0o022
 # set by systemd for hbd itself (sd_notify, watchdog, socket activation, the journal stream)
@@ -79,3 +83,33 @@ def child_argv(argv: Sequence[str]) -> list[str]:
     if choom is None or own_oom_score_adj() >= 0:
         return list(argv)
     return [choom, "-n", "0", "--", *argv]
+
+
+async def run_child(
+    argv: Sequence[str], env: Mapping[str, str], timeout: float, out: IO[Any]
+) -> int | None:
+    """Run `argv` as a child as above (its own session, umask 022, stdin /dev/null, output
+    to `out`) and wait at most `timeout` seconds: its exit status (negative: the signal
+    that ended it), or None when it was killed -- its whole process group -- at the
+    timeout. Cancelled, it kills the group too: a child is never left behind. OSError
+    when it cannot be started."""
+    proc = await asyncio.create_subprocess_exec(
+        *child_argv(argv),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=out,
+        stderr=out,
+        env=dict(env),
+        start_new_session=True,
+        umask=CHILD_UMASK,
+    )
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        return None
+    except BaseException:  # cancelled: never leave a child behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise

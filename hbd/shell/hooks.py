@@ -26,7 +26,6 @@ import logging
 import os
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 from collections import deque
@@ -34,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hbd.core.notices import Notice
-from hbd.effects.children import CHILD_UMASK, child_argv, child_environment
+from hbd.effects.children import child_environment, run_child
 
 log = logging.getLogger("hbd")
 
@@ -205,30 +204,11 @@ class Hooks:
         timeout = self.settings.timeout
         with tempfile.TemporaryFile(prefix="hbd-hook-") as out:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *child_argv(run.argv),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    env=env,
-                    start_new_session=True,
-                    umask=CHILD_UMASK,
-                )
+                rc = await run_child(run.argv, env, timeout, out)
             except OSError as e:
                 self.failures += 1
                 log.error("%s for notice %d: cannot run %s: %s", run.what, run.seq, run.argv[0], e)
                 return
-            try:
-                rc: int | None = await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                rc = None
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-            except BaseException:  # cancelled (the daemon stops): never leave one behind
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                raise
             self.runs += 1
             if rc == 0:
                 return
