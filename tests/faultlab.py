@@ -1366,6 +1366,11 @@ def qnetd_all_paths_cut(lab: Lab) -> None:
     lab.mark("beta: NACK")
     lab.watch(BUDGET + DECISION + 1.0)
     _assert_started_nothing(lab, "beta", since)
+    _heal_and_settle(lab)
+
+
+def _heal_and_settle(lab: Lab) -> None:
+    """End of a partition scenario: heal everything, both up again, a second watched."""
     lab.heal()
     lab.mark("partition healed")
     lab.c.wait_all_up(STARTUP)
@@ -1451,10 +1456,7 @@ def qnetd_down_then_partition(lab: Lab) -> None:
     lab.watch(BUDGET + DECISION + 1.0)
     lab.expect_logged("beta", "as without an arbiter: qnetd was unreachable from both", since)
     _assert_started_nothing(lab, "beta", since)
-    lab.heal()
-    lab.mark("partition healed")
-    lab.c.wait_all_up(STARTUP)
-    lab.watch(1.0)
+    _heal_and_settle(lab)
 
 
 def qnetd_holder_reaches_only_qnetd(lab: Lab) -> None:

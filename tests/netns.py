@@ -414,3 +414,32 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def qnetd_process(
+    qnetd: str, tmp_path: Path, *, tls: str = "off", nss_db: Path | None = None
+) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
+    """corosync-qnetd in the foreground on 127.0.0.1 and a free port, its lock, socket and
+    (with `nss_db`) certificate database under `tmp_path`, until it says it is ready:
+    (port, process, log). Stopped on exit."""
+    port = free_port()
+    log = tmp_path / "qnetd.log"
+    settings = f"lock_file={tmp_path}/qnetd.pid,local_socket_file={tmp_path}/qnetd.sock"
+    if nss_db is not None:
+        settings += f",nss_db_dir={nss_db}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [qnetd, "-f", "-d", "-s", tls, "-l", "127.0.0.1", "-p", str(port), "-S", settings],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 5
+        while b"QNetd ready" not in log.read_bytes():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"qnetd did not start: {log.read_text()}")
+            time.sleep(0.05)
+        yield port, proc, log
+    finally:
+        stop_process(proc)

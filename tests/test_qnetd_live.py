@@ -21,7 +21,7 @@ import pytest
 from hbd.core.qnetd.client import ClientSettings, Close, Connect, QnetdClient
 from hbd.core.qnetd.msg import Algorithm, Heuristics, RingId, Vote
 
-from netns import free_port, stop_process
+from netns import free_port, qnetd_process
 
 QNETD = shutil.which("corosync-qnetd")
 pytestmark = pytest.mark.skipif(QNETD is None, reason="needs corosync-qnetd (apt-get install)")
@@ -37,28 +37,8 @@ class Server:
 @pytest.fixture
 def qnetd(tmp_path: Path) -> Iterator[Server]:
     assert QNETD is not None
-    port = free_port()
-    log = tmp_path / "qnetd.log"
-    settings = f"lock_file={tmp_path}/qnetd.pid,local_socket_file={tmp_path}/qnetd.sock"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [QNETD, "-f", "-d", "-s", "off", "-l", "127.0.0.1", "-p", str(port), "-S", settings],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError(f"qnetd did not listen: {log.read_text()}")
+    with qnetd_process(QNETD, tmp_path) as (port, proc, log):
         yield Server(port, proc, log)
-    finally:
-        stop_process(proc)
 
 
 class Live:

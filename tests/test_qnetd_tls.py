@@ -27,7 +27,7 @@ from hbd.core.qnetd.client import ClientSettings, Close, Connect, QnetdClient, S
 from hbd.core.qnetd.msg import Heuristics, RingId, Vote
 from hbd.effects.qnetd import QnetdConnection, TlsFiles
 
-from netns import free_port, stop_process
+from netns import qnetd_process
 
 QNETD = shutil.which("corosync-qnetd")
 TOOLS = all(shutil.which(t) for t in ("certutil", "openssl"))
@@ -101,26 +101,8 @@ def qnetd_tls(tmp_path: Path) -> Iterator[Server]:
     assert QNETD is not None
     db = tmp_path / "nssdb"
     make_ca(db)
-    port = free_port()
-    log = tmp_path / "qnetd.log"
-    settings = (
-        f"lock_file={tmp_path}/qnetd.pid,local_socket_file={tmp_path}/qnetd.sock,nss_db_dir={db}"
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [QNETD, "-f", "-d", "-s", "req", "-l", "127.0.0.1", "-p", str(port), "-S", settings],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 5
-        while b"QNetd ready" not in log.read_bytes():
-            assert time.monotonic() < deadline, log.read_text()
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.05)
+    with qnetd_process(QNETD, tmp_path, tls="req", nss_db=db) as (port, _, log):
         yield Server(port, db, log)
-    finally:
-        stop_process(proc)
 
 
 async def vote_over(files: TlsFiles, port: int, seconds: float = 8.0) -> QnetdClient:
