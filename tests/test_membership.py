@@ -16,6 +16,7 @@ from hbd.core.events import (
     NodeUp,
     PathDown,
     PathUp,
+    UuidClash,
 )
 from hbd.core.membership import Beat, Membership
 from hbd.core.states import NodeState, PathState
@@ -236,3 +237,28 @@ def test_node_comes_back_after_death() -> None:
         NodeUp("beta", "active", 7, "bcast:eth0"),
         NodeActive("beta"),
     ]
+
+
+def test_a_peer_with_this_nodes_own_uuid_is_a_clone_until_it_has_its_own() -> None:
+    # the seed guide's FAQ: /var/lib/heartbeat (or hbd's state directory) copied to beta
+    mine = b"\x01" * 16
+    m = Membership(
+        "alpha",
+        ("alpha", "beta"),
+        PATHS,
+        keepalive=1,
+        deadtime=10,
+        warntime=3,
+        initdead=20,
+        now=0.0,
+        local_uuid=mine,
+    )
+    m.receive(beat(1, source="10.0.0.2"), 1.0)
+    m.receive(beat(2, source="10.0.0.2"), 2.0)
+    clashes = [e for e in drain(m) if isinstance(e, UuidClash)]
+    assert len(clashes) == 1 and not clashes[0].fixed  # reported once, not every frame
+    assert "name=beta" in clashes[0].claimant and "10.0.0.2" in clashes[0].claimant
+    assert list(m.uuid_clashes()) == ["beta"]
+    m.receive(beat(1, generation=8, uuid=b"\x02" * 16, source="10.0.0.2"), 3.0)
+    [fixed] = [e for e in drain(m) if isinstance(e, UuidClash)]
+    assert fixed.fixed and m.uuid_clashes() == {}

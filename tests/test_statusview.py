@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from hbd.commands.statusview import render_status
+from hbd.commands.statusview import exit_code, render_status
 from hbd.core.membership import NodeStatus, PathStatus
 from hbd.core.policy import Rules
 from hbd.core.states import NodeState, PathState
@@ -133,3 +133,38 @@ def test_redundancy_and_why_it_is_degraded_in_words() -> None:
     stopped = frozenset({"beta"})
     assert redundancy((me, gone), "alpha", stopped) == "degraded"  # said goodbye: no partition
     assert degraded_by((me, gone), "alpha", stopped) == "beta stopped cleanly"
+
+
+def test_a_clone_of_this_node_is_shown_first_and_exits_2_until_it_has_its_own_uuid() -> None:
+    status = a_busy_status()
+    assert exit_code(status) == 1
+    status["uuid_clash"] = {
+        "uuid": "0707-clone",
+        "uuid_file": "/var/lib/hbd/uuid",
+        "peers": {"beta": "name=beta uuid=07.. generation=3 via bcast:eth0 from 10.0.0.2"},
+    }
+    assert exit_code(status) == 2
+    out = io.StringIO()
+    render_status(status, Console(file=out, width=80, color_system=None))
+    assert "beta claims this node's uuid 0707-clone" in out.getvalue()
+
+
+def test_two_daemons_with_one_uuid_both_say_so_in_status() -> None:
+    import dataclasses
+
+    from hbd.core.events import UuidClash
+    from hbd.core.model import WireFormat
+    from hbd.testing.sim import SimCluster
+
+    clone = b"\x07" * 16
+    sim = SimCluster(
+        ("alpha", "beta"),
+        keepalive=0.2,
+        deadtime=1.0,
+        wire=WireFormat.HEARTBEAT,  # Heartbeat's frames carry the uuid (srcuuid)
+        tweak=lambda s: dataclasses.replace(s, uuid=clone),
+    )
+    sim.run_for(3)
+    for n, peer in (("alpha", "beta"), ("beta", "alpha")):
+        assert list(sim.node(n).engine.membership.uuid_clashes()) == [peer]
+        assert [e.node for _, e in sim.events_of(n, UuidClash)] == [peer]

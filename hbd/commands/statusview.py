@@ -12,7 +12,10 @@ EXIT_FOR_REDUNDANCY = {"redundant": 0, "degraded": 1, "partitioned": 2}
 
 
 def exit_code(status: dict[str, Any]) -> int:
-    """0 redundant, 1 degraded, 2 partitioned (3, no daemon answered, is the caller's)."""
+    """0 redundant, 1 degraded, 2 partitioned or a peer with this node's uuid (a clone);
+    3, no daemon answered, is the caller's."""
+    if status.get("uuid_clash"):
+        return 2
     return EXIT_FOR_REDUNDANCY.get(str(status.get("redundancy")), 2)
 
 
@@ -48,6 +51,14 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         f"redundancy [bold]{status['redundancy']}[/bold]"
         + (f" ({degraded_by})" if degraded_by else "")
     )
+    clash = status.get("uuid_clash")
+    if clash:
+        for peer in sorted(clash["peers"]):
+            console.print(
+                f"[bold red]{peer} claims this node's uuid {clash['uuid']}[/bold red]: a cloned "
+                f"machine; on the clone remove {clash['uuid_file']} (Heartbeat: "
+                "/var/lib/heartbeat/hb_uuid) and restart it"
+            )
     table = _table("node", "status", "path", "path status", "heard", "loss", "rtt", "every")
     for name, node in status["nodes"].items():
         first = True

@@ -198,6 +198,7 @@ class Engine:
             now=now,
             adaptive=settings.adaptive_detector,
             remembered={n: (g, q) for n, g, q in settings.peer_generations},
+            local_uuid=settings.uuid,
         )
         self._by_id: dict[int, str] = {}
         for name in settings.nodes:

@@ -128,6 +128,19 @@ class DuplicateNode:
 
 
 @dataclass(frozen=True, slots=True)
+class UuidClash:
+    """Peer `node` sends frames with THIS node's own uuid: one of the two machines is a
+    clone (a copied disk image or state directory). `claimant` describes what was heard
+    ("name=... uuid=... generation=... via PATH [from SOURCE]"). Reported once until the
+    peer is heard with another uuid (`fixed`), which is reported too."""
+
+    node: str
+    claimant: str
+    uuid: bytes
+    fixed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class FrameDropped:
     """A received frame (or run of bytes) was thrown away; `source` is the sender address."""
 
@@ -178,6 +191,7 @@ Event = (
     | LateHeartbeat
     | DeadtimeDiffers
     | DuplicateNode
+    | UuidClash
     | FrameDropped
     | LocalActive
     | MessageReceived

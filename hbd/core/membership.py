@@ -39,7 +39,9 @@ How.
 - A node name heard with two uuids, one uuid heard under two names, two source
   addresses for one node on one path within deadtime, or an older generation still
   counting up after a restart: two machines claim one identity (a cloned disk image,
-  Heartbeat's classic FAQ). That is a DuplicateNode naming both claimants.
+  Heartbeat's classic FAQ). That is a DuplicateNode naming both claimants. A peer that
+  sends this node's OWN uuid is a clone of this machine (or of its state directory): a
+  UuidClash, kept in `uuid_clashes()` until that peer is heard with a uuid of its own.
 - Frames from names not in the node list (autojoin none) and from ourselves are
   dropped with a reason.
 
@@ -70,6 +72,7 @@ from hbd.core.events import (
     NodeUp,
     PathDown,
     PathUp,
+    UuidClash,
 )
 from hbd.core.states import (
     NodeInput,
@@ -212,6 +215,7 @@ class Membership:
         now: float,
         adaptive: bool = False,
         remembered: Mapping[str, tuple[int, int]] | None = None,
+        local_uuid: bytes | None = None,
     ) -> None:
         if keepalive <= 0 or deadtime <= 0 or initdead < 0 or warntime < 0:
             raise LocalProtocolError(
@@ -231,6 +235,8 @@ class Membership:
             if name in self._nodes:
                 self._nodes[name].floor = floor
         self._uuids: dict[bytes, str] = {}  # uuid -> first name heard with it
+        self.local_uuid = local_uuid or None
+        self._clashes: dict[str, str] = {}  # peer -> what claimed this node's uuid
         self._events: deque[Event] = deque()
         self._timer: float | None = None
         self._timer_stale = True  # recompute get_timer() after any change
@@ -609,10 +615,21 @@ class Membership:
         node.reported.add(key)
         self._events.append(DuplicateNode(node.name, first, second, detail))
 
+    def uuid_clashes(self) -> dict[str, str]:
+        """Peers whose latest uuid is this node's own: peer -> what was heard."""
+        return dict(self._clashes)
+
     def _check_claims(self, node: _Node, path: _Path, beat: Beat, now: float) -> None:
         me = _describe(beat)
         if not node.first_claim:
             node.first_claim = me
+        if beat.uuid and self.local_uuid is not None:
+            if beat.uuid == self.local_uuid and node.name not in self._clashes:
+                self._clashes[node.name] = me
+                self._events.append(UuidClash(node.name, me, beat.uuid))
+            elif beat.uuid != self.local_uuid and node.name in self._clashes:
+                del self._clashes[node.name]
+                self._events.append(UuidClash(node.name, me, beat.uuid, fixed=True))
         alive = node.state in (NodeState.UP, NodeState.ACTIVE)
         if beat.uuid and node.uuid and beat.uuid != node.uuid and alive:
             self._report(

@@ -68,6 +68,7 @@ from hbd.effects.addresses import (
 )
 from hbd.effects.agents import Runner, ScriptRunner
 from hbd.effects.identity import (
+    UUID_FILE,
     Identity,
     load_identity,
     load_peer_addresses,
@@ -249,6 +250,18 @@ def event_log_line(event: NodeEvent, names: dict[str, str]) -> LogLine | None:
             "state directory's uuid file on the clone)"
         )
         return logging.ERROR, text, {}
+    if isinstance(event, ev.UuidClash):
+        if event.fixed:
+            text = f"node {event.node} has a uuid of its own again ({event.claimant})"
+            return logging.INFO, text, {"peer": event.node}
+        text = (
+            f"node {event.node} claims this node's own uuid {event.uuid.hex()} ({event.claimant})"
+            ": one of the two machines is a clone (a copied disk image or state directory). "
+            f"On the clone ({event.node}, unless this one is): stop hbd, remove the state "
+            "directory's uuid file (Heartbeat: /var/lib/heartbeat/hb_uuid), start it again; "
+            "hbctl status exits 2 until then"
+        )
+        return logging.ERROR, text, {"peer": event.node}
     if isinstance(event, ev.FrameDropped):
         text = (
             f"dropped a frame on {event.path} from {event.source or '?'}: "
@@ -1143,6 +1156,13 @@ class Daemon:
         }
         if level == "degraded":
             out["degraded_by"] = why
+        clashes = engine.membership.uuid_clashes()
+        if clashes:
+            out["uuid_clash"] = {
+                "uuid": _uuid_text(self.identity.uuid if self.identity else None),
+                "uuid_file": os.path.join(self.options.state_dir, UUID_FILE),
+                "peers": clashes,
+            }
         if node.active:
             out["groups"] = node.rm.snapshot(node.holders())
             out["decisions"] = [
