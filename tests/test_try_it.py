@@ -17,7 +17,7 @@ import pytest
 from netns import requires_root, requires_socat
 
 SCRIPT = Path(__file__).parent.parent / "tools" / "try-one-box.sh"
-pytestmark = [requires_root, requires_socat]
+pytestmark = [pytest.mark.root, pytest.mark.slow, requires_root, requires_socat]
 
 
 @pytest.fixture
