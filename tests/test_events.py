@@ -234,6 +234,7 @@ def test_the_daemon_keeps_the_stream_runs_the_hooks_and_a_reload_keeps_both(
             assert ("redundancy", "alpha", "partitioned") in got
             assert got.index(("group", "svc", "acquiring")) < got.index(("group", "svc", "started"))
             assert [e["seq"] for e in reply["events"]] == list(range(1, len(got) + 1))
+            assert d.status(h.clock())["events"]["last"] == reply["last"]
             last = reply["last"]
             d.reload()  # the same configuration: nothing to apply, the stream stays
             (h.config / "ha.cf").write_text((h.config / "ha.cf").read_text() + "debug 1\n")

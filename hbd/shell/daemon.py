@@ -1153,6 +1153,12 @@ class Daemon:
             "fenced": node.fenced,
             "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io")},
             "qnetd": node.arbiter_status(now),
+            "events": {
+                "last": self.notices.last_seq,
+                "hooks_pending": self.hooks.pending if self.hooks is not None else 0,
+                "hooks_run": self.hooks.runs if self.hooks is not None else 0,
+                "hooks_failed": self.hooks.failures if self.hooks is not None else 0,
+            },
         }
         if level == "degraded":
             out["degraded_by"] = why
