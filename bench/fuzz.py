@@ -59,10 +59,11 @@ from hbd.config.hacf import DIRECTIVES, parse_hacf
 from hbd.config.haresources import AgentDirs, parse_haresources
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.engine import Engine, EngineSettings, PathKind
-from hbd.core.errors import ConfigError
+from hbd.core.errors import ConfigError, LocalProtocolError
 from hbd.core.events import FrameDropped
 from hbd.core.model import WireFormat
 from hbd.core.receive import FrameFormat, Segment, SerialDemux, classify_datagram
+from hbd.core.states import NodeState
 from hbd.core.wire import Dropped
 from hbd.core.wire import heartbeat as hb
 from hbd.core.wire import native as nat
@@ -75,7 +76,9 @@ PEER, LOCAL = "hb1", "hb2"
 PEER_UUID = bytes(range(16))
 GENERATION = 7
 CLUSTER = nat.cluster_id((PEER, LOCAL), 694)
-FRAME_KINDS = ("random", "mutated", "forged", "replayed")
+FRAME_KINDS = ("random", "mutated", "forged", "replayed", "structured")
+OUT_LIMIT = 70  # frames one input may make the engine send: 32 retransmits x 2 paths + beats
+SLOW_MS = 1.0  # CPU per input (the receive and the timer turn after it)
 CONFIG_KINDS = (
     "ha.cf bytes",
     "ha.cf soup",
@@ -120,8 +123,16 @@ class Tally:
     valid_refused: Counter[str] = field(default_factory=Counter)  # fresh valid frames dropped
     reasons: Counter[str] = field(default_factory=Counter)  # drop reasons / config outcomes
     examples: list[str] = field(default_factory=list)  # the first few failures, reproducible
+    types: Counter[str] = field(default_factory=Counter)  # structured: inputs per message type
+    reached: Counter[str] = field(default_factory=Counter)  # ... that the engine accepted
+    slow: Counter[str] = field(default_factory=Counter)  # ... over SLOW_MS of CPU
+    amplified: Counter[str] = field(default_factory=Counter)  # ... answered by > OUT_LIMIT
+    worst_ms: float = 0.0
+    most_out: int = 0
 
     def add(self, other: Tally) -> None:
+        self.worst_ms = max(self.worst_ms, other.worst_ms)
+        self.most_out = max(self.most_out, other.most_out)
         for name in (
             "inputs",
             "crashes",
@@ -130,6 +141,10 @@ class Tally:
             "accepted",
             "valid_refused",
             "reasons",
+            "types",
+            "reached",
+            "slow",
+            "amplified",
         ):
             getattr(self, name).update(getattr(other, name))
         self.examples += other.examples[: max(0, 5 - len(self.examples))]
@@ -274,6 +289,7 @@ class FrameRun:
         self.tally = tally
         self.now = 0.0
         self.fed = 0
+        self.generation = GENERATION  # the peer's, as the structured inputs say it
 
     def feed(self, kind: str, path: str, data: bytes, *, byte_at_a_time: bool = False) -> bool:
         """Feed one input at a fresh `now`; True if the engine accepted anything from it."""
@@ -331,15 +347,18 @@ def frame_chunk(seed: int, count: int) -> Tally:
             signed.update(verified_messages(path, data, SETUPS[0].keys))
             for s in SETUPS:
                 signed.update(verified_messages(path, data, s.keys))
+    structure_runs = {s.name: (FrameRun(s, tally), Sender(s)) for s in SETUPS}  # signed, odd
     spares = {name: [data for _, data in run[3]] for name, run in runs.items()}  # to splice in
     history: dict[tuple[str, str], list[bytes]] = {}  # (setup, path) -> frames accepted
     done = 0
     while done < count:
         setup = rng.choice(SETUPS)
         fuzz, probe, sender, pool = runs[setup.name]
-        kind = rng.choices(FRAME_KINDS, weights=(3, 3, 2, 2))[0]
+        kind = rng.choices(FRAME_KINDS, weights=(3, 3, 2, 2, 3))[0]
         path = rng.choice(PATHS)
-        if kind == "random":
+        if kind == "structured":
+            done += structured(rng, tally, setup, *structure_runs[setup.name], path)
+        elif kind == "random":
             data = rng.randbytes(rng.randint(0, 600))
             if fuzz.feed(kind, path, data):
                 check_signed(tally, kind, setup, path, data, signed)
@@ -386,6 +405,76 @@ def forge(rng: random.Random, sender: Sender, data: bytes, path: str) -> bytes:
         crc = AuthEntry(key.index, AuthMethod.CRC, b"")
         return sender.encode(sender.seq, path, False, crc)[0]
     return flip_bits(rng, data)
+
+
+def structured(
+    rng: random.Random, tally: Tally, setup: Setup, run: FrameRun, sender: Sender, path: str
+) -> int:
+    """One correctly signed message with random but well-formed fields (some dropped,
+    replaced or added), of any type either format has: it passes the signature and reaches
+    the handlers. Counted per type; the CPU it costs (its receive and the timer turn after
+    it) and the frames the engine sends in answer are measured. Returns inputs fed (0 when
+    the drawn message cannot be encoded)."""
+    key = setup.key
+    sender.seq += 1
+    native = key.method is AuthMethod.SHA256 or rng.random() < 0.4
+    try:
+        if native:
+            what, frame = fuzzing.signed_native_frame(
+                rng,
+                cluster=CLUSTER,
+                node_id=nat.node_id(PEER),
+                generation=run.generation,
+                seq=sender.seq,
+                path_hash=nat.path_hash(path),
+            )
+            what = f"native {what}"
+            enc = nat.encode_native_serial if path == SERIAL else nat.encode_native
+            data = enc(frame, key)
+        else:
+            what, msg = fuzzing.signed_heartbeat_message(
+                rng,
+                src=PEER,
+                srcuuid=PEER_UUID,
+                dest=LOCAL,
+                generation=run.generation,
+                seq=sender.seq,
+            )
+            data = hb.encode_classic(msg, key) if path == SERIAL else hb.encode_netstring(msg, key)
+    except LocalProtocolError:
+        return 0  # a field the wire cannot carry: not an input anyone can send
+    tally.types[what] += 1
+    started = time.thread_time_ns()
+    accepted = run.feed("structured", path, data)
+    now = run.now
+    try:
+        run.engine.handle_timer(now)
+        sent = len(run.engine.frames_to_send(now))
+    except Exception:
+        tally.fail(
+            tally.crashes, "structured", f"{setup.name} {what} timer\n{traceback.format_exc()}"
+        )
+        run.engine = make_engine(setup)
+        return 1
+    ms = (time.thread_time_ns() - started) / 1e6
+    newest = run.engine.membership.newest_heard(PEER)
+    if newest is not None:  # a jump the engine took: the peer goes on from there
+        run.generation = max(run.generation, newest[0])
+        sender.seq = max(sender.seq, newest[1])
+        if sender.seq > 0xFFFF0000:  # no sequence left: a new incarnation
+            run.generation, sender.seq = run.generation + 1, 1000
+    if run.engine.node_status(PEER, now).state is NodeState.DEAD:
+        run.generation += 1  # it left (or was declared dead): it comes back as a new one
+    if accepted:
+        tally.reached[what] += 1
+        tally.accepted["structured"] += 1
+    tally.worst_ms = max(tally.worst_ms, ms)
+    tally.most_out = max(tally.most_out, sent)
+    if ms > SLOW_MS:
+        tally.slow[what] += 1
+    if sent > OUT_LIMIT:
+        tally.fail(tally.amplified, what, f"{setup.name} {what} {path}: {sent} frames out")
+    return 1
 
 
 def check_signed(
@@ -598,6 +687,20 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(common.table(headers, rows(frame, FRAME_KINDS, True)))
     print("\ndrop reasons seen:", ", ".join(f"{r} {n:,}" for r, n in frame.reasons.most_common()))
+    print(
+        f"\nstructured (signed) inputs by message type: worst CPU {frame.worst_ms:.2f} ms an input"
+        f" (receive + timer turn), most frames sent in answer {frame.most_out}\n"
+    )
+    type_rows = [
+        [t, f"{n:,}", f"{frame.reached[t]:,}", frame.slow[t], frame.amplified[t]]
+        for t, n in sorted(frame.types.items())
+    ]
+    print(
+        common.table(
+            ["message type", "inputs", "accepted", f"> {SLOW_MS:g} ms CPU", f"> {OUT_LIMIT} out"],
+            type_rows,
+        )
+    )
     print(f"\nconfiguration fuzzers ({seconds['config']:.0f} CPU-s in workers)\n")
     print(common.table(["input", "inputs", "crashes"], rows(config, CONFIG_KINDS, False)))
     print("\noutcomes:", ", ".join(f"{r} {n:,}" for r, n in config.reasons.most_common()))
@@ -611,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     bad = sum(frame.crashes.values()) + sum(config.crashes.values())
     bad += sum(frame.forged.values()) + sum(frame.replayed.values())
+    bad += sum(frame.amplified.values())
     for example in (frame.examples + config.examples)[:5]:
         print("\nexample:", example[:3000], file=sys.stderr)
     if bad or sum(frame.valid_refused.values()):

@@ -74,8 +74,9 @@ def test_fuzz_campaign_runs_and_reports_every_input_kind() -> None:
         "fuzz.py", "--frame-inputs", "4000", "--config-inputs", "3000", "--chunk", "1000"
     )
     frames = table_rows(out, "input")
-    for kind in ("random", "mutated", "forged", "replayed"):
+    for kind in ("random", "mutated", "forged", "replayed", "structured"):
         assert number(frames[kind][1]) > 0, f"no {kind} inputs ran"
+    assert "structured (signed) inputs by message type" in out
     configs = table_rows(out.split("configuration fuzzers", 1)[1], "input")
     assert number(configs["total"][1]) == 3000
     assert number(configs["total"][2]) == 0  # crashes
@@ -90,6 +91,29 @@ def test_fuzz_harness_notices_an_engine_that_accepts_replays(
     monkeypatch.setattr(replay.ReplayWindow, "check", lambda self, g, s: replay.Accepted())
     broken = fuzz_module.frame_chunk(7, 1500)
     assert sum(broken.replayed.values()) > 0
+
+
+def test_signed_structured_inputs_reach_every_message_type_and_stay_cheap_and_quiet(
+    fuzz_module: ModuleType,
+) -> None:
+    tally = fuzz_module.frame_chunk(11, 6000)
+    assert sum(tally.crashes.values()) == 0, tally.examples
+    assert sum(tally.amplified.values()) == 0, tally.examples
+    assert tally.most_out <= fuzz_module.OUT_LIMIT
+    from hbd.testing.fuzzing import HEARTBEAT_TYPES, NATIVE_TYPES
+
+    drawn = set(HEARTBEAT_TYPES) | {f"native {t}" for t in NATIVE_TYPES}
+    assert set(tally.types) == drawn  # every type was sent, signed
+    for sequenced in ("status", "hbd-advert", "resource", "shutdone", "native heartbeat"):
+        assert tally.reached[sequenced] > 0, f"no {sequenced} got past the signature"
+
+
+def test_a_signed_field_too_long_for_int_is_refused_not_raised() -> None:
+    # found by the structured fuzzer: ttl=<5000 digits> raised ValueError out of the engine
+    from hbd.core.wire.ha_control import parse_decimal
+
+    assert parse_decimal("9" * 5000) is None and parse_decimal("\u00b2") is None
+    assert parse_decimal("42") == 42 and parse_decimal("") is None and parse_decimal(None) is None
 
 
 def test_fuzz_harness_notices_an_engine_that_accepts_bad_macs(

@@ -404,7 +404,7 @@ def parse_origin(msg: HaMessage) -> HaOrigin | None:
     if src is None or ts is None or gen is None or (seq_text is not None and seq is None):
         return None
     ttl_text = msg.get("ttl")
-    ttl = int(ttl_text) if ttl_text is not None and ttl_text.isdigit() else None
+    ttl = parse_decimal(ttl_text)
     return HaOrigin(src, msg.get_binary("srcuuid"), seq, gen, ts, ttl)
 
 
@@ -444,7 +444,7 @@ def parse_status(msg: HaMessage) -> HaStatus | None:
         origin,
         status,
         msg.get_hex("dt"),
-        int(proto) if proto is not None and proto.isdigit() else None,
+        parse_decimal(proto),
         msg.get("ld"),
         msg.get_hex(WATCHDOG_FIELD) or None,
         msg.get(WATCHDOG_FIELD) is not None,
@@ -514,12 +514,20 @@ def parse_ack(msg: HaMessage) -> HaAck | None:
     return HaAck(*got, ackseq) if got is not None and ackseq is not None else None
 
 
+def parse_decimal(text: str | None) -> int | None:
+    """A field holding a decimal number (`%d`, `%lu`): ASCII digits only, at most 20 of
+    them, else None (str.isdigit also takes '²' and Arabic-Indic digits, and int() refuses
+    more than 4300 digits: a signed message must never raise)."""
+    if text is None or not 0 < len(text) <= 20 or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 def parse_rexmit(msg: HaMessage) -> HaRexmit | None:
     got = _typed(msg, "NS_rexmit")
-    first, last = msg.get("firstseq"), msg.get("lastseq")
-    if got is None or first is None or last is None or not (first.isdigit() and last.isdigit()):
+    lo, hi = parse_decimal(msg.get("firstseq")), parse_decimal(msg.get("lastseq"))
+    if got is None or lo is None or hi is None:
         return None
-    lo, hi = int(first), int(last)
     return HaRexmit(*got, lo, hi) if 0 < lo <= hi else None
 
 

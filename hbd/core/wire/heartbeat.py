@@ -252,7 +252,7 @@ def _unpack_list(text: str, where: str, budget: _Budget) -> tuple[str, ...]:
     while pos < len(text):
         budget.take()
         colon = text.find(":", pos, pos + 8)
-        if colon <= pos or not text[pos:colon].isdigit():
+        if colon <= pos or not (text[pos:colon].isascii() and text[pos:colon].isdigit()):
             raise _Bad(DropReason.MALFORMED, f"{where}: bad list length")
         n = int(text[pos:colon])
         end = colon + 1 + n
