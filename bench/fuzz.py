@@ -697,7 +697,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(
         common.table(
-            ["message type", "inputs", "accepted", f"> {SLOW_MS:g} ms CPU", f"> {OUT_LIMIT} out"],
+            [
+                "message type",
+                "inputs",
+                "heard as new",
+                f"> {SLOW_MS:g} ms CPU",
+                f"> {OUT_LIMIT} out",
+            ],
             type_rows,
         )
     )
