@@ -253,8 +253,10 @@ def test_the_daemon_keeps_the_stream_runs_the_hooks_and_a_reload_keeps_both(
                 not out.exists() or len(out.read_text().splitlines()) < len(got)
             ):
                 await asyncio.sleep(0.05)
+            assert (tmp_path / "run" / "heartbeat-bin" / "mach_down").exists()
         finally:
             h.close()
+        assert not (tmp_path / "run" / "heartbeat-bin").exists()  # the stop removes them
         lines = out.read_text().splitlines()
         assert lines[0] == "1 node beta dead "
         assert [int(line.split()[0]) for line in lines] == sorted(int(x.split()[0]) for x in lines)

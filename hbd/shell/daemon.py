@@ -26,6 +26,7 @@ import fcntl
 import logging
 import os
 import selectors
+import shutil
 import signal
 import time
 from collections import Counter
@@ -699,6 +700,9 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        if self._shim_dir:
+            shutil.rmtree(self._shim_dir, ignore_errors=True)  # written at start: ours
+            self._shim_dir = ""
         if self._pid_fd is not None:  # removed while still locked, then let go
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._pidfile())
