@@ -71,8 +71,12 @@ def fuzz_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 
 def test_fuzz_campaign_runs_and_reports_every_input_kind() -> None:
     out = run_bench(
-        "fuzz.py", "--frame-inputs", "4000", "--config-inputs", "3000", "--chunk", "1000"
+        "fuzz.py",
+        *("--frame-inputs", "4000", "--config-inputs", "3000", "--chunk", "1000"),
+        *("--coverage", "1500"),
     )
+    reached = table_rows(out.split("code reached by", 1)[1], "module")
+    assert number(reached["hbd/core/engine.py"][2]) > 0  # the receive path, in lines
     frames = table_rows(out, "input")
     for kind in ("random", "mutated", "forged", "replayed", "structured"):
         assert number(frames[kind][1]) > 0, f"no {kind} inputs ran"
