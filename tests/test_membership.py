@@ -25,7 +25,7 @@ from hbd.core.wire import Dropped
 PATHS = ("serial:/dev/ttyS0", "bcast:eth0", "bcast:eth1")
 
 
-def make() -> Membership:
+def make(local_uuid: bytes | None = None) -> Membership:
     return Membership(
         "alpha",
         ("alpha", "beta"),
@@ -35,6 +35,7 @@ def make() -> Membership:
         warntime=3.0,
         initdead=20.0,
         now=0.0,
+        local_uuid=local_uuid,
     )
 
 
@@ -241,18 +242,7 @@ def test_node_comes_back_after_death() -> None:
 
 def test_a_peer_with_this_nodes_own_uuid_is_a_clone_until_it_has_its_own() -> None:
     # the seed guide's FAQ: /var/lib/heartbeat (or hbd's state directory) copied to beta
-    mine = b"\x01" * 16
-    m = Membership(
-        "alpha",
-        ("alpha", "beta"),
-        PATHS,
-        keepalive=1,
-        deadtime=10,
-        warntime=3,
-        initdead=20,
-        now=0.0,
-        local_uuid=mine,
-    )
+    m = make(local_uuid=b"\x01" * 16)  # beat() sends this uuid: beta is a clone
     m.receive(beat(1, source="10.0.0.2"), 1.0)
     m.receive(beat(2, source="10.0.0.2"), 2.0)
     clashes = [e for e in drain(m) if isinstance(e, UuidClash)]
