@@ -716,7 +716,8 @@ class Run:
         start, hearing each other, every group running on exactly one node, nothing in
         flight for a while (no resource operation, no operator command), and a path
         working both ways for at least a deadtime (what each node knows of the other is
-        then the present, not a total cut a moment ago)."""
+        then the present, not a total cut a moment ago), and every group where it belongs
+        (a hand-off may outlast the quiet second: a failed stop is retried later)."""
         sim = self.sim
         now = sim.clock.now
         if now - self._no_path_at < self.spec.deadtime:
@@ -733,6 +734,9 @@ class Run:
         for g in self.groups:
             if len(sim.started_on(g)) != 1 or len(sim.holders(g)) != 1:
                 return False
+            expected = self._expected(g)
+            if expected is not None and sim.started_on(g) != expected:
+                return False  # a move is due (a hand-off whose failed stop is retried)
         quiet = now - 1.0
         if any(t > quiet for t, *_ in sim.commands):
             return False  # an operator's standby or takeover may still move groups
