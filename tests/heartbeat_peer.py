@@ -135,6 +135,7 @@ class HeartbeatPeer:
         timing: HbTiming = HbTiming(),
         haresources: str = "",
         extra: Sequence[str] = (),
+        auto_failback: str = "off",
     ) -> str:
         """Write ha.cf, authkeys, haresources and the state/run trees; the ha.cf text.
 
@@ -155,7 +156,7 @@ class HeartbeatPeer:
                 f"debugfile {self.debug_path}",
                 *timing.lines(),
                 *media,
-                "auto_failback off",
+                f"auto_failback {auto_failback}",
                 "crm no",
                 *extra,
                 *(f"node {n}" for n in nodes),

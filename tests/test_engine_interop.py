@@ -107,9 +107,9 @@ def test_resource_messages_from_the_peer_are_not_answered() -> None:
     assert typed(sent, "resource") == []
 
 
-def test_with_groups_of_its_own_hbd_leaves_the_answer_to_the_policy() -> None:
+def test_with_groups_of_its_own_hbd_leaves_the_answer_to_the_resource_protocol() -> None:
     e = engine()
-    e.set_advert(b"groups: web@hb2", 0.0)
+    e.answers_starting = False  # the node has groups: hbd.core.hbresources answers
     sent = feed(e, frames("sha1", "hb1"))
     assert typed(sent, "resource") == []
     assert any(isinstance(m, MessageReceived) and m.type == "starting" for m in events(e))

@@ -114,7 +114,7 @@ class Mixed:
         return wait_for(lambda: True if probe() else None, timeout, what, self.dump)[1]
 
 
-def hbd_hacf(m: Mixed) -> str:
+def hbd_hacf(m: Mixed, auto_failback: str = "off") -> str:
     media = (
         f"ucast eth0 {m.veth.addr_a}" if m.medium == "ucast" else "bcast eth0",
         *([f"serial {m.tty_hbd}"] if m.serial else []),
@@ -126,7 +126,7 @@ def hbd_hacf(m: Mixed) -> str:
             "warntime 2",
             f"deadtime {DEADTIME:g}",
             "initdead 6",
-            "auto_failback off",
+            f"auto_failback {auto_failback}",
             *media,
             f"node {HB} {HBD}",
             "",
@@ -135,8 +135,16 @@ def hbd_hacf(m: Mixed) -> str:
 
 
 @contextlib.contextmanager
-def mixed(tmp_path: Path, medium: str, auth: str, serial: bool) -> Iterator[Mixed]:
-    """hb and alpha configured (nothing started); everything removed on exit."""
+def mixed(
+    tmp_path: Path,
+    medium: str,
+    auth: str,
+    serial: bool,
+    haresources: str = "",
+    auto_failback: str = "off",
+) -> Iterator[Mixed]:
+    """hb and alpha configured (nothing started); everything removed on exit. Both get
+    the same `haresources` and `auto_failback`."""
     with contextlib.ExitStack() as stack:
         ns_hb = stack.enter_context(namespace("hb"))
         ns_hbd = stack.enter_context(namespace("alpha"))
@@ -153,8 +161,17 @@ def mixed(tmp_path: Path, medium: str, auth: str, serial: bool) -> Iterator[Mixe
         hb_media = [f"ucast eth0 {veth.addr_b}" if medium == "ucast" else "bcast eth0"]
         if pair is not None:
             hb_media.append(f"serial {m.tty_hb}")
-        hb.configure(hb_media, (HB, HBD), AUTH[auth], HbTiming(deadtime=f"{DEADTIME:g}"))
-        hbd.write_config(hbd_hacf(m), AUTH[auth])
+        hb.configure(
+            hb_media,
+            (HB, HBD),
+            AUTH[auth],
+            HbTiming(deadtime=f"{DEADTIME:g}"),
+            haresources=haresources,
+            auto_failback=auto_failback,
+        )
+        hbd.write_config(hbd_hacf(m, auto_failback), AUTH[auth])
+        if haresources:
+            hbd.write_haresources(haresources)
         try:
             yield m
             # Nothing hbd sent made Heartbeat complain (an unsequenced message of a type

@@ -99,6 +99,15 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         for g in status["groups"]:
             groups.add_row(g["name"], g["preferred"], g.get("holder") or "-", g["state"])
         console.print(groups)
+    hb = status.get("heartbeat_peer")
+    if hb:
+        _line(
+            console,
+            f"{hb['peer']} is a Heartbeat node: groups move by its resource protocol "
+            f"(this node {hb['state']}, holds {hb['holds']}; {hb['peer']} holds "
+            f"{hb['peer_holds']}{'' if hb['peer_stable'] else ', moving'}; "
+            f"hand-off: {hb['hand_off']})",
+        )
     standby = {n: m for n, m in (policy.get("standby") or {}).items() if m != "none"}
     claims = policy.get("takeover") or {}
     for name in sorted(set(standby) | set(claims)):

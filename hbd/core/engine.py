@@ -227,6 +227,10 @@ class Engine:
         self._echo_out: dict[str, tuple[int, float]] = {}  # path -> (nonce, sent at)
         self._rtt: dict[tuple[str, str], float] = {}  # (node, path) -> smoothed seconds
         self._hbd_peers: set[str] = set()  # peers whose Heartbeat-format status says "hbd"
+        self._heartbeat_peers: set[str] = set()  # peers whose latest status says "not hbd"
+        # answer a Heartbeat peer's t=starting with "none, stable" (a node with no groups);
+        # a node with groups leaves the resource protocol to hbd.core.hbresources
+        self.answers_starting = True
         self._by_name = {n.lower(): n for n in settings.nodes}
         self._reqnodes_at: float | None = None  # when we last asked for the node list
         self._history: dict[int, hb.HaMessage] = {}  # our sequenced Heartbeat messages
@@ -627,6 +631,21 @@ class Engine:
             self._advert = payload
             self._advert_due = now
 
+    def speaks_heartbeat(self, node: str) -> bool:
+        """`node`'s latest status came without hbd's `hbdwd`: it is a Heartbeat node."""
+        return node in self._heartbeat_peers
+
+    def send_message(self, mtype: str, fields: tuple[tuple[str, str], ...], now: float) -> None:
+        """Send a sequenced Heartbeat cluster message (the resource protocol's) on every
+        path; it is kept for retransmission like every other."""
+        s = self.settings
+        self._send_ha(
+            lambda seq, ts: ctl.cluster_message(
+                *self._src(), seq, s.generation, ts, mtype, fields, ttl=self._ttl
+            ),
+            now,
+        )
+
     def advert_of(self, node: str) -> bytes | None:
         """The latest advert of a live peer, or None (never heard one, or it died)."""
         return self._adverts.get(node)
@@ -780,8 +799,10 @@ class Engine:
         if status is not None:
             if status.from_hbd:
                 self._hbd_peers.add(name)
+                self._heartbeat_peers.discard(name)
             else:
                 self._hbd_peers.discard(name)
+                self._heartbeat_peers.add(name)
         self._collect()  # membership's events come before what this message means
         if mtype != "status":
             self._heartbeat_message(name, path, mtype, msg, now, source)
@@ -821,11 +842,11 @@ class Engine:
                 return
             self._advert_received(name, payload)
         else:
-            if mtype == "starting" and self._advert is None:
+            if mtype == "starting" and self.answers_starting:
                 # A Heartbeat node going active asks what its peers hold and waits, acquiring
                 # none of its groups and unable to shut down, until one answers "stable".
-                # Without an advert we run no groups: we hold none. (With groups, the answer
-                # is the policy's to give: mixed clusters with groups are not supported yet.)
+                # A node without groups holds none. (With groups, hbd.core.hbresources
+                # answers, by Heartbeat's own rules.)
                 self._send_ha(
                     lambda seq, ts: ctl.resource_message(
                         *self._src(), seq, self.settings.generation, ts, "none", True, ttl=self._ttl

@@ -32,17 +32,19 @@ from dataclasses import dataclass, field
 
 from hbd.core import events as ev
 from hbd.core import resources as rs
-from hbd.core.advert import Advert, decode_advert
+from hbd.core.advert import NO_NODE, Advert, Standby, decode_advert
 from hbd.core.engine import Contact, Engine, EngineSettings, PathKind
 from hbd.core.errors import LocalProtocolError
 from hbd.core.fencing import Fencing
+from hbd.core.hbresources import MESSAGE_TYPES, HbDecision, HeartbeatResources, Rsc
 from hbd.core.membership import NodeStatus
-from hbd.core.model import AutoFailback, ResourceGroup
+from hbd.core.model import AutoFailback, ResourceGroup, WireFormat
 from hbd.core.policy import (
     Acquire,
     Arbiter,
     Decision,
     GroupInfo,
+    HeartbeatView,
     Isolation,
     LocalGroup,
     PeerView,
@@ -291,6 +293,10 @@ class Node:
         self._solo_count = 0
         self._last_members: frozenset[int] | None = None
         self._make_arbiter(settings, now)
+        # a Heartbeat 3.0.6 peer: its resource protocol (hbd.core.hbresources)
+        self.engine.answers_starting = not settings.groups
+        self.hbres: HeartbeatResources | None = None
+        self._hb_live = False
         if settings.groups:
             self.rm.probe_all(now)
             self._drain_rm(now)
@@ -364,6 +370,8 @@ class Node:
     def standby(self, mode: str, now: float) -> None:
         self._need_groups("standby")
         self.policy.standby(mode, now)
+        if self.hbres is not None:
+            self._heartbeat_standby(Standby.parse(mode), now)
         if mode in ("off", "none"):
             self._failed.clear()
         self._dirty = True
@@ -371,6 +379,13 @@ class Node:
 
     def takeover(self, mode: str, now: float) -> None:
         self._need_groups("takeover")
+        if self.hbres is not None and self._hb_live:
+            self.hbres.takeover(mode, now)  # hb_takeover: the peer hands them over
+            self.hbres.refuse_groups(Rsc.NONE)
+            self.policy.standby("off", now)
+            self._failed.clear()
+            self._flush_heartbeat(now)
+            return
         self.policy.takeover(mode, now)
         self._failed.clear()
         self._dirty = True
@@ -379,6 +394,11 @@ class Node:
     def release(self, mode: str, now: float) -> None:
         """Ask the peer to take these groups, once (Heartbeat's hb_standby)."""
         self._need_groups("release")
+        if self.hbres is not None and self._hb_live:
+            self.hbres.standby(mode, now)  # hb_standby; raises if Heartbeat's rules refuse
+            self._dirty = True
+            self._after_input(now)
+            return
         self.policy.release(mode, now)
         self._dirty = True
         self._after_input(now)
@@ -389,6 +409,8 @@ class Node:
             self._stopping_since = now
             if self.active:
                 self.policy.standby("all", now)
+                if self.hbres is not None:
+                    self.hbres.shutdown(now)  # hb_giveup_resources: all go, then shutdone
             self._dirty = True
             self._after_input(now)
 
@@ -437,6 +459,11 @@ class Node:
         if t is not None and t <= now:
             self.rm.handle_timer(now)
             self._drain_rm(now)
+        if self.hbres is not None:
+            t = self.hbres.get_timer()
+            if t is not None and t <= now:
+                self.hbres.handle_timer(now)
+                self._dirty = True
         pings = self.witnesses.due_echoes(now)
         if pings:
             self._actions.append(SendPings(pings))
@@ -506,6 +533,7 @@ class Node:
                 self.policy.get_timer() if self.active else None,
                 self._probe_timer(),
                 self.qnetd.get_timer() if self.qnetd is not None else None,
+                self.hbres.get_timer() if self.hbres is not None else None,
             )
             if t is not None
         ]
@@ -562,6 +590,12 @@ class Node:
             for i, g in enumerate(self.settings.groups):
                 if advert.running[i] and out[g.name] is None:
                     out[g.name] = name
+        hb = self.hbres
+        if hb is not None and self._hb_live:
+            for g in self.settings.groups:
+                cls = Rsc.LOCAL if g.preferred == self.name else Rsc.FOREIGN
+                if out[g.name] is None and hb.peer_holds & cls:
+                    out[g.name] = hb.peer
         return out
 
     # -- internals ----------------------------------------------------------------------
@@ -666,6 +700,7 @@ class Node:
                     into[n.name] = advert
                     if advert.witness and self._witness_reaches_peer is None:
                         self._witness_reaches_peer = n.name
+        heartbeat = self._heartbeat_view(now, last_words)
         self.policy.update(
             now,
             peers=tuple(peers),
@@ -677,6 +712,7 @@ class Node:
             },
             last_words=last_words,
             vote=self._vote(),
+            heartbeat=heartbeat,
         )
         if self.policy.fenced is None and self.fencing.fenced is not None:
             self.fencing.unfence()  # no watchdog: the policy let it serve again
@@ -688,6 +724,7 @@ class Node:
             elif isinstance(action, SelfFence):
                 self._go(now, action.reason)
         self._drain_rm(now)
+        self._flush_heartbeat(now)
         self._emit_decisions()
         engine.set_advert(self.policy.advert().encode(), now)
         self._rebuild_probes()
@@ -884,6 +921,130 @@ class Node:
             "degraded": not v.connected,
         }
 
+    # -- a Heartbeat peer -------------------------------------------------------------
+
+    def _heartbeat_peer(self) -> str | None:
+        """The peer, when this node has groups and its one peer is a Heartbeat node
+        (Heartbeat's resource protocol is for two nodes)."""
+        e = self.settings.engine
+        if not self.active or len(e.nodes) != 2 or e.wire is not WireFormat.HEARTBEAT:
+            return None
+        peer = next(n for n in e.nodes if n != self.name)
+        return peer if self.engine.speaks_heartbeat(peer) else None
+
+    def _heartbeat_event(self, event: object, now: float) -> None:
+        """Carry the peer's resource messages and its coming and going into hbres."""
+        peer = self._heartbeat_peer()
+        if peer is None:
+            return
+        self._sync_heartbeat(peer, now)
+        hb = self.hbres
+        if hb is None:
+            return
+        if isinstance(event, ev.NodeDead) and event.node == peer and self._hb_live:
+            self._hb_live = False
+            if self.engine.membership.has_left(peer):
+                hb.peer_left(now)
+            else:
+                hb.peer_lost(now)
+        elif (
+            isinstance(event, ev.MessageReceived)
+            and event.node == peer
+            and self._hb_live
+            and event.type in MESSAGE_TYPES
+        ):
+            try:
+                hb.message(now, event.type, dict(event.fields))
+            except LocalProtocolError as e:
+                hb.decisions.append(HbDecision(now, f"t={event.type} from {peer} ignored", str(e)))
+            self._dirty = True
+
+    def _sync_heartbeat(self, peer: str, now: float) -> None:
+        """Join the peer's resource protocol once it is active and this node knows what
+        it runs (every group probed): announce a start, or say what it serves."""
+        if self._hb_live or self.engine.node_status(peer, now).state is not NodeState.ACTIVE:
+            return
+        if any(self.rm.state(g.name) is rs.GroupState.UNKNOWN for g in self.settings.groups):
+            return
+        if self.hbres is None:
+            self.hbres = HeartbeatResources(self.name, peer, self.settings.auto_failback, now)
+        self._hb_live = True
+        serving = Rsc.NONE
+        for g in self.settings.groups:
+            if self.rm.state(g.name) is rs.GroupState.STARTED:
+                serving |= Rsc.LOCAL if g.preferred == self.name else Rsc.FOREIGN
+        self.hbres.begin(now, serving)
+        self._dirty = True
+
+    def _hb_classes(self) -> tuple[Rsc, Rsc, Rsc]:
+        """This node's groups by Heartbeat class: any running, all started, all stopped."""
+        running = started = stopped = Rsc.NONE
+        for cls, local in ((Rsc.LOCAL, True), (Rsc.FOREIGN, False)):
+            groups = [g.name for g in self.settings.groups if (g.preferred == self.name) == local]
+            if any(self.rm.may_be_running(g) for g in groups):
+                running |= cls
+            done = (rs.GroupState.STARTED, rs.GroupState.FAILED)
+            if all(self.rm.state(g) in done for g in groups):
+                started |= cls
+            if all(self.rm.is_stopped(g) for g in groups):
+                stopped |= cls
+        return running, started, stopped
+
+    def _heartbeat_view(self, now: float, last_words: dict[str, Advert]) -> HeartbeatView | None:
+        peer = self._heartbeat_peer()
+        if peer is not None:
+            self._sync_heartbeat(peer, now)
+        hb = self.hbres
+        if hb is None:
+            return None
+        hb.local_state(now, *self._hb_classes())
+        if not self._hb_live:
+            if self.engine.membership.has_left(hb.peer):
+                # it released everything before t=shutdone: its last word is "none"
+                n = len(self.settings.groups)
+                last_words[hb.peer] = Advert(
+                    digest=self.policy.digest, running=(False,) * n, targets=(NO_NODE,) * n
+                )
+            return None
+        return HeartbeatView(hb.peer, hb.wants(True), hb.wants(False))
+
+    def _heartbeat_standby(self, mode: Standby, now: float) -> None:
+        """hbctl standby beside a Heartbeat peer: refuse those groups and hand over the
+        ones held here; `standby off` asks for this node's own groups back (failback)."""
+        hb = self.hbres
+        assert hb is not None
+        refuse = Rsc(
+            (Rsc.LOCAL if mode.covers(True) else 0) | (Rsc.FOREIGN if mode.covers(False) else 0)
+        )
+        hb.refuse_groups(refuse)
+        if not self._hb_live:
+            return
+        held = hb.hold & refuse
+        if held:
+            try:
+                hb.standby(held.wire, now)
+            except LocalProtocolError as e:
+                hb.decisions.append(HbDecision(now, "hand over later", str(e)))
+        elif (
+            refuse is Rsc.NONE
+            and self.settings.auto_failback is AutoFailback.ON
+            and hb.peer_holds & Rsc.LOCAL
+            and any(g.preferred == self.name for g in self.settings.groups)
+        ):
+            hb.takeover("local", now)
+        self._flush_heartbeat(now)
+
+    def _flush_heartbeat(self, now: float) -> None:
+        hb = self.hbres
+        if hb is None:
+            return
+        while (msg := hb.next_message()) is not None:
+            self.engine.send_message(msg.type, msg.fields, now)
+        while hb.decisions:
+            d = hb.decisions.popleft()
+            self.policy.note(d.at, d.decision, d.reason)
+        self._emit_decisions()
+
     def _emit_decisions(self) -> None:
         decisions = self.policy.decisions
         new = self.policy.decisions_made - self._decisions_seen
@@ -897,6 +1058,7 @@ class Node:
             self._events.append(event)
             if isinstance(event, ev.FrameDropped | ev.LateHeartbeat):
                 continue
+            self._heartbeat_event(event, now)
             if isinstance(event, ev.PathUp) and self._kinds.get(event.path) is PathKind.DATAGRAM:
                 self._heard_on_network = True
                 self._learn_addresses(event.node)

@@ -177,6 +177,18 @@ class LocalGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class HeartbeatView:
+    """A live Heartbeat 3.0.6 peer: it hands groups over by its own protocol, not by
+    adverts, so rules 1 and 2 give way to Heartbeat's (`hbd.core.hbresources`): which of
+    this node's groups -- `local` (preferred here) and `foreign` -- may run now."""
+
+    peer: str
+    local: bool
+    foreign: bool
+    reason: str = "Heartbeat's resource protocol"
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySettings:
     """The policy's configuration, as plain values."""
 
@@ -331,6 +343,7 @@ class Policy:
         # the advert that first said "up" in the current unbroken run (None: down)
         self._flag_changes: deque[tuple[int, bool]] = deque(maxlen=8)
         self._up_epoch: int | None = None
+        self._heartbeat: HeartbeatView | None = None
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -426,12 +439,14 @@ class Policy:
         group_answered: Mapping[str, float | None] | None = None,
         last_words: Mapping[str, Advert] | None = None,
         vote: Vote | None = None,
+        heartbeat: HeartbeatView | None = None,
     ) -> None:
         """Take in the current view and decide; actions come out of `next_action()`.
 
         `last_words` are silent peers' final adverts (a node stopping cleanly says
         "stopped" and goodbye in one breath): what a lost peer last said it ran."""
         self._peers = {p.name: p for p in peers}
+        self._heartbeat = heartbeat
         if vote is not None and vote != self._vote:
             self._vote = vote
             self._decide_line(now, "qnetd " + self._vote_text(), vote.reason)
@@ -470,6 +485,11 @@ class Policy:
         if self.fenced is None:
             self.fenced = reason
             self._decide_line(now, "self-fence", reason)
+
+    def note(self, now: float, decision: str, reason: str) -> None:
+        """A decision made beside the policy (Heartbeat's resource protocol, for a
+        Heartbeat peer: hbd.core.hbresources), kept with the policy's own lines."""
+        self._decide_line(now, decision, reason)
 
     def settled(self, group: str) -> None:
         """The resource manager finished what was asked for `group`: ask again if needed."""
@@ -553,6 +573,17 @@ class Policy:
             if self.fenced is not None:
                 if mine.may_run:
                     self._release(g, now, "this node is going: " + self.fenced)
+                continue
+            hb = self._heartbeat
+            if hb is not None and hb.peer not in self._lost:
+                # a live Heartbeat peer: hand-offs follow its protocol, not rules 1-2
+                want = hb.local if g.preferred == self.local else hb.foreign
+                if mine.may_run and not want:
+                    self._release(g, now, f"{hb.peer} takes it ({hb.reason})")
+                elif want and not mine.started:
+                    self._maybe_acquire(g, now, heartbeat=hb)
+                else:
+                    self._pending.pop(g.name, None)
                 continue
             if mine.may_run and target is not None and self._refused_before(target, g):
                 # a peer heard again whose advert has not come yet, and whose last advert
@@ -663,13 +694,22 @@ class Policy:
         )
         return True
 
-    def _maybe_acquire(self, g: GroupInfo, now: float) -> None:
+    def _maybe_acquire(
+        self, g: GroupInfo, now: float, heartbeat: HeartbeatView | None = None
+    ) -> None:
         if self._suspended_until is not None:
             if now < self._suspended_until:
                 self._wait(self._suspended_until)
                 self._say(now, g.name, Why.SUSPENDED, "the event loop stalled: settling first")
                 return
             self._suspended_until = None
+        if heartbeat is not None:
+            if g.name not in self._pending:
+                self._pending[g.name] = "acquire"
+                reason = f"{heartbeat.peer} agreed ({heartbeat.reason})"
+                self._actions.append(Acquire(g.name, reason))
+                self._decide_line(now, f"acquire {g.name}", reason)
+            return
         waiting = [n for n, p in self._peers.items() if not p.known]
         if waiting:
             self._say(
@@ -960,13 +1000,17 @@ class Policy:
         `node` went silent: `node` may have lost us too and taken it over, once its budget
         for us passed. Otherwise yes unless its last advert said it was not running it and
         did not mean to (a node starts a group only after advertising that it is the target
-        and hearing its peers agree, or as such a takeover)."""
+        and hearing its peers agree, or as such a takeover). A peer that said goodbye
+        stopped: it runs what its last words said it still ran, and nothing more."""
+        advert = lost.advert
+        i = self._index[g.name]
+        peer = self._peers.get(node)
+        if peer is not None and peer.left and advert is not None:
+            return advert.running[i]
         if g.name in lost.ours:
             return True
-        advert = lost.advert
         if advert is None:
             return True
-        i = self._index[g.name]
         return advert.running[i] or advert.targets[i] == self._index_of(node)
 
     def _track_lost(self, now: float) -> None:

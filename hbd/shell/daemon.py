@@ -1186,6 +1186,8 @@ class Daemon:
             ]
             out["targets"] = node.policy.targets()
             out["policy"] = node.policy.summary()
+            if node.hbres is not None:
+                out["heartbeat_peer"] = node.hbres.summary()
         return out
 
     def _redundancy(

@@ -167,6 +167,33 @@ def resource_message(
     )
 
 
+def cluster_message(
+    src: str,
+    srcuuid: bytes,
+    seq: int,
+    generation: int,
+    ts: int,
+    mtype: str,
+    fields: Sequence[tuple[str, str]],
+    *,
+    ttl: int = 3,
+    load: str = "n/a",
+) -> HaMessage:
+    """Any sequenced cluster message, as Heartbeat's `ha_clustermsg` sends one (the resource
+    protocol's `t=starting`, `t=ask_resources`, `t=hb_takeover`, `t=ip-request-resp`...):
+    `t`, then `fields` in order, then the envelope."""
+    if not mtype or any(c in mtype for c in "=\n"):
+        raise LocalProtocolError(f"message type {mtype!r} is empty or holds '=' or a newline")
+    body = [HaField("t", mtype)]
+    for name, value in fields:
+        if not name or any(c in name for c in "=\n") or "\n" in value:
+            raise LocalProtocolError(f"field {name!r}={value!r} cannot be sent")
+        body.append(HaField(name, value))
+    return _envelope(
+        body, src=src, srcuuid=srcuuid, seq=seq, generation=generation, ts=ts, ttl=ttl, load=load
+    )
+
+
 def echo_message(
     src: str,
     srcuuid: bytes,
