@@ -168,3 +168,24 @@ def test_two_daemons_with_one_uuid_both_say_so_in_status() -> None:
     for n, peer in (("alpha", "beta"), ("beta", "alpha")):
         assert list(sim.node(n).engine.membership.uuid_clashes()) == [peer]
         assert [e.node for _, e in sim.events_of(n, UuidClash)] == [peer]
+
+
+def test_a_heartbeat_peer_is_named_with_where_its_resource_protocol_stands() -> None:
+    status: dict[str, object] = {
+        "node": "alpha",
+        "state": "active",
+        "generation": 2,
+        "redundancy": "redundant",
+        "nodes": {"hb": {"status": "active", "paths": {}}},
+        "heartbeat_peer": {
+            "peer": "hb",
+            "state": "stable",
+            "holds": "none",
+            "peer_holds": "all",
+            "peer_stable": False,
+            "hand_off": "this node takes over",
+        },
+    }
+    text = rendered(status)
+    assert "hb is a Heartbeat node: groups move by its resource protocol" in text
+    assert "hb holds all, moving; hand-off: this node takes over" in text
