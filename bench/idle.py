@@ -28,7 +28,8 @@ and the end of `--window` seconds:
   the node's processes went to sleep and were woken;
 - loop/s (hbd only): turns of hbd's event loop per second, from its own counters
   (`hbctl status --json`, "loop"); with the split timer / descriptor;
-- RSS, PSS (/proc/PID/smaps_rollup) and VmLck (/proc/PID/status, mlock'ed memory) at the end.
+- RSS, PSS and Locked (/proc/PID/smaps_rollup: resident memory held locked by mlock) at the
+  end.
 
 `--profile DIR` records hb1's hbd during the window with py-spy (`pip install py-spy`;
 folded stacks in DIR, and the top functions printed); the profiled rows' CPU includes
@@ -138,9 +139,12 @@ def cpu_and_switches(pid: int) -> tuple[int, int]:
 
 
 def locked_kib(pid: int) -> int:
+    """Resident memory held locked (smaps_rollup `Locked:`). Not /proc/PID/status VmLck:
+    that counts whole locked mappings, resident or not (with mlockall's MCL_ONFAULT an
+    untouched 8 MiB thread stack counts there, yet costs nothing)."""
     with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmLck:"):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Locked:"):
                 return int(line.split()[1])
     return 0
 
@@ -378,7 +382,7 @@ def _span(values: Sequence[float], fmt: str) -> str:
 
 
 HEADERS = ["system", "rate", "CPU ms/min", "wake/s", "loop/s (timer+io)", "RSS MiB",
-           "PSS MiB", "VmLck MiB", "procs", "runs"]  # fmt: skip
+           "PSS MiB", "locked MiB", "procs", "runs"]  # fmt: skip
 
 
 def report(systems: Sequence[System], rates: Sequence[float], samples: Sequence[Sample]) -> str:
@@ -460,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                     common.note(
                         f"  {x.system} {x.node} {hz:g} Hz: {x.cpu_per_minute:.0f} ms/min, "
                         f"{x.switches / x.seconds:.1f} wake/s{loop}, PSS {x.pss_kib / 1024:.1f}"
-                        f" MiB, VmLck {x.locked_kib / 1024:.1f} MiB"
+                        f" MiB, locked {x.locked_kib / 1024:.1f} MiB"
                     )
     finally:
         if args.keep:
@@ -477,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         "CPU ms/min: on-CPU time of all the node's threads per minute of wall clock; wake/s:"
         " their context switches per second; loop/s: turns of hbd's event loop (woken by"
         " a timer + by a descriptor);\nRSS counts pages Heartbeat's forked processes share"
-        " once per process, PSS divides them among their sharers; VmLck: locked (mlock) memory."
+        " once per process, PSS divides them among their sharers; locked: resident memory"
+        " locked by mlock."
         "\nEach cell: the range over runs of the mean of the two nodes."
     )
     if args.json:

@@ -23,7 +23,12 @@ from scapy.utils import rdpcap
 
 from hbd.config.ipaddr import AddressError, VirtualAddress, parse_ipaddr, parse_ipv6addr
 from hbd.core.model import AgentKind, Resource
-from hbd.effects.addresses import BuiltinAgents, PyrouteAddressManager, unsolicited_na
+from hbd.effects.addresses import (
+    BuiltinAgents,
+    PyrouteAddressManager,
+    gratuitous_arp,
+    unsolicited_na,
+)
 
 import netns
 
@@ -262,3 +267,34 @@ def test_an_ipv6_address_on_another_nic_is_neither_taken_nor_removed(pair: Pair)
     assert agents.run(res, "stop") == (0, f"{VIP6} was not added by hbd; left alone on dum0")
     assert VIP6 in node.ip("-6", "-o", "addr", "show", "dev", "dum0").stdout
     assert VIP6 not in addresses6(node)
+
+
+@pytest.mark.parametrize("reply", [False, True])
+def test_the_gratuitous_arp_is_byte_for_byte_the_one_scapy_builds(reply: bool) -> None:
+    from scapy.layers.l2 import ARP
+
+    mac, ip = "02:11:22:33:44:55", "10.91.0.100"
+    expected = Ether(dst="ff:ff:ff:ff:ff:ff", src=mac) / ARP(
+        op=2 if reply else 1,
+        hwsrc=mac,
+        psrc=ip,
+        hwdst="ff:ff:ff:ff:ff:ff" if reply else "00:00:00:00:00:00",
+        pdst=ip,
+    )
+    assert gratuitous_arp(IPv4Address(ip), mac, reply=reply) == bytes(expected)
+
+
+def test_the_unsolicited_advertisement_is_byte_for_byte_the_one_scapy_builds() -> None:
+    mac = "02:11:22:33:44:55"
+    expected = (
+        Ether(dst="33:33:00:00:00:01", src=mac)
+        / IPv6(src=VIP6, dst="ff02::1", hlim=255)
+        / ICMPv6ND_NA(tgt=VIP6, R=0, S=0, O=1)
+        / ICMPv6NDOptDstLLAddr(lladdr=mac)
+    )
+    assert unsolicited_na(IPv6Address(VIP6), mac) == bytes(expected)
+
+
+def test_a_malformed_mac_is_refused_by_name() -> None:
+    with pytest.raises(AddressError, match="not a MAC address"):
+        gratuitous_arp(IPv4Address("10.91.0.100"), "02:11:22")

@@ -34,6 +34,7 @@ import ctypes
 import json
 import logging
 import socket
+import struct
 import threading
 import time
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
@@ -59,33 +60,57 @@ _IFA_F_DADFAILED = 0x08
 _IFA_F_TENTATIVE = 0x40
 
 
+# The two announcements are built by hand (a few dozen bytes each, RFC 826 and RFC 4861):
+# importing scapy for them cost a node ~30 MiB of resident memory for as long as it ran,
+# locked with `realtime on` (bench/idle.py).
+# tests/test_ipv6_addresses.py parse them with scapy and compare them with its own frames.
+_BROADCAST = b"\xff" * 6
+_ALL_NODES = IPv6Address("ff02::1")
+_ALL_NODES_MAC = bytes.fromhex("333300000001")
+_ND_NA, _ND_OPT_TARGET_LLADDR, _NA_OVERRIDE = 136, 2, 0x20000000
+_ICMPV6 = 58
+
+
+def _mac_bytes(mac: str) -> bytes:
+    raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    if len(raw) != 6:
+        raise AddressError(f"{mac!r} is not a MAC address")
+    return raw
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 def gratuitous_arp(ip: IPv4Address, mac: str, *, reply: bool = False) -> bytes:
     """One gratuitous ARP frame announcing `ip` at `mac` (a request, or a reply)."""
-    from scapy.layers.l2 import ARP, Ether
-
-    frame = Ether(dst="ff:ff:ff:ff:ff:ff", src=mac) / ARP(
-        op=2 if reply else 1,
-        hwsrc=mac,
-        psrc=str(ip),
-        hwdst="ff:ff:ff:ff:ff:ff" if reply else "00:00:00:00:00:00",
-        pdst=str(ip),
-    )
-    return bytes(frame)
+    hw = _mac_bytes(mac)
+    target_hw = _BROADCAST if reply else bytes(6)
+    ether = _BROADCAST + hw + struct.pack("!H", _ETH_P_ARP)
+    # Ethernet, IPv4, 6-byte hardware and 4-byte protocol addresses, request 1 / reply 2
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2 if reply else 1)
+    return ether + arp + hw + ip.packed + target_hw + ip.packed
 
 
 def unsolicited_na(ip: IPv6Address, mac: str) -> bytes:
     """One unsolicited neighbour advertisement of `ip` at `mac` to all nodes (RFC 4861
     7.2.6), as IPaddr2's send_ua sends it: Override set, Solicited and Router clear."""
-    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
-    from scapy.layers.l2 import Ether
-
-    frame = (
-        Ether(dst="33:33:00:00:00:01", src=mac)
-        / IPv6(src=str(ip), dst="ff02::1", hlim=255)
-        / ICMPv6ND_NA(tgt=str(ip), R=0, S=0, O=1)
-        / ICMPv6NDOptDstLLAddr(lladdr=mac)
-    )
-    return bytes(frame)
+    hw = _mac_bytes(mac)
+    option = struct.pack("!BB", _ND_OPT_TARGET_LLADDR, 1) + hw
+    body = struct.pack("!I", _NA_OVERRIDE) + ip.packed + option
+    pseudo = ip.packed + _ALL_NODES.packed + struct.pack("!I3xB", 4 + len(body), _ICMPV6)
+    header = struct.pack("!BBH", _ND_NA, 0, 0)
+    icmp = struct.pack("!BBH", _ND_NA, 0, _checksum(pseudo + header + body)) + body
+    # version 6, traffic class and flow label 0; hop limit 255 (RFC 4861 requires it)
+    ipv6 = struct.pack("!IHBB", 6 << 28, len(icmp), _ICMPV6, 255) + ip.packed + _ALL_NODES.packed
+    ether = _ALL_NODES_MAC + hw + struct.pack("!H", _ETH_P_IPV6)
+    return ether + ipv6 + icmp
 
 
 class AddressManager(Protocol):
