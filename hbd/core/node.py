@@ -941,12 +941,14 @@ class Node:
         hb = self.hbres
         if hb is None:
             return
-        if isinstance(event, ev.NodeDead) and event.node == peer and self._hb_live:
-            self._hb_live = False
-            if self.engine.membership.has_left(peer):
-                hb.peer_left(now)
-            else:
-                hb.peer_lost(now)
+        if isinstance(event, ev.NodeDead | ev.NodeRestarted) and event.node == peer:
+            if self._hb_live:
+                self._hb_live = False  # a new incarnation starts the protocol afresh
+                if self.engine.membership.has_left(peer):
+                    hb.peer_left(now)
+                else:
+                    hb.peer_lost(now)
+            self._sync_heartbeat(peer, now)
         elif (
             isinstance(event, ev.MessageReceived)
             and event.node == peer
@@ -994,6 +996,8 @@ class Node:
         peer = self._heartbeat_peer()
         if peer is not None:
             self._sync_heartbeat(peer, now)
+        elif self._hb_live:
+            self._hb_live = False  # the peer speaks hbd now: adverts decide again
         hb = self.hbres
         if hb is None:
             return None
