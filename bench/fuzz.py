@@ -128,9 +128,12 @@ class Tally:
     slow: Counter[str] = field(default_factory=Counter)  # ... over SLOW_MS of CPU
     amplified: Counter[str] = field(default_factory=Counter)  # ... answered by > OUT_LIMIT
     worst_ms: float = 0.0
+    worst_what: str = ""  # the message type (and path) of the input that cost worst_ms
     most_out: int = 0
 
     def add(self, other: Tally) -> None:
+        if other.worst_ms > self.worst_ms:
+            self.worst_what = other.worst_what
         self.worst_ms = max(self.worst_ms, other.worst_ms)
         self.most_out = max(self.most_out, other.most_out)
         for name in (
@@ -468,7 +471,8 @@ def structured(
     if accepted:
         tally.reached[what] += 1
         tally.accepted["structured"] += 1
-    tally.worst_ms = max(tally.worst_ms, ms)
+    if ms > tally.worst_ms:
+        tally.worst_ms, tally.worst_what = ms, f"{what} on {path}, {setup.name}"
     tally.most_out = max(tally.most_out, sent)
     if ms > SLOW_MS:
         tally.slow[what] += 1
@@ -697,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\ndrop reasons seen:", ", ".join(f"{r} {n:,}" for r, n in frame.reasons.most_common()))
     print(
         f"\nstructured (signed) inputs by message type: worst CPU {frame.worst_ms:.2f} ms an input"
-        f" (receive + timer turn), most frames sent in answer {frame.most_out}\n"
+        f" ({frame.worst_what}; receive + timer turn, a garbage collection included if one"
+        f" fell there), most frames sent in answer {frame.most_out}\n"
     )
     type_rows = [
         [t, f"{n:,}", f"{frame.reached[t]:,}", frame.slow[t], frame.amplified[t]]
