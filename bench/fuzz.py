@@ -42,6 +42,7 @@ Work is cut into chunks of `--chunk` inputs, each with its own seed (printed), s
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import random
@@ -353,6 +354,10 @@ def frame_chunk(seed: int, count: int) -> Tally:
     structure_runs = {s.name: (FrameRun(s, tally), Sender(s)) for s in SETUPS}  # signed, odd
     spares = {name: [data for _, data in run[3]] for name, run in runs.items()}  # to splice in
     history: dict[tuple[str, str], list[bytes]] = {}  # (setup, path) -> frames accepted
+    # the corpus and engines live for the whole chunk: out of the collector's way, as the
+    # daemon does after its start, so a full collection in some input's turn stays short
+    gc.collect()
+    gc.freeze()
     done = 0
     while done < count:
         setup = rng.choice(SETUPS)

@@ -11,6 +11,7 @@ none and is stable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -91,6 +92,33 @@ def test_the_answer_is_kept_for_retransmission() -> None:
     again = [decode_frame(d, keys()) for _, d in e.frames_to_send(100.0)]
     resent = [m for m in again if not isinstance(m, Dropped) and m.get("t") == "resource"]
     assert resent and resent[0].get("seq") == answer.get("seq")
+
+
+def test_a_retransmission_resends_the_same_bytes_until_the_key_changes() -> None:
+    """Kept frames are re-sent as they were (no encoding or signing per request); after a
+    reload that rolls the key, they are signed again with the new one."""
+    e = engine()
+    sent = feed(e, frames("sha1", "hb1"))
+    (_, answer), _ = typed(sent, "resource")
+    seq = int(answer.get("seq") or "0", 16)
+
+    def rexmit(now: float) -> list[bytes]:
+        req = ctl.rexmit_message(
+            "hb1", bytes(range(0x10, 0x20)), "hb2", None, seq, seq, 0x2A, 0x6B05FFB9
+        )
+        e.receive_frame(UDP, encode_netstring(req, keys().active), now)
+        return [d for p, d in e.frames_to_send(now) if p == UDP and b"t=resource" in d]
+
+    first = rexmit(100.0)
+    assert first and first == rexmit(200.0)  # past max_rexmit_delay: the same bytes again
+    rolled = keys()
+    rolled = dataclasses.replace(rolled, active=rolled.entries[2], rotation=frozenset({1}))
+    e.reconfigure(dataclasses.replace(e.settings, auth=rolled), 250.0)
+    e.frames_to_send(250.0)
+    again = rexmit(300.0)
+    assert again and again != first
+    msg = decode_frame(again[0], rolled)
+    assert not isinstance(msg, Dropped) and msg.get("seq") == answer.get("seq")
 
 
 def test_resource_messages_from_the_peer_are_not_answered() -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hbd.core import acks
-from hbd.core.auth import AuthKeys
+from hbd.core.auth import AuthEntry, AuthKeys
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.events import (
     AdvertReceived,
@@ -124,6 +124,18 @@ HISTORY = 200  # sequenced messages kept for NS_rexmit, as Heartbeat's history
 MAX_REXMIT = 32  # sequences one rexmit request or answer covers at most
 REXMIT_PATIENCE = 5.0  # seconds a missing message holds back our acks
 REQNODES_RETRY = 1.0  # Heartbeat asks again every second
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A sequenced message kept for retransmission, and the frames it went out as."""
+
+    msg: hb.HaMessage
+    auth: AuthEntry  # the key entry the frames were signed with
+    classic: bytes | None = None
+    netstring: bytes | None = None
+
+
 ADVERT_INTERVAL = 1.0  # an unchanged advert is repeated this often (a changed one at once)
 ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
@@ -233,7 +245,10 @@ class Engine:
         self.answers_starting = True
         self._by_name = {n.lower(): n for n in settings.nodes}
         self._reqnodes_at: float | None = None  # when we last asked for the node list
-        self._history: dict[int, hb.HaMessage] = {}  # our sequenced Heartbeat messages
+        # our sequenced Heartbeat messages, with the frames they were sent as (under the
+        # active key: a retransmission re-sends those bytes instead of encoding and signing
+        # again; a reload that changes the key drops them)
+        self._history: dict[int, _Kept] = {}
         self._acks: dict[str, _AckTrack] = {}
         self._sent_at: dict[int, float] = {}  # our sequence -> when sent
         self._sorted = tuple(sorted(settings.nodes))
@@ -899,7 +914,7 @@ class Engine:
             bucket -= 1
             old = self._history.get(seq)
             if old is not None:
-                self._queue_ha(old)
+                self._queue_ha(old.msg, kept=old)
             else:
                 self._queue_ha(
                     ctl.nak_rexmit_message(
@@ -975,16 +990,22 @@ class Engine:
         """Build a sequenced Heartbeat message with the next seq, keep it for rexmit, send."""
         seq = self._next_seq(now)
         msg = build(seq, self._ts(now))
-        self._history[seq] = msg
+        kept = _Kept(msg, self.settings.auth.active)
+        self._history[seq] = kept
         while len(self._history) > HISTORY:
             del self._history[next(iter(self._history))]
-        self._queue_ha(msg)
+        self._queue_ha(msg, kept=kept)
 
-    def _queue_ha(self, msg: hb.HaMessage, only: str | None = None) -> None:
-        """Queue a Heartbeat-format message on every path (or on `only`)."""
+    def _queue_ha(
+        self, msg: hb.HaMessage, only: str | None = None, kept: _Kept | None = None
+    ) -> None:
+        """Queue a Heartbeat-format message on every path (or on `only`); `kept` holds (and
+        gets) the frames it was encoded as, while the key is the one they were signed with."""
         auth = self.settings.auth.active
-        classic: bytes | None = None
-        netstring: bytes | None = None
+        if kept is not None and kept.auth != auth:
+            kept.auth, kept.classic, kept.netstring = auth, None, None
+        classic = kept.classic if kept is not None else None
+        netstring = kept.netstring if kept is not None else None
         for pid, kind in self.settings.paths:
             if only is not None and pid != only:
                 continue
@@ -994,6 +1015,8 @@ class Engine:
             else:
                 netstring = netstring or hb.encode_netstring(msg, auth)
                 self._out.append((pid, netstring))
+        if kept is not None:
+            kept.classic, kept.netstring = classic, netstring
 
     def _native(self, pid: str, kind: nat.FrameKind, payload: bytes, seq: int) -> bytes:
         """One native frame for path `pid`, framed for it (COBS on serial, bare on UDP)."""
