@@ -44,6 +44,7 @@ from hbd.config.ipaddr import AddressError, VirtualAddress, parse_ipaddr, parse_
 from hbd.core.model import Resource
 from hbd.core.resources import OCF_ERR_CONFIGURED, OCF_ERR_GENERIC, OCF_NOT_RUNNING, Op
 from hbd.effects.identity import write_durably
+from hbd.links.ping import icmp_checksum
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -78,16 +79,6 @@ def _mac_bytes(mac: str) -> bytes:
     return raw
 
 
-def _checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def gratuitous_arp(ip: IPv4Address, mac: str, *, reply: bool = False) -> bytes:
     """One gratuitous ARP frame announcing `ip` at `mac` (a request, or a reply)."""
     hw = _mac_bytes(mac)
@@ -106,7 +97,7 @@ def unsolicited_na(ip: IPv6Address, mac: str) -> bytes:
     body = struct.pack("!I", _NA_OVERRIDE) + ip.packed + option
     pseudo = ip.packed + _ALL_NODES.packed + struct.pack("!I3xB", 4 + len(body), _ICMPV6)
     header = struct.pack("!BBH", _ND_NA, 0, 0)
-    icmp = struct.pack("!BBH", _ND_NA, 0, _checksum(pseudo + header + body)) + body
+    icmp = struct.pack("!BBH", _ND_NA, 0, icmp_checksum(pseudo + header + body)) + body
     # version 6, traffic class and flow label 0; hop limit 255 (RFC 4861 requires it)
     ipv6 = struct.pack("!IHBB", 6 << 28, len(icmp), _ICMPV6, 255) + ip.packed + _ALL_NODES.packed
     ether = _ALL_NODES_MAC + hw + struct.pack("!H", _ETH_P_IPV6)
