@@ -963,17 +963,20 @@ class Node:
 
     def _sync_heartbeat(self, peer: str, now: float) -> None:
         """Join the peer's resource protocol once it is active and this node knows what
-        it runs (every group probed): announce a start, or say what it serves."""
+        it runs (every group probed, none being stopped): announce a start, or say what it
+        serves -- every group that may run here, a start under way included (a peer told
+        "none" while a takeover is still starting here would start the group too)."""
         if self._hb_live or self.engine.node_status(peer, now).state is not NodeState.ACTIVE:
             return
-        if any(self.rm.state(g.name) is rs.GroupState.UNKNOWN for g in self.settings.groups):
+        settling = (rs.GroupState.UNKNOWN, rs.GroupState.STOPPING)
+        if any(self.rm.state(g.name) in settling for g in self.settings.groups):
             return
         if self.hbres is None:
             self.hbres = HeartbeatResources(self.name, peer, self.settings.auto_failback, now)
         self._hb_live = True
         serving = Rsc.NONE
         for g in self.settings.groups:
-            if self.rm.state(g.name) is rs.GroupState.STARTED:
+            if self.rm.may_be_running(g.name):
                 serving |= Rsc.LOCAL if g.preferred == self.name else Rsc.FOREIGN
         self.hbres.begin(now, serving)
         self._dirty = True
