@@ -127,6 +127,13 @@ class Tally:
     types: Counter[str] = field(default_factory=Counter)  # structured: inputs per message type
     reached: Counter[str] = field(default_factory=Counter)  # ... that the engine accepted
     slow: Counter[str] = field(default_factory=Counter)  # ... over SLOW_MS of CPU
+    slow_gc: Counter[str] = field(default_factory=Counter)  # ... with a collection in them
+    slow_again: Counter[str] = field(default_factory=Counter)  # ... and again when rerun
+    structured_fed: int = 0  # structured inputs so far in this chunk (their index)
+    slow_at: dict[int, str] = field(default_factory=dict)  # index -> type, over SLOW_MS
+    remeasure: frozenset[int] = frozenset()  # a rerun: the indexes to measure again...
+    remeasured: dict[int, tuple[str, float]] = field(default_factory=dict)  # ...and what cost
+    worst_by_type: Counter[str] = field(default_factory=Counter)  # most CPU, in µs
     amplified: Counter[str] = field(default_factory=Counter)  # ... answered by > OUT_LIMIT
     worst_ms: float = 0.0
     worst_what: str = ""  # the message type (and path) of the input that cost worst_ms
@@ -137,6 +144,8 @@ class Tally:
             self.worst_what = other.worst_what
         self.worst_ms = max(self.worst_ms, other.worst_ms)
         self.most_out = max(self.most_out, other.most_out)
+        for t, us in other.worst_by_type.items():
+            self.worst_by_type[t] = max(self.worst_by_type[t], us)
         for name in (
             "inputs",
             "crashes",
@@ -148,6 +157,8 @@ class Tally:
             "types",
             "reached",
             "slow",
+            "slow_gc",
+            "slow_again",
             "amplified",
         ):
             getattr(self, name).update(getattr(other, name))
@@ -160,6 +171,14 @@ class Tally:
 
 
 # -- frames ---------------------------------------------------------------------------------
+
+
+COLLECTIONS = [0]  # garbage collections so far in this worker
+
+
+def _count_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        COLLECTIONS[0] += 1
 
 
 def make_engine(setup: Setup, node: str = LOCAL) -> Engine:
@@ -332,10 +351,11 @@ class FrameRun:
         return self.engine.node_status(PEER, self.now).last_heard == self.now
 
 
-def frame_chunk(seed: int, count: int) -> Tally:
-    """`count` frame inputs, kinds and setups drawn from `seed`."""
+def frame_chunk(seed: int, count: int, remeasure: frozenset[int] = frozenset()) -> Tally:
+    """`count` frame inputs, kinds and setups drawn from `seed` (the same inputs every time:
+    a rerun measures the structured inputs numbered in `remeasure` again)."""
     rng = random.Random(seed)
-    tally = Tally()
+    tally = Tally(remeasure=remeasure)
     runs = {
         s.name: (
             FrameRun(s, tally),  # random and mutated inputs
@@ -358,6 +378,8 @@ def frame_chunk(seed: int, count: int) -> Tally:
     # daemon does after its start, so a full collection in some input's turn stays short
     gc.collect()
     gc.freeze()
+    if _count_collection not in gc.callbacks:
+        gc.callbacks.append(_count_collection)
     done = 0
     while done < count:
         setup = rng.choice(SETUPS)
@@ -452,6 +474,9 @@ def structured(
     except LocalProtocolError:
         return 0  # a field the wire cannot carry: not an input anyone can send
     tally.types[what] += 1
+    index = tally.structured_fed
+    tally.structured_fed += 1
+    collections = COLLECTIONS[0]
     started = time.thread_time_ns()
     accepted = run.feed("structured", path, data)
     now = run.now
@@ -465,6 +490,8 @@ def structured(
         run.engine = make_engine(setup)
         return 1
     ms = (time.thread_time_ns() - started) / 1e6
+    if index in tally.remeasure:
+        tally.remeasured[index] = (what, ms)
     newest = run.engine.membership.newest_heard(PEER)
     if newest is not None:  # a jump the engine took: the peer goes on from there
         run.generation = max(run.generation, newest[0])
@@ -479,8 +506,12 @@ def structured(
     if ms > tally.worst_ms:
         tally.worst_ms, tally.worst_what = ms, f"{what} on {path}, {setup.name}"
     tally.most_out = max(tally.most_out, sent)
+    tally.worst_by_type[what] = max(tally.worst_by_type[what], round(ms * 1000))
     if ms > SLOW_MS:
         tally.slow[what] += 1
+        tally.slow_at[index] = what
+        if COLLECTIONS[0] != collections:
+            tally.slow_gc[what] += 1
     if sent > OUT_LIMIT:
         tally.fail(tally.amplified, what, f"{setup.name} {what} {path}: {sent} frames out")
     return 1
@@ -626,8 +657,20 @@ def config_chunk(seed: int, count: int) -> Tally:
 
 
 def run_chunk(task: tuple[str, int, int]) -> Tally:
+    """One chunk. A frame chunk with inputs over SLOW_MS is run again from its seed and
+    those inputs measured a second time: one that is slow twice costs that much; one that
+    is not was slowed by the machine (a preempted or migrated worker, a cold cache)."""
     which, seed, count = task
-    return frame_chunk(seed, count) if which == "frame" else config_chunk(seed, count)
+    if which != "frame":
+        return config_chunk(seed, count)
+    tally = frame_chunk(seed, count)
+    if tally.slow_at:
+        again = frame_chunk(seed, count, remeasure=frozenset(tally.slow_at))
+        for index, what in tally.slow_at.items():
+            rerun = again.remeasured.get(index)
+            if rerun is None or rerun[0] != what or rerun[1] > SLOW_MS:
+                tally.slow_again[what] += 1  # slow twice (or not the same input: counted)
+    return tally
 
 
 def tasks(which: str, total: int, chunk: int, seed: int) -> list[tuple[str, int, int]]:
@@ -710,7 +753,14 @@ def main(argv: list[str] | None = None) -> int:
         f" fell there), most frames sent in answer {frame.most_out}\n"
     )
     type_rows = [
-        [t, f"{n:,}", f"{frame.reached[t]:,}", frame.slow[t], frame.amplified[t]]
+        [
+            t,
+            f"{n:,}",
+            f"{frame.reached[t]:,}",
+            f"{frame.worst_by_type[t] / 1000:.2f}",
+            f"{frame.slow[t]} ({frame.slow_gc[t]}) {frame.slow_again[t]}" if frame.slow[t] else "0",
+            frame.amplified[t],
+        ]
         for t, n in sorted(frame.types.items())
     ]
     print(
@@ -719,7 +769,8 @@ def main(argv: list[str] | None = None) -> int:
                 "message type",
                 "inputs",
                 "heard as new",
-                f"> {SLOW_MS:g} ms CPU",
+                "worst ms",
+                f"> {SLOW_MS:g} ms CPU (a collection in it) again",
                 f"> {OUT_LIMIT} out",
             ],
             type_rows,

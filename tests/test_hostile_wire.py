@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hbd.core import engine as engine_mod
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.engine import Engine, EngineSettings, PathKind
 from hbd.core.errors import DropReason
@@ -251,10 +252,13 @@ def _rexmit(first: int, last: int, generation: int = 7) -> bytes:
     return hb.encode_netstring(msg, SHA1)
 
 
+def _live_paths() -> tuple[tuple[str, PathKind], ...]:
+    return ((UDP, PathKind.DATAGRAM), (UDP2, PathKind.DATAGRAM), (SERIAL, PathKind.SERIAL))
+
+
 def _live_pair() -> tuple[Engine, Engine, float]:
-    paths = ((UDP, PathKind.DATAGRAM), (UDP2, PathKind.DATAGRAM), (SERIAL, PathKind.SERIAL))
-    alpha = engine("alpha", HB_KEYS, WireFormat.HEARTBEAT, paths=paths)
-    beta = engine("beta", HB_KEYS, WireFormat.HEARTBEAT, paths=paths)
+    alpha = engine("alpha", HB_KEYS, WireFormat.HEARTBEAT, paths=_live_paths())
+    beta = engine("beta", HB_KEYS, WireFormat.HEARTBEAT, paths=_live_paths())
     now = run(alpha, beta, 0.0, 30.0)
     events(alpha)
     now = alpha.get_timer() or now  # just after a heartbeat: the next is a keepalive away
@@ -284,6 +288,37 @@ def test_a_replayed_ns_rexmit_flood_is_answered_within_a_bounded_budget() -> Non
     alpha.receive_frame(UDP, data, now + 2.0, "10.0.0.66")
     again = [d for _, d in alpha.frames_to_send(now + 2.0)]
     assert 0 < len(again) <= 3 * 32 + 3
+
+
+def test_one_request_for_32_messages_is_answered_eight_a_turn_and_in_full() -> None:
+    alpha, _, now = _live_pair()
+    top = alpha.newest_sent
+    alpha.receive_frame(UDP, _rexmit(top - 31, top), now, "10.0.0.2")
+    turns = [alpha.frames_to_send(now)]
+    assert len(turns[0]) == 3 * engine_mod.REXMIT_PER_TURN  # 8 messages, every path, now
+    t = now
+    while (due := alpha.get_timer()) is not None and due < now + 0.5:
+        t = due
+        alpha.handle_timer(t)
+        turns.append([f for f in alpha.frames_to_send(t) if f[1] not in {b for _, b in turns[0]}])
+    resent = [d for turn in turns for p, d in turn if p == UDP]
+    assert all(len(turn) <= 3 * engine_mod.REXMIT_PER_TURN + 3 for turn in turns)
+    assert len(set(resent)) >= 32  # all 32 answered (a heartbeat may have gone out too)
+    assert t - now <= 4 * engine_mod.REXMIT_SPACING + 1e-9  # within four turns
+
+
+def test_owed_answers_are_void_once_the_requester_restarts() -> None:
+    alpha, _, now = _live_pair()
+    top = alpha.newest_sent
+    alpha.receive_frame(UDP, _rexmit(top - 31, top), now, "10.0.0.2")
+    alpha.frames_to_send(now)
+    restarted = engine("beta", HB_KEYS, WireFormat.HEARTBEAT, paths=_live_paths(), generation=8)
+    restarted.handle_timer(now)
+    for path, data in restarted.frames_to_send(now):
+        alpha.receive_frame(path, data, now, "10.0.0.2")
+    t = now + engine_mod.REXMIT_SPACING
+    alpha.handle_timer(t)
+    assert alpha.frames_to_send(t) == []  # nothing more for the old incarnation
 
 
 def test_the_same_message_is_resent_at_most_once_per_max_rexmit_delay() -> None:

@@ -147,9 +147,13 @@ SENT_KEPT = 4096  # send times kept for acknowledgements (minutes at 10 heartbea
 # or naked on every path), full at first and refilled with time. NS_* messages carry no
 # seq, so a captured request can be replayed at will: whatever the replay rate, the answers
 # stay within REXMIT_RATE messages a second after one burst of REXMIT_BURST (one full
-# answer). Lost messages asked for once are resent at once.
+# answer). Lost messages asked for once are resent at once. One request, or one timer
+# turn, answers at most REXMIT_PER_TURN of them; the rest are owed and answered on turns
+# REXMIT_SPACING apart, so no input costs more than a few frames' encoding.
 REXMIT_BURST = MAX_REXMIT
 REXMIT_RATE = 8.0
+REXMIT_PER_TURN = 8
+REXMIT_SPACING = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +267,9 @@ class Engine:
         # echoes answered, per (peer, path): (its generation, recent nonces, last answer)
         self._echoes_answered: dict[tuple[str, str], tuple[int, deque[int], float]] = {}
         self._rexmit_budget: dict[str, tuple[float, float]] = {}  # peer -> (messages, at)
+        # sequences asked for and not yet answered: peer -> (its generation, seqs in order)
+        self._rexmit_owed: dict[str, tuple[int, list[int]]] = {}
+        self._rexmit_due: float | None = None  # when the owed answers are next paid
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -287,6 +294,8 @@ class Engine:
         self.membership.handle_timer(now)
         self._collect()
         self._maybe_activate(now)
+        if self._rexmit_due is not None and now >= self._rexmit_due:
+            self._pay_rexmit(now)
         if now >= self._next_beat:
             self._send_heartbeat(now)
 
@@ -330,6 +339,8 @@ class Engine:
             deadlines.append(m)
         if self._advert_due is not None:
             deadlines.append(self._advert_due)
+        if self._rexmit_due is not None:
+            deadlines.append(self._rexmit_due)
         deadlines.append(self._next_echo)
         return min(deadlines)
 
@@ -894,43 +905,79 @@ class Engine:
         # NS_ackmsg and NS_nak_rexmit need no answer: we keep no send window to open.
 
     def _answer_rexmit(self, node: str, req: ctl.HaRexmit, now: float) -> None:
-        """Resend what `node` asks for, as Heartbeat does, within three limits: only a
+        """Resend what `node` asks for, as Heartbeat does, within four limits: only a
         request of the peer's current incarnation (a replay from before its restart, or a
         generation never heard, gets nothing); each message at most once per
-        max_rexmit_delay; and the peer's byte budget (REXMIT_BURST, REXMIT_RATE)."""
+        max_rexmit_delay; the peer's byte budget (REXMIT_BURST, REXMIT_RATE); and at most
+        REXMIT_PER_TURN messages now, the rest owed to later turns (`_pay_rexmit`)."""
         newest = self.membership.newest_heard(node)
         if newest is None or req.origin.generation != newest[0]:
             return
-        bucket, at = self._rexmit_budget.get(node, (float(REXMIT_BURST), now))
-        bucket = min(float(REXMIT_BURST), bucket + max(0.0, now - at) * REXMIT_RATE)
+        generation, owed = self._rexmit_owed.get(node, (newest[0], []))
+        if generation != newest[0]:
+            owed = []
         last = min(req.lastseq, req.firstseq + MAX_REXMIT - 1, self._seq)  # never the future
-        for seq in range(req.firstseq, last + 1):
-            if bucket < 1:
-                break
-            resent = self._resent_at.get((node, seq))
-            if resent is not None and now - resent < self.settings.max_rexmit_delay:
+        asked = set(owed)
+        owed += [seq for seq in range(req.firstseq, last + 1) if seq not in asked]
+        self._rexmit_owed[node] = (newest[0], owed[:MAX_REXMIT])
+        self._pay_rexmit(now, only=node)
+
+    def _pay_rexmit(self, now: float, only: str | None = None) -> None:
+        """Answer up to REXMIT_PER_TURN owed sequences of each peer (or of `only`) that its
+        budget allows: the message again, or a NAK when it is no longer in the history.
+        What is left stays owed, paid REXMIT_SPACING later (or when the budget refills)."""
+        due: list[float] = []
+        for node in list(self._rexmit_owed):
+            generation, owed = self._rexmit_owed[node]
+            newest = self.membership.newest_heard(node)
+            if newest is None or newest[0] != generation:
+                del self._rexmit_owed[node]  # it restarted (or left): the request is void
                 continue
-            self._resent_at[(node, seq)] = now
-            bucket -= 1
-            old = self._history.get(seq)
-            if old is not None:
-                self._queue_ha(old.msg, kept=old)
+            if only is not None and node != only:
+                if self._rexmit_due is not None:
+                    due.append(self._rexmit_due)
+                continue
+            bucket, at = self._rexmit_budget.get(node, (float(REXMIT_BURST), now))
+            bucket = min(float(REXMIT_BURST), bucket + max(0.0, now - at) * REXMIT_RATE)
+            paid = 0
+            while owed and paid < REXMIT_PER_TURN and bucket >= 1:
+                seq = owed.pop(0)
+                resent = self._resent_at.get((node, seq))
+                if resent is not None and now - resent < self.settings.max_rexmit_delay:
+                    continue
+                self._resent_at[(node, seq)] = now
+                bucket -= 1
+                paid += 1
+                self._resend(node, seq, now)
+            self._rexmit_budget[node] = (bucket, now)
+            if not owed:
+                del self._rexmit_owed[node]
+            elif bucket >= 1:
+                due.append(now + REXMIT_SPACING)
             else:
-                self._queue_ha(
-                    ctl.nak_rexmit_message(
-                        *self._src(),
-                        node,
-                        self.membership.uuid_of(node),
-                        seq,
-                        "not in history",
-                        self.settings.generation,
-                        self._ts(now),
-                        ttl=self._ttl,
-                    )
-                )
-        self._rexmit_budget[node] = (bucket, now)
+                due.append(now + max(REXMIT_SPACING, (1 - bucket) / REXMIT_RATE))
+        self._rexmit_due = min(due, default=None)
         while len(self._resent_at) > HISTORY * len(self._sorted):
             del self._resent_at[next(iter(self._resent_at))]
+
+    def _resend(self, node: str, seq: int, now: float) -> None:
+        """Message `seq` again on every path, or a NAK for it if the history has lost it."""
+        old = self._history.get(seq)
+        if old is not None:
+            self._queue_ha(old.msg, kept=old)
+            return
+        self._queue_ha(
+            ctl.nak_rexmit_message(
+                *self._src(),
+                node,
+                self.membership.uuid_of(node),
+                seq,
+                "not in history",
+                self.settings.generation,
+                self._ts(now),
+                ttl=self._ttl,
+            )
+        )
 
     def _track_for_ack(self, node: str, generation: int, seq: int, now: float) -> None:
         """Heartbeat's flow control: ack every tenth message, unless some are missing."""
@@ -1006,14 +1053,19 @@ class Engine:
             kept.auth, kept.classic, kept.netstring = auth, None, None
         classic = kept.classic if kept is not None else None
         netstring = kept.netstring if kept is not None else None
+        signed: hb.ClassicSigned | None = None  # checked and signed once for both formats
         for pid, kind in self.settings.paths:
             if only is not None and pid != only:
                 continue
             if kind is PathKind.SERIAL:
-                classic = classic or hb.encode_classic(msg, auth)
+                if classic is None:
+                    signed = signed or hb.sign_classic(msg, auth)
+                    classic = hb.classic_frame(signed)
                 self._out.append((pid, classic))
             else:
-                netstring = netstring or hb.encode_netstring(msg, auth)
+                if netstring is None:
+                    signed = signed or hb.sign_classic(msg, auth)
+                    netstring = hb.netstring_frame(signed, auth)
                 self._out.append((pid, netstring))
         if kept is not None:
             kept.classic, kept.netstring = classic, netstring

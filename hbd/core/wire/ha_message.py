@@ -18,6 +18,7 @@ encoders call it and raise `LocalProtocolError` for a message the caller built w
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -29,6 +30,16 @@ NL_ESCAPE = "\x13"
 _SPECIAL_SYMS = (20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 15, 16, 17, 18)
 DEPTH_ESCAPES = tuple(chr(c) for c in _SPECIAL_SYMS)
 MAX_DEPTH = len(DEPTH_ESCAPES)  # cluster-glue MAXDEPTH
+# Per depth, what a string field's name and value may not contain (see `_check`): the
+# plain field's fast path; anything else gets the detailed check and its exact error.
+_NAME_BAD = tuple(
+    re.compile("[" + re.escape("=\n\0" + "".join(DEPTH_ESCAPES[:d])) + "]")
+    for d in range(MAX_DEPTH)
+)
+_VALUE_BAD = tuple(
+    re.compile("[" + re.escape("\0" + NL_ESCAPE + "".join(DEPTH_ESCAPES[:d])) + "]")
+    for d in range(MAX_DEPTH)
+)
 
 
 class FieldType(enum.IntEnum):
@@ -175,7 +186,22 @@ def _check(msg: HaMessage, depth: int) -> None:
         raise LocalProtocolError("a Heartbeat message needs at least one field")
     outer = DEPTH_ESCAPES[:depth]
     lists: set[str] = set()
+    name_bad, value_bad = _NAME_BAD[depth], _VALUE_BAD[depth]
     for f in msg.fields:
+        name, value = f.name, f.value
+        if (  # the usual field: a plain ASCII string under a plain name
+            f.type is FieldType.STRING
+            and type(name) is str
+            and type(value) is str
+            and name
+            and name.isascii()
+            and value.isascii()
+            and name[0] != "("
+            and not name.startswith((">>>", "<<<"))
+            and name_bad.search(name) is None
+            and value_bad.search(value) is None
+        ):
+            continue
         where = f"field {f.name!r}"
         if not isinstance(f.name, str) or not f.name:
             raise LocalProtocolError("empty field name")

@@ -165,18 +165,39 @@ def classic_signed_text(msg: HaMessage) -> bytes:
     return _b(_classic_lines(msg, 0, skip_auth=True))
 
 
-def _with_classic_auth(msg: HaMessage, auth: AuthEntry) -> HaMessage:
+@dataclass(frozen=True, slots=True)
+class ClassicSigned:
+    """A message checked once and given its classic `auth` field: what both formats then
+    carry (`classic_frame`, `netstring_frame`), so a message sent on serial and UDP paths
+    is checked, serialised and signed once rather than once a format."""
+
+    msg: HaMessage  # with the `auth` field set
+    lines: bytes  # its classic field lines, the `auth` line included
+
+
+def sign_classic(msg: HaMessage, auth: AuthEntry) -> ClassicSigned:
+    """Check `msg` and set its classic `auth` field (in place if it has one, else last)."""
     msg.check()
-    if sum(1 for f in msg.fields if f.name == AUTH) > 1:
+    count = sum(1 for f in msg.fields if f.name == AUTH)
+    if count > 1:
         raise LocalProtocolError("a message to sign may carry at most one auth field")
-    return msg.with_field(AUTH, auth_token(auth, classic_signed_text(msg)), FieldType.STRING)
+    text = classic_signed_text(msg)
+    token = auth_token(auth, text)
+    signed = msg.with_field(AUTH, token, FieldType.STRING)
+    if count == 0:  # appended: the lines are the signed text and the auth line after it
+        return ClassicSigned(signed, text + _b(f"{AUTH}={token}\n"))
+    return ClassicSigned(signed, _b(_classic_lines(signed, 0, skip_auth=False)))
+
+
+def classic_frame(signed: ClassicSigned) -> bytes:
+    """The classic text frame of a signed message: `>>>`..`<<<`, no trailing NUL."""
+    return CLASSIC_START + signed.lines + CLASSIC_END
 
 
 def encode_classic(msg: HaMessage, auth: AuthEntry) -> bytes:
     """The classic text frame Heartbeat writes on serial: `auth` set (in place if the
     message already has one, else appended), `>>>`..`<<<`, no trailing NUL."""
-    signed = _with_classic_auth(msg, auth)
-    return CLASSIC_START + _b(_classic_lines(signed, 0, skip_auth=False)) + CLASSIC_END
+    return classic_frame(sign_classic(msg, auth))
 
 
 def _netstring_fields(msg: HaMessage) -> bytes:
@@ -203,9 +224,17 @@ def encode_netstring(msg: HaMessage, auth: AuthEntry, *, classic_auth: bool = Tr
     `classic_auth=True` first sets the classic `auth` field, as Heartbeat does with
     `msgfmt classic` (its default, and what every captured UDP frame shows)."""
     if classic_auth:
-        msg = _with_classic_auth(msg, auth)
-    else:
-        msg.check()
+        return netstring_frame(sign_classic(msg, auth), auth)
+    msg.check()
+    return _netstring_signed(msg, auth)
+
+
+def netstring_frame(signed: ClassicSigned, auth: AuthEntry) -> bytes:
+    """The netstring frame of a message already given its classic `auth` field."""
+    return _netstring_signed(signed.msg, auth)
+
+
+def _netstring_signed(msg: HaMessage, auth: AuthEntry) -> bytes:
     payload = _netstring_fields(msg)
     token = _b(auth_token(auth, payload))
     return payload + _b(f"{len(token)}:") + token + b","
