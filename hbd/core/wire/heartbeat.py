@@ -266,7 +266,13 @@ class _Budget:
             raise _Bad(DropReason.TOO_LONG, f"more than {MAX_FIELDS} fields")
 
 
+_TYPE_PREFIXES = {f"({int(t)})": t for t in FieldType}  # the usual case, one lookup
+
+
 def _typed_name(raw: str) -> tuple[FieldType, str]:
+    known = _TYPE_PREFIXES.get(raw[:3])
+    if known is not None and len(raw) >= 4:
+        return known, raw[3:]
     if len(raw) < 4 or raw[2] != ")" or raw[1] not in "0123456789":
         raise _Bad(DropReason.MALFORMED, f"bad type prefix in field name {raw[:12]!r}")
     code = int(raw[1])
@@ -380,14 +386,18 @@ def _parse_netstring(data: bytes, pos: int, depth: int, budget: _Budget) -> tupl
             raise _Bad(DropReason.MALFORMED, f"netstring field without '=': {item[:20]!r}")
         ftype, name = _typed_name(_s(item[:eq]))
         raw = item[eq + 1 :]
-        where = f"field {name[:40]!r}"
         if ftype is FieldType.STRING:
-            fields.append(HaField(name, _s(raw).replace(NL_ESCAPE, "\n")))
+            value = raw.decode("latin-1")
+            fields.append(
+                HaField(name, value.replace(NL_ESCAPE, "\n") if NL_ESCAPE in value else value)
+            )
         elif ftype in (FieldType.BINARY, FieldType.COMPRESS):
             fields.append(HaField(name, raw, ftype))
         elif ftype is FieldType.LIST:
+            where = f"field {name[:40]!r}"
             fields.append(HaField(name, _unpack_list(_s(raw), where, budget), ftype))
         else:
+            where = f"field {name[:40]!r}"
             if depth + 1 >= len(DEPTH_ESCAPES):
                 raise _Bad(DropReason.MALFORMED, "structs nested too deep")
             child, end = _parse_netstring(raw, 0, depth + 1, budget)
