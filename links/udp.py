@@ -8,13 +8,17 @@ kind of traffic:
 
 - bcast binds the port on the interface's broadcast address (found with ioctl
   SIOCGIFBRDADDR, or computed from address and netmask) and sends there with
-  SO_BROADCAST. Our own broadcasts come back to us with `source` equal to
-  `local_address`; the daemon drops them by that.
+  SO_BROADCAST. The kernel loops every broadcast back to its sender; a socket filter
+  (`OWN_BROADCASTS_DROPPED`) drops those copies before they wake the daemon, so an idle
+  node is not woken, and does not verify a signature, for each frame it sent itself.
+  (Where the filter cannot be attached, they still come back, with `source` equal to
+  `local_address`, and the engine drops them as from-self.)
 - mcast binds the group and port, joins the group on the device, sends with the
   configured TTL and loop (as Heartbeat's mcast plugin).
 - ucast binds the port on any address and sends to the peer; it receives from anyone
   but keeps only datagrams addressed to a unicast address (IP_PKTINFO), so the
-  broadcasts of a bcast path on the same port are not counted twice.
+  broadcasts of a bcast path on the same port are not counted twice; a socket filter
+  (`ONLY_UNICAST_KEPT`) drops the others in the kernel, so they do not wake it either.
 
 - mcast6 binds the group and port on the device, joins the group there, sends with the
   configured hop limit and loop (Heartbeat's mcast6 plugin, which binds `[::]`).
@@ -31,6 +35,7 @@ down drops frames (counted in `stats.dropped_down`) and the socket stays.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import ipaddress
@@ -53,6 +58,32 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 MAX_DATAGRAM = 65535
 MAX_DATAGRAMS_PER_CALL = 64  # drained per on_readable, so one socket cannot starve the loop
+
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+
+# Classic BPF socket filters (`struct sock_filter`: code, jt, jf, k), run by the kernel on
+# every datagram before it is queued on the socket. They read the packet type the kernel
+# gave the datagram (the ancillary load SKF_AD_OFF + SKF_AD_PKTTYPE) and keep it (return
+# all of it) or drop it (return 0).
+_LD_PKTTYPE = (0x30, 0, 0, (-0x1000 + 4) & 0xFFFFFFFF)  # BPF_LD|BPF_B|BPF_ABS, pkt_type
+_KEEP, _DROP = (0x06, 0, 0, 0xFFFFFFFF), (0x06, 0, 0, 0)  # BPF_RET|BPF_K
+PACKET_HOST, PACKET_LOOPBACK = 0, 5  # linux/if_packet.h
+OWN_BROADCASTS_DROPPED = (_LD_PKTTYPE, (0x15, 1, 0, PACKET_LOOPBACK), _KEEP, _DROP)
+ONLY_UNICAST_KEPT = (_LD_PKTTYPE, (0x15, 0, 1, PACKET_HOST), _KEEP, _DROP)
+
+
+def attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> bool:
+    """Attach a classic BPF `program` to `sock` (SO_ATTACH_FILTER); False where the kernel
+    refuses it (then the datagrams it would drop still arrive, and are dropped in Python)."""
+    code = b"".join(struct.pack("=HBBI", *insn) for insn in program)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buffer))  # struct sock_fprog
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies it
+    except OSError:
+        return False
+    return True
+
 
 _FULL = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS}
 _GONE = {errno.ENODEV, errno.ENXIO}
@@ -105,6 +136,7 @@ class UdpLink(ReopeningDriver):
         self._broadcast = "255.255.255.255"  # the device's broadcast address, set at open
         self._sock: socket.socket | None = None
         self._sendto: tuple[str, int, int, int] | None = None  # IPv6: with the scope id
+        self.filtered = False  # a socket filter drops what this path must not see, in-kernel
 
     # -- subclass hooks --------------------------------------------------------------
 
@@ -208,6 +240,7 @@ class BcastLink(UdpLink):
 
     def _setup(self, sock: socket.socket) -> tuple[str, int]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        self.filtered = attach_filter(sock, OWN_BROADCASTS_DROPPED)
         sock.bind((self._broadcast, self.port))  # only broadcasts reach this socket
         return (self._broadcast, self.port)
 
@@ -269,6 +302,7 @@ class UcastLink(UdpLink):
     def _setup(self, sock: socket.socket) -> tuple[str, int]:
         if self.medium.bind is not None:
             self.local_address = self.medium.bind  # hbd's `ucast DEV PEER LOCAL`
+        self.filtered = attach_filter(sock, ONLY_UNICAST_KEPT)
         sock.bind((self.medium.bind or "", self.port))
         return (self.peer, self.port)
 

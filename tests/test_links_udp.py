@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from hbd.links.udp import (
 from netns import Netns, Veth, lan, namespace, requires_root, veth_pair
 
 PORT = 16940
+SO_DETACH_FILTER = 27  # linux/socket.h
 GROUP = "239.77.0.1"
 
 
@@ -81,9 +83,7 @@ def pairs(received: list[Received]) -> set[tuple[bytes, str]]:
 
 @requires_root
 @pytest.mark.root
-def test_bcast_delivers_both_ways_and_our_own_broadcasts_come_back_as_from_self(
-    hosts: Hosts,
-) -> None:
+def test_bcast_delivers_both_ways_and_our_own_broadcasts_never_wake_us(hosts: Hosts) -> None:
     with (
         opened(hosts.a, MediumKind.BCAST) as a,
         opened(hosts.b, MediumKind.BCAST) as b,
@@ -91,16 +91,36 @@ def test_bcast_delivers_both_ways_and_our_own_broadcasts_come_back_as_from_self(
         assert isinstance(a, BcastLink)
         assert a.broadcast_address == "10.77.0.255"
         assert a.local_address == hosts.veth.addr_a
+        assert a.filtered and b.filtered
         assert a.send(b"alpha here", time.monotonic())
         assert b.send(b"beta here", time.monotonic())
 
-        got_a, got_b = collect(a), collect(b)
-        assert pairs(got_b) == {(b"alpha here", "10.77.0.1"), (b"beta here", "10.77.0.2")}
-        assert pairs(got_a) == {(b"alpha here", "10.77.0.1"), (b"beta here", "10.77.0.2")}
+        got_a, got_b = collect(a, first=1.0), collect(b, first=1.0)
+        assert pairs(got_b) == {(b"alpha here", "10.77.0.1")}
+        assert pairs(got_a) == {(b"beta here", "10.77.0.2")}  # its own copy: dropped in-kernel
         assert all(r.path_id == "bcast:eth0" for r in got_a + got_b)
+        assert not any(a.is_own(r.source) for r in got_a)
+        assert a.stats.frames_sent == 1 and a.stats.frames_received == 1
+
+
+@requires_root
+@pytest.mark.root
+def test_without_the_socket_filter_our_own_broadcasts_come_back_as_from_self(
+    hosts: Hosts,
+) -> None:
+    with (
+        opened(hosts.a, MediumKind.BCAST) as a,
+        opened(hosts.b, MediumKind.BCAST) as b,
+    ):
+        sock = a._sock
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)  # a kernel that refused it
+        assert a.send(b"alpha here", time.monotonic())
+        assert b.send(b"beta here", time.monotonic())
+        got_a = collect(a, first=1.0)
+        assert pairs(got_a) == {(b"alpha here", "10.77.0.1"), (b"beta here", "10.77.0.2")}
         own = [r for r in got_a if a.is_own(r.source)]
-        assert [r.data for r in own] == [b"alpha here"]  # the daemon drops these
-        assert a.stats.frames_sent == 1 and a.stats.frames_received == 2
+        assert [r.data for r in own] == [b"alpha here"]  # the engine drops these as from-self
 
 
 @requires_root
@@ -161,6 +181,29 @@ def test_bcast_and_ucast_sharing_a_port_each_keep_only_their_own_traffic(hosts: 
         assert pairs(collect(b_bcast)) == {(b"broadcast", "10.77.0.1")}
         assert pairs(collect(b_ucast)) == {(b"unicast", "10.77.0.1")}
         assert pairs(collect(a_ucast)) == set()  # its own broadcast is not a unicast
+
+
+@requires_root
+@pytest.mark.root
+def test_a_broadcast_never_wakes_a_ucast_socket_on_its_port(hosts: Hosts) -> None:
+    with (
+        opened(hosts.a, MediumKind.BCAST) as a_bcast,
+        opened(hosts.b, MediumKind.BCAST) as b_bcast,
+        opened(hosts.b, MediumKind.UCAST, peer=hosts.veth.addr_a) as b_ucast,
+    ):
+        assert isinstance(b_ucast, UcastLink) and b_ucast.filtered
+        fd = b_ucast.fileno()
+        assert a_bcast.send(b"broadcast", time.monotonic())
+        assert pairs(collect(b_bcast, first=1.0)) == {(b"broadcast", "10.77.0.1")}
+        assert select.select([fd], [], [], 0.3)[0] == []  # dropped by the kernel's filter
+
+        sock = b_ucast._sock
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)  # a kernel that refused it
+        assert a_bcast.send(b"broadcast", time.monotonic())
+        assert pairs(collect(b_bcast, first=1.0)) == {(b"broadcast", "10.77.0.1")}
+        assert select.select([fd], [], [], 1.0)[0] == [fd]  # it wakes the socket now...
+        assert b_ucast.on_readable(time.monotonic()) == []  # ...and is dropped in Python
 
 
 @requires_root
@@ -278,17 +321,14 @@ def test_bcast_on_a_three_host_lan_reaches_everyone_until_one_host_is_cut() -> N
             assert link.send(b"hello from " + name, time.monotonic())
         everyone = {(b"hello from a", "10.78.0.1"), (b"hello from b", "10.78.0.2")}
         everyone.add((b"hello from c", "10.78.0.3"))
-        for link in (link_a, link_b, link_c):
-            assert pairs(collect(link)) == everyone
+        for link in (link_a, link_b, link_c):  # everyone but itself (its own copy: filtered)
+            assert pairs(collect(link)) == {p for p in everyone if not link.is_own(p[1])}
 
         segment.drop_all(c)
         assert link_c.send(b"c into the void", time.monotonic())
         assert link_a.send(b"a still here", time.monotonic())
         assert pairs(collect(link_b)) == {(b"a still here", "10.78.0.1")}
-        assert pairs(collect(link_c)) == {  # only its egress is cut; its own copy is local
-            (b"a still here", "10.78.0.1"),
-            (b"c into the void", "10.78.0.3"),
-        }
+        assert pairs(collect(link_c)) == {(b"a still here", "10.78.0.1")}  # only egress is cut
 
 
 # -- IPv6: mcast6 and ucast6 ---------------------------------------------------------------
