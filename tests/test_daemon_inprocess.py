@@ -436,3 +436,40 @@ def test_the_loop_sleeps_until_the_nodes_next_deadline_with_no_periodic_wake(
 
     with quiet_logs():
         asyncio.run(scenario())
+
+
+def test_descriptors_readable_together_are_served_in_one_turn() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        pairs = [socket.socketpair() for _ in range(3)]
+        by_fd = {a.fileno(): a for a, _b in pairs}
+        turns: list[list[int]] = []
+
+        def serve(fds: list[int]) -> None:
+            turns.append(sorted(fds))
+            for fd in fds:
+                by_fd[fd].recv(64)
+
+        descriptors = daemon_module.DescriptorSet(loop, serve)
+        try:
+            for fd in by_fd:
+                descriptors.add(fd)
+            first, second, third = (a.fileno() for a, _b in pairs)
+            pairs[0][1].send(b"a heartbeat on one path")
+            pairs[2][1].send(b"its copy on another")
+            await asyncio.sleep(0.1)
+            assert turns == [sorted([first, third])]  # one turn for both
+            descriptors.discard(third)
+            pairs[2][1].send(b"no longer watched")
+            pairs[1][1].send(b"still watched")
+            await asyncio.sleep(0.1)
+            assert turns[1:] == [[second]]
+            pairs[1][0].close()  # closed behind its back: discarding it is no error
+            descriptors.discard(second)
+        finally:
+            descriptors.close()
+            for a, b in pairs:
+                a.close()
+                b.close()
+
+    asyncio.run(scenario())

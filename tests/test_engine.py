@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
-from hbd.core.engine import Engine, EngineSettings, PathKind
+from hbd.core.engine import ADVERT_INTERVAL, Engine, EngineSettings, PathKind
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.events import (
     Event,
@@ -203,3 +204,47 @@ def test_misuse_raises() -> None:
         e.receive_frame("nosuch", b"x", 0.0)
     with pytest.raises(LocalProtocolError, match="not in the node list"):
         EngineSettings(node="zed", uuid=b"", generation=1, nodes=("a",), paths=(), auth=keys())
+
+
+@pytest.mark.parametrize("keepalive", [0.2, 1.0, 2.0])
+@pytest.mark.parametrize("wire", list(WireFormat), ids=lambda w: w.value)
+def test_an_unchanged_advert_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own(
+    wire: WireFormat, keepalive: float
+) -> None:
+    base = engine(wire, "hb1")
+    e = Engine(dataclasses.replace(base.settings, keepalive=keepalive), now=0.0)
+    cid = cluster_id(("hb1", "hb2"), 694)
+
+    def kinds(out: list[tuple[str, bytes]]) -> set[str]:
+        got = set()
+        for path, data in out:
+            if path != UDP:
+                continue
+            if wire is WireFormat.HBD:
+                frame = decode_native(data, keys(), cid)
+                assert not isinstance(frame, Dropped)
+                got.add(frame.kind.name.lower())
+            elif b"hbd-advert" in data:
+                got.add("advert")
+            elif b"status" in data:
+                got.add("heartbeat")
+        return got
+
+    e.frames_to_send(0.0)
+    e.set_advert(b"\x02\x00\x00group-state", 0.1)
+    assert e.get_timer() == 0.1  # a changed advert goes at once...
+    assert kinds(e.frames_to_send(0.1)) == {"advert"}  # ...on its own
+    adverts: list[float] = []
+    now = 0.1
+    while now < 20.0:
+        now = e.get_timer() or now + keepalive
+        e.handle_timer(now)
+        got = kinds(e.frames_to_send(now))
+        if "advert" in got:
+            assert "heartbeat" in got, f"an advert repeat at {now:.2f} woke a turn of its own"
+            adverts.append(now)
+    gaps = [b - a for a, b in zip([0.1, *adverts], adverts, strict=False)]
+    assert gaps and all(
+        ADVERT_INTERVAL - keepalive / 2 <= g <= max(ADVERT_INTERVAL, keepalive) + keepalive
+        for g in gaps
+    )

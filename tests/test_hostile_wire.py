@@ -516,6 +516,31 @@ def test_a_reinstalled_peer_is_told_from_a_replay_of_its_older_generation_by_a_f
     assert alpha.membership.node_state("beta") is NodeState.ACTIVE
 
 
+def test_the_generations_are_looked_at_only_when_one_changed_and_saved_at_once_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hbd.testing import SimCluster
+
+    sim = SimCluster(keepalive=0.2, deadtime=1.0)
+    sim.run_for(3)
+    alpha = sim.engine("alpha")
+    built: list[float] = []
+    snapshot = alpha.remembered_generations
+
+    def counted() -> tuple[tuple[str, int, int], ...]:
+        built.append(sim.clock.now)
+        return snapshot()
+
+    monkeypatch.setattr(alpha, "remembered_generations", counted)
+    sim.run_for(20)  # ~300 frames from beta, none of a new generation, within the interval
+    assert built == []
+    sim.restart("beta")
+    sim.run_for(3)
+    assert built, "beta's new generation was never looked at"
+    saved = dict((n, g) for n, g, _s in sim.machines["alpha"].generations)
+    assert saved["beta"] == sim.engine("beta").generation  # written as soon as it was heard
+
+
 def test_the_generations_are_saved_when_a_peer_dies_and_given_back_at_the_next_start(
     tmp_path: Path,
 ) -> None:

@@ -136,7 +136,10 @@ class _Kept:
     netstring: bytes | None = None
 
 
-ADVERT_INTERVAL = 1.0  # an unchanged advert is repeated this often (a changed one at once)
+# an unchanged advert is repeated about this often (a changed one goes at once), always with
+# a heartbeat: the first one at least ADVERT_INTERVAL - keepalive/2 after the last copy, so
+# the repeat costs no wake-up of its own and the peer reads both frames in one turn
+ADVERT_INTERVAL = 1.0
 ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
 GENERATIONS_SAVE_INTERVAL = 60.0  # seconds between saves of the peers' newest sequences
@@ -229,7 +232,8 @@ class Engine:
         self._out: list[tuple[str, bytes]] = []
         self._events: deque[Event] = deque()
         self._advert: bytes | None = None  # ours, as last set by the policy
-        self._advert_due: float | None = None
+        self._advert_due: float | None = None  # a changed advert: when it goes (at once)
+        self._advert_repeat_at: float | None = None  # the unchanged one, with a heartbeat
         self._adverts: dict[str, bytes] = {}  # the latest from each live peer
         self._last_words: dict[str, bytes] = {}  # the last advert of a peer now dead
         self._leaving = False
@@ -238,6 +242,7 @@ class Engine:
         self._challenges: dict[str, tuple[int, int, float]] = {}  # peer -> (nonce, gen, at)
         self._generations_saved: tuple[tuple[str, int, int], ...] | None = None
         self._generations_saved_at = now
+        self._generation_changes_seen = -1  # the first call builds the snapshot
         self._peer_went = False  # a peer died or left since the generations were saved
         self._echo_round = 0
         self._echo_out: dict[str, tuple[int, float]] = {}  # path -> (nonce, sent at)
@@ -358,6 +363,9 @@ class Engine:
         out, self._out = self._out, []
         return out
 
+    def _advert_repeat_due(self, now: float) -> bool:
+        return self._advert_repeat_at is not None and now >= self._advert_repeat_at
+
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
@@ -456,12 +464,16 @@ class Engine:
         """The remembered generations when they should be written now, else None: a peer's
         generation changed, a peer died or left (its last sequence is then final), or
         GENERATIONS_SAVE_INTERVAL passed with new sequences; `force` at a clean stop."""
+        changes = self.membership.generation_changes
+        due = now - self._generations_saved_at >= GENERATIONS_SAVE_INTERVAL
+        if not (force or due or self._peer_went or changes != self._generation_changes_seen):
+            return None  # nothing that could make it due: no snapshot built (every input)
+        self._generation_changes_seen = changes
         snapshot = self.remembered_generations()
         saved = self._generations_saved
         if snapshot == saved:
             return None
         changed = saved is None or [(n, g) for n, g, _ in snapshot] != [(n, g) for n, g, _ in saved]
-        due = now - self._generations_saved_at >= GENERATIONS_SAVE_INTERVAL
         if not (force or changed or due or self._peer_went):
             return None
         self._generations_saved, self._generations_saved_at = snapshot, now
@@ -681,6 +693,10 @@ class Engine:
         return self._last_words.get(node)
 
     def _advert_received(self, node: str, payload: bytes) -> None:
+        """A peer's advert: news (an AdvertReceived event, which has the policy look again)
+        only when it differs from the one held; a repeat of it changes nothing."""
+        if self._adverts.get(node) == payload:
+            return
         self._adverts[node] = payload
         self._events.append(AdvertReceived(node, payload))
 
@@ -688,7 +704,8 @@ class Engine:
         payload = self._advert
         if payload is None:
             return
-        self._advert_due = now + ADVERT_INTERVAL
+        self._advert_due = None
+        self._advert_repeat_at = now + ADVERT_INTERVAL - self.settings.keepalive / 2
         s = self.settings
         if s.wire is WireFormat.HEARTBEAT:
             self._send_ha(
@@ -1155,8 +1172,10 @@ class Engine:
                 ),
                 now,
             )
-            return
-        seq = self._next_seq(now)
-        payload = acks.encode_acks(heard)
-        for pid, _kind in s.paths:
-            self._out.append((pid, self._native(pid, nat.FrameKind.HEARTBEAT, payload, seq)))
+        else:
+            seq = self._next_seq(now)
+            payload = acks.encode_acks(heard)
+            for pid, _kind in s.paths:
+                self._out.append((pid, self._native(pid, nat.FrameKind.HEARTBEAT, payload, seq)))
+        if self._advert_repeat_due(now):
+            self._send_advert(now)  # right behind the heartbeat, on every path

@@ -240,6 +240,9 @@ class Membership:
         self._events: deque[Event] = deque()
         self._timer: float | None = None
         self._timer_stale = True  # recompute get_timer() after any change
+        # goes up whenever a peer's (generation) as `remembered` gives it may have changed:
+        # the engine rebuilds its snapshot of them only then (or when its interval passed)
+        self.generation_changes = 0
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -295,6 +298,8 @@ class Membership:
 
         before = (node.window.generation, node.window.highest)
         verdict = node.window.check(beat.generation, beat.seq)
+        if node.window.generation != before[0]:
+            self.generation_changes += 1  # first contact, a restart or a reinstall
         if isinstance(verdict, Dropped):
             if verdict.reason is DropReason.STALE:
                 self._check_old_generation(node, beat)

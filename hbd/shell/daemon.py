@@ -6,10 +6,14 @@ actions to carry out (run an agent, pet the watchdog, send pings or probes, reme
 peer's addresses, go) and events, which the loop logs in words a Heartbeat user can
 grep. Results (agent exits, ping and probe answers) go back to the node as inputs.
 Timers are inputs too. The loop wakes only for a readable descriptor or a due timer: one
-asyncio timer handle is armed, after every input, at the earliest of the node's
+asyncio timer handle is armed, after every turn, at the earliest of the node's
 (`Node.get_timer`), the drivers' and the systemd watchdog's deadlines, and nothing else
 wakes it -- no polling interval, so an idle node wakes at its heartbeat rate (a frame in
-per peer and path, a heartbeat out) and costs what that costs. `hbctl` talks to the
+per peer and path, a heartbeat out) and costs what that costs. The drivers' descriptors
+(links, ping and probe sockets) sit in an epoll set of their own (`DescriptorSet`) that
+the asyncio loop watches as one descriptor: the frames of every path that arrived
+together (a peer's heartbeat on bcast and ucast) are read in one turn, and the node's
+output is flushed and the timer re-armed once for all of them. `hbctl` talks to the
 control socket.
 
 Signals: SIGTERM/SIGINT stop cleanly (groups handed over first, then the watchdog
@@ -26,6 +30,7 @@ import fcntl
 import gc
 import logging
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -362,6 +367,38 @@ class LoopRegistry:
         self.loop.remove_writer(fd)
 
 
+class DescriptorSet:
+    """The drivers' descriptors in one level-triggered epoll set, which the asyncio loop
+    watches as a single descriptor: when any is readable, `on_ready` gets every readable
+    one at once (see the module docstring)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_ready: Callable[[list[int]], None]
+    ) -> None:
+        self.loop = loop
+        self._epoll = select.epoll()
+        self._on_ready = on_ready
+        loop.add_reader(self._epoll.fileno(), self._ready)
+
+    def add(self, fd: int) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def discard(self, fd: int) -> None:
+        """Stop watching `fd` (already closed, or never added: nothing to do)."""
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(fd)
+
+    def _ready(self) -> None:
+        fds = [fd for fd, _mask in self._epoll.poll(0)]
+        if fds:
+            self._on_ready(fds)
+
+    def close(self) -> None:
+        if not self._epoll.closed:
+            self.loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+
+
 class Daemon:
     """One hbd node's I/O: configuration, identity, links, the node, agents, watchdog,
     control socket and signals."""
@@ -378,6 +415,8 @@ class Daemon:
         self._runner = runner
         self.runner: Runner | None = None
         self.registry: LoopRegistry | None = None
+        self.descriptors: DescriptorSet | None = None  # the drivers', served in one turn
+        self._by_fd: dict[int, str] = {}  # a registered driver descriptor -> its id
         self.config: Config | None = None
         self.identity: Identity | None = None
         self.node: Node | None = None
@@ -488,6 +527,7 @@ class Daemon:
         for note in notes:
             log.warning("%s", note)
         now = self.clock()
+        self.descriptors = DescriptorSet(loop, self._on_descriptors)
         self._open_links(config, now)
         added = AddedAddresses(os.path.join(opts.state_dir, ADDRESSES_FILE))
         self.runner = self._runner or ScriptRunner(
@@ -685,10 +725,11 @@ class Daemon:
         driver.close()
 
     def _unregister(self, pid: str) -> None:
-        if pid in self._registered and self.registry is not None:
+        if pid in self._registered and self.descriptors is not None:
             fd, _opens, _driver = self._registered.pop(pid)
-            with contextlib.suppress(KeyError, ValueError):
-                self.registry.unregister(fd)
+            if self._by_fd.get(fd) == pid:
+                del self._by_fd[fd]
+            self.descriptors.discard(fd)
 
     def shutdown(self) -> None:
         now = self.clock()
@@ -698,6 +739,9 @@ class Daemon:
         for key in list(self.prober.drivers):
             self._unregister(key)
         self.prober.close()
+        if self.descriptors is not None:
+            self.descriptors.close()
+            self.descriptors = None
         self.qnetd.close()
         self._close_watchdog(clean=self._stop)
         if self.control is not None:
@@ -785,7 +829,7 @@ class Daemon:
             self._wake.set()
 
     def _after_io(self) -> None:
-        """After a descriptor's callback (a link, a probe, the control socket)."""
+        """After a descriptor's turn (the drivers', or the control socket's)."""
         self.loop_stats["turns"] += 1
         self.loop_stats["io"] += 1
         self._arm(self.clock())
@@ -966,11 +1010,24 @@ class Daemon:
         for key, driver in self.prober.drivers.items():
             self._sync_fd(key, driver)
 
-    def _on_readable(self, pid: str) -> None:
+    def _on_descriptors(self, fds: list[int]) -> None:
+        """One turn for every driver descriptor readable now: read them all, then flush
+        the node's output and re-arm the timer once."""
         node = self.node
         if node is None:
             return
         now = self.clock()
+        for fd in fds:
+            pid = self._by_fd.get(fd)
+            if pid is not None:
+                self._read(pid, now)
+        self._flush(now)
+        self._after_io()
+
+    def _read(self, pid: str, now: float) -> None:
+        """Hand what driver `pid` has read to the node (its output waits for the flush)."""
+        node = self.node
+        assert node is not None
         if pid in self.prober.drivers:
             for address in self.prober.on_readable(pid, now):
                 node.probe_reply(address, now)
@@ -990,7 +1047,6 @@ class Daemon:
         driver = self._driver(pid)
         if driver is not None:
             self._sync_fd(pid, driver)
-        self._flush(now)
 
     def _driver(self, pid: str) -> Driver | None:
         return self.links.get(pid) or self.pings.get(pid) or self.prober.drivers.get(pid)
@@ -1024,7 +1080,7 @@ class Daemon:
     def _sync_fd(self, pid: str, driver: Driver) -> None:
         """(Re-)register a driver's descriptor after every call into it (it changes on
         reopen, and is None while the link is down)."""
-        if self.registry is None:
+        if self.descriptors is None:
             return
         fd = driver.fileno()
         opens = getattr(getattr(driver, "stats", None), "opens", 0)
@@ -1035,7 +1091,8 @@ class Daemon:
             return
         self._unregister(pid)
         if fd is not None and key is not None:
-            self.registry.register(fd, selectors.EVENT_READ, lambda _m, p=pid: self._on_readable(p))
+            self.descriptors.add(fd)
+            self._by_fd[fd] = pid
             self._registered[pid] = key
 
     def _log_event(self, event: NodeEvent) -> None:
