@@ -23,11 +23,13 @@ from hbd.core.events import (
 from hbd.core.model import WireFormat
 from hbd.core.states import LocalState, NodeState, PathState
 from hbd.core.wire import Dropped
+from hbd.core.wire import heartbeat as heartbeat_codec
 from hbd.core.wire.heartbeat import decode_frame
 from hbd.core.wire.native import cluster_id, decode_native
 
 VECTORS = Path(__file__).parent / "vectors" / "heartbeat"
 UDP, SERIAL = "bcast:hbc0", "serial:/dev/ttyS0"
+UDP2 = "ucast:hbc1:10.0.0.1"
 
 
 def keys(method: str = "sha1") -> AuthKeys:
@@ -248,3 +250,34 @@ def test_an_unchanged_advert_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own
         ADVERT_INTERVAL - keepalive / 2 <= g <= max(ADVERT_INTERVAL, keepalive) + keepalive
         for g in gaps
     )
+
+
+def test_a_heartbeat_format_copy_on_a_second_path_is_verified_once_and_still_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    two = ((UDP, PathKind.DATAGRAM), (UDP2, PathKind.DATAGRAM))
+    a = Engine(dataclasses.replace(engine(WireFormat.HEARTBEAT, "hb1").settings, paths=two), 0.0)
+    b = Engine(dataclasses.replace(engine(WireFormat.HEARTBEAT, "hb2").settings, paths=two), 0.0)
+    out = a.frames_to_send(0.0)
+    assert len(out) == 2 and len({data for _path, data in out}) == 1  # the same bytes on both
+    decoded: list[bytes] = []
+    real = heartbeat_codec.decode_frame
+
+    def counted(data: bytes, keys: AuthKeys) -> object:
+        decoded.append(data)
+        return real(data, keys)
+
+    monkeypatch.setattr(heartbeat_codec, "decode_frame", counted)
+    for path, data in out:
+        b.receive_frame(path, data, 0.01)
+    assert len(decoded) == 1  # parsed and verified once...
+    heard = {p.path: p.received for p in b.node_status("hb1", 0.02).paths}
+    assert heard == {UDP: 1, UDP2: 1}  # ...and counted on both paths
+    events(b)
+    b.receive_frame(UDP2, out[1][1], 0.03)  # the same copy again on one path: a replay
+    assert [x.reason for x in events(b) if isinstance(x, FrameDropped)] == [DropReason.REPLAYED]
+    forged = out[0][1].replace(b"st=up", b"st=ok")
+    b.receive_frame(UDP, forged, 0.04)  # other bytes: verified on their own
+    assert [x.reason for x in events(b) if isinstance(x, FrameDropped)] == [
+        DropReason.BAD_SIGNATURE
+    ]

@@ -140,6 +140,7 @@ class _Kept:
 # a heartbeat: the first one at least ADVERT_INTERVAL - keepalive/2 after the last copy, so
 # the repeat costs no wake-up of its own and the peer reads both frames in one turn
 ADVERT_INTERVAL = 1.0
+VERIFIED_KEPT = 8  # Heartbeat-format frames remembered as verified, for their copies
 ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
 GENERATIONS_SAVE_INTERVAL = 60.0  # seconds between saves of the peers' newest sequences
@@ -275,6 +276,8 @@ class Engine:
         # sequences asked for and not yet answered: peer -> (its generation, seqs in order)
         self._rexmit_owed: dict[str, tuple[int, list[int]]] = {}
         self._rexmit_due: float | None = None  # when the owed answers are next paid
+        # the Heartbeat-format frames last verified, by their bytes (see _receive_heartbeat)
+        self._verified: dict[bytes, hb.HaMessage] = {}
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -327,6 +330,7 @@ class Engine:
             adaptive=settings.adaptive_detector,
         )
         self._echo_out = {p: v for p, v in self._echo_out.items() if p in self._paths}
+        self._verified.clear()  # verified with the keys of before
         self._next_beat = min(self._next_beat, now + settings.keepalive)
 
     # -- outputs --------------------------------------------------------------------
@@ -434,9 +438,7 @@ class Engine:
                 now,
             )
             return
-        seq = self._next_seq(now)
-        for pid, _kind in s.paths:
-            self._out.append((pid, self._native(pid, nat.FrameKind.HEARTBEAT, b"", seq)))
+        self._native_all(nat.FrameKind.HEARTBEAT, b"", self._next_seq(now))
 
     # -- round trips ----------------------------------------------------------------
 
@@ -715,9 +717,7 @@ class Engine:
                 now,
             )
             return
-        seq = self._next_seq(now)
-        for pid, _kind in s.paths:
-            self._out.append((pid, self._native(pid, nat.FrameKind.ADVERT, payload, seq)))
+        self._native_all(nat.FrameKind.ADVERT, payload, self._next_seq(now))
 
     def _receive_segment(self, path: str, seg: Segment, now: float, source: str | None) -> None:
         keys, cid = self.settings.auth, self.settings.cluster_id
@@ -777,7 +777,7 @@ class Engine:
                 self._challenge(name, path, frame.generation, now)
             return
         self._note_frame(name, frame.generation, now)
-        if frame.kind is nat.FrameKind.HEARTBEAT:
+        if verdict and frame.kind is nat.FrameKind.HEARTBEAT:  # a copy's acks are the same
             entries = acks.decode_acks(frame.payload)
             if entries is not None:
                 self._take_acks(name, entries, now)
@@ -789,10 +789,19 @@ class Engine:
             self._collect()
 
     def _receive_heartbeat(self, path: str, seg: Segment, now: float, source: str | None) -> None:
-        msg = hb.decode_frame(seg.data, self.settings.auth)
-        if isinstance(msg, Dropped):
-            self._drop(path, msg, source)
-            return
+        # a message goes out byte for byte the same on every datagram path: the copy on the
+        # second path is the message already parsed and verified (what it means is still
+        # checked below: membership refreshes that path and refuses a replay on it)
+        msg = self._verified.get(seg.data)
+        if msg is None:
+            decoded = hb.decode_frame(seg.data, self.settings.auth)
+            if isinstance(decoded, Dropped):
+                self._drop(path, decoded, source)
+                return
+            msg = decoded
+            self._verified[seg.data] = msg
+            if len(self._verified) > VERIFIED_KEPT:
+                del self._verified[next(iter(self._verified))]
         origin = ctl.parse_origin(msg)
         if origin is None:
             self._drop(path, Dropped(DropReason.MALFORMED, "no src, ts, seq or hg"), source)
@@ -831,13 +840,13 @@ class Engine:
                 self._challenge(name, path, origin.generation, now)
             return
         self._note_frame(name, origin.generation, now)
+        if not verdict:
+            return  # a copy of a message already handled via another path (its acks too)
         ack_text = msg.get(ctl.ACK_FIELD) if status is not None else None
         if ack_text is not None:
             entries = acks.parse_acks_text(ack_text)
             if entries is not None:
                 self._take_acks(name, entries, now)
-        if not verdict:
-            return  # a copy of a message already handled via another path
         self._track_for_ack(name, origin.generation, origin.seq, now)
         if status is not None:
             if status.from_hbd:
@@ -1087,8 +1096,27 @@ class Engine:
         if kept is not None:
             kept.classic, kept.netstring = classic, netstring
 
+    def _native_all(self, kind: nat.FrameKind, payload: bytes, seq: int) -> None:
+        """One native frame on every path: built once, signed per path (its path hash)."""
+        frame = self._native_frame(kind, payload, seq)
+        auth = self.settings.auth.active
+        for pid, path_kind in self.settings.paths:
+            hashed = nat.path_hash(pid)
+            if path_kind is PathKind.SERIAL:
+                self._out.append((pid, nat.encode_native_serial(frame, auth, path_hash=hashed)))
+            else:
+                self._out.append((pid, nat.encode_native(frame, auth, path_hash=hashed)))
+
     def _native(self, pid: str, kind: nat.FrameKind, payload: bytes, seq: int) -> bytes:
         """One native frame for path `pid`, framed for it (COBS on serial, bare on UDP)."""
+        frame = self._native_frame(kind, payload, seq, nat.path_hash(pid))
+        if self._paths[pid] is PathKind.SERIAL:
+            return nat.encode_native_serial(frame, self.settings.auth.active)
+        return nat.encode_native(frame, self.settings.auth.active)
+
+    def _native_frame(
+        self, kind: nat.FrameKind, payload: bytes, seq: int, path_hash: int = 0
+    ) -> nat.NativeFrame:
         s = self.settings
         state = nat.NodeState.ACTIVE if self._local is LocalState.ACTIVE else nat.NodeState.UP
         if self._leaving:
@@ -1101,13 +1129,11 @@ class Engine:
             state=state,
             deadtime_ms=min(nat.MAX_MS, round(s.deadtime * 1000)),
             watchdog_ms=min(nat.MAX_MS, round((s.watchdog_timeout or 0) * 1000)),
-            path_hash=nat.path_hash(pid),
+            path_hash=path_hash,
             kind=kind,
             payload=payload,
         )
-        if self._paths[pid] is PathKind.SERIAL:
-            return nat.encode_native_serial(frame, s.auth.active)
-        return nat.encode_native(frame, s.auth.active)
+        return frame
 
     def _maybe_activate(self, now: float) -> None:
         """Heartbeat's check_comm_isup: once every peer is heard or dead, ask one live peer
@@ -1173,9 +1199,6 @@ class Engine:
                 now,
             )
         else:
-            seq = self._next_seq(now)
-            payload = acks.encode_acks(heard)
-            for pid, _kind in s.paths:
-                self._out.append((pid, self._native(pid, nat.FrameKind.HEARTBEAT, payload, seq)))
+            self._native_all(nat.FrameKind.HEARTBEAT, acks.encode_acks(heard), self._next_seq(now))
         if self._advert_repeat_due(now):
             self._send_advert(now)  # right behind the heartbeat, on every path

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 import struct
@@ -138,17 +139,23 @@ class NativeFrame:
 
 _KINDS = frozenset(kind.value for kind in FrameKind)
 _STATES = frozenset(state.value for state in NodeState)
+_KIND_OF = {kind.value: kind for kind in FrameKind}
+_STATE_OF = {state.value: state for state in NodeState}
+_new_frame = object.__new__
+_set_field = object.__setattr__
 
 
 def _digest(label: bytes, text: str, size: int) -> int:
     return int.from_bytes(hashlib.sha256(label + b"\0" + text.encode()).digest()[:size], "big")
 
 
+@functools.lru_cache(maxsize=256)
 def node_id(name: str) -> int:
     """The 32-bit id of node `name` (case-insensitive, as Heartbeat's node names)."""
     return _digest(b"hbd node", name.lower(), 4)
 
 
+@functools.lru_cache(maxsize=256)
 def path_hash(path_id: str) -> int:
     """The 16-bit hash of a path id such as `bcast:eth0` or `serial:/dev/ttyS0`."""
     return _digest(b"hbd path", path_id, 2)
@@ -180,9 +187,14 @@ def _tag(key: bytes, signed: bytes) -> bytes:
     return hmac.digest(key, signed, "sha256")[:TAG_LEN]
 
 
-def encode_native(frame: NativeFrame, auth: AuthEntry) -> bytes:
-    """`frame` signed with `auth`, as one datagram (44 bytes for a heartbeat)."""
+def encode_native(frame: NativeFrame, auth: AuthEntry, *, path_hash: int | None = None) -> bytes:
+    """`frame` signed with `auth`, as one datagram (44 bytes for a heartbeat); `path_hash`
+    (checked as the frame's own) stands in for the frame's, so one frame serves every path."""
     key = _key_for_signing(auth)
+    if path_hash is None:
+        path_hash = frame.path_hash
+    elif not 0 <= path_hash <= 0xFFFF:
+        raise LocalProtocolError(f"native frame path_hash={path_hash} is outside 0..65535")
     signed = (
         _HEADER.pack(
             MAGIC,
@@ -195,16 +207,18 @@ def encode_native(frame: NativeFrame, auth: AuthEntry) -> bytes:
             frame.seq,
             frame.deadtime_ms.to_bytes(3, "big"),
             frame.watchdog_ms.to_bytes(3, "big"),
-            frame.path_hash,
+            path_hash,
         )
         + frame.payload
     )
     return signed + _tag(key, signed)
 
 
-def encode_native_serial(frame: NativeFrame, auth: AuthEntry) -> bytes:
+def encode_native_serial(
+    frame: NativeFrame, auth: AuthEntry, *, path_hash: int | None = None
+) -> bytes:
     """`frame` signed with `auth`, CRC'd, COBS-stuffed and zero-terminated for a stream."""
-    return _stuff(encode_native(frame, auth))
+    return _stuff(encode_native(frame, auth, path_hash=path_hash))
 
 
 def _stuff(datagram: bytes) -> bytes:
@@ -250,18 +264,23 @@ def decode_native(data: bytes, keys: AuthKeys, cluster_id: int) -> NativeFrame |
         return Dropped(DropReason.UNSUPPORTED, f"native frame kind {kind}")
     if state not in _STATES:
         return Dropped(DropReason.MALFORMED, f"node state {state} in a native frame")
-    return NativeFrame(
-        cluster_id=cluster,
-        node_id=node,
-        generation=generation,
-        seq=seq,
-        state=NodeState(state),
-        deadtime_ms=int.from_bytes(dt, "big"),
-        watchdog_ms=int.from_bytes(wd, "big"),
-        path_hash=path,
-        kind=FrameKind(kind),
-        payload=signed[HEADER_LEN:],
-    )
+    # every field is in range by its width on the wire, kind and state were checked: the
+    # frame is built without `__post_init__`'s checks (they are for frames built in code)
+    frame = _new_frame(NativeFrame)
+    for name, value in (
+        ("cluster_id", cluster),
+        ("node_id", node),
+        ("generation", generation),
+        ("seq", seq),
+        ("state", _STATE_OF[state]),
+        ("deadtime_ms", int.from_bytes(dt, "big")),
+        ("watchdog_ms", int.from_bytes(wd, "big")),
+        ("path_hash", path),
+        ("kind", _KIND_OF[kind]),
+        ("payload", signed[HEADER_LEN:]),
+    ):
+        _set_field(frame, name, value)
+    return frame
 
 
 def decode_native_serial(stuffed: bytes, keys: AuthKeys, cluster_id: int) -> NativeFrame | Dropped:
