@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,6 +21,7 @@ from hbd.core.events import (
     PathUp,
 )
 from hbd.core.model import WireFormat
+from hbd.core.node import Node
 from hbd.core.states import NodeState, PathState
 from hbd.testing import SimCluster
 
@@ -165,3 +166,29 @@ def test_same_seed_same_run() -> None:
         return sim.events("alpha")
 
     assert trace(5) == trace(5)
+
+
+@pytest.mark.parametrize("wire", [WireFormat.HBD, WireFormat.HEARTBEAT], ids=lambda w: w.value)
+def test_an_idle_healthy_cluster_never_wakes_its_policy_for_a_deadline_acks_moved(
+    wire: WireFormat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The moment a peer may count us dead moves on with every acknowledgement: the node
+    # owns that deadline, so it never wakes the policy for a moment that has moved on.
+    sim = SimCluster(
+        wire=wire, keepalive=0.2, deadtime=1.0, groups=(("alpha", ("IPaddr::10.1.0.100/24",)),)
+    )
+    sim.run_for(30)
+    woken: list[str] = []
+    for name in ("alpha", "beta"):
+        node = sim.node(name)
+        evaluate = node._evaluate
+
+        def counted(
+            now: float, node: Node = node, evaluate: Callable[[float], None] = evaluate
+        ) -> None:
+            woken.append("input" if node._dirty else "timer")
+            evaluate(now)
+
+        monkeypatch.setattr(node, "_evaluate", counted)
+    sim.run_for(60)
+    assert woken.count("timer") == 0

@@ -275,6 +275,9 @@ class Node:
         self._failed: set[str] = set()
         self._dirty = True
         self._deaf: dict[str, bool] = {}
+        self._peers = tuple(n for n in settings.engine.nodes if n != self.name)
+        self._unheard: dict[str, bool] = {}  # peer -> it may count us dead (as last looked)
+        self._unheard_times: dict[str, float | None] = {}  # peer -> when that flips to True
         self._heard_on_network = False
         self._witness_reaches_peer: str | None = None  # a ping node answers it, its advert said
         self._reached_by_reported: str | None = None
@@ -531,6 +534,7 @@ class Node:
                 self.rm.get_timer(),
                 self.fencing.get_timer(),
                 self.policy.get_timer() if self.active else None,
+                self._unheard_timer() if self.active else None,
                 self._probe_timer(),
                 self.qnetd.get_timer() if self.qnetd is not None else None,
                 self.hbres.get_timer() if self.hbres is not None else None,
@@ -675,6 +679,7 @@ class Node:
         if self.qnetd is not None and self._dirty:
             self._sync_arbiter(now)
         if self.active:
+            self._check_unheard(now)
             t = self.policy.get_timer()
             if self._dirty or (t is not None and t <= now):
                 self._evaluate(now)
@@ -732,13 +737,10 @@ class Node:
     def _peer_view(self, n: NodeStatus, now: float) -> PeerView:
         """One peer as the policy sees it: membership, acknowledgements, probe answers."""
         alive = n.state in (NodeState.UP, NodeState.ACTIVE)
-        own_deadtime = self.settings.engine.deadtime
         contact = self.engine.contact(n.name)
-        unheard_at: float | None = None
-        if contact.acks or n.last_heard is None:
-            acked = contact.acked_until if contact.acked_until is not None else self.started
-            unheard = now >= acked + own_deadtime
-            unheard_at = None if unheard else acked + own_deadtime
+        unheard_at = self._unheard_at(contact, n.last_heard)
+        if unheard_at is not None:
+            unheard = now >= unheard_at
             deaf = alive and self._is_deaf(contact)
         else:  # a Heartbeat peer acknowledges nothing: it counts us dead when we it
             unheard, deaf = not alive, False
@@ -752,10 +754,32 @@ class Node:
             generation=n.generation,
             left=self.engine.membership.has_left(n.name),
             unheard=unheard,
-            unheard_at=unheard_at,
             deaf=deaf,
             answered=self._answered(n.name),
         )
+
+    def _unheard_at(self, contact: Contact, last_heard: float | None) -> float | None:
+        """When the peer may count this node dead: our deadtime after the newest frame of
+        ours it acknowledged (None: a Heartbeat peer, which acknowledges nothing)."""
+        if not contact.acks and last_heard is not None:
+            return None
+        acked = contact.acked_until if contact.acked_until is not None else self.started
+        return acked + self.settings.engine.deadtime
+
+    def _check_unheard(self, now: float) -> None:
+        """A peer's `unheard` flips when its moment passes or an acknowledgement moves it
+        (a flip changes the decision; the moment itself is `_unheard_timer`'s)."""
+        membership = self.engine.membership
+        for peer in self._peers:
+            at = self._unheard_at(self.engine.contact(peer), membership.last_heard(peer))
+            unheard = at is not None and now >= at
+            self._unheard_times[peer] = None if unheard else at
+            if self._unheard.get(peer, False) != unheard:
+                self._unheard[peer] = unheard
+                self._dirty = True
+
+    def _unheard_timer(self) -> float | None:
+        return min((t for t in self._unheard_times.values() if t is not None), default=None)
 
     def _local_groups(self) -> dict[str, LocalGroup]:
         return {

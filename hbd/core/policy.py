@@ -107,8 +107,9 @@ class PeerView:
     deadtime: float  # the deadtime that applies to it
     generation: int | None = None
     left: bool = False  # said goodbye: a clean stop, not a partition
-    unheard: bool = False  # it may already count this node dead
-    unheard_at: float | None = None  # when `unheard` becomes true, if it is not yet
+    # it may already count this node dead (the caller looks again when this flips: the
+    # moment moves with every acknowledgement, so the caller owns that deadline)
+    unheard: bool = False
     deaf: bool = False  # alive, and its frames say it has not heard us for our deadtime
     answered: float | None = None  # when a probe of its own addresses last answered
 
@@ -623,8 +624,6 @@ class Policy:
                     return
                 continue
             if not peer.unheard:
-                if peer.unheard_at is not None:
-                    self._wait(peer.unheard_at)
                 continue
             arbiter = self.settings.arbiter
             if arbiter is not None and self._rules(peer.name) in (Rules.VOTE, None):
