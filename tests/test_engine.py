@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
-from hbd.core.engine import ADVERT_INTERVAL, Engine, EngineSettings, PathKind
+from hbd.core.engine import ADVERT_INTERVAL, BEAT_MARGIN, Engine, EngineSettings, PathKind
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.events import (
     Event,
@@ -281,3 +282,46 @@ def test_a_heartbeat_format_copy_on_a_second_path_is_verified_once_and_still_cou
     assert [x.reason for x in events(b) if isinstance(x, FrameDropped)] == [
         DropReason.BAD_SIGNATURE
     ]
+
+
+@pytest.mark.parametrize("wire", list(WireFormat), ids=lambda w: w.value)
+def test_a_node_sends_its_heartbeat_right_behind_its_peers_and_never_much_later(
+    wire: WireFormat,
+) -> None:
+    # Two engines on one path with 1 ms latency, started 0.3 s apart (of a 1 s keepalive).
+    one = ((UDP, PathKind.DATAGRAM),)
+    a = Engine(dataclasses.replace(engine(wire, "hb1").settings, paths=one), 0.0)
+    b = Engine(dataclasses.replace(engine(wire, "hb2").settings, paths=one), 0.3)
+    name = {id(a): "a", id(b): "b"}
+    peer = {id(a): b, id(b): a}
+    in_flight: list[tuple[float, Engine, bytes]] = []
+    beats: dict[str, list[tuple[float, str]]] = {"a": [], "b": []}  # (when, woken by)
+
+    def turn(e: Engine, now: float, woken_by: str, newest: int) -> None:
+        for _path, data in e.frames_to_send(now):
+            in_flight.append((now + 0.001, peer[id(e)], data))
+        if e.newest_sent > newest:
+            beats[name[id(e)]].append((now, woken_by))
+
+    turn(a, 0.0, "timer", 0)
+    now = 0.0
+    while now < 30.0:
+        timers = [(t, e) for e in (a, b) if (t := e.get_timer()) is not None and t >= 0.3]
+        due, who = min(timers, key=lambda x: x[0])
+        in_flight.sort(key=lambda x: x[0])
+        if in_flight and in_flight[0][0] <= due:
+            now, dst, data = in_flight.pop(0)
+            newest = dst.newest_sent
+            dst.receive_frame(UDP, data, now, "10.0.0.1")
+            turn(dst, now, "frame", newest)
+        else:
+            now, newest = due, who.newest_sent
+            who.handle_timer(now)
+            turn(who, now, "timer", newest)
+    woken = {w: {by for t, by in got if t > 5.0} for w, got in beats.items()}
+    assert {"frame"} in woken.values()  # one sends only right behind the other's beat
+    for who, got in beats.items():
+        times = [t for t, _by in got]
+        gaps = [y - x for x, y in itertools.pairwise(times)]
+        assert max(gaps) <= 1.0 + BEAT_MARGIN + 1e-9, (who, max(gaps))  # never later
+        assert len([t for t in times if t > 5.0]) <= 26  # and no ping-pong: ~1 a second

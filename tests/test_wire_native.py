@@ -493,3 +493,12 @@ def test_broken_cobs_is_refused(broken: bytes) -> None:
 def test_cobs_decoding_any_bytes_never_raises(data: bytes) -> None:
     decoded = cobs_decode(data)
     assert decoded is None or cobs_decode(cobs_encode(decoded)) == decoded
+
+
+@given(key=st.binary(max_size=200), data=st.binary(max_size=300))
+def test_the_keyed_digest_kept_per_key_is_the_hmac_of_each_message(key: bytes, data: bytes) -> None:
+    from hbd.core.wire.mac import keyed_digest
+
+    for algorithm in ("md5", "sha1", "sha256"):  # keys longer than a block are hashed first
+        assert keyed_digest(key, data, algorithm) == hmac.digest(key, data, algorithm)
+        assert keyed_digest(key, data + b"!", algorithm) == hmac.digest(key, data + b"!", algorithm)

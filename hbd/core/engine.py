@@ -140,6 +140,7 @@ class _Kept:
 # a heartbeat: the first one at least ADVERT_INTERVAL - keepalive/2 after the last copy, so
 # the repeat costs no wake-up of its own and the peer reads both frames in one turn
 ADVERT_INTERVAL = 1.0
+BEAT_MARGIN = 0.1  # of a keepalive: how late a heartbeat sent behind a peer's may be, once
 VERIFIED_KEPT = 8  # Heartbeat-format frames remembered as verified, for their copies
 ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
@@ -230,6 +231,7 @@ class Engine:
         self._local = LocalState.UP
         self._seq = 0
         self._next_beat = now
+        self._beat_behind = False  # the next heartbeat goes right behind a peer's
         self._out: list[tuple[str, bytes]] = []
         self._events: deque[Event] = deque()
         self._advert: bytes | None = None  # ours, as last set by the policy
@@ -778,6 +780,7 @@ class Engine:
             return
         self._note_frame(name, frame.generation, now)
         if verdict and frame.kind is nat.FrameKind.HEARTBEAT:  # a copy's acks are the same
+            self._beat_with(now)
             entries = acks.decode_acks(frame.payload)
             if entries is not None:
                 self._take_acks(name, entries, now)
@@ -849,6 +852,7 @@ class Engine:
                 self._take_acks(name, entries, now)
         self._track_for_ack(name, origin.generation, origin.seq, now)
         if status is not None:
+            self._beat_with(now)
             if status.from_hbd:
                 self._hbd_peers.add(name)
                 self._heartbeat_peers.discard(name)
@@ -1176,10 +1180,26 @@ class Engine:
             del self._sent_at[next(iter(self._sent_at))]
         return self._seq
 
+    def _beat_with(self, now: float) -> None:
+        """A peer's heartbeat just arrived: when ours is due within half a keepalive, it
+        goes now, in this turn, and the next is due a keepalive and BEAT_MARGIN from now
+        (so the peer's next heartbeat, a keepalive away, arrives first and carries ours
+        again; should it not come, ours is at most BEAT_MARGIN late, once). Two nodes
+        settle within a period into one sending right behind the other, so the follower's
+        heartbeat costs no wake-up of its own; the one that just sent is a whole keepalive
+        from its next beat, so they never answer each other round and round."""
+        keepalive = self.settings.keepalive
+        if not self._leaving and now < self._next_beat <= now + keepalive / 2:
+            self._next_beat = now
+            self._beat_behind = True
+
     def _send_heartbeat(self, now: float) -> None:
         self._next_beat += self.settings.keepalive
         if self._next_beat <= now:  # the caller fell behind: do not burst
             self._next_beat = now + self.settings.keepalive
+        if self._beat_behind:  # sent right behind a peer's (`_beat_with`)
+            self._beat_behind = False
+            self._next_beat = now + self.settings.keepalive * (1 + BEAT_MARGIN)
         s = self.settings
         heard = self._my_acks()
         if s.wire is WireFormat.HEARTBEAT:

@@ -9,12 +9,12 @@ length suffix, final complement) printed with `%lx`, i.e. *without* leading zero
 
 from __future__ import annotations
 
-import hmac
 import re
 import zlib
 
 from hbd.core.auth import AuthEntry, AuthMethod
 from hbd.core.errors import LocalProtocolError
+from hbd.core.wire.mac import keyed_digest
 
 
 def _crc_table() -> tuple[int, ...]:
@@ -57,9 +57,9 @@ def digest_hex(entry: AuthEntry, data: bytes) -> str:
     if entry.method is AuthMethod.CRC:
         return f"{heartbeat_crc(data):x}"
     if entry.method is AuthMethod.MD5:
-        return hmac.digest(key, data, "md5").hex()  # the one-shot C path
+        return keyed_digest(key, data, "md5").hex()
     if entry.method is AuthMethod.SHA1:
-        return hmac.digest(key, data, "sha1").hex()
+        return keyed_digest(key, data, "sha1").hex()
     raise LocalProtocolError(f"authkeys method {entry.method.value} is not one Heartbeat speaks")
 
 

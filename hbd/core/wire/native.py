@@ -62,6 +62,7 @@ from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.wire import Dropped
 from hbd.core.wire.cobs import cobs_decode, cobs_encode, cobs_max_encoded_len
+from hbd.core.wire.mac import keyed_digest
 
 MAGIC = 0xB8
 VERSION = 1
@@ -184,7 +185,7 @@ def _key_for_signing(auth: AuthEntry) -> bytes:
 
 
 def _tag(key: bytes, signed: bytes) -> bytes:
-    return hmac.digest(key, signed, "sha256")[:TAG_LEN]
+    return keyed_digest(key, signed, "sha256")[:TAG_LEN]
 
 
 def encode_native(frame: NativeFrame, auth: AuthEntry, *, path_hash: int | None = None) -> bytes:
