@@ -266,6 +266,7 @@ class Engine:
         self._sorted = tuple(sorted(settings.nodes))
         self._my_index = self._sorted.index(settings.node)
         self._contacts: dict[str, _Contact] = {n: _Contact() for n in settings.nodes}
+        self.contact_changes = 0  # goes up whenever what `contact()` gives may have changed
         self._answering: frozenset[str] = frozenset()
         self._ack_trigger = {n: nat.node_id(n) % 10 for n in settings.nodes}
         self._resent_at: dict[tuple[str, int], float] = {}  # (peer, seq) -> last resent
@@ -508,13 +509,16 @@ class Engine:
         c = self._contacts[node]
         if c.last_frame is None or now - c.last_frame >= self.settings.deadtime:
             c.back_at = now  # heard again after a silence: its acks lag by a round trip
+            self.contact_changes += 1
         c.last_frame = now
         if c.generation != generation:
+            self.contact_changes += 1
             c.back_at = now  # a new incarnation: it has not had a round trip to hear us
             c.generation = generation
             c.acked_until = now if c.acked_until is None else max(c.acked_until, now)
 
     def _take_acks(self, node: str, entries: tuple[acks.Ack, ...], now: float) -> None:
+        self.contact_changes += 1
         c = self._contacts[node]
         c.acks = True
         c.ack_frame_at = now

@@ -278,6 +278,8 @@ class Node:
         self._peers = tuple(n for n in settings.engine.nodes if n != self.name)
         self._unheard: dict[str, bool] = {}  # peer -> it may count us dead (as last looked)
         self._unheard_times: dict[str, float | None] = {}  # peer -> when that flips to True
+        self._unheard_contacts = -1  # the engine's contact_changes when they were looked up
+        self._deaf_contacts = -1  # ... and when the peers' deafness was
         self._heard_on_network = False
         self._witness_reaches_peer: str | None = None  # a ping node answers it, its advert said
         self._reached_by_reported: str | None = None
@@ -315,7 +317,9 @@ class Node:
         self._observe(now)
         self.engine.receive_frame(path, data, now, source)
         self._collect_engine(now)
-        self._check_deaf()
+        if self.engine.contact_changes != self._deaf_contacts:  # else no peer's changed
+            self._deaf_contacts = self.engine.contact_changes
+            self._check_deaf()
         self._after_input(now)
 
     def witness_reply(self, address: str, rtt: float, now: float) -> None:
@@ -503,6 +507,7 @@ class Node:
             known = self._remembered.get(peer, ())
             self._remembered[peer] = tuple(dict.fromkeys((*known, *addresses)))
         self._rebuild_probes()
+        self._deaf_contacts = self._unheard_contacts = -1  # timings changed: look again
         if settings.arbiter != old.arbiter:
             if self.qnetd is not None and self.qnetd.state is not qc.State.DISCONNECTED:
                 self._actions.append(QnetdClose("the qnetd configuration changed"))
@@ -768,8 +773,17 @@ class Node:
 
     def _check_unheard(self, now: float) -> None:
         """A peer's `unheard` flips when its moment passes or an acknowledgement moves it
-        (a flip changes the decision; the moment itself is `_unheard_timer`'s)."""
+        (a flip changes the decision; the moment itself is `_unheard_timer`'s). The moments
+        are looked up again only when a contact (or anything else the policy reads) changed."""
         membership = self.engine.membership
+        if self.engine.contact_changes == self._unheard_contacts and not self._dirty:
+            for peer, at in self._unheard_times.items():
+                if at is not None and now >= at:
+                    self._unheard_times[peer] = None
+                    self._unheard[peer] = True
+                    self._dirty = True
+            return
+        self._unheard_contacts = self.engine.contact_changes
         for peer in self._peers:
             at = self._unheard_at(self.engine.contact(peer), membership.last_heard(peer))
             unheard = at is not None and now >= at
