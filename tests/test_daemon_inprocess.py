@@ -473,3 +473,13 @@ def test_descriptors_readable_together_are_served_in_one_turn() -> None:
                 b.close()
 
     asyncio.run(scenario())
+
+
+def test_the_daemon_loads_no_module_it_needs_only_for_tools() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("statistics", "decimal", "fractions", "scapy", "pyroute2", "prometheus_client")
+    code = f"import sys, hbd.shell.daemon; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # each costs resident (and, with mlockall, locked) memory

@@ -107,3 +107,12 @@ def test_detector_never_moves_node_death() -> None:
         # every path went down before or with the node, never after
         downs = [t for t, e in events if isinstance(e, PathDown)]
         assert downs and max(downs) <= last + 30.0
+
+
+def test_the_threshold_quantile_is_the_normal_distributions_far_out_in_the_tail() -> None:
+    from hbd.core.detector import _normal_tail_quantile
+
+    # qnorm(tail, lower.tail = FALSE), to the digits published tables give
+    for tail, z in ((0.5, 0.0), (0.025, 1.959964), (1e-3, 3.090232), (1e-8, 5.612001)):
+        assert abs(_normal_tail_quantile(tail) - z) < 1e-6
+    assert abs(_normal_tail_quantile(1e-12) - 7.034484) < 1e-6  # where 1 - cdf has no digits

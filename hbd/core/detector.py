@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from statistics import NormalDist
 
 WINDOW = 100  # intervals kept for the detector's sample
 MEAN_GAIN = 1 / 8  # EWMA gain of the mean interval shown in status
@@ -105,7 +104,7 @@ class PhiAccrual:
         self.threshold = threshold
         self.pause = 2 * keepalive if pause is None else pause
         self.min_samples = min_samples
-        self._z = NormalDist().inv_cdf(1 - 10**-threshold)
+        self._z = _normal_tail_quantile(10**-threshold)
 
     def _spread(self, stats: ArrivalStats) -> tuple[float, float] | None:
         mean = stats.sample_mean()
@@ -120,7 +119,7 @@ class PhiAccrual:
         if spread is None:
             return None
         mean, sd = spread
-        later = 1 - NormalDist(mean + self.pause, sd).cdf(silence)
+        later = 1 - _normal_cdf((silence - mean - self.pause) / sd)
         return math.inf if later <= 0 else -math.log10(later)
 
     def timeout(self, stats: ArrivalStats, deadtime: float) -> float:
@@ -130,3 +129,24 @@ class PhiAccrual:
             return deadtime
         mean, sd = spread
         return min(deadtime, mean + self.pause + self._z * sd)
+
+
+# The standard normal distribution, as statistics.NormalDist computes it (whose module
+# would bring decimal, fractions and random into the daemon for these two lines).
+def _normal_cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _normal_tail_quantile(tail: float) -> float:
+    """The z whose upper tail (1 - cdf) is `tail` (0 < tail < 1), by bisection on erfc,
+    which keeps its precision far out in the tail (where 1 - cdf has none left)."""
+    low, high = -40.0, 40.0
+    for _ in range(200):
+        mid = (low + high) / 2
+        if mid in (low, high):
+            break
+        if 0.5 * math.erfc(mid / math.sqrt(2.0)) > tail:
+            low = mid
+        else:
+            high = mid
+    return high
