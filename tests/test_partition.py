@@ -17,7 +17,7 @@ import pytest
 from hbd.core.engine import PathKind
 from hbd.core.events import GenerationWentBack, NodeRestarted
 from hbd.core.model import AutoFailback
-from hbd.core.node import WitnessesUnproven, probe_window
+from hbd.core.node import PROBE_SLOW, WitnessesUnproven, probe_window
 from hbd.core.policy import TAKEOVER_MARGIN, Isolation
 from hbd.testing.sim import AgentTimes, SimCluster
 
@@ -443,3 +443,32 @@ def test_a_standby_whose_ping_node_answers_only_its_peer_takes_nothing() -> None
     w.run(10)
     assert sim.started_on("svc") == ["beta"] and w.most == 1
     assert any("cut off" in d for d in sim.decisions("alpha"))
+
+
+@pytest.mark.parametrize(
+    ("keepalive", "deadtime"), [(1.0, 3.0), (1.0, 2.0), (2.0, 4.0), (0.2, 1.0)]
+)
+def test_a_hung_holder_without_a_watchdog_keeps_its_group_whatever_the_probes_phase(
+    keepalive: float, deadtime: float
+) -> None:
+    # A heard peer is probed every PROBE_SLOW (5 s); the fast probes that must answer before
+    # its death used to start only a keepalive after some turn happened to notice two
+    # keepalives of silence -- at 1/3 often after the deadtime: beta took the group of a
+    # stopped alpha whose address still answered, unless a slow probe had just answered.
+    # Now the silence is a deadline of its own and the first fast probe goes at once.
+    steps = 15
+    for step in range(steps):
+        sim = SimCluster(
+            ("alpha", "beta"),
+            PATHS,
+            keepalive=keepalive,
+            deadtime=deadtime,
+            initdead=2 * deadtime,
+            groups=(VIP,),
+            ping_lans=("eth0",),
+        )
+        sim.run_for(30 + step * PROBE_SLOW / steps)  # every phase of the slow probes
+        sim.stall("alpha", 40)  # SIGSTOP: its kernel still answers for its addresses
+        sim.run_for(30)
+        assert sim.started_on(sim.groups[0]) == ["alpha"], f"taken over at phase {step}"
+        assert "its address answers" in " ".join(sim.decisions("beta")[-3:])

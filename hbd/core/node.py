@@ -291,6 +291,7 @@ class Node:
             p: tuple(a) for p, a in settings.peer_addresses.items()
         }
         self._next_probe = now
+        self._probing_fast = False  # every keepalive (a peer silent or dead), not PROBE_SLOW
         self._rebuild_probes()
         self.qnetd: qc.QnetdClient | None = None
         self._qnetd_ids: dict[str, int] = {}
@@ -1207,28 +1208,50 @@ class Node:
         times = [p.answered for p in self._probes.values() if p.owner == owner and p.answered]
         return max(times, default=None)
 
-    def _probe_interval(self, now: float) -> float:
-        """Fast (every keepalive) once a peer has been silent for two keepalives -- so its
-        answers are fresh by the time it is declared dead -- slowly otherwise."""
-        keepalive = self.settings.engine.keepalive
+    def _quiet_for(self) -> float:
+        """A peer silent this long is probed fast: two keepalives, and never so late that
+        the first fast probe's answer could miss its death (at its deadtime)."""
+        e = self.settings.engine
+        return min(2 * e.keepalive, e.deadtime / 2)
+
+    def _probe_fast(self, now: float) -> bool:
+        """Probe every keepalive once a peer is dead or has been silent for `_quiet_for`
+        -- so its answers are fresh by the time it is declared dead -- slowly otherwise."""
         membership = self.engine.membership
         if len(membership.live_nodes()) < len(membership.node_names):
-            return keepalive
-        quiet = now - 2 * keepalive
+            return True
+        quiet = now - self._quiet_for()
         for name in membership.node_names:
             heard = membership.last_heard(name)
-            if heard is not None and heard < quiet:
-                return keepalive
-        return max(PROBE_SLOW, keepalive)
+            if heard is not None and heard <= quiet:
+                return True
+        return False
+
+    def _probe_interval(self, now: float) -> float:
+        keepalive = self.settings.engine.keepalive
+        return keepalive if self._probe_fast(now) else max(PROBE_SLOW, keepalive)
 
     def _probe_timer(self) -> float | None:
-        return self._next_probe if self._probes else None
+        """The next probe, or the moment a live peer's silence makes probing fast (a
+        deadline of its own: no other turn may be counted on to notice it in time)."""
+        if not self._probes:
+            return None
+        if self._probing_fast:
+            return self._next_probe
+        membership = self.engine.membership
+        heard = [membership.last_heard(n) for n in membership.node_names]
+        silent = [t + self._quiet_for() for t in heard if t is not None]
+        return min([self._next_probe, *silent])
 
     def _maybe_probe(self, now: float) -> None:
         if not self._probes:
             return
+        fast = self._probe_fast(now)
+        if fast and not self._probing_fast:
+            self._next_probe = now  # a peer just went silent: probe it at once
+        self._probing_fast = fast
         interval = self._probe_interval(now)
-        self._next_probe = min(self._next_probe, now + interval)  # a peer just went silent
+        self._next_probe = min(self._next_probe, now + interval)
         if now < self._next_probe:
             return
         self._next_probe = now + interval
