@@ -1,7 +1,8 @@
 """Idle cost of a two-node cluster holding a VIP: hbd beside Heartbeat 3.0.6 and keepalived.
 
     sudo python bench/idle.py [--window 60] [--settle 5] [--rates 1,5] [--repeat 1]
-                              [--systems hbd,hbd-hbwire,heartbeat,keepalived]
+                              [--systems hbd,hbd-hbwire,heartbeat,keepalived,
+                                         floor-asyncio,floor-epoll]
                               [--no-group] [--profile DIR] [--json bench/results/idle.json]
 
 Per rate, one cluster of every system runs at the same time (so they share the machine's
@@ -16,7 +17,11 @@ and hb2, joined by two veth pairs and a socat pty pair -- three paths: `bcast et
 - heartbeat: Heartbeat 3.0.6 (Debian package), `crm no`, `hb1 IPaddr2::10.91.0.100/24/eth0`,
   sha1, logging to a file, realtime at its default (on);
 - keepalived: VRRPv3 unicast on eth0 (keepalived has no serial path and one VRRP path),
-  hb1 MASTER, `advert_int` = the keepalive, `virtual_ipaddress { 10.91.0.100/24 dev eth0 }`.
+  hb1 MASTER, `advert_int` = the keepalive, `virtual_ipaddress { 10.91.0.100/24 dev eth0 }`;
+- the Python floor (bench/idle_floor.py, asyncio's loop or a bare epoll loop): a process on
+  the same three paths that sends a heartbeat-sized frame on each every keepalive and reads
+  what arrives, deciding nothing and holding no group -- what the interpreter costs to be
+  woken as often as an hbd node is (hbd's figure less this one is hbd's own work).
 
 Rates: 1 Hz (keepalive 1 s, deadtime 3 s) and 5 Hz (200 ms, 1 s); 10 Hz (100 ms, 1 s) on
 request. Once every node reports all its paths up and hb1 holds the VIP, and `--settle`
@@ -89,8 +94,32 @@ SYSTEMS = {
         System("hbd-hbwire", "hbd (Heartbeat wire)", "hbd"),
         System("heartbeat", "Heartbeat 3.0.6", "heartbeat"),
         System("keepalived", "keepalived", "keepalived"),
+        System("floor-asyncio", "Python floor (asyncio)", "floor"),
+        System("floor-epoll", "Python floor (epoll)", "floor"),
     )
 }
+
+
+@dataclass
+class FloorNode(common.Node):
+    """bench/idle_floor.py on the node's three paths: sends and reads, decides nothing."""
+
+    loop: str = "asyncio"
+    keepalive: float = 1.0
+    peer: str = ""
+    tty: str = ""
+
+    def write_config(self, hacf: str, authkeys: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        argv = [sys.executable, str(Path(__file__).with_name("idle_floor.py")), "--loop"]
+        argv += [self.loop, "--keepalive", f"{self.keepalive:g}", "--bcast", "eth0"]
+        argv += ["--ucast", "eth1", self.peer, "--serial", self.tty]
+        self.proc = self.ns.popen(argv, self.log)
+
+    def paths_up(self) -> int:
+        return 3 if self.proc is not None and self.proc.poll() is None else 0
 
 
 @dataclass(frozen=True)
@@ -219,7 +248,7 @@ class Cluster:
     def ready(self, group: bool) -> bool:
         if not all(n.paths_up() >= self.system.paths for n in self.nodes):
             return False
-        return not group or has_vip(self.spaces[0])
+        return not group or self.system.kind == "floor" or has_vip(self.spaces[0])
 
 
 def cluster(
@@ -241,6 +270,13 @@ def cluster(
         if system.kind == "keepalived":
             node = common.KeepalivedNode(name, spaces[i], root)
             node.write_config(keepalived_conf(name, keepalive_ms), "")
+            nodes.append(node)
+            continue
+        if system.kind == "floor":
+            loop = system.key.removeprefix("floor-")
+            node = FloorNode(name, spaces[i], root, None, loop, keepalive_ms / 1000)
+            node.peer, node.tty = f"10.92.0.{2 - i}", ttys[i]
+            node.write_config("", "")
             nodes.append(node)
             continue
         media = [
