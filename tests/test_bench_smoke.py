@@ -197,6 +197,27 @@ def test_idle_cluster_with_a_vip_measured_for_hbd_heartbeat_and_keepalived() -> 
     assert _bench_namespaces(proc.pid) == set()  # every namespace it made is gone
 
 
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_idle_measures_the_python_floor_on_hbds_three_paths() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "idle.py"), "--window", "2", "--settle", "0.5",
+         "--rates", "5", "--systems", "floor-asyncio,floor-epoll"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, f"idle.py exited {proc.returncode}\n{out}\n{err}"
+    rows = table_rows(out, "system")
+    assert set(rows) == {"Python floor (asyncio)", "Python floor (epoll)"}
+    for row in rows.values():
+        cpu, wakes, procs = number(row[2]), number(row[3]), number(row[8])
+        assert cpu > 0 and procs == 1
+        assert wakes >= 5  # 5 Hz: at least its own timer, and the peer's frames on top
+    assert _bench_namespaces(proc.pid) == set()  # every namespace it made is gone
+
+
 def test_hostile_bench_reports_cpu_rexmit_and_echo_within_their_bounds() -> None:
     out = run_bench("hostile.py", "--frames", "3", "--replays", "200")
     rows = [line.split() for line in out.splitlines() if line.startswith("  wire ")]
