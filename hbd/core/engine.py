@@ -827,7 +827,7 @@ class Engine:
             # never count as proof of life; they are only answered.
             self._receive_unsequenced(name, path, mtype, msg, now)
             return
-        status = ctl.parse_status(msg) if mtype == "status" else None
+        status = ctl.parse_status(msg, origin) if mtype == "status" else None
         beat = Beat(
             node=name,
             path=path,

@@ -460,9 +460,10 @@ class HaStatus:
         return self.origin.generation
 
 
-def parse_status(msg: HaMessage) -> HaStatus | None:
-    """A status message, or None if `msg` is not one or lacks st/src/seq/ts."""
-    origin = parse_origin(msg)
+def parse_status(msg: HaMessage, origin: HaOrigin | None = None) -> HaStatus | None:
+    """A status message, or None if `msg` is not one or lacks st/src/seq/ts (`origin`: its
+    `parse_origin`, when the caller has it already)."""
+    origin = origin if origin is not None else parse_origin(msg)
     status = msg.get("st")
     if msg.get("t") != "status" or origin is None or origin.seq is None or not status:
         return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hbd.core.errors import LocalProtocolError
 
@@ -76,6 +76,10 @@ class HaMessage:
     as cluster-glue's `cl_get_value` does."""
 
     fields: tuple[HaField, ...] = ()
+    # name -> its first field, built at the first lookup (a message is read a dozen times)
+    _first: dict[str, HaField] | None = field(
+        default=None, init=False, compare=False, hash=False, repr=False
+    )
 
     @classmethod
     def of(cls, *pairs: tuple[str, str] | HaField) -> HaMessage:
@@ -90,10 +94,13 @@ class HaMessage:
 
     def field(self, name: str) -> HaField | None:
         """The first field called `name`, or None."""
-        for f in self.fields:
-            if f.name == name:
-                return f
-        return None
+        first = self._first
+        if first is None:
+            first = {}
+            for f in self.fields:
+                first.setdefault(f.name, f)
+            object.__setattr__(self, "_first", first)  # a cache: the message stays frozen
+        return first.get(name)
 
     def get(self, name: str) -> str | None:
         """The first field called `name` if it is a string field (`ha_msg_value`), else None."""
