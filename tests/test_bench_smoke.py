@@ -166,6 +166,21 @@ def _bench_namespaces(pid: int) -> set[str]:
     }
 
 
+def run_idle(*args: str, timeout: float) -> dict[str, list[str]]:
+    """bench/idle.py at 5 Hz with `args`: its table's rows by system, once it exited cleanly
+    and removed every namespace it made."""
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "idle.py"), "--settle", "0.5", "--rates", "5", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"idle.py exited {proc.returncode}\n{out}\n{err}"
+    assert _bench_namespaces(proc.pid) == set()  # every namespace it made is gone
+    return table_rows(out, "system")
+
+
 @pytest.mark.root
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -175,16 +190,7 @@ def _bench_namespaces(pid: int) -> set[str]:
 def test_idle_cluster_with_a_vip_measured_for_hbd_heartbeat_and_keepalived() -> None:
     if shutil.which("keepalived") is None:
         pytest.skip("needs keepalived")
-    proc = subprocess.Popen(
-        [sys.executable, str(BENCH / "idle.py"), "--window", "3", "--settle", "0.5",
-         "--rates", "5", "--systems", "hbd,heartbeat,keepalived"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    out, err = proc.communicate(timeout=150)
-    assert proc.returncode == 0, f"idle.py exited {proc.returncode}\n{out}\n{err}"
-    rows = table_rows(out, "system")
+    rows = run_idle("--window", "3", "--systems", "hbd,heartbeat,keepalived", timeout=150)
     assert set(rows) == {"hbd (native frames)", "Heartbeat 3.0.6", "keepalived"}
     for row in rows.values():
         assert row[1] == "5 Hz"
@@ -194,28 +200,17 @@ def test_idle_cluster_with_a_vip_measured_for_hbd_heartbeat_and_keepalived() -> 
     assert hbd[4] != "-"  # hbd's own loop counters were read
     # Heartbeat runs a reader and a writer per path beside its master: more than hbd's one
     assert number(rows["Heartbeat 3.0.6"][8]) > number(hbd[8])
-    assert _bench_namespaces(proc.pid) == set()  # every namespace it made is gone
 
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_idle_measures_the_python_floor_on_hbds_three_paths() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(BENCH / "idle.py"), "--window", "2", "--settle", "0.5",
-         "--rates", "5", "--systems", "floor-asyncio,floor-epoll"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, f"idle.py exited {proc.returncode}\n{out}\n{err}"
-    rows = table_rows(out, "system")
+    rows = run_idle("--window", "2", "--systems", "floor-asyncio,floor-epoll", timeout=120)
     assert set(rows) == {"Python floor (asyncio)", "Python floor (epoll)"}
     for row in rows.values():
         cpu, wakes, procs = number(row[2]), number(row[3]), number(row[8])
         assert cpu > 0 and procs == 1
         assert wakes >= 5  # 5 Hz: at least its own timer, and the peer's frames on top
-    assert _bench_namespaces(proc.pid) == set()  # every namespace it made is gone
 
 
 def test_hostile_bench_reports_cpu_rexmit_and_echo_within_their_bounds() -> None:
