@@ -169,11 +169,13 @@ def test_same_seed_same_run() -> None:
 
 
 @pytest.mark.parametrize("wire", [WireFormat.HBD, WireFormat.HEARTBEAT], ids=lambda w: w.value)
-def test_an_idle_healthy_cluster_never_wakes_its_policy_for_a_deadline_acks_moved(
+def test_an_idle_healthy_cluster_never_wakes_its_policy(
     wire: WireFormat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The moment a peer may count us dead moves on with every acknowledgement: the node
-    # owns that deadline, so it never wakes the policy for a moment that has moved on.
+    # Nothing the policy reads changes: the moment a peer may count us dead moves on with
+    # every acknowledgement (the node owns that deadline, so it never wakes the policy for a
+    # moment that has moved on), and the probes of a heard peer's addresses answer every
+    # 5 s (which can hold back only a takeover from a peer that is not heard).
     sim = SimCluster(
         wire=wire, keepalive=0.2, deadtime=1.0, groups=(("alpha", ("IPaddr::10.1.0.100/24",)),)
     )
@@ -191,4 +193,4 @@ def test_an_idle_healthy_cluster_never_wakes_its_policy_for_a_deadline_acks_move
 
         monkeypatch.setattr(node, "_evaluate", counted)
     sim.run_for(60)
-    assert woken.count("timer") == 0
+    assert woken == []

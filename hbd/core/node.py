@@ -331,13 +331,16 @@ class Node:
 
     def probe_reply(self, address: str, now: float) -> None:
         """`address` answered a probe. Only the change from silent to answering can change
-        a decision, so only that makes the policy look again."""
+        a decision, and only while its owner is not heard: the policy reads the answers of
+        a peer it lost (and the service addresses of groups one may run) to hold a takeover
+        back, so only such a change makes it look again."""
         self._observe(now)
         probe = self._probes.get(address)
         if probe is None:
             return  # not a target (any more): a late or stray answer
         window = self.policy.settings.probe_window
-        if probe.answered is None or now - probe.answered >= window:
+        fresh = probe.answered is None or now - probe.answered >= window
+        if fresh and not self._all_heard(probe.owner):
             self._dirty = True
         probe.answered = now
         if not probe.validated and self._owner_heard(probe.owner):
@@ -1187,6 +1190,15 @@ class Node:
             if probe is None or probe.owner != owner:
                 probe = _Probe(owner)
             self._probes[address] = probe
+
+    def _all_heard(self, owner: str) -> bool:
+        """Every peer the answers of `owner`'s address could speak for is alive: a peer's
+        own address speaks for it, a group's service address for any peer."""
+        membership = self.engine.membership
+        live = membership.live_nodes()
+        if owner.startswith("group:"):
+            return len(live) == len(membership.node_names)
+        return owner in live
 
     def _owner_heard(self, owner: str) -> bool:
         live = self.engine.membership.live_nodes()
