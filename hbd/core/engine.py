@@ -1129,7 +1129,7 @@ class Engine:
         state = nat.NodeState.ACTIVE if self._local is LocalState.ACTIVE else nat.NodeState.UP
         if self._leaving:
             state = nat.NodeState.LEAVING
-        frame = nat.NativeFrame(
+        return nat.NativeFrame(
             cluster_id=s.cluster_id,
             node_id=self._my_id,
             generation=s.generation,
@@ -1141,7 +1141,6 @@ class Engine:
             kind=kind,
             payload=payload,
         )
-        return frame
 
     def _maybe_activate(self, now: float) -> None:
         """Heartbeat's check_comm_isup: once every peer is heard or dead, ask one live peer

@@ -1232,16 +1232,12 @@ class Node:
         membership = self.engine.membership
         if len(membership.live_nodes()) < len(membership.node_names):
             return True
-        quiet = now - self._quiet_for()
+        quiet = self._quiet_for()
         for name in membership.node_names:
             heard = membership.last_heard(name)
-            if heard is not None and heard <= quiet:
+            if heard is not None and heard + quiet <= now:  # as `_probe_timer` computes it
                 return True
         return False
-
-    def _probe_interval(self, now: float) -> float:
-        keepalive = self.settings.engine.keepalive
-        return keepalive if self._probe_fast(now) else max(PROBE_SLOW, keepalive)
 
     def _probe_timer(self) -> float | None:
         """The next probe, or the moment a live peer's silence makes probing fast (a
@@ -1262,7 +1258,8 @@ class Node:
         if fast and not self._probing_fast:
             self._next_probe = now  # a peer just went silent: probe it at once
         self._probing_fast = fast
-        interval = self._probe_interval(now)
+        keepalive = self.settings.engine.keepalive
+        interval = keepalive if fast else max(PROBE_SLOW, keepalive)
         self._next_probe = min(self._next_probe, now + interval)
         if now < self._next_probe:
             return
