@@ -230,6 +230,8 @@ class HbdNode:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     env: dict[str, str] = field(default_factory=dict)  # added to the daemon's environment
+    # the process `signal` sent SIGTERM to (`stop` then only waits for it)
+    terminated: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def config_dir(self) -> Path:
@@ -323,13 +325,18 @@ class HbdNode:
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
+        if signum == signal.SIGTERM:
+            self.terminated = self.proc  # `stop` waits for this one; a second could kill it
 
     def stop(self, timeout: float = 5.0) -> int:
-        """SIGTERM and wait; the exit status (SIGKILL and a failure if it hangs)."""
+        """SIGTERM (unless `signal` sent it already: a second one, arriving after the daemon
+        let its handler go at the very end of a clean stop, would kill it) and wait; the exit
+        status (SIGKILL and a failure if it hangs)."""
         proc = self.proc
         assert proc is not None, f"hbd {self.name} was never started"
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            if self.terminated is not proc:
+                proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
