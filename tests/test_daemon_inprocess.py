@@ -475,6 +475,77 @@ def test_descriptors_readable_together_are_served_in_one_turn() -> None:
     asyncio.run(scenario())
 
 
+def test_a_copy_that_arrives_while_its_turn_runs_is_read_in_that_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rest of a heartbeat (the serial copy, a little behind the datagrams) that
+    becomes readable while the turn reading the first copies runs is read before the turn
+    ends; a flood is read a few rounds at a time, the loop's other work between them."""
+
+    async def scenario() -> None:
+        h = Harness(tmp_path, FakeRunner())
+        h.daemon.clock = time.monotonic
+        await h.start()
+        pairs = [socket.socketpair() for _ in range(2)]
+        try:
+            d = h.daemon
+            assert d.descriptors is not None
+            first, late = (a for a, _b in pairs)
+            names = {first.fileno(): "copy on bcast", late.fileno(): "copy on serial"}
+            read: list[str] = []
+            real_read = d._read
+
+            def read_one(pid: str, now: float) -> None:
+                if pid not in names.values():
+                    return real_read(pid, now)
+                sock = first if pid == "copy on bcast" else late
+                while True:
+                    try:
+                        sock.recv(64)
+                    except BlockingIOError:
+                        break
+                read.append(pid)
+                if flood[0]:
+                    flood[0] -= 1
+                    pairs[0][1].send(b"and another")
+                elif pid == "copy on bcast" and not flood[1]:
+                    flood[1] = 1
+                    pairs[1][1].send(b"the serial copy, arriving meanwhile")
+
+            flood = [0, 0]  # frames still to send behind the one read; serial copy sent
+            monkeypatch.setattr(d, "_read", read_one)
+            for sock in (first, late):
+                sock.setblocking(False)
+                d.descriptors.add(sock.fileno())
+                d._by_fd[sock.fileno()] = names[sock.fileno()]
+            await asyncio.sleep(0.2)
+            io, folded = d.loop_stats["io"], d.loop_stats["folded"]
+            pairs[0][1].send(b"a heartbeat")
+            await asyncio.sleep(0.2)
+            assert read == ["copy on bcast", "copy on serial"]
+            assert d.loop_stats["io"] == io + 1, "the late copy took a turn of its own"
+            assert d.loop_stats["folded"] == folded + 1
+            # a frame arriving behind every frame read: a few rounds a turn, not forever
+            read.clear()
+            flood[0] = 2 * daemon_module.READ_ROUNDS
+            io = d.loop_stats["io"]
+            pairs[0][1].send(b"a flood")
+            await asyncio.sleep(0.3)
+            assert len(read) == 2 * daemon_module.READ_ROUNDS + 1
+            assert d.loop_stats["io"] - io >= 3
+        finally:
+            for a, b in pairs:
+                if d.descriptors is not None:
+                    d.descriptors.discard(a.fileno())
+                d._by_fd.pop(a.fileno(), None)
+                a.close()
+                b.close()
+            h.close()
+
+    with quiet_logs():
+        asyncio.run(scenario())
+
+
 def test_the_daemon_loads_no_module_it_needs_only_for_tools() -> None:
     import subprocess
     import sys

@@ -12,8 +12,9 @@ wakes it -- no polling interval, so an idle node wakes at its heartbeat rate (a 
 per peer and path, a heartbeat out) and costs what that costs. The drivers' descriptors
 (links, ping and probe sockets) sit in an epoll set of their own (`DescriptorSet`) that
 the asyncio loop watches as one descriptor: the frames of every path that arrived
-together (a peer's heartbeat on bcast and ucast) are read in one turn, and the node's
-output is flushed and the timer re-armed once for all of them. `hbctl` talks to the
+together (a peer's heartbeat on bcast and ucast) are read in one turn, and so are those
+that arrive while it runs (the serial copy, a little behind); the node's output is
+flushed at once and the timer re-armed once for all of them. `hbctl` talks to the
 control socket.
 
 Signals: SIGTERM/SIGINT stop cleanly (groups handed over first, then the watchdog
@@ -116,6 +117,7 @@ log = logging.getLogger("hbd")
 
 STATUS_REFRESH = 1.0  # seconds at least between systemd STATUS= updates (only on a change)
 MIN_SLEEP = 0.001  # a deadline still due right after its turn is retried this much later
+READ_ROUNDS = 4  # looks at the drivers' descriptors in one turn (the first and 3 more)
 SHUTDOWN_LIMIT = 300.0  # seconds a clean stop waits for the groups to stop
 
 
@@ -388,8 +390,12 @@ class DescriptorSet:
         with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(fd)
 
+    def readable(self) -> list[int]:
+        """The descriptors readable now (no waiting)."""
+        return [fd for fd, _mask in self._epoll.poll(0)]
+
     def _ready(self) -> None:
-        fds = [fd for fd, _mask in self._epoll.poll(0)]
+        fds = self.readable()
         if fds:
             self._on_ready(fds)
 
@@ -1011,17 +1017,26 @@ class Daemon:
             self._sync_fd(key, driver)
 
     def _on_descriptors(self, fds: list[int]) -> None:
-        """One turn for every driver descriptor readable now: read them all, then flush
-        the node's output and re-arm the timer once."""
+        """One turn for every driver descriptor readable now: read them all and flush the
+        node's output (a heartbeat due behind the peer's goes at once); then look again,
+        and read what arrived meanwhile in the same turn -- the rest of a peer's heartbeat
+        usually does (the tty layer hands a serial copy over a little after the datagrams
+        were read) -- before the timer is re-armed once. At most `READ_ROUNDS` looks, so
+        a flood of frames cannot keep the loop from its timer and the control socket."""
         node = self.node
         if node is None:
             return
-        now = self.clock()
-        for fd in fds:
-            pid = self._by_fd.get(fd)
-            if pid is not None:
-                self._read(pid, now)
-        self._flush(now)
+        for round_ in range(READ_ROUNDS):
+            if round_:
+                self.loop_stats["folded"] += 1
+            now = self.clock()
+            for fd in fds:
+                pid = self._by_fd.get(fd)
+                if pid is not None:
+                    self._read(pid, now)
+            self._flush(now)
+            if self.descriptors is None or not (fds := self.descriptors.readable()):
+                break
         self._after_io()
 
     def _read(self, pid: str, now: float) -> None:
@@ -1218,7 +1233,7 @@ class Daemon:
                 else round(max(0.0, self.watchdog.timeout - (now - self._last_pet)), 3),
             },
             "fenced": node.fenced,
-            "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io")},
+            "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io", "folded")},
             "qnetd": node.arbiter_status(now),
             "events": {
                 "last": self.notices.last_seq,
