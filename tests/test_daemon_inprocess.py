@@ -554,3 +554,24 @@ def test_the_daemon_loads_no_module_it_needs_only_for_tools() -> None:
     code = f"import sys, hbd.shell.daemon; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # each costs resident (and, with mlockall, locked) memory
+
+
+def test_an_address_operation_loads_only_the_netlink_module_of_pyroute2_it_uses() -> None:
+    """pyroute2/__init__.py imports every pyroute2 API (NDB with sqlite3, IPDB, conntrack,
+    nftables): 8 MiB, held for the daemon's life. The address manager loads
+    `pyroute2.iproute.linux` alone, and a later `import pyroute2` still gets all of it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ipaddress import ip_address\n"
+        "from hbd.effects.addresses import PyrouteAddressManager, pyroute2_iproute\n"
+        "assert PyrouteAddressManager().address_interfaces(ip_address('127.0.0.1')) == ('lo',)\n"
+        "heavy = ('pyroute2', 'pyroute2.ndb', 'pyroute2.ipdb', 'pyroute2.conntrack', 'sqlite3')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        "import pyroute2\n"
+        "print(pyroute2.IPRoute is pyroute2_iproute().IPRoute, 'pyroute2.ndb' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True True"]

@@ -383,3 +383,47 @@ def test_a_child_of_an_oom_protected_hbd_runs_under_choom_with_score_0(
     assert subprocess.run(argv, capture_output=True, text=True, check=True).stdout == "0\n"
     monkeypatch.setattr(children, "own_oom_score_adj", lambda: 0)
     assert children.child_argv(["/bin/true"]) == ["/bin/true"]  # nothing to undo
+
+
+ARENAS = r"""
+import ctypes, sys, tempfile, threading
+from hbd.effects.realtime import go_realtime
+
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "realtime":
+    go_realtime(None)
+
+
+def work():  # what a built-in agent's thread does: allocate, free
+    kept = [bytearray(4096) for _ in range(200)]
+    del kept
+
+
+t = threading.Thread(target=work)
+t.start()
+t.join()
+with tempfile.NamedTemporaryFile("r") as out:
+    fp = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(out.read().count("<heap nr="))
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="sets its own realtime priority")
+def test_an_agents_thread_allocates_from_the_daemons_one_malloc_arena() -> None:
+    """A thread's own glibc arena kept what it freed resident -- and, with mlockall,
+    locked -- for the daemon's life (~3 MiB a node, bench/idle.py)."""
+    counts = {}
+    for mode in ("plain", "realtime"):
+        run = subprocess.run(
+            [sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, timeout=30
+        )
+        assert run.returncode == 0, run.stderr
+        counts[mode] = int(run.stdout)
+    assert counts == {"plain": 2, "realtime": 1}

@@ -22,6 +22,7 @@ log = logging.getLogger("hbd")
 MCL_CURRENT = 1
 MCL_FUTURE = 2
 MCL_ONFAULT = 4  # Linux >= 4.4: lock pages as they are touched, not every mapped page
+M_ARENA_MAX = -8  # glibc mallopt(3): how many malloc arenas the threads may use
 
 
 def default_rtprio() -> int:
@@ -40,6 +41,11 @@ def go_realtime(rtprio: int | None) -> list[str]:
     except OSError as e:
         problems.append(f"cannot run at realtime priority {prio}: {e.strerror}")
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    # The threads built-in agents run in malloc from the main arena: each one's own arena
+    # kept what it had freed (~3 MiB) resident, and locked, for the daemon's life.
+    mallopt = getattr(libc, "mallopt", None)  # glibc's; another libc keeps its own way
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, 1)
     # Every page hbd touches stays in memory (never swapped out), but mapped pages it never
     # touches -- thread stacks of 8 MiB, arenas, libraries' unused parts -- are not made
     # resident just to be locked: without MCL_ONFAULT a node locked 115-206 MiB for about
