@@ -284,6 +284,48 @@ def test_a_heartbeat_format_copy_on_a_second_path_is_verified_once_and_still_cou
     ]
 
 
+@pytest.mark.parametrize("serial_first", [False, True], ids=["udp-first", "serial-first"])
+def test_a_heartbeat_message_in_both_formats_is_parsed_once_and_counted_on_every_path(
+    monkeypatch: pytest.MonkeyPatch, serial_first: bool
+) -> None:
+    """Heartbeat sends a message in classic text on serial and as netstring on UDP: the
+    copy in the other format, byte for byte the frame that message makes, is the message
+    verified already; the serial path is still refreshed, a replay on it still refused."""
+    paths = ((UDP, PathKind.DATAGRAM), (UDP2, PathKind.DATAGRAM), (SERIAL, PathKind.SERIAL))
+    a = Engine(dataclasses.replace(engine(WireFormat.HEARTBEAT, "hb1").settings, paths=paths), 0)
+    b = Engine(dataclasses.replace(engine(WireFormat.HEARTBEAT, "hb2").settings, paths=paths), 0)
+    out = a.frames_to_send(0.0)
+    assert {data[:3] for _path, data in out} == {b"###", b">>>"}
+    if serial_first:
+        out.sort(key=lambda x: x[0] != SERIAL)
+    else:
+        out.sort(key=lambda x: x[0] == SERIAL)
+    decoded: list[bytes] = []
+    real = heartbeat_codec.decode_frame
+
+    def counted(data: bytes, keys: AuthKeys) -> object:
+        decoded.append(data)
+        return real(data, keys)
+
+    monkeypatch.setattr(heartbeat_codec, "decode_frame", counted)
+    for path, data in out:
+        b.receive_frame(path, data, 0.01)
+    assert len(decoded) == 1  # the first copy alone was parsed
+    heard = {p.path: p.received for p in b.node_status("hb1", 0.02).paths}
+    assert heard == {UDP: 1, UDP2: 1, SERIAL: 1}
+    events(b)
+    serial_copy = next(data for path, data in out if path == SERIAL)
+    b.receive_frame(SERIAL, serial_copy, 0.03)
+    assert [x.reason for x in events(b) if isinstance(x, FrameDropped)] == [DropReason.REPLAYED]
+    # a classic frame of other bytes (the next heartbeat, forged) is verified on its own
+    out = a.frames_to_send(1.5)
+    forged = next(data for path, data in out if path == SERIAL).replace(b"st=up", b"st=ok")
+    b.receive_frame(SERIAL, forged, 1.51)
+    assert [x.reason for x in events(b) if isinstance(x, FrameDropped)] == [
+        DropReason.BAD_SIGNATURE
+    ]
+
+
 @pytest.mark.parametrize("wire", list(WireFormat), ids=lambda w: w.value)
 def test_a_node_sends_its_heartbeat_right_behind_its_peers_and_never_much_later(
     wire: WireFormat,

@@ -29,6 +29,7 @@ from hbd.core.wire.heartbeat import (
     encode_classic,
     encode_netstring,
     heartbeat_crc,
+    other_format_copy,
     parse_ack,
     parse_repnodes,
     parse_reqnodes,
@@ -384,6 +385,52 @@ def test_any_message_round_trips_through_both_formats(msg: HaMessage, key: AuthE
     assert net == msg
     both = decode_frame(encode_netstring(msg, key), keys)
     assert both == classic
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages, key_entries)
+def test_a_message_read_in_one_format_gives_its_frame_in_the_other(
+    msg: HaMessage, key: AuthEntry
+) -> None:
+    keys = AuthKeys(key, {key.index: key})
+    classic, netstring = encode_classic(msg, key), encode_netstring(msg, key)
+    from_netstring = decode_frame(netstring, keys)
+    from_classic = decode_frame(classic, keys)
+    assert isinstance(from_netstring, HaMessage) and isinstance(from_classic, HaMessage)
+    assert other_format_copy(from_netstring, keys, netstring=True) == classic
+    assert other_format_copy(from_classic, keys, netstring=False) == netstring
+    # what it gives is a frame decode_frame takes, and reads as the same message
+    assert decode_frame(classic, keys) == from_netstring
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_heartbeats_serial_copy_of_a_udp_message_is_the_frame_that_message_gives(
+    run: str,
+) -> None:
+    keys = keys_for(run)
+    serial = {data for medium, _, data in frames(run) if medium == "serial"}
+    udp = [data for medium, _, data in frames(run) if medium == "udp"]
+    matched = 0
+    for data in udp:
+        msg = decode_frame(data, keys)
+        assert isinstance(msg, HaMessage)
+        copy = other_format_copy(msg, keys, netstring=True)
+        assert copy is not None
+        matched += copy in serial
+    assert matched == len(udp)  # Heartbeat 3.0.6 wrote each one on serial, byte for byte
+
+
+def test_a_message_whose_classic_signature_fails_or_whose_key_is_gone_gives_no_copy() -> None:
+    keys = keys_for("sha1")
+    [(_data, msg)] = decoded("sha1", "udp", "status")[:1]
+    assert other_format_copy(msg, keys, netstring=True) is not None
+    forged = msg.with_field("auth", "1 " + "0" * 40)  # the trailer signed, the field not
+    assert other_format_copy(forged, keys, netstring=True) is None
+    assert other_format_copy(msg.without("auth"), keys, netstring=True) is None
+    unknown = msg.with_field("auth", "9 " + "0" * 40)  # classic, read: a key we lost since
+    assert other_format_copy(unknown, keys, netstring=False) is None
+    two = HaMessage((*msg.fields, HaField("auth", "1 " + "0" * 40)))
+    assert other_format_copy(two, keys, netstring=True) is None
 
 
 def _stream_results(keys: AuthKeys, data: bytes) -> tuple[list[HaMessage | Dropped], ...]:

@@ -142,6 +142,32 @@ class _Kept:
 ADVERT_INTERVAL = 1.0
 BEAT_MARGIN = 0.1  # of a keepalive: how late a heartbeat sent behind a peer's may be, once
 VERIFIED_KEPT = 8  # Heartbeat-format frames remembered as verified, for their copies
+
+
+def _serial_and_datagram(paths: dict[str, PathKind]) -> bool:
+    """Paths of both kinds: a Heartbeat-format message comes in both formats."""
+    kinds = set(paths.values())
+    return PathKind.SERIAL in kinds and PathKind.DATAGRAM in kinds
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A Heartbeat-format frame verified and parsed once, for the copies of it that
+    arrive on the other paths."""
+
+    msg: hb.HaMessage
+    origin: ctl.HaOrigin | None  # None: no src/ts/seq/hg (dropped as MALFORMED)
+    mtype: str
+    status: ctl.HaStatus | None  # a `t=status` heartbeat's fields
+
+    @classmethod
+    def of(cls, msg: hb.HaMessage) -> _Verified:
+        origin = ctl.parse_origin(msg)
+        mtype = msg.get("t") or ""
+        status = ctl.parse_status(msg, origin) if mtype == "status" else None
+        return cls(msg, origin, mtype, status)
+
+
 ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
 GENERATIONS_SAVE_INTERVAL = 60.0  # seconds between saves of the peers' newest sequences
@@ -208,6 +234,7 @@ class Engine:
         self._demux = {
             pid: SerialDemux() for pid, kind in settings.paths if kind is PathKind.SERIAL
         }
+        self._both_formats = _serial_and_datagram(self._paths)
         self.membership = Membership(
             settings.node,
             settings.nodes,
@@ -280,7 +307,7 @@ class Engine:
         self._rexmit_owed: dict[str, tuple[int, list[int]]] = {}
         self._rexmit_due: float | None = None  # when the owed answers are next paid
         # the Heartbeat-format frames last verified, by their bytes (see _receive_heartbeat)
-        self._verified: dict[bytes, hb.HaMessage] = {}
+        self._verified: dict[bytes, _Verified] = {}
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -324,6 +351,7 @@ class Engine:
             for pid, kind in settings.paths
             if kind is PathKind.SERIAL
         }
+        self._both_formats = _serial_and_datagram(self._paths)
         self.membership.reconfigure(
             self._paths,
             keepalive=settings.keepalive,
@@ -799,17 +827,23 @@ class Engine:
         # a message goes out byte for byte the same on every datagram path: the copy on the
         # second path is the message already parsed and verified (what it means is still
         # checked below: membership refreshes that path and refuses a replay on it)
-        msg = self._verified.get(seg.data)
-        if msg is None:
+        # checked below: membership refreshes that path and refuses a replay on it); and
+        # so is its copy in the other format (classic text on serial, netstring on UDP)
+        # when it is byte for byte the frame hb.other_format_copy makes of it
+        verified = self._verified.get(seg.data)
+        if verified is None:
             decoded = hb.decode_frame(seg.data, self.settings.auth)
             if isinstance(decoded, Dropped):
                 self._drop(path, decoded, source)
                 return
-            msg = decoded
-            self._verified[seg.data] = msg
-            if len(self._verified) > VERIFIED_KEPT:
-                del self._verified[next(iter(self._verified))]
-        origin = ctl.parse_origin(msg)
+            verified = _Verified.of(decoded)
+            self._remember_verified(seg.data, verified)
+            if self._both_formats:
+                netstring = seg.format is FrameFormat.NETSTRING
+                other = hb.other_format_copy(decoded, self.settings.auth, netstring)
+                if other is not None:
+                    self._remember_verified(other, verified)
+        msg, origin, status = verified.msg, verified.origin, verified.status
         if origin is None:
             self._drop(path, Dropped(DropReason.MALFORMED, "no src, ts, seq or hg"), source)
             return
@@ -821,13 +855,12 @@ class Engine:
             detail = f"node {origin.src!r} is not in ha.cf"
             self._drop(path, Dropped(DropReason.UNKNOWN_NODE, detail), source)
             return
-        mtype = msg.get("t") or ""
+        mtype = verified.mtype
         if origin.seq is None:
             # NS_* control messages carry no seq: they cannot be replay-checked, so they
             # never count as proof of life; they are only answered.
             self._receive_unsequenced(name, path, mtype, msg, now)
             return
-        status = ctl.parse_status(msg, origin) if mtype == "status" else None
         beat = Beat(
             node=name,
             path=path,
@@ -866,6 +899,11 @@ class Engine:
         self._collect()  # membership's events come before what this message means
         if mtype != "status":
             self._heartbeat_message(name, path, mtype, msg, now, source)
+
+    def _remember_verified(self, data: bytes, verified: _Verified) -> None:
+        self._verified[data] = verified
+        if len(self._verified) > VERIFIED_KEPT:
+            del self._verified[next(iter(self._verified))]
 
     def _heartbeat_message(
         self, name: str, path: str, mtype: str, msg: hb.HaMessage, now: float, source: str | None

@@ -491,6 +491,40 @@ def _decode(data: bytes, keys: AuthKeys) -> HaMessage:
     raise _Bad(DropReason.MALFORMED, "neither >>> (classic) nor ### (netstring) start")
 
 
+def other_format_copy(msg: HaMessage, keys: AuthKeys, netstring: bool) -> bytes | None:
+    """`msg`, which `decode_frame` gave from a frame in one format (`netstring` says
+    which), as the frame of the other format that would pass `decode_frame` too, with
+    these keys, and give `msg` back; None when there is none (no single plain classic
+    `auth` field, a classic signature that does not verify, a key Heartbeat has not, too
+    long). Heartbeat sends a message in classic text on its serial paths and as netstring
+    on its UDP ones: a copy byte for byte this frame is the message already verified, and
+    costs no parse.
+
+    `msg` passed `check()` (every decoded message does), so it reads back equal from
+    either format; each of its fields is one line of the classic text, so the lines a
+    classic signature covers are `classic_signed_text(msg)`, verified here as
+    `decode_frame` would; a netstring frame is signed here with the key of that classic
+    signature."""
+    auths = [f for f in msg.fields if f.name == AUTH]
+    if len(auths) != 1 or auths[0].type is not FieldType.STRING:
+        return None
+    token = auths[0].value
+    assert isinstance(token, str)
+    try:
+        if netstring:  # it came as netstring: the classic frame, if its signature holds
+            _verify(token, classic_signed_text(msg), keys)
+            frame = CLASSIC_START + _b(_classic_lines(msg, 0, skip_auth=False)) + CLASSIC_END
+        else:  # it came in classic text, verified: the netstring frame with that key
+            parsed = parse_token(token)
+            entry = keys.get(parsed[0]) if parsed is not None else None
+            if entry is None or entry.method is AuthMethod.SHA256:
+                return None
+            frame = _netstring_signed(msg, entry)
+    except _Bad:
+        return None
+    return frame if len(frame) <= MAX_FRAME else None
+
+
 def _check_decoded(msg: HaMessage) -> None:
     try:
         msg.check()
