@@ -49,6 +49,33 @@ def test_a_policy_without_its_takeover_budget_is_caught(monkeypatch: pytest.Monk
     assert [f.op for f in small.faults] == ["cut", "lan_down"]
 
 
+def _stalled_holder(step: int) -> Schedule:
+    """alpha's daemon stopped (SIGSTOP) for 20 s, no watchdog, deadtime two keepalives,
+    at one of 15 phases of the 5 s slow probes: its kernel answers for its address."""
+    cluster = ClusterSpec(watchdog=None, keepalive=1.0, deadtime=2.0)
+    return Schedule(1, cluster, [Fault(round(5.0 + step / 3, 3), "stall", ("alpha", 20.0))])
+
+
+def test_a_stalled_holder_whose_address_answers_keeps_its_group_without_a_watchdog() -> None:
+    for step in range(15):
+        result = run_schedule(_stalled_holder(step))
+        assert result.violations == [] and result.unfenced == 0, step
+
+
+def test_a_takeover_of_a_stalled_holder_whose_address_answers_is_no_excuse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a watchdog a stalled holder cannot be reset, but its kernel answers the
+    taker's probes, which must hold the takeover back (policy rule 5): taking it over is
+    two holders, not an `unfenced` outcome. Fast probing that starts a keepalive after
+    the deadtime (the hole bench/failover.py found: it began only when some other turn
+    noticed the silence) is caught."""
+    monkeypatch.setattr(Node, "_quiet_for", lambda self: 3 * self.settings.engine.keepalive)
+    caught = [run_schedule(_stalled_holder(step)) for step in range(15)]
+    assert any("S" in [v.invariant for v in r.violations] for r in caught)
+    assert all(r.unfenced == 0 for r in caught)
+
+
 # CI seed 299899270: every path cut, both reach the ping node, ICMP to beta filtered, no
 # ARP -- the residual case; the paths healed 0.12 s before alpha's takeover decision, but
 # beta's next heartbeat was still on its way, so alpha decided on what it knew

@@ -27,7 +27,9 @@ Two outcomes are counted apart, never inside S: `residual` -- every path cut, ea
 reaches a ping node or has no working one (none is configured, or none answered it or a
 peer it heard since its daemon started), nothing of the peer answers: what two nodes
 without an arbiter cannot tell from a death (docs/policy.md) -- and `unfenced`:
-with no watchdog configured, a node that had to go could not be reset in time.
+with no watchdog configured, a node that had to go could not be reset in time. A stalled
+daemon is no excuse while its address answers the taker's probes (those must hold the
+takeover back): two holders then are an S violation.
 
 A cluster with `arbiter` runs a simulated corosync-qnetd (ffsplit) beside the nodes, with
 its own faults: the process crashes, its machine loses power, it starts again, a node's
@@ -200,8 +202,12 @@ def draw(seed: int, arbiter: bool | None = None) -> Schedule:
             resources.append(f"IPaddr::10.1.0.{100 + i}/24")
         resources.append(f"svc{i}")
         groups.append((rng.choice(NODES), tuple(resources)))
-    slow = rng.random() < 0.2
-    keepalive, deadtime = (0.5, 2.0) if slow else (0.2, 1.0)
+    # timings: the fast default, a slower one, and deadtime only 3 keepalives (where a
+    # silence has to be noticed on a deadline of its own to be probed in time)
+    timing = rng.random()
+    slow, tight = timing < 0.2, 0.2 <= timing < 0.35
+    keepalive, deadtime = (0.5, 2.0) if slow else (0.5, 1.5) if tight else (0.2, 1.0)
+    slow = slow or tight
     cluster = ClusterSpec(
         paths=paths,
         groups=tuple(groups),
@@ -552,9 +558,12 @@ class Run:
             self.result.residual += 1
             return
         m = sim.machines[holder]
+        # a stalled daemon's kernel still answers the taker's probes, which hold the
+        # takeover back (policy rule 5): a stall excuses nothing while one is answered
+        answered = any(sim.probe_answers(taker, a) for a in known)
         if self.spec.watchdog is None and (
             m.node is None
-            or m.stalled_until is not None
+            or (m.stalled_until is not None and not answered)
             or not sim.reaches_ping(holder)
             or not heard  # the taker cannot hear it: only a reset would stop it in time
         ):
