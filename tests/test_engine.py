@@ -253,14 +253,8 @@ def test_an_unchanged_advert_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own
     )
 
 
-def test_a_heartbeat_format_copy_on_a_second_path_is_verified_once_and_still_counted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    two = ((UDP, PathKind.DATAGRAM), (UDP2, PathKind.DATAGRAM))
-    a = Engine(dataclasses.replace(engine(WireFormat.HEARTBEAT, "hb1").settings, paths=two), 0.0)
-    b = Engine(dataclasses.replace(engine(WireFormat.HEARTBEAT, "hb2").settings, paths=two), 0.0)
-    out = a.frames_to_send(0.0)
-    assert len(out) == 2 and len({data for _path, data in out}) == 1  # the same bytes on both
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every frame the Heartbeat codec parses from now on (it still parses them)."""
     decoded: list[bytes] = []
     real = heartbeat_codec.decode_frame
 
@@ -269,6 +263,18 @@ def test_a_heartbeat_format_copy_on_a_second_path_is_verified_once_and_still_cou
         return real(data, keys)
 
     monkeypatch.setattr(heartbeat_codec, "decode_frame", counted)
+    return decoded
+
+
+def test_a_heartbeat_format_copy_on_a_second_path_is_verified_once_and_still_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    two = ((UDP, PathKind.DATAGRAM), (UDP2, PathKind.DATAGRAM))
+    a = Engine(dataclasses.replace(engine(WireFormat.HEARTBEAT, "hb1").settings, paths=two), 0.0)
+    b = Engine(dataclasses.replace(engine(WireFormat.HEARTBEAT, "hb2").settings, paths=two), 0.0)
+    out = a.frames_to_send(0.0)
+    assert len(out) == 2 and len({data for _path, data in out}) == 1  # the same bytes on both
+    decoded = count_decodes(monkeypatch)
     for path, data in out:
         b.receive_frame(path, data, 0.01)
     assert len(decoded) == 1  # parsed and verified once...
@@ -300,14 +306,7 @@ def test_a_heartbeat_message_in_both_formats_is_parsed_once_and_counted_on_every
         out.sort(key=lambda x: x[0] != SERIAL)
     else:
         out.sort(key=lambda x: x[0] == SERIAL)
-    decoded: list[bytes] = []
-    real = heartbeat_codec.decode_frame
-
-    def counted(data: bytes, keys: AuthKeys) -> object:
-        decoded.append(data)
-        return real(data, keys)
-
-    monkeypatch.setattr(heartbeat_codec, "decode_frame", counted)
+    decoded = count_decodes(monkeypatch)
     for path, data in out:
         b.receive_frame(path, data, 0.01)
     assert len(decoded) == 1  # the first copy alone was parsed
