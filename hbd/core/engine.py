@@ -826,7 +826,6 @@ class Engine:
     def _receive_heartbeat(self, path: str, seg: Segment, now: float, source: str | None) -> None:
         # a message goes out byte for byte the same on every datagram path: the copy on the
         # second path is the message already parsed and verified (what it means is still
-        # checked below: membership refreshes that path and refuses a replay on it)
         # checked below: membership refreshes that path and refuses a replay on it); and
         # so is its copy in the other format (classic text on serial, netstring on UDP)
         # when it is byte for byte the frame hb.other_format_copy makes of it
