@@ -328,7 +328,10 @@ class Node:
 
 
 class HbdNode(Node):
-    """hbd, with --config-dir/--state-dir/--run-dir under `root`."""
+    """hbd, with --config-dir/--state-dir/--run-dir under `root`; `launcher` goes before
+    the hbd script (bench/idle.py `--cprofile`: python bench/cprofile_hbd.py OUT)."""
+
+    launcher: tuple[str, ...] = ()
 
     def write_config(self, hacf: str, authkeys: str) -> None:
         etc = self.root / "ha.d"
@@ -340,6 +343,7 @@ class HbdNode(Node):
 
     def start(self) -> None:
         argv = [
+            *self.launcher,
             script("hbd"),
             "--config-dir",
             str(self.root / "ha.d"),

@@ -3,7 +3,8 @@
     sudo python bench/idle.py [--window 60] [--settle 5] [--rates 1,5] [--repeat 1]
                               [--systems hbd,hbd-hbwire,heartbeat,keepalived,
                                          floor-asyncio,floor-epoll]
-                              [--no-group] [--profile DIR] [--json bench/results/idle.json]
+                              [--no-group] [--profile DIR] [--cprofile DIR]
+                              [--json bench/results/idle.json]
 
 Per rate, one cluster of every system runs at the same time (so they share the machine's
 noise: the same window, the same neighbours). Each cluster is two network namespaces, hb1
@@ -40,7 +41,11 @@ and the end of `--window` seconds:
 folded stacks in DIR, and the top functions printed); the profiled rows' CPU includes
 py-spy's reads of the process, so take figures from a run without it. `--repeat N` runs
 every rate N times and prints, per system and rate, the range over runs of the mean of the
-two nodes. Needs root. Writes every measurement to --json and the table beside it (.md).
+two nodes. `--cprofile DIR` runs hb1's hbd under cProfile for the window alone
+(bench/cprofile_hbd.py: switched on and off by signal, the start-up left out), writes
+DIR/RATE-SYSTEM-runN.prof and prints the functions with the most own and cumulative time
+and the calls per loop turn; its rows' CPU is cProfile's too. Needs root. Writes every
+measurement to --json and the table beside it (.md).
 """
 
 from __future__ import annotations
@@ -48,7 +53,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import pstats
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -252,7 +260,13 @@ class Cluster:
 
 
 def cluster(
-    stack: ExitStack, system: System, hz: float, group: bool, tmp: Path, tag: str
+    stack: ExitStack,
+    system: System,
+    hz: float,
+    group: bool,
+    tmp: Path,
+    tag: str,
+    cprofile_out: Path | None = None,
 ) -> Cluster:
     keepalive_ms, deadtime_ms = RATES[hz]
     spaces = [stack.enter_context(common.namespace(n)) for n in NODES]
@@ -294,6 +308,8 @@ def cluster(
                 (root / "etc" / "haresources").write_text(f"hb1 IPaddr2::{VIP}/24/eth0\n")
         else:
             node = common.HbdNode(name, spaces[i], root)
+            if cprofile_out is not None and i == 0:
+                node.launcher = (sys.executable, str(CPROFILE_HBD), str(cprofile_out))
             node.root.mkdir(parents=True)
             node.write_config(hacf, system.authkeys)
             if group:
@@ -311,6 +327,35 @@ def profile_start(c: Cluster, window: float, out: Path, tag: str) -> subprocess.
             "--duration", f"{max(1, int(window))}", "--pid", str(node.proc.pid),
             "--output", str(out / f"{tag}.folded")]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+CPROFILE_HBD = Path(__file__).with_name("cprofile_hbd.py")
+
+
+def cprofile_report(prof: Path, turns: int | None, n: int = 15) -> str:
+    """Where a node's Python time went over the window: the functions with the most own
+    time (the wait in epoll left out), their cumulative time, and calls per loop turn."""
+    stats = pstats.Stats(str(prof))
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    rows = []
+    waiting = sum(v[2] for k, v in raw.items() if "poll" in k[2] and "epoll" in k[2])
+    python = max(1e-9, float(stats.total_tt) - waiting)  # type: ignore[attr-defined]
+    for (path, line, func), (_cc, calls, own, cum, _callers) in sorted(
+        raw.items(), key=lambda kv: -kv[1][2]
+    ):
+        if "poll" in func and "epoll" in func:
+            continue
+        where = f"{func} ({Path(path).name}:{line})" if line else func
+        cum = cum - waiting if cum >= waiting else cum  # the loop's own: the wait is inside
+        rows.append([f"{own / python:.1%}", f"{cum / python:.0%}", f"{calls}", where])
+        if len(rows) == n:
+            break
+    calls = int(stats.total_calls)  # type: ignore[attr-defined]
+    per_turn = f", {calls / turns:.0f} calls a loop turn" if turns else ""
+    head = (
+        f"{python * 1000:.0f} ms of Python (cProfile's own cost included), {calls} calls{per_turn}"
+    )
+    return head + "\n" + common.table(["own", "cumulative", "calls", "function"], rows)
 
 
 def top_functions(folded: Path, n: int = 12) -> str:
@@ -342,14 +387,22 @@ def run_rate(
     tmp: Path,
     profile: Path | None,
     run: int,
+    cprofile: Path | None = None,
 ) -> list[Sample]:
     """Every system's cluster at `hz`, up at the same time, measured over one window."""
     deadtime_ms = RATES[hz][1]
     with ExitStack() as stack:
         clusters = []
+        profiles: list[Path | None] = []
         for s in systems:
             tag = f"r{run}-{hz:g}hz-{s.key}"
-            clusters.append(cluster(stack, s, hz, group, tmp, tag))
+            out = None
+            if cprofile is not None and s.kind == "hbd":
+                cprofile.mkdir(parents=True, exist_ok=True)
+                out = (cprofile / f"{hz:g}hz-{s.key}-run{run}.prof").resolve()
+                out.unlink(missing_ok=True)
+            profiles.append(out)
+            clusters.append(cluster(stack, s, hz, group, tmp, tag, out))
         for c in clusters:
             for node in c.nodes:
                 node.start()
@@ -369,6 +422,9 @@ def run_rate(
             for c in clusters:
                 tag = f"{hz:g}hz-{c.system.key}-run{run}"
                 spies.append((tag, profile_start(c, window, profile, tag)))
+        for c, out in zip(clusters, profiles, strict=True):
+            if out is not None and c.nodes[0].proc is not None:
+                os.kill(c.nodes[0].proc.pid, signal.SIGUSR1)  # bench/cprofile_hbd.py: start
         results: dict[tuple[int, int], Sample] = {}
 
         def one(ci: int, ni: int) -> None:
@@ -384,6 +440,14 @@ def run_rate(
             t.start()
         for t in threads:
             t.join()
+        for ci, (c, out) in enumerate(zip(clusters, profiles, strict=True)):
+            if out is None or c.nodes[0].proc is None:
+                continue
+            os.kill(c.nodes[0].proc.pid, signal.SIGUSR2)  # stop, and write the profile
+            common.wait_until(out.exists, 30.0, f"{c.system.label}: hb1's profile in {out}")
+            time.sleep(0.5)  # written whole
+            print(f"\ncProfile of hb1, {c.system.label}, {hz:g} Hz ({out}):")
+            print(cprofile_report(out, results[ci, 0].loop_turns))
         for tag, spy in spies:
             if spy is None or profile is None:
                 continue
@@ -464,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=",".join(SYSTEMS))
     parser.add_argument("--no-group", action="store_true", help="no VIP group (paths only)")
     parser.add_argument("--profile", type=Path, help="py-spy hb1's hbd; folded stacks here")
+    parser.add_argument("--cprofile", type=Path, help="cProfile hb1's hbd; .prof files here")
     parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
     parser.add_argument("--json", type=Path, help="write the samples here (and the table .md)")
     args = parser.parse_args(argv)
@@ -492,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             for hz in rates:
                 got = run_rate(
                     systems, hz, args.window, args.settle, not args.no_group, tmp,
-                    args.profile, run,
+                    args.profile, run, args.cprofile,
                 )  # fmt: skip
                 samples.extend(got)
                 for x in got:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pstats
 import shutil
 import subprocess
 import sys
@@ -166,9 +167,9 @@ def _bench_namespaces(pid: int) -> set[str]:
     }
 
 
-def run_idle(*args: str, timeout: float) -> dict[str, list[str]]:
+def run_idle(*args: str, timeout: float, output: list[str] | None = None) -> dict[str, list[str]]:
     """bench/idle.py at 5 Hz with `args`: its table's rows by system, once it exited cleanly
-    and removed every namespace it made."""
+    and removed every namespace it made (its whole output appended to `output`)."""
     proc = subprocess.Popen(
         [sys.executable, str(BENCH / "idle.py"), "--settle", "0.5", "--rates", "5", *args],
         stdout=subprocess.PIPE,
@@ -178,6 +179,8 @@ def run_idle(*args: str, timeout: float) -> dict[str, list[str]]:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"idle.py exited {proc.returncode}\n{out}\n{err}"
     assert _bench_namespaces(proc.pid) == set()  # every namespace it made is gone
+    if output is not None:
+        output.append(out)
     return table_rows(out, "system")
 
 
@@ -211,6 +214,22 @@ def test_idle_measures_the_python_floor_on_hbds_three_paths() -> None:
         cpu, wakes, procs = number(row[2]), number(row[3]), number(row[8])
         assert cpu > 0 and procs == 1
         assert wakes >= 5  # 5 Hz: at least its own timer, and the peer's frames on top
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_idle_profiles_hb1s_steady_state_with_cprofile(tmp_path: Path) -> None:
+    output: list[str] = []
+    args = ("--window", "2", "--systems", "hbd", "--no-group", "--cprofile", str(tmp_path))
+    rows = run_idle(*args, timeout=120, output=output)
+    assert set(rows) == {"hbd (native frames)"}
+    assert (tmp_path / "5hz-hbd-run0.prof").exists()
+    report = output[0].split("cProfile of hb1", 1)[1]
+    assert "calls a loop turn" in report and "cumulative" in report
+    profiled = pstats.Stats(str(tmp_path / "5hz-hbd-run0.prof")).stats  # type: ignore[attr-defined]
+    names = {f[2] for f in profiled}
+    assert "receive_frame" in names  # the peer's heartbeats were read in the window...
+    assert "load_config" not in names  # ...and the start-up is left out
 
 
 def test_hostile_bench_reports_cpu_rexmit_and_echo_within_their_bounds() -> None:
