@@ -108,7 +108,7 @@ def test_the_digest_tells_different_group_lists_apart() -> None:
 
 
 @WIRES
-def test_a_changed_advert_reaches_the_peer_at_once_and_is_repeated_quietly(
+def test_a_changed_advert_reaches_the_peer_at_once_and_is_repeated_ever_less_often(
     wire: WireFormat,
 ) -> None:
     sim = SimCluster(wire=wire, keepalive=0.2, deadtime=1.0)
@@ -120,16 +120,86 @@ def test_a_changed_advert_reaches_the_peer_at_once_and_is_repeated_quietly(
     assert got == [AdvertReceived("alpha", first)]
     assert sim.engine("beta").advert_of("alpha") == first
     sent = sim.engine("alpha").newest_sent
-    sim.run_for(3.0)
-    beats = round(3.0 / 0.2)
+    sim.run_for(3.2)
+    beats = round(3.2 / 0.2)
     repeats = sim.engine("alpha").newest_sent - sent - beats  # sequenced frames beyond beats
-    assert 2 <= repeats <= 4  # once a second while unchanged...
+    assert repeats == 2  # about 1 s after the change, then 2 s after that...
+    sent = sim.engine("alpha").newest_sent
+    sim.run_for(60)
+    repeats = sim.engine("alpha").newest_sent - sent - round(60 / 0.2)
+    assert 4 <= repeats <= 5  # ...4, 8 and 16 s, then every 16 s while it stays the same
     assert len(sim.events_of("beta", AdvertReceived)) == 1  # ...and no news to the peer
     changed = Advert(group_digest(("g",)), (False,), (0,)).encode()
     sim.engine("alpha").set_advert(changed, sim.clock.now)
     sim.run_for(0.25)  # the engine is driven behind the node's back: by its next turn
     got = [e for _, e in sim.events_of("beta", AdvertReceived)]
     assert got == [AdvertReceived("alpha", first), AdvertReceived("alpha", changed)]
+
+
+def settled_advert(sim: SimCluster) -> bytes:
+    """alpha's advert set, sent, and repeated until it repeats only every 16 s."""
+    sim.run_for(3)
+    advert = Advert(group_digest(("g",)), (True,), (0,)).encode()
+    sim.engine("alpha").set_advert(advert, sim.clock.now)
+    sim.run_for(40)
+    assert sim.engine("beta").advert_of("alpha") == advert
+    return advert
+
+
+def until_heard(sim: SimCluster, node: str, peer: str, within: float) -> float:
+    """Run until `node` counts `peer` alive; the time that took."""
+    start = sim.clock.now
+    while peer not in sim.engine(node).membership.live_nodes():
+        assert sim.clock.now - start < within, f"{node} never heard {peer} again"
+        sim.run_for(0.01)
+    return sim.clock.now - start
+
+
+@WIRES
+def test_an_unchanged_advert_goes_at_once_to_a_restarted_peer(wire: WireFormat) -> None:
+    sim = SimCluster(wire=wire, keepalive=0.2, deadtime=1.0)
+    advert = settled_advert(sim)
+    sim.restart("beta")  # a new incarnation: it holds nothing of alpha's
+    assert sim.engine("beta").advert_of("alpha") is None
+    until_heard(sim, "beta", "alpha", 5.0)
+    sim.run_for(0.5)  # a round trip and a turn, not the 16 s to the next repeat
+    assert sim.engine("beta").advert_of("alpha") == advert
+
+
+@WIRES
+def test_an_unchanged_advert_goes_at_once_when_a_one_way_cut_heals(wire: WireFormat) -> None:
+    # beta stops hearing alpha (alpha still hears beta), counts it dead, forgets its
+    # advert; alpha learns that from beta's heartbeats, which stop listing it
+    sim = SimCluster(wire=wire, keepalive=0.2, deadtime=1.0)
+    advert = settled_advert(sim)
+    paths = sim.engine("alpha").path_ids
+    for path in paths:
+        sim.cut(path, "alpha", "beta", both=False)
+    sim.run_for(2.0)
+    assert sim.engine("beta").advert_of("alpha") is None
+    for path in paths:
+        sim.heal(path, "alpha", "beta", both=False)
+    until_heard(sim, "beta", "alpha", 5.0)
+    sim.run_for(0.5)
+    assert sim.engine("beta").advert_of("alpha") == advert
+
+
+@WIRES
+@pytest.mark.parametrize("cut_for", [1.5, 2.05, 2.1, 2.15])
+def test_an_unchanged_advert_goes_at_once_when_a_partition_heals(
+    wire: WireFormat, cut_for: float
+) -> None:
+    # both count the other dead: whichever hears the other first, beta's first heartbeat
+    # may already list alpha, so alpha goes by what it heard, not by beta's acks
+    sim = SimCluster(wire=wire, keepalive=0.2, deadtime=1.0)
+    advert = settled_advert(sim)
+    sim.isolate("alpha")
+    sim.run_for(cut_for)
+    assert sim.engine("beta").advert_of("alpha") is None
+    sim.heal_all()
+    until_heard(sim, "beta", "alpha", 5.0)
+    sim.run_for(0.5)
+    assert sim.engine("beta").advert_of("alpha") == advert
 
 
 @WIRES

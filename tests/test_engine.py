@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
-from hbd.core.engine import ADVERT_INTERVAL, BEAT_MARGIN, Engine, EngineSettings, PathKind
+from hbd.core.engine import (
+    ADVERT_INTERVAL,
+    ADVERT_REPEAT_MAX,
+    BEAT_MARGIN,
+    ECHO_INTERVAL,
+    Engine,
+    EngineSettings,
+    PathKind,
+)
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.events import (
     Event,
@@ -209,29 +217,36 @@ def test_misuse_raises() -> None:
         EngineSettings(node="zed", uuid=b"", generation=1, nodes=("a",), paths=(), auth=keys())
 
 
+def frame_kinds(wire: WireFormat, out: list[tuple[str, bytes]]) -> set[str]:
+    """The kinds of the frames in `out` on the datagram path UDP: heartbeat, advert, echo."""
+    cid = cluster_id(("hb1", "hb2"), 694)
+    got = set()
+    for path, data in out:
+        if path != UDP:
+            continue
+        if wire is WireFormat.HBD:
+            frame = decode_native(data, keys(), cid)
+            assert not isinstance(frame, Dropped)
+            got.add(frame.kind.name.lower())
+        elif b"hbd-advert" in data:
+            got.add("advert")
+        elif b"hbd-echo" in data:
+            got.add("echo")
+        elif b"status" in data:
+            got.add("heartbeat")
+    return got
+
+
 @pytest.mark.parametrize("keepalive", [0.2, 1.0, 2.0])
 @pytest.mark.parametrize("wire", list(WireFormat), ids=lambda w: w.value)
-def test_an_unchanged_advert_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own(
+def test_an_unchanged_advert_rides_with_a_heartbeat_ever_less_often_and_no_turn_of_its_own(
     wire: WireFormat, keepalive: float
 ) -> None:
     base = engine(wire, "hb1")
     e = Engine(dataclasses.replace(base.settings, keepalive=keepalive), now=0.0)
-    cid = cluster_id(("hb1", "hb2"), 694)
 
     def kinds(out: list[tuple[str, bytes]]) -> set[str]:
-        got = set()
-        for path, data in out:
-            if path != UDP:
-                continue
-            if wire is WireFormat.HBD:
-                frame = decode_native(data, keys(), cid)
-                assert not isinstance(frame, Dropped)
-                got.add(frame.kind.name.lower())
-            elif b"hbd-advert" in data:
-                got.add("advert")
-            elif b"status" in data:
-                got.add("heartbeat")
-        return got
+        return frame_kinds(wire, out)
 
     e.frames_to_send(0.0)
     e.set_advert(b"\x02\x00\x00group-state", 0.1)
@@ -239,7 +254,7 @@ def test_an_unchanged_advert_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own
     assert kinds(e.frames_to_send(0.1)) == {"advert"}  # ...on its own
     adverts: list[float] = []
     now = 0.1
-    while now < 20.0:
+    while now < 100.0:
         now = e.get_timer() or now + keepalive
         e.handle_timer(now)
         got = kinds(e.frames_to_send(now))
@@ -247,9 +262,34 @@ def test_an_unchanged_advert_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own
             assert "heartbeat" in got, f"an advert repeat at {now:.2f} woke a turn of its own"
             adverts.append(now)
     gaps = [b - a for a, b in zip([0.1, *adverts], adverts, strict=False)]
+    nominal = [min(ADVERT_INTERVAL * 2**i, ADVERT_REPEAT_MAX) for i in range(len(gaps))]
+    assert len(gaps) >= 7 and nominal[-1] == ADVERT_REPEAT_MAX  # 1, 2, 4, 8, 16, 16, ...
+    assert all(
+        n - keepalive / 2 <= g <= max(n, keepalive) + keepalive
+        for n, g in zip(nominal, gaps, strict=True)
+    ), gaps
+
+
+@pytest.mark.parametrize("keepalive", [0.2, 1.0, 2.0, 7.0])
+def test_a_round_trip_probe_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own(
+    keepalive: float,
+) -> None:
+    base = engine(WireFormat.HBD, "hb1")
+    e = Engine(dataclasses.replace(base.settings, keepalive=keepalive), now=0.0)
+    echoes: list[float] = []
+    now = 0.0
+    while now < 60.0:
+        now = e.get_timer() or now + keepalive
+        e.handle_timer(now)
+        got = frame_kinds(WireFormat.HBD, e.frames_to_send(now))
+        assert got, f"a turn at {now:.2f} sent nothing: a wake-up for nothing"
+        if "echo" in got:
+            assert "heartbeat" in got, f"an echo at {now:.2f} woke a turn of its own"
+            echoes.append(now)
+    gaps = [b - a for a, b in itertools.pairwise(echoes)]
+    assert echoes and echoes[0] <= ECHO_INTERVAL + keepalive * (1 + BEAT_MARGIN)
     assert gaps and all(
-        ADVERT_INTERVAL - keepalive / 2 <= g <= max(ADVERT_INTERVAL, keepalive) + keepalive
-        for g in gaps
+        ECHO_INTERVAL <= g <= ECHO_INTERVAL + keepalive * (1 + BEAT_MARGIN) for g in gaps
     )
 
 

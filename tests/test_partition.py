@@ -10,15 +10,17 @@ ground truth says who holds each group.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
 
-from hbd.core.engine import PathKind
+from hbd.core.engine import BEAT_MARGIN, PathKind
 from hbd.core.events import GenerationWentBack, NodeRestarted
 from hbd.core.model import AutoFailback
-from hbd.core.node import PROBE_SLOW, WitnessesUnproven, probe_window
+from hbd.core.node import PROBE_SLOW, NodeAction, SendProbes, WitnessesUnproven, probe_window
 from hbd.core.policy import TAKEOVER_MARGIN, Isolation
+from hbd.core.wire.native import FrameKind, decode_native
 from hbd.testing.sim import AgentTimes, SimCluster
 
 K, D, W = 0.2, 1.0, 1.0
@@ -217,6 +219,39 @@ def test_a_probe_target_that_never_answered_is_no_evidence_and_status_says_so() 
     sim.run_for(6)  # slow probes (every 5 s) while alpha is heard: now it is proven
     targets = {p["address"]: p for p in sim.node("beta").probe_status(sim.clock.now)}
     assert targets[sim.node_address("alpha", "eth0")]["proven"] is True
+
+
+def test_a_slow_probe_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own() -> None:
+    # while alpha is heard, beta's probes of its addresses only prove they work (every
+    # PROBE_SLOW): each goes in a turn beta's heartbeat goes in, at most a keepalive late
+    sim = cluster(VIP, arp_probes=False)
+    sim.record_sent = True
+    beta = sim.node("beta")
+    probes: list[float] = []
+    next_action = beta.next_action
+
+    def recording() -> NodeAction | None:
+        action = next_action()
+        if isinstance(action, SendProbes):
+            probes.append(sim.clock.now)
+        return action
+
+    beta.next_action = recording  # type: ignore[method-assign]
+    sim.run_for(40)
+    settings = sim.engine("beta").settings
+    beats = {
+        s.time
+        for s in sim.sent
+        if s.node == "beta"
+        and s.path == BCAST
+        and getattr(decode_native(s.data, settings.auth, settings.cluster_id), "kind", None)
+        is FrameKind.HEARTBEAT
+    }
+    slow = [t for t in probes if t > START + 2 * D]  # past the start's fast probing
+    assert len(slow) >= 6
+    assert all(t in beats for t in slow), "a slow probe woke a turn of its own"
+    gaps = [b - a for a, b in itertools.pairwise(slow)]
+    assert all(PROBE_SLOW <= g <= PROBE_SLOW + K * (1 + BEAT_MARGIN) + 1e-9 for g in gaps), gaps
 
 
 # -- the seven holes ---------------------------------------------------------------------

@@ -136,10 +136,14 @@ class _Kept:
     netstring: bytes | None = None
 
 
-# an unchanged advert is repeated about this often (a changed one goes at once), always with
-# a heartbeat: the first one at least ADVERT_INTERVAL - keepalive/2 after the last copy, so
-# the repeat costs no wake-up of its own and the peer reads both frames in one turn
+# a changed advert goes at once, and so does an unchanged one when a peer may lack it (it
+# restarted, or heard nothing of us for a while, or starts counting us alive again); then
+# it is repeated, always with a heartbeat (no wake-up of its own, and the peer reads both
+# frames in one turn), the first repeat at least ADVERT_INTERVAL - keepalive/2 after it,
+# each next one twice as late, up to ADVERT_REPEAT_MAX: a lost copy is made good within
+# about a second, and an idle cluster does not send (nor read) the same bytes every beat
 ADVERT_INTERVAL = 1.0
+ADVERT_REPEAT_MAX = 16.0
 BEAT_MARGIN = 0.1  # of a keepalive: how late a heartbeat sent behind a peer's may be, once
 VERIFIED_KEPT = 8  # Heartbeat-format frames remembered as verified, for their copies
 
@@ -168,7 +172,10 @@ class _Verified:
         return cls(msg, origin, mtype, status)
 
 
-ECHO_INTERVAL = 5.0  # a round-trip probe on every datagram path this often...
+# a round-trip probe on every datagram path this often, always right behind a heartbeat (no
+# wake-up of its own: the peer reads it with the heartbeat and answers in the turn its own
+# heartbeat goes in)...
+ECHO_INTERVAL = 5.0
 SERIAL_ECHO_EVERY = 4  # ...and on serial paths every fourth time (a slow line's bytes count)
 GENERATIONS_SAVE_INTERVAL = 60.0  # seconds between saves of the peers' newest sequences
 ECHOES_REMEMBERED = 16  # nonces answered, per peer and path, refused if they come again
@@ -259,11 +266,15 @@ class Engine:
         self._seq = 0
         self._next_beat = now
         self._beat_behind = False  # the next heartbeat goes right behind a peer's
+        # heartbeats sent so far: what else is periodic and may wait a keepalive (the
+        # node's slow probes) goes in a turn this moved in, instead of waking one
+        self.beats_sent = 0
         self._out: list[tuple[str, bytes]] = []
         self._events: deque[Event] = deque()
         self._advert: bytes | None = None  # ours, as last set by the policy
         self._advert_due: float | None = None  # a changed advert: when it goes (at once)
         self._advert_repeat_at: float | None = None  # the unchanged one, with a heartbeat
+        self._advert_gap = ADVERT_INTERVAL  # from the copy just sent to its repeat
         self._adverts: dict[str, bytes] = {}  # the latest from each live peer
         self._last_words: dict[str, bytes] = {}  # the last advert of a peer now dead
         self._leaving = False
@@ -381,7 +392,6 @@ class Engine:
             deadlines.append(self._advert_due)
         if self._rexmit_due is not None:
             deadlines.append(self._rexmit_due)
-        deadlines.append(self._next_echo)
         return min(deadlines)
 
     def frames_to_send(self, now: float) -> list[tuple[str, bytes]]:
@@ -393,8 +403,6 @@ class Engine:
             self._send_heartbeat(now)
         if self._advert_due is not None and now >= self._advert_due:
             self._send_advert(now)
-        if now >= self._next_echo:
-            self._send_echoes(now)
         out, self._out = self._out, []
         return out
 
@@ -538,18 +546,21 @@ class Engine:
         if c.last_frame is None or now - c.last_frame >= self.settings.deadtime:
             c.back_at = now  # heard again after a silence: its acks lag by a round trip
             self.contact_changes += 1
+            self._advert_at_once(now)  # and it may have counted us dead, our advert gone
         c.last_frame = now
         if c.generation != generation:
             self.contact_changes += 1
             c.back_at = now  # a new incarnation: it has not had a round trip to hear us
             c.generation = generation
             c.acked_until = now if c.acked_until is None else max(c.acked_until, now)
+            self._advert_at_once(now)  # nor our advert
 
     def _take_acks(self, node: str, entries: tuple[acks.Ack, ...], now: float) -> None:
         self.contact_changes += 1
         c = self._contacts[node]
         c.acks = True
         c.ack_frame_at = now
+        was_listed = c.listed
         c.listed = c.probed = False
         for entry in entries:
             if entry.index == self._my_index and entry.probed:
@@ -564,6 +575,8 @@ class Engine:
                 sent = next(iter(self._sent_at.values()))  # older than we keep: that old
             if sent is not None and (c.acked_until is None or sent > c.acked_until):
                 c.acked_until = sent
+        if c.listed and not was_listed:
+            self._advert_at_once(now)  # it counts us alive again: it dropped our advert
 
     def rtt(self, node: str, path: str) -> float | None:
         """The smoothed round-trip time to `node` over `path`, seconds (None: no answer yet;
@@ -703,7 +716,13 @@ class Engine:
         """What this node advertises about its groups; sent at once when it changed."""
         if payload != self._advert:
             self._advert = payload
+            self._advert_at_once(now)
+
+    def _advert_at_once(self, now: float) -> None:
+        """Ours goes in this turn (a peer may lack it), then repeats from a second on."""
+        if self._advert is not None and not self._leaving:
             self._advert_due = now
+            self._advert_gap = ADVERT_INTERVAL
 
     def speaks_heartbeat(self, node: str) -> bool:
         """`node`'s latest status came without hbd's `hbdwd`: it is a Heartbeat node."""
@@ -741,7 +760,8 @@ class Engine:
         if payload is None:
             return
         self._advert_due = None
-        self._advert_repeat_at = now + ADVERT_INTERVAL - self.settings.keepalive / 2
+        self._advert_repeat_at = now + self._advert_gap - self.settings.keepalive / 2
+        self._advert_gap = min(2 * self._advert_gap, ADVERT_REPEAT_MAX)
         s = self.settings
         if s.wire is WireFormat.HEARTBEAT:
             self._send_ha(
@@ -1234,6 +1254,7 @@ class Engine:
             self._beat_behind = True
 
     def _send_heartbeat(self, now: float) -> None:
+        self.beats_sent += 1
         self._next_beat += self.settings.keepalive
         if self._next_beat <= now:  # the caller fell behind: do not burst
             self._next_beat = now + self.settings.keepalive
@@ -1262,3 +1283,5 @@ class Engine:
             self._native_all(nat.FrameKind.HEARTBEAT, acks.encode_acks(heard), self._next_seq(now))
         if self._advert_repeat_due(now):
             self._send_advert(now)  # right behind the heartbeat, on every path
+        if now >= self._next_echo:
+            self._send_echoes(now)  # and so is a round-trip probe

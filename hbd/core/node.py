@@ -292,6 +292,7 @@ class Node:
         }
         self._next_probe = now
         self._probing_fast = False  # every keepalive (a peer silent or dead), not PROBE_SLOW
+        self._beats_seen = 0  # the engine's `beats_sent` when a probe was last looked at
         self._rebuild_probes()
         self.qnetd: qc.QnetdClient | None = None
         self._qnetd_ids: dict[str, int] = {}
@@ -526,6 +527,8 @@ class Node:
     def frames_to_send(self, now: float) -> list[tuple[str, bytes]]:
         out = self.engine.frames_to_send(now)
         self._collect_engine(now)
+        if self.engine.beats_sent != self._beats_seen:
+            self._maybe_probe(now)  # a slow probe due goes with this heartbeat
         return out
 
     def next_action(self) -> NodeAction | None:
@@ -1241,7 +1244,9 @@ class Node:
 
     def _probe_timer(self) -> float | None:
         """The next probe, or the moment a live peer's silence makes probing fast (a
-        deadline of its own: no other turn may be counted on to notice it in time)."""
+        deadline of its own: no other turn may be counted on to notice it in time). A slow
+        probe has none: it goes in the turn of the first heartbeat at or after its time
+        (`_maybe_probe`), which the engine's deadline wakes."""
         if not self._probes:
             return None
         if self._probing_fast:
@@ -1249,9 +1254,15 @@ class Node:
         membership = self.engine.membership
         heard = [membership.last_heard(n) for n in membership.node_names]
         silent = [t + self._quiet_for() for t in heard if t is not None]
-        return min([self._next_probe, *silent])
+        return min(silent, default=None)
 
     def _maybe_probe(self, now: float) -> None:
+        """Probe when due: fast ones at their time; a slow one only in a turn a heartbeat
+        went out in (the engine's `beats_sent` moved). Slow probes only prove that probing
+        works, so one waits for a heartbeat (at most a keepalive and a little) rather than
+        wake a turn of its own."""
+        beat = self.engine.beats_sent != self._beats_seen
+        self._beats_seen = self.engine.beats_sent
         if not self._probes:
             return
         fast = self._probe_fast(now)
@@ -1261,7 +1272,7 @@ class Node:
         keepalive = self.settings.engine.keepalive
         interval = keepalive if fast else max(PROBE_SLOW, keepalive)
         self._next_probe = min(self._next_probe, now + interval)
-        if now < self._next_probe:
+        if now < self._next_probe or not (fast or beat):
             return
         self._next_probe = now + interval
         self._actions.append(SendProbes(tuple(self._probes)))
