@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import signal
@@ -431,6 +432,48 @@ def test_the_loop_sleeps_until_the_nodes_next_deadline_with_no_periodic_wake(
             await asyncio.sleep(0.5)
             assert d.loop_stats["timer"] == turns + 1
             assert len(ticks) == 1 and soon <= ticks[0] < soon + 0.25
+        finally:
+            h.close()
+
+    with quiet_logs():
+        asyncio.run(scenario())
+
+
+def test_systemds_watchdog_rides_the_turns_heartbeats_wake_and_wakes_none_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WATCHDOG=1 goes in the first turn at least half the interval after the last (with
+    WatchdogSec=1.5s: the interval is 0.75 s, a keepalive 0.2 s): never later than the
+    interval, and no turn is woken for it alone while heartbeats go out."""
+
+    async def scenario() -> None:
+        h = Harness(tmp_path, FakeRunner())
+        await h.start()
+        try:
+            d, node = h.daemon, h.daemon.node
+            assert node is not None
+            d._wd_interval = interval = 0.75
+            pets: list[float] = []
+            monkeypatch.setattr(d.notifier, "watchdog", lambda: pets.append(h.clock.now))
+            d._tick(h.clock())  # the first pet, at once after the start
+            assert pets == [h.clock.now]
+            alone = 0  # turns nothing but the watchdog was due in
+            end = h.clock.now + 10.0
+            while h.clock.now < end:
+                due = d._next_deadline(h.clock.now)
+                assert due is not None
+                h.clock.advance(max(0.0, due - h.clock.now))
+                now = h.clock()
+                others = (node.get_timer(), *(v.get_timer() for _, v in d._drivers()))
+                if not any(t is not None and t <= now for t in others):
+                    alone += 1
+                d._tick(now)
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            gaps = [b - a for a, b in itertools.pairwise(pets)]
+            assert len(pets) >= 10
+            assert all(interval / 2 <= g <= interval + 1e-9 for g in gaps), gaps
+            assert alone == 0, f"{alone} turns woken for the watchdog alone"
         finally:
             h.close()
 

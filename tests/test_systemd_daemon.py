@@ -5,7 +5,8 @@ Two nodes, alpha and beta, in network namespaces joined by `bcast eth0`
 (tests/cluster.py); only alpha runs "under systemd". The scenario: alpha starts (READY=1
 only once its control socket exists), beta starts (a STATUS= line says beta is alive),
 beta is killed (a STATUS= line says beta is dead), alpha gets SIGTERM (STOPPING=1, then a
-clean exit). All the while alpha must pet the watchdog every WATCHDOG_USEC/2.
+clean exit). All the while alpha must pet the watchdog at least every WATCHDOG_USEC/2 (from
+WATCHDOG_USEC/4 on, in a turn its heartbeats wake anyway).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from netns import requires_root
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, requires_root]
 
-WATCHDOG_USEC = 1_000_000  # WatchdogSec=1s: hbd must pet every 0.5 s
+WATCHDOG_USEC = 1_000_000  # WatchdogSec=1s: hbd pets every 0.25-0.5 s
 PET = WATCHDOG_USEC / 2e6
 UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -188,7 +189,8 @@ def test_hbd_tells_systemd_ready_status_watchdog_and_stopping(
     gaps = [b.at - a.at for a, b in itertools.pairwise(updates)]
     assert all(gap > 0.8 for gap in gaps), gaps
 
-    # WATCHDOG=1 every WATCHDOG_USEC/2 from READY to STOPPING, never close to the timeout
+    # WATCHDOG=1 every WATCHDOG_USEC/4..WATCHDOG_USEC/2 from READY to STOPPING (in the first
+    # turn after a quarter: the heartbeats' turns carry it), never close to the timeout
     pets = [n.at for n in notes if n.fields.get("WATCHDOG") == "1"]
     running = stopping.at - ready.at
     assert len(pets) >= running / PET * 0.6, (len(pets), running)
@@ -198,6 +200,6 @@ def test_hbd_tells_systemd_ready_status_watchdog_and_stopping(
         f"{min(intervals):.3f}..{max(intervals):.3f} s, {len(pets)} pets in {running:.1f} s"
     )
     assert pets[0] - ready.at < PET * 1.5
-    assert 0.8 * PET <= statistics.median(intervals) <= 1.3 * PET
+    assert 0.5 * PET <= statistics.median(intervals) <= 1.1 * PET
     assert max(intervals) < WATCHDOG_USEC / 1e6, "systemd would have killed hbd"
-    assert min(intervals) > PET * 0.5, "petting much faster than asked"
+    assert min(intervals) > PET * 0.45, "petting much faster than asked"

@@ -838,7 +838,9 @@ class Daemon:
         """After a descriptor's turn (the drivers', or the control socket's)."""
         self.loop_stats["turns"] += 1
         self.loop_stats["io"] += 1
-        self._arm(self.clock())
+        now = self.clock()
+        self._pet_systemd(now)
+        self._arm(now)
         if self._handing_over and self._wake is not None:
             self._wake.set()
 
@@ -858,10 +860,7 @@ class Daemon:
         if control is not None and (t := control.get_timer()) is not None and t <= now:
             control.handle_timer(now)  # idle clients hung up on, accepts resumed
         self._flush(now)
-        if self._wd_interval is not None and now >= self._wd_at + self._wd_interval:
-            if node.fenced is None:  # systemd's watchdog must not outlive a decision to go
-                self.notifier.watchdog()
-            self._wd_at = now
+        self._pet_systemd(now)
         if self._status_dirty and now - self._status_at >= STATUS_REFRESH:
             self._status_dirty = False
             self._status_at = now
@@ -870,6 +869,18 @@ class Daemon:
                 if line != self._status_line:
                     self._status_line = line
                     self.notifier.status(line)
+
+    def _pet_systemd(self, now: float) -> None:
+        """WATCHDOG=1 in the first turn at least half the interval (WatchdogSec/4) after
+        the last: the turns heartbeats wake anyway carry it, and the interval's end
+        (WatchdogSec/2, the deadline `_next_deadline` arms) wakes the loop only when no
+        turn came. Never once the node decided to go: systemd's watchdog must not outlive
+        that decision."""
+        if self._wd_interval is None or now < self._wd_at + self._wd_interval / 2:
+            return
+        if self.node is None or self.node.fenced is None:
+            self.notifier.watchdog()
+        self._wd_at = now
 
     def _flush(self, now: float) -> None:
         """Carry out everything the node asked for, then log what it reported."""
