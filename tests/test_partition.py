@@ -18,7 +18,14 @@ import pytest
 from hbd.core.engine import BEAT_MARGIN, PathKind
 from hbd.core.events import GenerationWentBack, NodeRestarted
 from hbd.core.model import AutoFailback
-from hbd.core.node import PROBE_SLOW, NodeAction, SendProbes, WitnessesUnproven, probe_window
+from hbd.core.node import (
+    PROBE_SLOW,
+    NodeAction,
+    PetWatchdog,
+    SendProbes,
+    WitnessesUnproven,
+    probe_window,
+)
 from hbd.core.policy import TAKEOVER_MARGIN, Isolation
 from hbd.core.wire.native import FrameKind, decode_native
 from hbd.testing.sim import AgentTimes, SimCluster
@@ -252,6 +259,45 @@ def test_a_slow_probe_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own() -> N
     assert all(t in beats for t in slow), "a slow probe woke a turn of its own"
     gaps = [b - a for a, b in itertools.pairwise(slow)]
     assert all(PROBE_SLOW <= g <= PROBE_SLOW + K * (1 + BEAT_MARGIN) + 1e-9 for g in gaps), gaps
+
+
+def test_watchdog_pets_ride_the_heartbeats_turns_and_wake_none_of_their_own() -> None:
+    # a pet is due at most a quarter timeout after the last (0.25 s here), and from half
+    # that on goes in the first turn that comes: with heartbeats every 0.2 s, always one
+    sim = cluster(VIP)
+    sim.run_for(5)
+    beta = sim.node("beta")
+    fencing_timer = beta.fencing.get_timer
+    handle_timer = beta.handle_timer
+    pets: list[float] = []
+    alone = 0
+
+    def counting(now: float) -> None:
+        nonlocal alone
+        beta.fencing.get_timer = lambda: None  # type: ignore[method-assign]
+        others = beta.get_timer()
+        del beta.fencing.get_timer
+        due = fencing_timer()
+        if due is not None and due <= now and (others is None or others > now):
+            alone += 1
+        handle_timer(now)
+
+    next_action = beta.next_action
+
+    def recording() -> NodeAction | None:
+        action = next_action()
+        if isinstance(action, PetWatchdog):
+            pets.append(sim.clock.now)
+        return action
+
+    beta.handle_timer = counting  # type: ignore[method-assign]
+    beta.next_action = recording  # type: ignore[method-assign]
+    sim.run_for(20)
+    interval = beta.fencing.pet_interval
+    gaps = [b - a for a, b in itertools.pairwise(pets)]
+    assert len(pets) >= 20 / interval
+    assert all(interval / 2 <= g <= interval + 1e-9 for g in gaps), gaps
+    assert alone == 0, f"{alone} turns woken for a pet alone"
 
 
 # -- the seven holes ---------------------------------------------------------------------

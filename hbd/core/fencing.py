@@ -14,6 +14,11 @@ pets it only while it can vouch for itself (docs/policy.md, "the takeover budget
   its view is fresh again;
 - never again once `fence(reason)` was called.
 
+A pet is due at most `pet_interval` (a quarter of the timeout, at most a second) after the
+last one: that is the deadline `get_timer` gives. From half that on it goes in whatever
+turn comes first -- a heartbeat's, as a rule -- so the pets wake no turn of their own while
+heartbeats go out at least every half pet interval.
+
 `stall_bound` is deadtime minus one keepalive: a node silent for less was still
 heartbeating within deadtime, so no peer can have declared it dead.
 """
@@ -39,7 +44,8 @@ class Fencing:
         self.stall_bound = stall_bound
         self.pet_interval = min(timeout / 4, 1.0) if timeout else 1.0
         self._last_input = now
-        self._next_pet = now
+        self._next_pet = now  # the deadline for the next pet
+        self._pet_from = now  # from when a turn that comes anyway gives it
         self.fenced: Fenced | None = None
 
     def observe(self, now: float) -> float | None:
@@ -63,8 +69,9 @@ class Fencing:
 
     def pet_due(self, now: float) -> bool:
         """Whether to pet now (then the next pet is scheduled)."""
-        if self.timeout is None or self.fenced is not None or now < self._next_pet:
+        if self.timeout is None or self.fenced is not None or now < self._pet_from:
             return False
+        self._pet_from = now + self.pet_interval / 2
         self._next_pet = now + self.pet_interval
         return True
 
