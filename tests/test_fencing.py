@@ -6,9 +6,9 @@ import pytest
 from hbd.core.fencing import Fencing
 
 
-def test_a_healthy_loop_pets_in_the_turns_that_come_within_a_quarter_timeout() -> None:
-    # inputs every 0.1 s (a heartbeat's turns): each pet in the first turn from half the
-    # pet interval (a quarter of the timeout, at most 1 s) on, never past the interval
+def test_a_healthy_loop_pets_in_the_first_turn_a_quarter_timeout_after_the_last() -> None:
+    # inputs every 0.1 s (a heartbeat's turns): each pet in the first turn from the pet
+    # interval (a quarter of the timeout, at most 1 s) on; twice that is the deadline
     f = Fencing(2.0, stall_bound=0.8, now=0.0)
     assert f.pet_interval == 0.5
     pets = []
@@ -17,22 +17,22 @@ def test_a_healthy_loop_pets_in_the_turns_that_come_within_a_quarter_timeout() -
         assert f.observe(now) is None
         if f.pet_due(now):
             pets.append(now)
-            assert f.get_timer() == now + 0.5  # the deadline, should no turn come
+            assert f.get_timer() == now + 1.0  # the deadline, should no turn come
         now = round(now + 0.1, 3)
-    assert pets == [0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1, 2.4, 2.7]
+    assert pets == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
 
 
-def test_a_loop_woken_only_by_its_deadlines_pets_at_the_pet_interval() -> None:
+def test_a_loop_woken_only_by_its_deadlines_pets_every_half_timeout_at_most_2_s() -> None:
     f = Fencing(8.0, stall_bound=0.8, now=0.0)
     pets = []
     now = 0.0
-    while now < 5.0:
+    while now < 7.0:
         if f.pet_due(now):
             pets.append(now)
         timer = f.get_timer()
         assert timer is not None
         now = timer
-    assert pets == [0.0, 1.0, 2.0, 3.0, 4.0]  # a quarter of 8 s, capped at a second
+    assert pets == [0.0, 2.0, 4.0, 6.0]  # twice a quarter of 8 s capped at a second
 
 
 def test_a_gap_longer_than_the_stall_bound_is_reported_once() -> None:

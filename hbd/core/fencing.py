@@ -14,10 +14,14 @@ pets it only while it can vouch for itself (docs/policy.md, "the takeover budget
   its view is fresh again;
 - never again once `fence(reason)` was called.
 
-A pet is due at most `pet_interval` (a quarter of the timeout, at most a second) after the
-last one: that is the deadline `get_timer` gives. From half that on it goes in whatever
-turn comes first -- a heartbeat's, as a rule -- so the pets wake no turn of their own while
-heartbeats go out at least every half pet interval.
+From `pet_interval` (a quarter of the timeout, at most a second) after the last pet, the
+next goes in whatever turn comes first -- a heartbeat's, as a rule; twice that (half the
+timeout, at most 2 s: the reset is still as far again away) is the deadline `get_timer`
+gives, for when no turn comes. So the pets wake no turn of their own while heartbeats go
+out at least every pet interval -- at 1 Hz with a 4 s watchdog too, where the heartbeats'
+turns come a second apart and a deadline at one pet interval raced them. How late a hung
+node's last pet can be is bounded by when it hung, not by this schedule: the takeover
+budget does not depend on it.
 
 `stall_bound` is deadtime minus one keepalive: a node silent for less was still
 heartbeating within deadtime, so no peer can have declared it dead.
@@ -71,8 +75,8 @@ class Fencing:
         """Whether to pet now (then the next pet is scheduled)."""
         if self.timeout is None or self.fenced is not None or now < self._pet_from:
             return False
-        self._pet_from = now + self.pet_interval / 2
-        self._next_pet = now + self.pet_interval
+        self._pet_from = now + self.pet_interval
+        self._next_pet = now + 2 * self.pet_interval
         return True
 
     def get_timer(self) -> float | None:
