@@ -1,8 +1,9 @@
 """Idle cost of a two-node cluster holding a VIP: hbd beside Heartbeat 3.0.6 and keepalived.
 
     sudo python bench/idle.py [--window 60] [--settle 5] [--rates 1,5] [--repeat 1]
-                              [--systems hbd,hbd-hbwire,heartbeat,keepalived,
-                                         floor-asyncio,floor-epoll]
+                              [--systems hbd,hbd-hbwire,hbd-wd,heartbeat,
+                                         heartbeat-wd,keepalived,floor-asyncio,
+                                         floor-epoll]
                               [--no-group] [--profile DIR] [--cprofile DIR]
                               [--json bench/results/idle.json]
 
@@ -17,6 +18,9 @@ and hb2, joined by two veth pairs and a socat pty pair -- three paths: `bcast et
   mlockall, as shipped);
 - heartbeat: Heartbeat 3.0.6 (Debian package), `crm no`, `hb1 IPaddr2::10.91.0.100/24/eth0`,
   sha1, logging to a file, realtime at its default (on);
+- hbd-wd and heartbeat-wd: the same with `watchdog` on a FUSE watchdog device per node
+  (hbd.testing.fusewatchdog, its server outside the namespace and not counted), as an
+  appliance runs: the pets are the node's own work;
 - keepalived: VRRPv3 unicast on eth0 (keepalived has no serial path and one VRRP path),
   hb1 MASTER, `advert_int` = the keepalive, `virtual_ipaddress { 10.91.0.100/24 dev eth0 }`;
 - the Python floor (bench/idle_floor.py, asyncio's loop or a bare epoll loop): a process on
@@ -71,6 +75,8 @@ from typing import Any
 
 import common
 
+from hbd.testing.fusewatchdog import mounted_watchdog
+
 NODES = ("hb1", "hb2")
 VIP = "10.91.0.100"
 RATES = {1.0: (1000, 3000), 5.0: (200, 1000), 10.0: (100, 1000)}  # Hz -> keepalive, deadtime
@@ -83,6 +89,7 @@ class System:
     label: str
     kind: str  # "hbd", "heartbeat" or "keepalived"
     native: bool = False
+    watchdog: bool = False  # `watchdog` on a FUSE watchdog per node (hbd.testing.fusewatchdog)
 
     @property
     def authkeys(self) -> str:
@@ -100,7 +107,9 @@ SYSTEMS = {
     for s in (
         System("hbd", "hbd (native frames)", "hbd", native=True),
         System("hbd-hbwire", "hbd (Heartbeat wire)", "hbd"),
+        System("hbd-wd", "hbd (native, watchdog)", "hbd", native=True, watchdog=True),
         System("heartbeat", "Heartbeat 3.0.6", "heartbeat"),
+        System("heartbeat-wd", "Heartbeat 3.0.6 (watchdog)", "heartbeat", watchdog=True),
         System("keepalived", "keepalived", "keepalived"),
         System("floor-asyncio", "Python floor (asyncio)", "floor"),
         System("floor-epoll", "Python floor (epoll)", "floor"),
@@ -299,6 +308,11 @@ def cluster(
             common.Medium("serial", ttys[i]),
         ]
         extra = ["wire hbd"] if system.native else []
+        if system.watchdog:
+            dog = stack.enter_context(
+                mounted_watchdog(netns=spaces[i].name, identity=f"{name} idle bench")
+            )
+            extra.append(f"watchdog {dog.path}")
         hacf = common.hacf_text(NODES, media, keepalive_ms, deadtime_ms, extra=extra)
         if system.kind == "heartbeat":
             node = common.HeartbeatNode(name, spaces[i], root)
