@@ -206,6 +206,24 @@ def test_idle_cluster_with_a_vip_measured_for_hbd_heartbeat_and_keepalived() -> 
 
 
 @pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+@pytest.mark.skipif(
+    not os.access("/usr/libexec/heartbeat/heartbeat", os.X_OK), reason="needs Heartbeat 3.0.6"
+)
+def test_idle_measures_both_daemons_petting_a_watchdog_and_hbds_pets_wake_no_turn() -> None:
+    rows = run_idle("--window", "4", "--systems", "hbd-wd,heartbeat-wd", timeout=150)
+    assert set(rows) == {"hbd (native, watchdog)", "Heartbeat 3.0.6 (watchdog)"}
+    hbd = rows["hbd (native, watchdog)"]
+    assert number(hbd[2]) > 0 and number(rows["Heartbeat 3.0.6 (watchdog)"][2]) > 0
+    # "10.6 (2.5+8.1)": timer turns are the heartbeats' (one node's 5 a second, the other
+    # sends right behind its peer's), not one more for every pet (4 a second at 2 s)
+    timer = float(hbd[4].split("(")[1].split("+")[0])
+    assert timer < 3.5, hbd[4]
+
+
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_idle_measures_the_python_floor_on_hbds_three_paths() -> None:
     rows = run_idle("--window", "2", "--systems", "floor-asyncio,floor-epoll", timeout=120)
