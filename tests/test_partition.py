@@ -228,22 +228,28 @@ def test_a_probe_target_that_never_answered_is_no_evidence_and_status_says_so() 
     assert targets[sim.node_address("alpha", "eth0")]["proven"] is True
 
 
+def times_of(sim: SimCluster, node: str, kind: type[object]) -> list[float]:
+    """When `node` asks for an action of `kind` from now on (the list fills as it runs)."""
+    times: list[float] = []
+    n = sim.node(node)
+    next_action = n.next_action
+
+    def recording() -> NodeAction | None:
+        action = next_action()
+        if isinstance(action, kind):
+            times.append(sim.clock.now)
+        return action
+
+    n.next_action = recording  # type: ignore[method-assign]
+    return times
+
+
 def test_a_slow_probe_rides_with_a_heartbeat_and_wakes_no_turn_of_its_own() -> None:
     # while alpha is heard, beta's probes of its addresses only prove they work (every
     # PROBE_SLOW): each goes in a turn beta's heartbeat goes in, at most a keepalive late
     sim = cluster(VIP, arp_probes=False)
     sim.record_sent = True
-    beta = sim.node("beta")
-    probes: list[float] = []
-    next_action = beta.next_action
-
-    def recording() -> NodeAction | None:
-        action = next_action()
-        if isinstance(action, SendProbes):
-            probes.append(sim.clock.now)
-        return action
-
-    beta.next_action = recording  # type: ignore[method-assign]
+    probes = times_of(sim, "beta", SendProbes)
     sim.run_for(40)
     settings = sim.engine("beta").settings
     beats = {
@@ -270,7 +276,6 @@ def test_watchdog_pets_ride_the_heartbeats_turns_and_wake_none_of_their_own() ->
     beta = sim.node("beta")
     fencing_timer = beta.fencing.get_timer
     handle_timer = beta.handle_timer
-    pets: list[float] = []
     alone = 0
 
     def counting(now: float) -> None:
@@ -283,16 +288,8 @@ def test_watchdog_pets_ride_the_heartbeats_turns_and_wake_none_of_their_own() ->
             alone += 1
         handle_timer(now)
 
-    next_action = beta.next_action
-
-    def recording() -> NodeAction | None:
-        action = next_action()
-        if isinstance(action, PetWatchdog):
-            pets.append(sim.clock.now)
-        return action
-
     beta.handle_timer = counting  # type: ignore[method-assign]
-    beta.next_action = recording  # type: ignore[method-assign]
+    pets = times_of(sim, "beta", PetWatchdog)
     sim.run_for(20)
     interval = beta.fencing.pet_interval
     gaps = [b - a for a, b in itertools.pairwise(pets)]
