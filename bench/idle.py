@@ -560,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     keepalived = any(s.kind == "keepalived" for s in systems)
     if missing is None and keepalived and shutil.which("keepalived") is None:
         missing = "needs keepalived (Debian package keepalived)"
+    watchdog = [s.key for s in systems if s.watchdog]
+    if missing is None and watchdog and not os.path.exists("/dev/fuse"):
+        missing = f"{', '.join(watchdog)}: needs /dev/fuse for the FUSE watchdog (package fuse3)"
     if missing is not None:
         print(f"idle: {missing}", file=sys.stderr)
         return 2
