@@ -166,8 +166,11 @@ def test_watchdog_pets_arrive_at_half_the_watchdog_timeout(
     assert ready == {"READY": "1"}
     assert all(m == {"WATCHDOG": "1"} and pid == proc.pid for m, pid, _ in pets)
     gaps = [b - a for (_, _, a), (_, _, b) in itertools.pairwise(pets)]
-    # every gap well inside the 0.4 s timeout, none early
-    assert all(0.18 <= gap < 0.35 for gap in gaps), gaps
+    # times are of receipt here: a receipt the test's thread got late makes one gap long and
+    # the next short (0.30 then 0.12 s once in CI), so the mean is what the sender kept to,
+    # and the timeout is what no gap may reach
+    assert 0.18 <= sum(gaps) / len(gaps) < 0.3, gaps
+    assert max(gaps) < 0.4, gaps
 
 
 def test_outside_systemd_every_notification_is_a_no_op() -> None:
