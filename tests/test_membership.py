@@ -193,13 +193,31 @@ def test_one_uuid_under_two_names_names_both() -> None:
     assert "gamma" in dups[0].second and "10.0.0.3" in dups[0].second
 
 
-def test_one_name_from_two_addresses_is_a_duplicate() -> None:
+def test_one_name_from_two_addresses_in_turn_is_a_duplicate() -> None:
     m = make()
     m.receive(beat(1, source="10.0.0.2"), 1.0)
     m.receive(beat(2, source="10.0.0.9"), 1.2)
+    assert not [e for e in drain(m) if isinstance(e, DuplicateNode)]  # one change: one host
     m.receive(beat(3, source="10.0.0.2"), 1.4)
+    m.receive(beat(4, source="10.0.0.9"), 1.6)
     dups = [e for e in drain(m) if isinstance(e, DuplicateNode)]
-    assert len(dups) == 1 and "10.0.0.2" in dups[0].first and "10.0.0.9" in dups[0].second
+    assert len(dups) == 1 and "10.0.0.9" in dups[0].first and "10.0.0.2" in dups[0].second
+    assert "in turn" in dups[0].detail
+
+
+def test_a_peer_whose_source_address_changes_is_no_duplicate() -> None:
+    """IPv6 source selection changes a host's source address as its addresses come and go:
+    the global one while the link-local one is tentative, then the link-local one (a
+    link-scope group), the newest address of a prefix once a service address is added.
+    Each is one change; none flips back within a deadtime (seen in every IPv6 run, which
+    logged "a cloned machine?")."""
+    m = make()
+    t = 1.0
+    for seq, source in enumerate(["fd94::1"] * 3 + ["fe80::1"] * 3 + ["fd94::100"] * 3, 1):
+        m.receive(beat(seq, source=source), t)
+        t += 0.2
+    m.receive(beat(20, source="fe80::1"), t + 11.0)  # back, after a deadtime: the VIP left
+    assert not [e for e in drain(m) if isinstance(e, DuplicateNode)]
 
 
 def test_unknown_and_self_are_dropped_and_bad_path_raises() -> None:

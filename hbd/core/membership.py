@@ -142,7 +142,17 @@ class NodeStatus:
 
 
 class _Path:
-    __slots__ = ("last_arrival", "last_heard", "source", "source_heard", "state", "stats", "window")
+    __slots__ = (
+        "former_heard",
+        "former_source",
+        "last_arrival",
+        "last_heard",
+        "source",
+        "source_heard",
+        "state",
+        "stats",
+        "window",
+    )
 
     def __init__(self) -> None:
         self.state = PathState.INIT
@@ -152,6 +162,8 @@ class _Path:
         self.stats = ArrivalStats()
         self.source: str | None = None
         self.source_heard: float | None = None
+        self.former_source: str | None = None  # the source before the last change
+        self.former_heard: float | None = None  # when it was last heard
 
 
 class _Node:
@@ -655,20 +667,25 @@ class Membership:
                     me,
                     f"uuid {beat.uuid.hex()} claimed by nodes {other} and {node.name}",
                 )
-        if beat.source is not None:
+        if beat.source is not None and beat.source != path.source:
+            # A host's source address may change once (an IPv6 link-local address that
+            # finishes its DAD, a service address added to the interface, a DHCP lease):
+            # that is one sender. Two senders under one name alternate: the source goes
+            # back to the one it left within a deadtime.
             if (
-                path.source is not None
-                and path.source != beat.source
-                and path.source_heard is not None
-                and now - path.source_heard < self._node_deadtime(node)
+                beat.source == path.former_source
+                and path.former_heard is not None
+                and now - path.former_heard < self._node_deadtime(node)
             ):
                 self._report(
                     node,
-                    f"sources:{sorted((path.source, beat.source))}",
+                    f"sources:{sorted((path.source or '', beat.source))}",
                     f"name={node.name} via {beat.path} from {path.source}",
                     me,
-                    f"node {node.name} heard from two addresses on {beat.path}",
+                    f"node {node.name} heard from two addresses on {beat.path}, in turn",
                 )
+            path.former_source, path.former_heard = path.source, path.source_heard
+        if beat.source is not None:
             path.source = beat.source
             path.source_heard = now
 
