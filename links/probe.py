@@ -25,7 +25,7 @@ from hbd.config.model import PingGroup
 
 from .base import Backoff, ReopeningDriver, describe
 from .ping import PingLink
-from .udp import SIOCGIFADDR, SIOCGIFNETMASK, _ifreq_address
+from .udp import SIOCGIFADDR, SIOCGIFNETMASK, _ifreq_address, local_ipv6_addresses
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
@@ -212,7 +212,10 @@ class AddressProber:
 
     def _plan(self, addresses: tuple[str, ...]) -> dict[str, tuple[str, tuple[str, ...]]]:
         networks = interface_networks()
-        own = {iface.ip for iface in networks.values()}
+        own: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = {
+            iface.ip for iface in networks.values()
+        }
+        own |= local_ipv6_addresses()
         on_link = networks if self.arp else {}
         plan: dict[str, list[str]] = {}
         kinds: dict[str, str] = {}

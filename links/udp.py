@@ -312,6 +312,17 @@ class UcastLink(UdpLink):
         return not (address.is_multicast or is_broadcast)
 
 
+_LINK_LOCAL_STARTS = frozenset(("fe8", "fe9", "fea", "feb"))  # fe80::/10
+
+
+def with_scope(address: str, device: str) -> str:
+    """`address` as a prober can reach it: a link-local IPv6 one with the interface it was
+    heard on (`fe80::1%eth0`), any other unchanged. Cheap: it runs for every datagram."""
+    if address[:3] in _LINK_LOCAL_STARTS and "%" not in address:
+        return f"{address}%{device}"
+    return address
+
+
 def interface_ipv6(device: str) -> tuple[int, frozenset[str]]:
     """(ifindex, IPv6 addresses) of `device` in this thread's network namespace.
 
@@ -319,16 +330,26 @@ def interface_ipv6(device: str) -> tuple[int, frozenset[str]]:
     /proc/thread-self/net/if_inet6 (empty when the device has none, or IPv6 is off).
     """
     index = socket.if_nametoindex(device)
-    found: set[str] = set()
+    return index, frozenset(a for a, d in _ipv6_addresses() if d == device)
+
+
+def local_ipv6_addresses() -> frozenset[ipaddress.IPv6Address]:
+    """Every IPv6 address of this thread's network namespace, on any interface."""
+    return frozenset(ipaddress.IPv6Address(a) for a, _device in _ipv6_addresses())
+
+
+def _ipv6_addresses() -> list[tuple[str, str]]:
+    """(address, device) pairs from /proc/thread-self/net/if_inet6 (none when IPv6 is off)."""
+    found: list[tuple[str, str]] = []
     try:
         with open("/proc/thread-self/net/if_inet6") as f:
             for line in f:
                 fields = line.split()
-                if len(fields) >= 6 and fields[5] == device:
-                    found.add(str(ipaddress.IPv6Address(int(fields[0], 16))))
+                if len(fields) >= 6:
+                    found.append((str(ipaddress.IPv6Address(int(fields[0], 16))), fields[5]))
     except FileNotFoundError:
         pass  # no IPv6 in this kernel: sends will fail and be counted
-    return index, frozenset(found)
+    return found
 
 
 class Udp6Link(UdpLink):

@@ -5,8 +5,10 @@ alpha, beta and a router `gw` share one segment (a bridge); the nodes have fd94:
 fd94::2, gw fd94::3 (the ping6 witness). No IPv4 path is configured. The scenario: both
 nodes see each other over both paths and the witness answers over ICMPv6; alpha holds the
 group; alpha's hbd dies while its box keeps the address, which beta's probe still hears
-over ICMPv6, so beta leaves the group alone; the address goes (the box is reset) and beta
-takes it over, with DAD and unsolicited neighbour advertisements.
+over ICMPv6 (and the link-local address it heard alpha's mcast6 frames from), so beta
+leaves the group alone; the addresses go (the box is reset) and beta takes it over, with
+DAD and unsolicited neighbour advertisements. Sources change on the way (the service
+address becomes the newest of its prefix): no node calls that a clone.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ def ipv6_cluster(tmp_path: Path) -> Iterator[tuple[dict[str, HbdNode], Netns]]:
     ):
         for ns, address in ((a, ADDR["alpha"]), (b, ADDR["beta"]), (gw, GW)):
             ns.ip("-6", "addr", "add", f"{address}/64", "dev", "eth0", "nodad")
+        # mcast6 to a link-scope group leaves from the link-local address once its DAD is
+        # done (from the global one until then): wait, so every run sees the same sources
+        wait_for(
+            lambda: all(link_local(ns) for ns in (a, b)) or None,
+            10,
+            "the nodes' link-local addresses to finish DAD",
+        )
         nodes = {"alpha": HbdNode("alpha", a, tmp_path / "alpha")}
         nodes["beta"] = HbdNode("beta", b, tmp_path / "beta")
         for name, node in nodes.items():
@@ -91,6 +100,14 @@ def up_everywhere(node: HbdNode, peer: str) -> dict[str, Any] | None:
     return status if ok and witness == "up" else None
 
 
+def link_local(ns: Netns) -> str | None:
+    """ns's link-local address on eth0 once usable (DAD done), with its scope."""
+    out = ns.ip("-6", "-o", "addr", "show", "dev", "eth0", "scope", "link").stdout
+    if not out or "tentative" in out:
+        return None
+    return f"{out.split()[3].split('/')[0]}%eth0"
+
+
 def holder(node: HbdNode) -> tuple[str | None, str] | None:
     g = node.group(GROUP)
     return None if g is None else (g["holder"], g["state"])
@@ -120,6 +137,13 @@ def test_an_ipv6_only_pair_heartbeats_probes_its_address_over_icmpv6_and_takes_o
         )
         assert has_vip(alpha.ns) and not has_vip(beta.ns)
         assert holder(beta) == ("alpha", "stopped")
+        # beta probes alpha's addresses, the link-local one on the interface it was heard
+        # on; the service address, which alpha's ucast6 frames now leave from, is the
+        # group's, not alpha's
+        probes = {p["address"]: p["of"] for p in (beta.status() or {})["probes"]}
+        assert probes.get(ADDR["alpha"]) == "alpha", probes
+        assert probes.get(link_local(alpha.ns) or "?") == "alpha", probes
+        assert probes.get(VIP6) == f"group:{GROUP}", probes
 
         # alpha's hbd dies, its box keeps the address: beta's ICMPv6 probe still hears it
         alpha.kill()
@@ -133,9 +157,9 @@ def test_an_ipv6_only_pair_heartbeats_probes_its_address_over_icmpv6_and_takes_o
         reasons = " | ".join(d["reason"] for d in beta.decisions())
         assert "alpha is silent on every path but its address answers" in reasons, reasons
 
-        # the box is reset: its addresses go, beta takes the group over
+        # the box is reset: its addresses go, link-local too, beta takes the group over
         gone = time.monotonic()
-        alpha.ns.ip("-6", "addr", "flush", "dev", "eth0", "scope", "global")
+        alpha.ns.ip("-6", "addr", "flush", "dev", "eth0")
         wait_for(
             lambda: True if holder(beta) == ("beta", "started") else None,
             DEADTIME + 10,
@@ -144,5 +168,8 @@ def test_an_ipv6_only_pair_heartbeats_probes_its_address_over_icmpv6_and_takes_o
         print(f"TIMING address silent -> beta holds it {time.monotonic() - gone:.2f} s")
         assert has_vip(beta.ns) and not has_vip(alpha.ns)
         assert "5 unsolicited neighbour advertisements" in beta.log()
+        # the sources changed (global, link-local, the service address): one host each
+        for node in (alpha, beta):
+            assert "two sources claim" not in node.log(), node.log()
         assert beta.stop() == 0
         assert not has_vip(beta.ns)

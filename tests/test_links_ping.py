@@ -14,6 +14,8 @@ import pytest
 from hbd.config.model import PingGroup, PingNode
 from hbd.links.base import LinkOpened
 from hbd.links.ping import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, PingLink, PingReply, echo_packet
+from hbd.links.probe import AddressProber, _targets_of
+from hbd.links.udp import with_scope
 
 from netns import Netns, Veth, namespace, requires_root, veth_pair
 
@@ -205,6 +207,32 @@ def test_a_ping6_node_that_stops_answering_gives_no_reply(hosts6: Hosts) -> None
         assert link.send_echo(time.monotonic()) == 1
         assert replies(link, 0.4) == []
         assert link.outstanding == 1
+
+
+@requires_root
+@pytest.mark.root
+def test_the_prober_never_probes_this_hosts_own_ipv6_addresses(hosts6: Hosts) -> None:
+    """A service address this node holds answers for this node: on IPv6 it would answer the
+    node's own probe (from loopback) and make a dead peer look alive. Targets that are
+    this host's addresses, global or link-local, are left out; the peer's are probed."""
+    with hosts6.a.entered():
+        hosts6.a.ip("-6", "addr", "add", "fd79::100/64", "dev", "eth0", "nodad")
+        prober = AddressProber()
+        try:
+            prober.set_targets(("fd79::100", "fe80::a%eth0", "fd79::1", "fd79::2"), 0.0)
+            assert {k: _targets_of(d) for k, d in prober.drivers.items()} == {
+                "probe:ipv6": ("fd79::2",)
+            }
+        finally:
+            prober.close()
+
+
+def test_a_link_local_sender_is_named_with_the_interface_it_was_heard_on() -> None:
+    assert with_scope("fe80::b", "eth1") == "fe80::b%eth1"
+    assert with_scope("febf::1", "eth1") == "febf::1%eth1"  # fe80::/10
+    assert with_scope("fe80::b%eth0", "eth1") == "fe80::b%eth0"
+    for other in ("fd79::2", "10.0.0.2", "fec0::1", "/dev/ttyS0"):
+        assert with_scope(other, "eth1") == other
 
 
 def test_a_closed_pinger_counts_what_it_could_not_send() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from hbd.core.engine import BEAT_MARGIN, PathKind
-from hbd.core.events import GenerationWentBack, NodeRestarted
+from hbd.core.events import DuplicateNode, GenerationWentBack, NodeRestarted
 from hbd.core.model import AutoFailback
 from hbd.core.node import (
     PROBE_SLOW,
@@ -551,3 +551,27 @@ def test_a_hung_holder_without_a_watchdog_keeps_its_group_whatever_the_probes_ph
         sim.run_for(30)
         assert sim.started_on(sim.groups[0]) == ["alpha"], f"taken over at phase {step}"
         assert "its address answers" in " ".join(sim.decisions("beta")[-3:])
+
+
+def test_a_peer_whose_frames_leave_from_its_service_address_is_not_that_address() -> None:
+    """On IPv6 a node's frames leave from the newest address of the prefix, its service
+    address once it holds one. beta restarts while alpha holds the VIP, so beta first hears
+    alpha from the VIP: that address answers for whoever holds the group, never for alpha
+    alone (a VIP kept as alpha's would, once beta held it, answer beta's own probe and
+    look like alpha alive). When alpha loses power beta takes the group within budget."""
+    sim = cluster(VIP, sources_from_service_addresses=True)
+    sim.run_for(5)
+    assert sim.started_on(name(VIP)) == ["alpha"]
+    vip = sim.service_addresses(name(VIP))[0]
+    assert sim.engine("beta").membership.addresses_of("alpha", [BCAST]) == (vip,)
+    sim.restart("beta")
+    sim.run_for(5)
+    assert sim.engine("beta").membership.addresses_of("alpha", [BCAST]) == (vip,)
+    assert vip not in sim.machines["beta"].remembered.get("alpha", ())
+    owners = {p["address"]: p["of"] for p in sim.node("beta").probe_status(sim.clock.now)}
+    assert owners[vip] == f"group:{name(VIP)}"
+    assert not sim.events_of("beta", DuplicateNode)
+    sim.power_off("alpha")
+    w = Watch(sim)
+    took = w.until(lambda: sim.started_on(name(VIP)) == ["beta"], 10)
+    assert took < BUDGET + 2 * K and w.most == 1

@@ -1163,20 +1163,32 @@ class Node:
         datagram = [p for p, kind in self._kinds.items() if kind is PathKind.DATAGRAM]
         learned = self.engine.membership.addresses_of(peer, datagram)
         known = self._remembered.get(peer, ())
-        new = tuple(a for a in learned if a not in known)
+        service = self._service_addresses()
+        new = tuple(a for a in learned if a not in known and a not in service)
         if new:
             self._remembered[peer] = (*known, *new)
             self._actions.append(RememberPeerAddresses(peer, self._remembered[peer]))
             self._rebuild_probes()
 
+    def _service_addresses(self) -> frozenset[str]:
+        return frozenset(
+            a for addresses in self.settings.service_addresses.values() for a in addresses
+        )
+
     def _rebuild_probes(self) -> None:
         """The targets: every peer's own addresses (configured, remembered, learned), and
         the service addresses of groups that are not running here (an address held here
-        answers for this node, not for a peer)."""
+        answers for this node, not for a peer).
+
+        A service address is never a peer's own, even when the peer's frames came from it
+        (IPv6 source selection picks the newest address of a prefix, a service address
+        once one is added): it answers for whoever holds the group."""
         wanted: dict[str, str] = {}
+        service = self._service_addresses()
         for peer, addresses in self._remembered.items():
             for address in addresses:
-                wanted.setdefault(address, peer)
+                if address not in service:
+                    wanted.setdefault(address, peer)
         for g in self.settings.groups:
             if self.rm.may_be_running(g.name):
                 continue

@@ -107,6 +107,7 @@ from hbd.links.factory import make_link
 from hbd.links.ping import PingLink
 from hbd.links.probe import AddressProber
 from hbd.links.serial import DEFAULT_LOCK_DIR
+from hbd.links.udp import with_scope
 from hbd.shell.control import ControlServer
 from hbd.shell.hooks import Hooks, HookSettings, write_shims
 from hbd.shell.logsetup import configure_logging
@@ -1065,10 +1066,14 @@ class Daemon:
         if link is not None:
             for received in link.on_readable(now):
                 medium = getattr(link, "medium", None)
-                path = pid
-                if medium is not None and medium.peer is not None:
-                    path = self._ucast_paths.get((medium.device, received.source), pid)
-                node.receive_frame(path, received.data, now, source=received.source)
+                path, source = pid, received.source
+                if medium is not None:
+                    if medium.peer is not None:
+                        path = self._ucast_paths.get((medium.device, source), pid)
+                    # the core learns the sender's address to probe it: a link-local one
+                    # is reached only on the interface it was heard on
+                    source = with_scope(source, medium.device)
+                node.receive_frame(path, received.data, now, source=source)
         self._drain_link(pid, now)
         driver = self._driver(pid)
         if driver is not None:

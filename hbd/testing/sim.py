@@ -13,7 +13,10 @@ The world around the nodes, each part a fault to inject:
   (a filter: the LAN itself still carries probes);
 - LANs: every node has an address on each (10.L.0.N), a node's cable can be pulled
   (`lan_down`), and a LAN can be split between two nodes (`lan_split`): that stops the
-  heartbeat paths on it, the probes and the pings across it;
+  heartbeat paths on it, the probes and the pings across it; with
+  `sources_from_service_addresses=True` a machine's datagrams leave from the newest
+  service address it holds on their LAN (as IPv6 source selection picks the newest
+  address of a prefix);
 - ping nodes on a LAN (10.L.0.254), which can die; ICMP to a node can be filtered, and
   ARP probing can be off (as when the raw socket cannot be opened), so probes go by ICMP;
 - machines: power loss, power on after a boot delay, the daemon killed (SIGKILL) or
@@ -157,7 +160,7 @@ class _Machine:
     timer: float | None = None
     spins: int = 0  # handle_timer calls that left the timer at now (a bug if many)
     resources: dict[tuple[str, int], str] = field(default_factory=dict)  # -> state
-    vips: set[str] = field(default_factory=set)
+    vips: dict[str, None] = field(default_factory=dict)  # held, oldest first
     remembered: dict[str, tuple[str, ...]] = field(default_factory=dict)
     generations: tuple[tuple[str, int, int], ...] = ()  # the state directory's
     faults: dict[tuple[str, int, str], list[str]] = field(default_factory=dict)  # -> fail/hang
@@ -199,8 +202,10 @@ class SimCluster:
         service_lan: str = "eth0",
         arbiter: bool = False,
         tie_breaker: str = "lowest",
+        sources_from_service_addresses: bool = False,
     ) -> None:
         self.nodes = tuple(nodes)
+        self.sources_from_service_addresses = sources_from_service_addresses
         self.paths = tuple(paths)
         self.clock = FakeClock(start)
         self.random = random.Random(seed)
@@ -1097,9 +1102,9 @@ class SimCluster:
         if r.name in ("IPaddr", "IPaddr2") and r.args:
             vip = r.args[0].split("/", 1)[0]
             if up:
-                m.vips.add(vip)
+                m.vips[vip] = None
             else:
-                m.vips.discard(vip)
+                m.vips.pop(vip, None)
 
     # -- internals: the network ---------------------------------------------------------
 
@@ -1163,5 +1168,14 @@ class SimCluster:
         if self._kinds[path] is PathKind.SERIAL:  # a byte stream never reorders
             when = max(when, self._fifo.get((path, src, dst), when))
             self._fifo[(path, src, dst)] = when
-        source = None if lan is None else self.node_address(src, lan)
-        self._push(when, "frame", dst, (path, data, source))
+        self._push(when, "frame", dst, (path, data, self._source(src, lan)))
+
+    def _source(self, node: str, lan: str | None) -> str | None:
+        """The source address of `node`'s datagrams on `lan` (None: a serial line)."""
+        if lan is None:
+            return None
+        if self.sources_from_service_addresses:
+            held = [v for v in self.machines[node].vips if self._lan_of_address(v) == lan]
+            if held:
+                return held[-1]
+        return self.node_address(node, lan)
