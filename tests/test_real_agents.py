@@ -32,8 +32,10 @@ from hbd.effects.addresses import BuiltinAgents, PyrouteAddressManager
 from hbd.effects.agents import ScriptRunner, carry_out
 
 import netns
-from cluster import Cluster, build
+from cluster import Cluster, Timing, build
 from netns import requires_root, requires_socat
+
+ROOMY = Timing(keepalive=500, deadtime=3000, warntime=1500, initdead=6000)
 
 OCF_AGENTS = Path("/usr/lib/ocf/resource.d/heartbeat")
 HB_FILESYSTEM = Path("/etc/ha.d/resource.d/Filesystem")
@@ -180,7 +182,11 @@ def test_the_drbd_filesystem_ocf_group_starts_in_order_moves_and_stops_clean(
             f"alpha {VIP} drbddisk::r0 Filesystem::{device}::{data}::ext4 \\\n"
             "      OCF::IPaddr2::vip OCF::Dummy::d1 recorder::web\n"
         )
-        with build(tmp_path, haresources=haresources, agents=("recorder", "drbddisk")) as c:
+        # the agents' order is the claim, not detection: a deadtime of 3 s, so a machine
+        # pause in CI (a 1 s stall of alpha's loop, seen once) is not a self-fence
+        with build(
+            tmp_path, timing=ROOMY, haresources=haresources, agents=("recorder", "drbddisk")
+        ) as c:
             for node in c.nodes.values():
                 node.install_agent(HB_FILESYSTEM)  # Heartbeat's wrapper, as /etc/ha.d has it
                 rsc = node.root / "rsc"
