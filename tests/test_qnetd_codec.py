@@ -210,6 +210,22 @@ def test_a_missing_echo_reply_drops_the_connection_and_the_vote() -> None:
     assert c.get_timer() == 3.0  # reconnect a heartbeat later
 
 
+def test_an_answered_echo_request_rides_a_turn_up_to_a_quarter_heartbeat_early() -> None:
+    c = ready()  # READY at 0.0: the first echo request is due at 1.0
+    assert not c.ride(0.7) and c.data_to_send() == b""  # too early
+    assert c.ride(0.8)
+    assert m.decode(c.data_to_send()) == Message(MsgType.ECHO_REQUEST, seq=1)
+    assert c.get_timer() == 1.8  # the reply's deadline: a heartbeat after it went
+    assert not c.ride(1.6)  # due soon, but the last one is unanswered: wait for the deadline
+    c.data_received(m.encode(Message(MsgType.ECHO_REPLY, seq=1)), 0.81)
+    assert c.view().connected and c.rtt == pytest.approx(0.01)
+    assert c.ride(1.6)
+    assert m.decode(c.data_to_send()) == Message(MsgType.ECHO_REQUEST, seq=2)
+    c.handle_timer(2.6)  # no reply to the one that rode: dropped at its deadline
+    assert isinstance(c.next_action(), Close)
+    assert "did not answer the echo request within 1 s" in c.view().reason
+
+
 @pytest.mark.parametrize(
     ("message", "reason"),
     [

@@ -282,3 +282,46 @@ def test_an_ack_over_a_connection_the_peer_acknowledged_counts() -> None:
     sim.run_for(15)
     watch.done()
     assert watch.dual == 0.0 and sim.holders(VIP) == ["alpha"]
+
+
+def test_qnetds_echo_requests_ride_the_heartbeats_turns_and_wake_none_of_their_own() -> None:
+    """qdevice's echo request goes every heartbeat (1 s here); from a quarter heartbeat
+    before it is due it goes in the first turn a heartbeat goes out in (every 0.2 s), so
+    the connection's check costs no wake-up of its own and still sees a silent qnetd
+    within two heartbeats."""
+    sim = cluster("alpha")
+    beta = sim.node("beta")
+    client = beta.qnetd
+    assert client is not None
+    echo_timer = client.get_timer
+    handle_timer = beta.handle_timer
+    alone = 0
+    sent: list[float] = []
+    ride = client.ride
+
+    def riding(now: float) -> bool:
+        went = ride(now)
+        if went:
+            sent.append(now)
+        return went
+
+    def counting(now: float) -> None:
+        nonlocal alone
+        client.get_timer = lambda: None  # type: ignore[method-assign]
+        others = beta.get_timer()
+        del client.get_timer
+        due = echo_timer()
+        if due is not None and due <= now and (others is None or others > now):
+            alone += 1
+        handle_timer(now)
+
+    client.ride = riding  # type: ignore[method-assign]
+    beta.handle_timer = counting  # type: ignore[method-assign]
+    sim.run_for(20)
+    assert len(sent) >= 19 and alone == 0, (len(sent), alone)
+    assert beta.arbiter_status(sim.clock.now)["connected"] is True  # type: ignore[index]
+    sim.qnetd_power_off()  # silent: found by a reply's deadline, not a ride
+    start = sim.clock.now
+    while beta.arbiter_status(sim.clock.now)["connected"] and sim.clock.now - start < 5:  # type: ignore[index]
+        sim.run_for(0.05)
+    assert sim.clock.now - start <= 2 * 1.0 + 0.05

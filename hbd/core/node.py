@@ -479,7 +479,7 @@ class Node:
         pings = self.witnesses.due_echoes(now)
         if pings:
             self._actions.append(SendPings(pings))
-        self._maybe_probe(now)
+        self._ride_heartbeat(now)
         if self.qnetd is not None:
             t = self.qnetd.get_timer()
             if t is not None and t <= now:
@@ -528,7 +528,7 @@ class Node:
         out = self.engine.frames_to_send(now)
         self._collect_engine(now)
         if self.engine.beats_sent != self._beats_seen:
-            self._maybe_probe(now)  # a slow probe due goes with this heartbeat
+            self._ride_heartbeat(now)  # a slow probe or qnetd's echo due goes with it
         return out
 
     def next_action(self) -> NodeAction | None:
@@ -1268,13 +1268,19 @@ class Node:
         silent = [t + self._quiet_for() for t in heard if t is not None]
         return min(silent, default=None)
 
-    def _maybe_probe(self, now: float) -> None:
-        """Probe when due: fast ones at their time; a slow one only in a turn a heartbeat
-        went out in (the engine's `beats_sent` moved). Slow probes only prove that probing
-        works, so one waits for a heartbeat (at most a keepalive and a little) rather than
-        wake a turn of its own."""
+    def _ride_heartbeat(self, now: float) -> None:
+        """What may go in a turn a heartbeat went out in (the engine's `beats_sent` moved)
+        rather than wake one of its own: a slow probe, qnetd's echo request."""
         beat = self.engine.beats_sent != self._beats_seen
         self._beats_seen = self.engine.beats_sent
+        self._maybe_probe(now, beat)
+        if beat and self.qnetd is not None and self.qnetd.ride(now):
+            self._collect_arbiter(now)
+
+    def _maybe_probe(self, now: float, beat: bool) -> None:
+        """Probe when due: fast ones at their time; a slow one only in a turn a heartbeat
+        went out in (`beat`). Slow probes only prove that probing works, so one waits for a
+        heartbeat (at most a keepalive and a little) rather than wake a turn of its own."""
         if not self._probes:
             return
         fast = self._probe_fast(now)

@@ -13,6 +13,9 @@ It speaks as corosync-qdevice 3.0.x does (`qdevice-net-send.c`, `qdevice-net-msg
             -> VOTE_INFO_REPLY               (at once: ffsplit sends its ACKs only after
                                               every NACK was acknowledged)
             -> ECHO_REQUEST every heartbeat  <- ECHO_REPLY; none by the next one: drop
+                                             (one answered may go up to a quarter
+                                              heartbeat early, in a turn the node is
+                                              awake for anyway: `ride`)
 
 Votes are ACK and NACK for the ring id they name; ASK_LATER and WAIT_FOR_REPLY mean
 "no decision yet" (the server decides when every connected node's membership agrees,
@@ -45,6 +48,7 @@ from hbd.core.qnetd.msg import (
 )
 
 MIN_HEARTBEAT = 1.0  # qnetd's default heartbeat_interval_min (1000 ms)
+ECHO_RIDE = 0.25  # of a heartbeat: how early an echo request may go in a turn awake anyway
 MAX_HEARTBEAT = 120.0
 DPD_COEFFICIENT = 1.5  # qnetd drops a client silent for this many heartbeat intervals
 LOWEST = TieBreaker(m.TieBreakerMode.LOWEST)  # qdevice's default tie-breaker
@@ -250,10 +254,29 @@ class QnetdClient:
                     now,
                 )
                 return
-            self._echo_expected = (self._echo_expected + 1) & 0xFFFFFFFF
-            self._echo_sent_at[self._echo_expected] = now
-            self._send(Message(MsgType.ECHO_REQUEST, seq=self._echo_expected))
-            self._echo_at = now + self.settings.heartbeat
+            self._send_echo(now)
+
+    def ride(self, now: float) -> bool:
+        """A turn the node is awake for anyway (a heartbeat went out): send the next echo
+        request now if it is due within a quarter heartbeat and the last one was answered,
+        so it costs no wake-up of its own. Its deadline, and the reply's, stay a heartbeat
+        after it goes. True when something was sent."""
+        due = self._echo_at
+        if (
+            self.state is not State.READY
+            or due is None
+            or now < due - ECHO_RIDE * self.settings.heartbeat
+            or self._echo_received != self._echo_expected
+        ):
+            return False
+        self._send_echo(now)
+        return True
+
+    def _send_echo(self, now: float) -> None:
+        self._echo_expected = (self._echo_expected + 1) & 0xFFFFFFFF
+        self._echo_sent_at[self._echo_expected] = now
+        self._send(Message(MsgType.ECHO_REQUEST, seq=self._echo_expected))
+        self._echo_at = now + self.settings.heartbeat
 
     # -- outputs ----------------------------------------------------------------------------
 
