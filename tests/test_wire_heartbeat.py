@@ -269,6 +269,38 @@ def test_truncated_and_garbage_frames_are_dropped_with_a_reason() -> None:
     assert isinstance(got, Dropped) and got.reason is DropReason.MALFORMED
 
 
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        (b"11:(0)t=status,", None),  # the usual field: read inline
+        (b"x1:(0)t=status,", DropReason.MALFORMED),  # not a length
+        (b":(0)t=status,", DropReason.MALFORMED),  # no length
+        (b"11:(0)t=status;", DropReason.MALFORMED),  # not closed by ','
+        (b"99:(0)t=status,", DropReason.TRUNCATED),  # runs past the frame
+        (b"9999999:(0)t=status,", DropReason.TOO_LONG),
+        (b"9:t=status,", DropReason.MALFORMED),  # no type
+        (b"8:(0)=abcd,", DropReason.MALFORMED),  # no name
+        (b"7:(0)abcd,", DropReason.MALFORMED),  # no '='
+        (b"9:(7)t=stat,", DropReason.UNSUPPORTED),
+        (b"11:(0)t=status,9:(3)l=1:a,,", None),  # a list: the long way
+    ],
+)
+def test_a_signed_netstring_frame_is_read_field_by_field_or_dropped_with_a_reason(
+    fields: bytes, reason: DropReason | None
+) -> None:
+    """The parser, not the signature, finds these: each frame is signed with the key."""
+    keys = keys_for("sha1")
+    sha1 = keys.active
+    signed = b"###\n" + fields + b"%%%\n"
+    token = f"{sha1.index} {digest_hex(sha1, signed)}".encode()
+    got = decode_frame(signed + f"{len(token)}:".encode() + token + b",", keys)
+    if reason is None:
+        assert not isinstance(got, Dropped), got
+        assert got.get("t") == "status"
+    else:
+        assert isinstance(got, Dropped) and got.reason is reason, got
+
+
 # --------------------------------------------------------------------- serial stream
 
 

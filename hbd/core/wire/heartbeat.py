@@ -350,6 +350,9 @@ def _parse_classic(text: str, depth: int, *, whole: bool, budget: _Budget) -> tu
     return HaMessage(tuple(fields)), pos
 
 
+_COMMA = ord(",")
+
+
 def _peel(data: bytes, pos: int) -> tuple[bytes, int]:
     """One netstring `<len>:<data>,` at pos; returns the data and the position after it."""
     colon = data.find(b":", pos, pos + 8)
@@ -373,12 +376,28 @@ def _parse_netstring(data: bytes, pos: int, depth: int, budget: _Budget) -> tupl
     if not data.startswith(NETSTRING_START, pos):
         raise _Bad(DropReason.MALFORMED, "no ### start")
     pos += len(NETSTRING_START)
-    fields = []
+    size = len(data)
+    fields: list[HaField] = []
     while not data.startswith(NETSTRING_END, pos):
-        if pos >= len(data):
+        if pos >= size:
             raise _Bad(DropReason.TRUNCATED, "no %%% end")
         budget.take()
-        item, pos = _peel(data, pos)
+        # The usual field, inline: a well-formed netstring holding `(0)name=text`. Anything
+        # else goes the long way, which says what is wrong with it.
+        colon = data.find(b":", pos, pos + 8)
+        digits = data[pos:colon]
+        end = colon + 1 + int(digits) if colon > pos and digits.isdigit() else size
+        if end < size and data[end] == _COMMA and end - colon <= MAX_FRAME:
+            item, pos = data[colon + 1 : end], end + 1
+            eq = item.find(b"=")
+            if eq > 3 and item.startswith(b"(0)"):
+                value = item[eq + 1 :].decode("latin-1")
+                if NL_ESCAPE in value:
+                    value = value.replace(NL_ESCAPE, "\n")
+                fields.append(HaField(item[3:eq].decode("latin-1"), value))
+                continue
+        else:
+            item, pos = _peel(data, pos)
         if not item.startswith(b"("):
             raise _Bad(DropReason.MALFORMED, f"netstring field without type: {item[:20]!r}")
         eq = item.find(b"=")
