@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from hbd.config.load import local_node_name
-from hbd.effects.identity import StateError, load_identity
+from hbd.effects.identity import (
+    StateError,
+    load_identity,
+    load_peer_addresses,
+    save_peer_addresses,
+)
 
 
 def test_node_name_is_uname_lowercased_unless_overridden() -> None:
@@ -106,3 +111,22 @@ def test_an_unusable_state_dir_names_itself_and_the_option(tmp_path: Path) -> No
         load_identity(str(blocker / "state"), "ha-01", "file", "file")
     assert str(blocker) in str(info.value)
     assert "--state-dir" in str(info.value)
+
+
+def test_the_peers_addresses_come_back_and_unusable_lines_are_named_and_left_out(
+    tmp_path: Path,
+) -> None:
+    save_peer_addresses(str(tmp_path), {"beta": ("10.0.0.2", "fd94::2", "fe80::2%eth1")})
+    assert load_peer_addresses(str(tmp_path), ("alpha", "beta")) == (
+        {"beta": ("10.0.0.2", "fd94::2", "fe80::2%eth1")},
+        [],
+    )
+    peers = tmp_path / "peers"
+    peers.write_text("beta 10.0.0.2 fe80::2 nonsense\nzed 10.0.0.9\n")
+    addresses, warnings = load_peer_addresses(str(tmp_path), ("alpha", "beta"))
+    assert addresses == {"beta": ("10.0.0.2",)}
+    assert warnings == [
+        f"{peers}:1: 'fe80::2' is link-local without its interface (fe80::1%eth0); ignored",
+        f"{peers}:1: 'nonsense' is not an IP address; ignored",
+        f"{peers}:2: 'zed' is no peer in ha.cf; line ignored",
+    ]

@@ -144,10 +144,19 @@ def load_peer_addresses(
             continue
         good = []
         for address in addresses:
+            plain, scoped, _scope = address.partition("%")
             try:
-                ipaddress.ip_address(address.split("%", 1)[0])
+                ip = ipaddress.ip_address(plain)
             except ValueError:
                 warnings.append(f"{path}:{number}: {address!r} is not an IP address; ignored")
+                continue
+            if ip.is_link_local and ip.version == 6 and not scoped:
+                # an earlier hbd kept it without the interface it was heard on: it is
+                # learned again, with it, from the peer's next frame
+                warnings.append(
+                    f"{path}:{number}: {address!r} is link-local without its interface "
+                    "(fe80::1%eth0); ignored"
+                )
                 continue
             good.append(address)
         out[name] = tuple(good)
