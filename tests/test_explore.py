@@ -260,6 +260,45 @@ def test_an_isolated_holder_goes_even_while_its_peer_is_stopped() -> None:
     assert result.violations == []
 
 
+# explorer seed 400982: alpha stops cleanly (its goodbye: beta takes the VIP group at once),
+# starts again and gets the group back by failback; every heartbeat path is cut while alpha
+# is still starting it, so its last advert says "not running". beta took the goodbye of
+# alpha's earlier generation for this one's and took the group at once: both held it. A
+# goodbye now belongs to the generation that said it (Membership.has_left).
+GOODBYE_OF_AN_EARLIER_INCARNATION = Schedule.from_json(
+    json.dumps(
+        {
+            "seed": 400982,
+            "cluster": {
+                "paths": "eth0",
+                "groups": [["beta", ["svc0"]], ["alpha", ["IPaddr::10.1.0.101/24", "svc1"]]],
+                "auto_failback": "on",
+                "watchdog": 1.0,
+                "ping": True,
+                "arp": False,
+                "keepalive": 0.2,
+                "deadtime": 1.0,
+                "wire": "hbd",
+                "start_time": 0.569,
+                "stop_time": 0.021,
+                "boot_delay": 6.39,
+                "arbiter": False,
+            },
+            "faults": [
+                [0.701, "stop_daemon", ["alpha"]],
+                [5.957, "start_daemon", ["alpha"]],
+                [6.964, "isolate", ["alpha", True]],
+            ],
+        }
+    )
+)
+
+
+def test_a_goodbye_belongs_to_the_incarnation_that_said_it() -> None:
+    result = run_schedule(GOODBYE_OF_AN_EARLIER_INCARNATION)
+    assert result.violations == []
+
+
 # bench seed 1009257: beta's stops hang, then a clean daemon stop that was still under way
 # when everything healed -- its daemon is started again once it is gone, as an operator would
 STOP_STILL_UNDER_WAY_AT_THE_HEAL = Schedule.from_json(

@@ -270,3 +270,14 @@ def test_a_peer_with_this_nodes_own_uuid_is_a_clone_until_it_has_its_own() -> No
     m.receive(beat(1, generation=8, uuid=b"\x02" * 16, source="10.0.0.2"), 3.0)
     [fixed] = [e for e in drain(m) if isinstance(e, UuidClash)]
     assert fixed.fixed and m.uuid_clashes() == {}
+
+
+def test_a_goodbye_belongs_to_the_generation_that_said_it() -> None:
+    m = make()
+    m.receive(beat(1), 1.0)
+    m.leave("beta", 1.1)
+    assert m.has_left("beta")
+    m.receive(beat(1, generation=8), 5.0)  # started again
+    assert not m.has_left("beta")
+    m.handle_timer(20.0)  # and went silent: dead, not left
+    assert m.node_state("beta") is NodeState.DEAD and not m.has_left("beta")

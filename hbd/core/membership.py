@@ -493,9 +493,15 @@ class Membership:
         return self._node(name).last_heard
 
     def has_left(self, name: str) -> bool:
-        """`name` said goodbye (and has not come back since)."""
+        """`name`'s current incarnation said goodbye (and has not come back since). A
+        goodbye belongs to the generation that said it: a peer that stopped cleanly, started
+        again and then went silent did not say goodbye this time."""
         node = self._node(name)
-        return node.left is not None and node.state is NodeState.DEAD
+        return (
+            node.left is not None
+            and node.left == node.window.generation
+            and node.state is NodeState.DEAD
+        )
 
     def addresses_of(self, name: str, paths: Iterable[str]) -> tuple[str, ...]:
         """The source addresses `name`'s frames came from on `paths` (the datagram ones:
