@@ -146,3 +146,22 @@ def test_any_numbers_give_an_answer_never_an_exception(pairs: list[tuple[int, in
     window = ReplayWindow()
     for generation, seq in pairs:
         assert isinstance(window.check(generation, seq), Accepted | Dropped)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 3), st.integers(0, 150)),
+        max_size=80,
+    ),
+    st.sampled_from([1, 8, DEFAULT_WIDTH]),
+)
+def test_seen_tells_a_copy_exactly_when_check_would_call_it_a_replay(
+    frames: list[tuple[int, int]], width: int
+) -> None:
+    # membership asks `seen` first for every copy on a second path: it must agree with
+    # `check` on every frame, or a fresh message would be taken for a copy (or the reverse)
+    window = ReplayWindow(width)
+    for generation, seq in frames:
+        seen = window.seen(generation, seq)
+        result = window.check(generation, seq)
+        assert seen == (reason(result) is DropReason.REPLAYED), (generation, seq)

@@ -309,10 +309,15 @@ class Membership:
             self._reincarnate(node, current, beat.generation)
 
         before = (node.window.generation, node.window.highest)
-        verdict = node.window.check(beat.generation, beat.seq)
-        if node.window.generation != before[0]:
-            self.generation_changes += 1  # first contact, a restart or a reinstall
-        if isinstance(verdict, Dropped):
+        if node.window.seen(beat.generation, beat.seq):
+            verdict: Accepted | Dropped | None = None  # a copy: refreshes its path only
+        else:
+            verdict = node.window.check(beat.generation, beat.seq)
+            if node.window.generation != before[0]:
+                self.generation_changes += 1  # first contact, a restart or a reinstall
+        if verdict is None:
+            fresh = False
+        elif isinstance(verdict, Dropped):
             if verdict.reason is DropReason.STALE:
                 self._check_old_generation(node, beat)
                 return verdict
@@ -447,16 +452,19 @@ class Membership:
         """The earliest deadline still to come, or None when nothing is pending."""
         if not self._timer_stale:
             return self._timer
-        deadlines: list[float] = []
+        earliest: float | None = None
         for node in self._nodes.values():
+            deadtime = self._node_deadtime(node)
             if node.state is not NodeState.DEAD:
-                deadlines.append(self._node_deadline(node))
-            deadlines.extend(
-                self._path_deadline(node, p)
-                for p in node.paths.values()
-                if p.state is not PathState.DEAD
-            )
-        self._timer = min(deadlines, default=None)
+                t = self._node_deadline(node, deadtime)
+                if earliest is None or t < earliest:
+                    earliest = t
+            for p in node.paths.values():
+                if p.state is not PathState.DEAD:
+                    t = self._path_deadline(node, p, deadtime)
+                    if earliest is None or t < earliest:
+                        earliest = t
+        self._timer = earliest
         self._timer_stale = False
         return self._timer
 
@@ -566,25 +574,29 @@ class Membership:
         dt = node.advertised_deadtime
         return dt if dt is not None and dt > 0 else self.deadtime
 
-    def _node_deadline(self, node: _Node) -> float:
+    def _node_deadline(self, node: _Node, deadtime: float | None = None) -> float:
+        """`deadtime`: the node's (`_node_deadtime`), when the caller has it already."""
         if node.last_heard is None:
             return self.started + self.initdead
-        return node.last_heard + self._node_deadtime(node)
+        return node.last_heard + (self._node_deadtime(node) if deadtime is None else deadtime)
 
-    def _path_timeout(self, node: _Node, path: _Path) -> float:
-        deadtime = self._node_deadtime(node)
+    def _path_timeout(self, node: _Node, path: _Path, deadtime: float | None = None) -> float:
+        if deadtime is None:
+            deadtime = self._node_deadtime(node)
         if self.detector is None:
             return deadtime
         return self.detector.timeout(path.stats, deadtime)
 
-    def _path_deadline(self, node: _Node, path: _Path) -> float:
+    def _path_deadline(self, node: _Node, path: _Path, deadtime: float | None = None) -> float:
+        if deadtime is None:
+            deadtime = self._node_deadtime(node)
         if path.last_heard is None:
             # never carried the node: dead once the node's own first-contact window passed
             start = self.started + self.initdead
             if node.last_heard is not None:
-                return max(start, node.last_heard + self._node_deadtime(node))
+                return max(start, node.last_heard + deadtime)
             return start
-        return path.last_heard + self._path_timeout(node, path)
+        return path.last_heard + self._path_timeout(node, path, deadtime)
 
     def _refresh_path(
         self, node: _Node, path: _Path, beat: Beat, on_path: Accepted, now: float
@@ -643,23 +655,24 @@ class Membership:
         return dict(self._clashes)
 
     def _check_claims(self, node: _Node, path: _Path, beat: Beat, now: float) -> None:
-        me = _describe(beat)
+        # every copy of every frame comes here: what it claims is put in words only when
+        # a claim is kept or reported (`_describe(beat)` below), never for the rest
         if not node.first_claim:
-            node.first_claim = me
+            node.first_claim = _describe(beat)
         if beat.uuid and self.local_uuid is not None:
             if beat.uuid == self.local_uuid and node.name not in self._clashes:
-                self._clashes[node.name] = me
-                self._events.append(UuidClash(node.name, me, beat.uuid))
+                self._clashes[node.name] = _describe(beat)
+                self._events.append(UuidClash(node.name, _describe(beat), beat.uuid))
             elif beat.uuid != self.local_uuid and node.name in self._clashes:
                 del self._clashes[node.name]
-                self._events.append(UuidClash(node.name, me, beat.uuid, fixed=True))
+                self._events.append(UuidClash(node.name, _describe(beat), beat.uuid, fixed=True))
         alive = node.state in (NodeState.UP, NodeState.ACTIVE)
         if beat.uuid and node.uuid and beat.uuid != node.uuid and alive:
             self._report(
                 node,
                 f"uuids:{sorted((node.uuid.hex(), beat.uuid.hex()))}",
                 node.first_claim,
-                me,
+                _describe(beat),
                 f"node name {node.name} claimed with two uuids",
             )
         if beat.uuid:
@@ -670,7 +683,7 @@ class Membership:
                     node,
                     f"names:{other}",
                     first,
-                    me,
+                    _describe(beat),
                     f"uuid {beat.uuid.hex()} claimed by nodes {other} and {node.name}",
                 )
         if beat.source is not None and beat.source != path.source:
@@ -687,7 +700,7 @@ class Membership:
                     node,
                     f"sources:{sorted((path.source or '', beat.source))}",
                     f"name={node.name} via {beat.path} from {path.source}",
-                    me,
+                    _describe(beat),
                     f"node {node.name} heard from two addresses on {beat.path}, in turn",
                 )
             path.former_source, path.former_heard = path.source, path.source_heard

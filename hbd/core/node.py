@@ -538,22 +538,19 @@ class Node:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [
-            t
-            for t in (
-                self.engine.get_timer(),
-                self.witnesses.get_timer(),
-                self.rm.get_timer(),
-                self.fencing.get_timer(),
-                self.policy.get_timer() if self.active else None,
-                self._unheard_timer() if self.active else None,
-                self._probe_timer(),
-                self.qnetd.get_timer() if self.qnetd is not None else None,
-                self.hbres.get_timer() if self.hbres is not None else None,
-            )
-            if t is not None
-        ]
-        return min(times, default=None)
+        active = self.active
+        times = (
+            self.engine.get_timer(),
+            self.witnesses.get_timer(),
+            self.rm.get_timer(),
+            self.fencing.get_timer(),
+            self.policy.get_timer() if active else None,
+            self._unheard_timer() if active else None,
+            self._probe_timer(),
+            self.qnetd.get_timer() if self.qnetd is not None else None,
+            self.hbres.get_timer() if self.hbres is not None else None,
+        )
+        return min([t for t in times if t is not None], default=None)
 
     # -- state for status and the shell ---------------------------------------------
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import enum
 
+# IDENTITY_HASH: the transition tables below are looked up for every frame a node reads
+# (a path heard, a node heard). Enum's own __hash__ is a Python function called twice a
+# lookup; members are singletons compared by identity, so the identity hash is the same
+# contract at C speed.
+
 
 class NodeState(enum.Enum):
     """A node's status. The values are Heartbeat's status words, as `hbctl status` shows."""
@@ -18,11 +23,15 @@ class NodeState(enum.Enum):
     ACTIVE = "active"  # heard; it says it has joined the cluster (Heartbeat's "active")
     DEAD = "dead"  # every path silent for its deadtime (initdead before first contact)
 
+    __hash__ = object.__hash__  # see IDENTITY_HASH
+
 
 class NodeInput(enum.Enum):
     HEARD_UP = "heard-up"  # a frame arrived and the sender says "init" or "up"
     HEARD_ACTIVE = "heard-active"  # a frame arrived and the sender says "active"
     SILENT = "silent"  # deadtime (or initdead) passed with nothing from any path
+
+    __hash__ = object.__hash__  # see IDENTITY_HASH
 
 
 NODE_TRANSITIONS: dict[tuple[NodeState, NodeInput], NodeState] = {
@@ -65,10 +74,14 @@ class PathState(enum.Enum):
     UP = "up"  # heard within the path's timeout
     DEAD = "dead"  # silent past deadtime (or past the adaptive detector's shorter timeout)
 
+    __hash__ = object.__hash__  # see IDENTITY_HASH
+
 
 class PathInput(enum.Enum):
     HEARD = "heard"  # a frame from the peer arrived on this path
     SILENT = "silent"  # the path's timeout passed
+
+    __hash__ = object.__hash__  # see IDENTITY_HASH
 
 
 PATH_TRANSITIONS: dict[tuple[PathState, PathInput], PathState] = {

@@ -73,6 +73,14 @@ class ReplayWindow:
         """The highest sequence accepted in the current generation, None before any."""
         return None if self._generation is None else self._top
 
+    def seen(self, generation: int, seq: int) -> bool:
+        """Whether (generation, seq) was accepted already: what `check` would refuse as
+        `REPLAYED`, told without building the refusal (a copy on a second path)."""
+        if generation != self._generation or seq > self._top:
+            return False
+        behind = self._top - seq
+        return behind < self.width and bool(self._bits >> behind & 1)
+
     def check(self, generation: int, seq: int) -> Accepted | Dropped:
         """Accept (generation, seq) once; say why not otherwise. Never raises."""
         current = self._generation
