@@ -4,7 +4,7 @@
                               [--systems hbd,hbd-hbwire,hbd-wd,heartbeat,
                                          heartbeat-wd,keepalived,floor-asyncio,
                                          floor-epoll]
-                              [--no-group] [--profile DIR] [--cprofile DIR]
+                              [--no-group] [--profile DIR] [--cprofile DIR] [--timing DIR]
                               [--json bench/results/idle.json]
 
 Per rate, one cluster of every system runs at the same time (so they share the machine's
@@ -48,7 +48,11 @@ every rate N times and prints, per system and rate, the range over runs of the m
 two nodes. `--cprofile DIR` runs hb1's hbd under cProfile for the window alone
 (bench/cprofile_hbd.py: switched on and off by signal, the start-up left out), writes
 DIR/RATE-SYSTEM-runN.prof and prints the functions with the most own and cumulative time
-and the calls per loop turn; its rows' CPU is cProfile's too. Needs root. Writes every
+and the calls per loop turn; its rows' CPU is cProfile's too. `--timing DIR` counts
+instead the thread CPU time inside the loop's main functions of hb1's hbd over the window
+(bench/timing_hbd.py: a clock read around each, no profiler), writes
+DIR/RATE-SYSTEM-runN.json and prints, per function, calls a second, µs a call and ms a
+minute -- where a live turn's time goes. Needs root. Writes every
 measurement to --json and the table beside it (.md).
 """
 
@@ -323,7 +327,8 @@ def cluster(
         else:
             node = common.HbdNode(name, spaces[i], root)
             if cprofile_out is not None and i == 0:
-                node.launcher = (sys.executable, str(CPROFILE_HBD), str(cprofile_out))
+                shim = TIMING_HBD if cprofile_out.suffix == ".json" else CPROFILE_HBD
+                node.launcher = (sys.executable, str(shim), str(cprofile_out))
             node.root.mkdir(parents=True)
             node.write_config(hacf, system.authkeys)
             if group:
@@ -344,6 +349,25 @@ def profile_start(c: Cluster, window: float, out: Path, tag: str) -> subprocess.
 
 
 CPROFILE_HBD = Path(__file__).with_name("cprofile_hbd.py")
+TIMING_HBD = Path(__file__).with_name("timing_hbd.py")
+
+
+def timing_report(path: Path) -> str:
+    """bench/timing_hbd.py's counts: per function, calls a second, µs a call (its callees
+    included) and ms of CPU a minute, the most first."""
+    report = json.loads(path.read_text())
+    wall = report["wall_ns"] / 1e9
+    rows = [
+        [
+            name,
+            f"{f['calls'] / wall:.2f}",
+            f"{f['ns'] / f['calls'] / 1000:.1f}",
+            f"{f['ns'] / 1e6 / wall * 60:.1f}",
+        ]
+        for name, f in sorted(report["functions"].items(), key=lambda kv: -kv[1]["ns"])
+    ]
+    head = f"main thread {report['thread_ns'] / 1e6 / wall * 60:.1f} ms/min over {wall:.0f} s"
+    return head + "\n" + common.table(["function", "calls/s", "µs/call", "ms/min"], rows)
 
 
 def cprofile_report(prof: Path, turns: int | None, n: int = 15) -> str:
@@ -402,6 +426,7 @@ def run_rate(
     profile: Path | None,
     run: int,
     cprofile: Path | None = None,
+    timing: Path | None = None,
 ) -> list[Sample]:
     """Every system's cluster at `hz`, up at the same time, measured over one window."""
     deadtime_ms = RATES[hz][1]
@@ -411,9 +436,11 @@ def run_rate(
         for s in systems:
             tag = f"r{run}-{hz:g}hz-{s.key}"
             out = None
-            if cprofile is not None and s.kind == "hbd":
-                cprofile.mkdir(parents=True, exist_ok=True)
-                out = (cprofile / f"{hz:g}hz-{s.key}-run{run}.prof").resolve()
+            into = cprofile if cprofile is not None else timing
+            if into is not None and s.kind == "hbd":
+                into.mkdir(parents=True, exist_ok=True)
+                suffix = ".prof" if cprofile is not None else ".json"
+                out = (into / f"{hz:g}hz-{s.key}-run{run}{suffix}").resolve()
                 out.unlink(missing_ok=True)
             profiles.append(out)
             clusters.append(cluster(stack, s, hz, group, tmp, tag, out))
@@ -438,7 +465,9 @@ def run_rate(
                 spies.append((tag, profile_start(c, window, profile, tag)))
         for c, out in zip(clusters, profiles, strict=True):
             if out is not None and c.nodes[0].proc is not None:
-                os.kill(c.nodes[0].proc.pid, signal.SIGUSR1)  # bench/cprofile_hbd.py: start
+                os.kill(
+                    c.nodes[0].proc.pid, signal.SIGUSR1
+                )  # cprofile_hbd.py / timing_hbd.py: start
         results: dict[tuple[int, int], Sample] = {}
 
         def one(ci: int, ni: int) -> None:
@@ -460,8 +489,12 @@ def run_rate(
             os.kill(c.nodes[0].proc.pid, signal.SIGUSR2)  # stop, and write the profile
             common.wait_until(out.exists, 30.0, f"{c.system.label}: hb1's profile in {out}")
             time.sleep(0.5)  # written whole
-            print(f"\ncProfile of hb1, {c.system.label}, {hz:g} Hz ({out}):")
-            print(cprofile_report(out, results[ci, 0].loop_turns))
+            if out.suffix == ".json":
+                print(f"\nTiming of hb1, {c.system.label}, {hz:g} Hz ({out}):")
+                print(timing_report(out))
+            else:
+                print(f"\ncProfile of hb1, {c.system.label}, {hz:g} Hz ({out}):")
+                print(cprofile_report(out, results[ci, 0].loop_turns))
         for tag, spy in spies:
             if spy is None or profile is None:
                 continue
@@ -543,9 +576,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-group", action="store_true", help="no VIP group (paths only)")
     parser.add_argument("--profile", type=Path, help="py-spy hb1's hbd; folded stacks here")
     parser.add_argument("--cprofile", type=Path, help="cProfile hb1's hbd; .prof files here")
+    parser.add_argument(
+        "--timing", type=Path, help="time hb1's loop functions (no profiler); .json files here"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
     parser.add_argument("--json", type=Path, help="write the samples here (and the table .md)")
     args = parser.parse_args(argv)
+    if args.cprofile is not None and args.timing is not None:
+        parser.error("--cprofile and --timing both wrap hb1's hbd: give one of them")
     systems = []
     for key in (s for s in args.systems.split(",") if s):
         if key not in SYSTEMS:
@@ -574,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             for hz in rates:
                 got = run_rate(
                     systems, hz, args.window, args.settle, not args.no_group, tmp,
-                    args.profile, run, args.cprofile,
+                    args.profile, run, args.cprofile, args.timing,
                 )  # fmt: skip
                 samples.extend(got)
                 for x in got:

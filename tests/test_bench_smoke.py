@@ -10,6 +10,7 @@ if the harness can report more.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import pstats
 import shutil
@@ -248,6 +249,24 @@ def test_idle_profiles_hb1s_steady_state_with_cprofile(tmp_path: Path) -> None:
     names = {f[2] for f in profiled}
     assert "receive_frame" in names  # the peer's heartbeats were read in the window...
     assert "load_config" not in names  # ...and the start-up is left out
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_idle_times_hb1s_loop_functions_without_a_profiler(tmp_path: Path) -> None:
+    output: list[str] = []
+    args = ("--window", "2", "--systems", "hbd", "--no-group", "--timing", str(tmp_path))
+    rows = run_idle(*args, timeout=120, output=output)
+    assert set(rows) == {"hbd (native frames)"}
+    counted = json.loads((tmp_path / "5hz-hbd-run0.json").read_text())
+    functions = counted["functions"]
+    # the peer's heartbeats were read and ours sent in the window, inside the loop's turns
+    assert functions["Node.receive_frame"]["calls"] > 0
+    assert functions["UdpLink.send"]["calls"] > 0
+    assert functions["BaseEventLoop._run_once"]["ns"] >= functions["Daemon._read"]["ns"]
+    assert 0 < counted["thread_ns"] < counted["wall_ns"]
+    report = output[0].split("Timing of hb1", 1)[1]
+    assert "Node.receive_frame" in report and "µs/call" in report
 
 
 def test_hostile_bench_reports_cpu_rexmit_and_echo_within_their_bounds() -> None:
