@@ -12,6 +12,12 @@ accepts hbd's format on every path, and Heartbeat's with `wire heartbeat` or whe
 `accept_heartbeat` says so (`receive.py`), verifies, and drops with a reason
 (a `FrameDropped` event) anything forged, garbled, replayed, from an unknown node or
 from itself. See `membership.py` for what is decided from what arrives.
+
+A native heartbeat that repeats, byte for byte, what the path's last one said of its
+sender (same key, generation, state, advertised timings and path hash) takes a short way
+(`_receive_steady`): its signature is verified and its sequence and acknowledgements are
+taken as the whole way takes them, and nothing else is asked, since nothing else can
+change. Anything else, or anything membership finds not steady, goes the whole way.
 """
 
 from __future__ import annotations
@@ -225,6 +231,25 @@ class _Contact:
     probed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Steady:
+    """A path's latest native heartbeat that went the whole way, by the bytes its peer's
+    next heartbeats on that path repeat while nothing changes: `head`, bytes 0..16 (magic,
+    version, kind and sender state, key index, cluster id, node id, generation), and
+    `tail`, bytes 20..28 (advertised deadtime and watchdog timeout, path hash). What those
+    bytes said is kept beside them, decoded. See `Engine._receive_steady`."""
+
+    head: bytes
+    tail: bytes
+    key: bytes  # of the authkeys entry the head names
+    node: str
+    generation: int
+    status: str
+    deadtime: float | None
+    watchdog: float | None
+    path_hash: int
+
+
 @dataclass(slots=True)
 class _AckTrack:
     generation: int = -1
@@ -234,6 +259,10 @@ class _AckTrack:
 
 class Engine:
     """One node's protocol state: feed it inputs, collect frames and events."""
+
+    # heartbeats that change nothing but freshness take `_receive_steady`'s short way;
+    # tests switch it off to compare whole runs both ways (tests/test_steady.py)
+    TAKE_STEADY = True
 
     def __init__(self, settings: EngineSettings, now: float) -> None:
         self.settings = settings
@@ -319,6 +348,8 @@ class Engine:
         self._rexmit_due: float | None = None  # when the owed answers are next paid
         # the Heartbeat-format frames last verified, by their bytes (see _receive_heartbeat)
         self._verified: dict[bytes, _Verified] = {}
+        # per path, the native heartbeat its peer's next ones repeat (see _receive_steady)
+        self._steady: dict[str, _Steady] = {}
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -326,9 +357,13 @@ class Engine:
         self, path_id: str, data: bytes, now: float, source: str | None = None
     ) -> None:
         """Bytes read from `path_id` (a datagram, or a chunk of a serial stream)."""
-        if path_id not in self._paths:
-            raise LocalProtocolError(f"unknown path id {path_id!r}")
         demux = self._demux.get(path_id)
+        if demux is None:  # a datagram: one frame
+            steady = self._steady.get(path_id)
+            if steady is not None and self._receive_steady(steady, path_id, data, now, source):
+                return  # a heartbeat that changes nothing but freshness
+            if path_id not in self._paths:
+                raise LocalProtocolError(f"unknown path id {path_id!r}")
         pieces = demux.feed(data) if demux is not None else [classify_datagram(data)]
         for piece in pieces:
             if isinstance(piece, Dropped):
@@ -373,6 +408,7 @@ class Engine:
         )
         self._echo_out = {p: v for p, v in self._echo_out.items() if p in self._paths}
         self._verified.clear()  # verified with the keys of before
+        self._steady.clear()  # and so were these
         self._next_beat = min(self._next_beat, now + settings.keepalive)
 
     # -- outputs --------------------------------------------------------------------
@@ -468,6 +504,7 @@ class Engine:
         """A clean stop: tell the peers at once (Heartbeat's t=shutdone, or a native
         heartbeat with state leaving) so they need not wait for deadtime."""
         self._leaving = True
+        self._steady.clear()
         s = self.settings
         if s.wire is WireFormat.HEARTBEAT:
             self._send_ha(
@@ -774,11 +811,16 @@ class Engine:
         self._native_all(nat.FrameKind.ADVERT, payload, self._next_seq(now))
 
     def _receive_segment(self, path: str, seg: Segment, now: float, source: str | None) -> None:
-        keys, cid = self.settings.auth, self.settings.cluster_id
         if seg.format is FrameFormat.NATIVE:
-            self._receive_native(path, nat.decode_native(seg.data, keys, cid), now, source)
+            self._receive_native_datagram(path, seg.data, now, source)
         elif seg.format is FrameFormat.NATIVE_SERIAL:
-            self._receive_native(path, nat.decode_native_serial(seg.data, keys, cid), now, source)
+            datagram = nat.unstuff(seg.data)
+            if isinstance(datagram, Dropped):
+                self._drop(path, datagram, source)
+                return
+            steady = self._steady.get(path)
+            if steady is None or not self._receive_steady(steady, path, datagram, now, source):
+                self._receive_native_datagram(path, datagram, now, source)
         elif not self.settings.heartbeat_frames:
             # refused before any parsing: under `wire hbd` nothing speaks Heartbeat's format
             # unless the operator says so, so it is no way in (not even for a crc forgery)
@@ -790,30 +832,105 @@ class Engine:
         else:
             self._receive_heartbeat(path, seg, now, source)
 
-    def _receive_native(
-        self, path: str, frame: nat.NativeFrame | Dropped, now: float, source: str | None
+    def _receive_native_datagram(
+        self, path: str, datagram: bytes, now: float, source: str | None
     ) -> None:
+        frame = nat.decode_native(datagram, self.settings.auth, self.settings.cluster_id)
         if isinstance(frame, Dropped):
             self._drop(path, frame, source)
             return
+        name = self._receive_native(path, frame, now, source)
+        if name is not None and self.TAKE_STEADY:
+            self._remember_steady(path, datagram, frame, name)
+
+    def _remember_steady(
+        self, path: str, datagram: bytes, frame: nat.NativeFrame, name: str
+    ) -> None:
+        head, tail = datagram[:16], datagram[20:28]
+        known = self._steady.get(path)
+        if known is not None and known.head == head and known.tail == tail:
+            return
+        entry = self.settings.auth.get(datagram[3])
+        assert entry is not None  # the frame was verified with it
+        self._steady[path] = _Steady(
+            head,
+            tail,
+            entry.key,
+            name,
+            frame.generation,
+            _NATIVE_STATUS[frame.state],
+            frame.deadtime_ms / 1000 if frame.deadtime_ms else None,
+            frame.watchdog_ms / 1000 if frame.watchdog_ms else None,
+            frame.path_hash,
+        )
+
+    def _receive_steady(
+        self, steady: _Steady, path: str, data: bytes, now: float, source: str | None
+    ) -> bool:
+        """Take native datagram `data` on `path` as `_receive_native` would, if it is a
+        heartbeat that changes nothing but freshness (False: nothing done, it goes the
+        whole way). Every heartbeat of a peer, on each of its paths, comes here first: the
+        whole way decodes it into objects, checks who sent it and how, and asks membership
+        everything it asks any frame, which is most of an idle node's work. Here the
+        frame's bytes are compared with the path's last heartbeat that went the whole way
+        (`_Steady`): the same sender, key, generation, state, advertised timings and path
+        hash. Then only what can differ is looked at: the signature (always verified), the
+        sequence and the acknowledgements. Membership takes it as steady or says it is not
+        (`Membership.receive_steady`); a frame that would be dropped, or change a state,
+        a source or a path's learnt hash, goes the whole way, which drops or reports it.
+        tests/test_steady.py runs whole clusters both ways and compares every event."""
+        n = len(data)
+        if (
+            n < nat.HEARTBEAT_LEN
+            or n > nat.MAX_FRAME_LEN
+            or data[:16] != steady.head
+            or data[20:28] != steady.tail
+            or self._local is not LocalState.ACTIVE
+            or self._path_hash.get((steady.node, path)) != steady.path_hash
+            or not self.membership.advertised_unchanged(
+                steady.node, steady.deadtime, steady.watchdog
+            )
+            or not nat.signed_by(steady.key, data)
+        ):
+            return False
+        name, generation = steady.node, steady.generation
+        seq = int.from_bytes(data[16:20], "big")
+        fresh = self.membership.receive_steady(
+            name, path, generation, seq, steady.status, source, now
+        )
+        if fresh is None:
+            return False
+        self._note_frame(name, generation, now)
+        if fresh:
+            self._beat_with(now)
+            entries = acks.decode_acks(data[nat.HEADER_LEN : -nat.TAG_LEN])
+            if entries is not None:
+                self._take_acks(name, entries, now)
+        return True
+
+    def _receive_native(
+        self, path: str, frame: nat.NativeFrame, now: float, source: str | None
+    ) -> str | None:
+        """Handle a verified native frame; the sender's name when it was a heartbeat
+        accepted as steady (`_Steady`) could be kept of it, else None."""
         if frame.node_id == self._my_id:
             self._drop(path, Dropped(DropReason.FROM_SELF, "our own frame echoed"), source)
-            return
+            return None
         name = self._by_id.get(frame.node_id)
         if name is None:
             detail = f"node id {frame.node_id:08x} is no node in ha.cf"
             self._drop(path, Dropped(DropReason.UNKNOWN_NODE, detail), source)
-            return
+            return None
         wrong = self._wrong_path(name, path, frame.path_hash)
         if wrong is not None:
             self._drop(path, Dropped(DropReason.WRONG_PATH, wrong), source)
-            return
+            return None
         if frame.kind in (nat.FrameKind.ECHO, nat.FrameKind.ECHO_REPLY):
             if len(frame.payload) == 4:  # signed, so from a key holder; matched by nonce
                 reply = frame.kind is nat.FrameKind.ECHO_REPLY
                 nonce = int.from_bytes(frame.payload, "big")
                 self._echo_received(name, path, reply, nonce, now, frame.generation, source)
-            return
+            return None
         beat = Beat(
             node=name,
             path=path,
@@ -829,7 +946,7 @@ class Engine:
             self._drop(path, verdict, source)
             if verdict.reason is DropReason.UNCONFIRMED:
                 self._challenge(name, path, frame.generation, now)
-            return
+            return None
         self._note_frame(name, frame.generation, now)
         if verdict and frame.kind is nat.FrameKind.HEARTBEAT:  # a copy's acks are the same
             self._beat_with(now)
@@ -842,6 +959,9 @@ class Engine:
         elif verdict and frame.state is nat.NodeState.LEAVING:
             self.membership.leave(name, now)
             self._collect()
+        if frame.kind is nat.FrameKind.HEARTBEAT and frame.state is not nat.NodeState.LEAVING:
+            return name
+        return None
 
     def _receive_heartbeat(self, path: str, seg: Segment, now: float, source: str | None) -> None:
         # a message goes out byte for byte the same on every datagram path: the copy on the

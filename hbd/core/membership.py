@@ -344,6 +344,77 @@ class Membership:
             self._refresh_node(node, beat, now)
         return fresh
 
+    def receive_steady(
+        self,
+        name: str,
+        path_id: str,
+        generation: int,
+        seq: int,
+        status: str,
+        source: str | None,
+        now: float,
+    ) -> bool | None:
+        """A status heartbeat that can change nothing but freshness, handled as `receive`
+        would handle it -- or None, having changed nothing, when it could change more:
+        then it must go through `receive`. True: a new message; False: a copy.
+
+        Steady means: `name` is up or active as the heartbeat's `status` keeps it, in the
+        heartbeat's generation, with no goodbye, replay floor or first claim pending;
+        `path_id` is up and carried that generation's frames in order up to below `seq`,
+        from `source`; a new message is not late (no LateHeartbeat). The caller vouches
+        for the rest of what `receive` reads: no uuid, and an advertised deadtime and
+        watchdog timeout that `advertised_unchanged` says are the ones already known.
+        Every branch `receive` would take for such a heartbeat is here, in the same
+        order, and nothing else (tests/test_steady.py compares the two)."""
+        node = self._nodes[name]
+        path = node.paths.get(path_id)
+        if path is None:
+            raise LocalProtocolError(f"unknown path id {path_id!r}")
+        window, on_path = node.window, path.window
+        state = node.state
+        steady = (
+            path.state is PathState.UP
+            and (state is NodeState.ACTIVE if status == "active" else state is NodeState.UP)
+            and node.status == status
+            and node.left is None
+            and node.floor is None
+            and node.first_claim
+            and window.generation == generation
+            and on_path.ahead(generation, seq)
+            and (source is None or source == path.source)
+        )
+        if not steady:
+            return None
+        fresh = window.ahead(generation, seq)
+        if not fresh and not window.seen(generation, seq):
+            return None  # late, or below the window: `receive` tells which
+        last_beat = node.last_beat
+        if fresh and last_beat is not None and now - last_beat > self.warntime:
+            return None  # a LateHeartbeat to report
+        self._timer_stale = True
+        gap = on_path.advance(seq)
+        if fresh:
+            window.advance(seq)
+        if source is not None:
+            path.source_heard = now
+        path.stats.observe_frame(gap)
+        if path.last_arrival is not None:
+            path.stats.observe_interval(now - path.last_arrival)
+        path.last_arrival = path.last_heard = now
+        if fresh:
+            node.last_beat = node.last_heard = now
+        return fresh
+
+    def advertised_unchanged(
+        self, name: str, deadtime: float | None, watchdog: float | None
+    ) -> bool:
+        """Whether a heartbeat of `name` advertising `deadtime` and `watchdog` (None: not
+        advertised) would leave what is known of them as it is (see `receive_steady`)."""
+        node = self._nodes[name]
+        return (deadtime is None or deadtime == node.advertised_deadtime) and (
+            watchdog is None or watchdog == node.watchdog
+        )
+
     def needs_confirming(self, name: str, generation: int) -> bool:
         """Whether frames of `name` in `generation` wait for a fresh echo answer."""
         node = self._node(name)

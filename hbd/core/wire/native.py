@@ -227,6 +227,11 @@ def _stuff(datagram: bytes) -> bytes:
     return cobs_encode(datagram + crc) + b"\x00"
 
 
+def signed_by(key: bytes, data: bytes) -> bool:
+    """Whether datagram `data` ends in the tag `key` gives the bytes before it."""
+    return hmac.compare_digest(_tag(key, data[:-TAG_LEN]), data[-TAG_LEN:])
+
+
 def decode_native(data: bytes, keys: AuthKeys, cluster_id: int) -> NativeFrame | Dropped:
     """The frame in datagram `data`, verified, or why it was dropped. Never raises."""
     if data[:1] != b"\xb8":
@@ -255,8 +260,8 @@ def decode_native(data: bytes, keys: AuthKeys, cluster_id: int) -> NativeFrame |
         return Dropped(DropReason.UNKNOWN_KEY, keys.refusal(index))
     if entry.method is AuthMethod.CRC:
         return Dropped(DropReason.UNKNOWN_KEY, f"authkeys entry {index} is crc, which cannot sign")
-    signed, tag = data[:-TAG_LEN], data[-TAG_LEN:]
-    if not hmac.compare_digest(_tag(entry.key, signed), tag):
+    signed = data[:-TAG_LEN]
+    if not signed_by(entry.key, data):
         return Dropped(
             DropReason.BAD_SIGNATURE, f"HMAC-SHA256 with authkeys entry {index} does not match"
         )
@@ -286,6 +291,15 @@ def decode_native(data: bytes, keys: AuthKeys, cluster_id: int) -> NativeFrame |
 
 def decode_native_serial(stuffed: bytes, keys: AuthKeys, cluster_id: int) -> NativeFrame | Dropped:
     """One frame as read from a stream, without its zero delimiter. Never raises."""
+    datagram = unstuff(stuffed)
+    if isinstance(datagram, Dropped):
+        return datagram
+    return decode_native(datagram, keys, cluster_id)
+
+
+def unstuff(stuffed: bytes) -> bytes | Dropped:
+    """The datagram in one frame read from a stream (without its zero delimiter), its CRC
+    checked and removed, or why not. Never raises."""
     if len(stuffed) > MAX_SERIAL_STUFFED:
         return Dropped(DropReason.TOO_LONG, f"serial frame of {len(stuffed)} bytes")
     raw = cobs_decode(stuffed)
@@ -296,7 +310,7 @@ def decode_native_serial(stuffed: bytes, keys: AuthKeys, cluster_id: int) -> Nat
     datagram, crc = raw[:-CRC_LEN], raw[-CRC_LEN:]
     if binascii.crc_hqx(datagram, 0xFFFF).to_bytes(CRC_LEN, "big") != crc:
         return Dropped(DropReason.BAD_CHECKSUM, "serial frame CRC-16 mismatch: line noise?")
-    return decode_native(datagram, keys, cluster_id)
+    return datagram
 
 
 class NativeSerialStream:

@@ -81,6 +81,21 @@ class ReplayWindow:
         behind = self._top - seq
         return behind < self.width and bool(self._bits >> behind & 1)
 
+    def ahead(self, generation: int, seq: int) -> bool:
+        """Whether (generation, seq) is of the current generation and above every sequence
+        accepted in it: what `check` accepts in order (and `advance` takes)."""
+        return generation == self._generation and seq > self._top
+
+    def advance(self, seq: int) -> int:
+        """Accept `seq`, which `ahead` says is in order, as `check` would; the gap (the
+        sequences skipped, as `Accepted.gap`)."""
+        shift = seq - self._top
+        if shift <= 0 or self._generation is None:
+            raise LocalProtocolError(f"seq {seq} is not ahead of {self._top}")
+        self._bits = ((self._bits << shift) | 1) & self._mask if shift < self.width else 1
+        self._top = seq
+        return shift - 1
+
     def check(self, generation: int, seq: int) -> Accepted | Dropped:
         """Accept (generation, seq) once; say why not otherwise. Never raises."""
         current = self._generation
@@ -96,10 +111,7 @@ class ReplayWindow:
                 DropReason.STALE, f"generation {generation} is older than current {current}"
             )
         if seq > self._top:
-            shift = seq - self._top
-            self._bits = ((self._bits << shift) | 1) & self._mask if shift < self.width else 1
-            self._top = seq
-            return Accepted(gap=shift - 1)
+            return Accepted(gap=self.advance(seq))
         behind = self._top - seq
         if behind >= self.width:
             return Dropped(

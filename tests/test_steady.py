@@ -1,0 +1,155 @@
+"""The steady short way (`Engine._receive_steady`): a native heartbeat that changes nothing
+but freshness is taken without the whole decode and membership's every question.
+
+It must be invisible: whole simulated runs, faults and all, give the same events, facts and
+invariant checks with it and without it; an idle cluster must actually take it (else the
+comparison proves nothing); and what the whole way drops or reports -- a replay, a forgery,
+a late heartbeat, a peer changing state -- is still dropped or reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hbd.core.engine import Engine
+from hbd.core.errors import DropReason
+from hbd.core.events import DuplicateNode, FrameDropped, LateHeartbeat, NodeDead, PathUp
+from hbd.core.membership import Membership
+from hbd.core.model import WireFormat
+from hbd.testing.explore import Run, draw
+from hbd.testing.sim import SimCluster
+
+# the first seeds whose drawn cluster speaks native frames (the short way is for those)
+NATIVE_SEEDS = [s for s in range(1, 400) if draw(s).cluster.wire == "hbd"][:24]
+
+
+def _whole_run(seed: int) -> tuple[Any, ...]:
+    run = Run(draw(seed))
+    run.sim.record_events = True
+    result = run.run()
+    events = {n: [(t, repr(e)) for t, e in run.sim.events(n)] for n in run.sim.nodes}
+    violations = [(v.invariant, v.at, v.detail) for v in result.violations]
+    return events, list(run.sim.log), violations, dict(result.checks), result.residual
+
+
+@pytest.mark.parametrize("seed", NATIVE_SEEDS)
+def test_a_whole_faulty_run_is_the_same_event_for_event_with_and_without_the_short_way(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short = _whole_run(seed)
+    monkeypatch.setattr(Engine, "TAKE_STEADY", False)
+    whole = _whole_run(seed)
+    assert short[0] == whole[0]  # every event of every node, at the same instant
+    assert short[1:] == whole[1:]  # the simulator's facts, violations, checks
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    counts = {"whole": 0, "steady": 0}
+    receive, steady = Membership.receive, Membership.receive_steady
+
+    def whole_way(self: Membership, *args: Any) -> Any:
+        counts["whole"] += 1
+        return receive(self, *args)
+
+    def short_way(self: Membership, *args: Any) -> Any:
+        got = steady(self, *args)
+        counts["steady"] += got is not None
+        return got
+
+    monkeypatch.setattr(Membership, "receive", whole_way)
+    monkeypatch.setattr(Membership, "receive_steady", short_way)
+    return counts
+
+
+def idle_cluster() -> SimCluster:
+    sim = SimCluster(keepalive=0.2, deadtime=1.0, groups=[("alpha", ["IPaddr::10.1.0.100"])])
+    sim.run_for(10)
+    return sim
+
+
+def test_an_idle_cluster_takes_nearly_every_heartbeat_the_short_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = idle_cluster()
+    counts = _counting(monkeypatch)
+    sim.run_for(30)
+    # adverts, echoes and their answers go the whole way; heartbeats on every path do not
+    assert counts["steady"] > 9 * counts["whole"]
+    assert counts["steady"] >= 2 * 30 * 5 * 3 * 0.95  # two nodes, 5 Hz, three paths
+
+
+def test_an_idle_heartbeat_wire_cluster_goes_the_whole_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = SimCluster(keepalive=0.2, deadtime=1.0, wire=WireFormat.HEARTBEAT)
+    sim.run_for(10)
+    counts = _counting(monkeypatch)
+    sim.run_for(5)
+    assert counts["steady"] == 0 and counts["whole"] > 0
+
+
+def _steady_frame(sim: SimCluster, path: str, seconds: float = 1.0) -> bytes:
+    """A heartbeat beta just sent alpha on `path` (a datagram path), which alpha took
+    unless the path is cut."""
+    sim.record_sent = True
+    sim.run_for(seconds)
+    sim.record_sent = False
+    sent = [s for s in sim.sent if s.node == "beta" and s.path == path and len(s.data) == 48]
+    assert sent, "beta sent no heartbeat with one ack on " + path
+    return sent[-1].data
+
+
+def _dropped(sim: SimCluster, since: float) -> list[DropReason]:
+    return [e.reason for t, e in sim.events_of("alpha", FrameDropped) if t >= since]
+
+
+def test_a_steady_heartbeat_replayed_on_its_path_is_dropped_as_a_replay() -> None:
+    sim = idle_cluster()
+    frame = _steady_frame(sim, "bcast:eth0")
+    since = sim.clock.now
+    sim.inject("alpha", "bcast:eth0", frame, sim.node_address("beta", "eth0"))
+    assert _dropped(sim, since) == [DropReason.REPLAYED]
+
+
+def test_a_steady_heartbeat_with_a_forged_tag_is_dropped_as_a_forgery() -> None:
+    sim = idle_cluster()
+    frame = bytearray(_steady_frame(sim, "bcast:eth0"))
+    frame[19] += 1  # the next sequence number, which the tag does not sign
+    since = sim.clock.now
+    sim.inject("alpha", "bcast:eth0", bytes(frame), sim.node_address("beta", "eth0"))
+    assert _dropped(sim, since) == [DropReason.BAD_SIGNATURE]
+
+
+def test_a_heartbeat_from_a_second_address_in_turn_is_still_two_claimants() -> None:
+    """beta's next heartbeat on bcast:eth0 (kept from alpha by a one-way cut) comes from
+    another address, then beta's own come again: two senders under one name, in turn."""
+    sim = idle_cluster()
+    sim.cut("bcast:eth0", "beta", "alpha", both=False)
+    frame = _steady_frame(sim, "bcast:eth0", 0.3)  # sent, never delivered
+    since = sim.clock.now
+    sim.inject("alpha", "bcast:eth0", frame, "10.1.0.77")
+    sim.heal("bcast:eth0", "beta", "alpha", both=False)
+    sim.run_for(0.5)  # within deadtime of beta's own address last heard there
+    assert [e.node for t, e in sim.events_of("alpha", DuplicateNode) if t >= since] == ["beta"]
+
+
+def test_a_late_heartbeat_is_still_reported_and_a_silent_peer_still_dies() -> None:
+    sim = SimCluster(keepalive=0.2, deadtime=2.0, warntime=0.5)
+    sim.run_for(10)
+    sim.stall("beta", 0.8)  # past warntime, short of deadtime
+    sim.run_for(3)
+    assert [e.node for _, e in sim.events_of("alpha", LateHeartbeat)] == ["beta"]
+    assert sim.events_of("alpha", NodeDead) == []
+    since = sim.clock.now
+    sim.isolate("beta")
+    sim.run_for(3)
+    assert [e.node for t, e in sim.events_of("alpha", NodeDead) if t >= since] == ["beta"]
+    sim.heal_all()
+    sim.run_for(3)
+    assert {e.path for t, e in sim.events_of("alpha", PathUp) if t >= since} == {
+        "serial:/dev/ttyS0",
+        "bcast:eth0",
+        "bcast:eth1",
+    }
