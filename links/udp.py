@@ -54,6 +54,8 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 IPV6_MULTICAST_ALL = 29  # Linux >= 4.20: only the groups this socket joined
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+ANCILLARY_SPACE = socket.CMSG_SPACE(20)  # room for in6_pktinfo, the larger of the two
+_ALL_ONES = b"\xff\xff\xff\xff"  # 255.255.255.255
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 MAX_DATAGRAM = 65535
@@ -134,6 +136,7 @@ class UdpLink(ReopeningDriver):
         self.local_address: str | None = None  # the device's IPv4 address while open
         self.destination: tuple[str, int] | None = None
         self._broadcast = "255.255.255.255"  # the device's broadcast address, set at open
+        self._broadcast_packed = _ALL_ONES  # the same, as the 4 bytes of an IP header
         self._sock: socket.socket | None = None
         self._sendto: tuple[str, int, int, int] | None = None  # IPv6: with the scope id
         self.filtered = False  # a socket filter drops what this path must not see, in-kernel
@@ -144,8 +147,12 @@ class UdpLink(ReopeningDriver):
         """Configure and bind `sock`; return the destination to send to."""
         raise NotImplementedError
 
-    def _accept(self, destination: str) -> bool:
-        """Keep a datagram that was addressed to `destination`?"""
+    # whether `_accept` looks at where a datagram was sent (else it is not worked out)
+    checks_destination = False
+
+    def _accept(self, destination: bytes) -> bool:
+        """Keep a datagram whose IP header's destination address was `destination` (4 or
+        16 bytes; empty when the kernel gave no IP_PKTINFO / IPV6_PKTINFO)?"""
         return True
 
     # -- open / close ----------------------------------------------------------------
@@ -153,6 +160,7 @@ class UdpLink(ReopeningDriver):
     def _do_open(self) -> None:
         try:
             self.local_address, self._broadcast = interface_ipv4(self.device)
+            self._broadcast_packed = socket.inet_aton(self._broadcast)
         except OSError as e:
             raise LinkUnavailable(f"{self.device}: no IPv4 address ({describe(e)})") from e
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -176,11 +184,12 @@ class UdpLink(ReopeningDriver):
 
     def on_readable(self, now: float) -> list[Received]:
         """Every datagram waiting (up to a fair share), each with its sender's address."""
-        sock = self._sock if self.is_open else None
+        sock = self._sock if self._is_open else None
         out: list[Received] = []
+        checks, stats, path_id = self.checks_destination, self.stats, self.path_id
         while sock is not None and len(out) < MAX_DATAGRAMS_PER_CALL:
             try:
-                data, ancdata, _flags, sender = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(20))
+                data, ancdata, _flags, sender = sock.recvmsg(MAX_DATAGRAM, ANCILLARY_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
@@ -188,11 +197,14 @@ class UdpLink(ReopeningDriver):
                     self._lost(f"{self.device} vanished: {describe(e)}", now)
                     break
                 continue  # an ICMP error queued on the socket; the next datagram may be fine
-            if not self._accept(_pktinfo_destination(ancdata)):
+            if checks and not self._accept(_pktinfo_destination(ancdata)):
                 continue
-            self.stats.frames_received += 1
-            self.stats.bytes_received += len(data)
-            out.append(Received(self.path_id, data, sender[0].split("%", 1)[0]))
+            stats.frames_received += 1
+            stats.bytes_received += len(data)
+            source: str = sender[0]
+            if "%" in source:  # an IPv6 scope: the device says it
+                source = source.split("%", 1)[0]
+            out.append(Received(path_id, data, source))
         return out
 
     # -- output ----------------------------------------------------------------------
@@ -224,13 +236,15 @@ class UdpLink(ReopeningDriver):
         return source == self.local_address
 
 
-def _pktinfo_destination(ancdata: list[tuple[int, int, bytes]]) -> str:
+def _pktinfo_destination(ancdata: list[tuple[int, int, bytes]]) -> bytes:
+    """The destination address of the datagram's IP header, as its 4 or 16 bytes (empty:
+    the kernel gave none)."""
     for level, kind, data in ancdata:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return socket.inet_ntoa(data[8:12])  # struct in_pktinfo: ifindex, spec_dst, addr
+            return data[8:12]  # struct in_pktinfo: ifindex, spec_dst, addr
         if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
-            return socket.inet_ntop(socket.AF_INET6, data[:16])  # struct in6_pktinfo: addr, ifindex
-    return "0.0.0.0"
+            return data[:16]  # struct in6_pktinfo: addr, ifindex
+    return b""
 
 
 class BcastLink(UdpLink):
@@ -306,10 +320,15 @@ class UcastLink(UdpLink):
         sock.bind((self.medium.bind or "", self.port))
         return (self.peer, self.port)
 
-    def _accept(self, destination: str) -> bool:
-        address = ipaddress.IPv4Address(destination)
-        is_broadcast = destination in (self._broadcast, "255.255.255.255")
-        return not (address.is_multicast or is_broadcast)
+    checks_destination = True
+
+    def _accept(self, destination: bytes) -> bool:
+        """Unicast only: not to a multicast group (224.0.0.0/4), nor to the device's
+        broadcast address or 255.255.255.255 (no destination given: kept)."""
+        if len(destination) != 4:
+            return True
+        multicast = 0xE0 <= destination[0] <= 0xEF
+        return not (multicast or destination in (_ALL_ONES, self._broadcast_packed))
 
 
 _LINK_LOCAL_STARTS = frozenset(("fe8", "fe9", "fea", "feb"))  # fe80::/10
@@ -440,11 +459,11 @@ class Ucast6Link(Udp6Link):
         self._sendto = (str(self.peer), self.port, 0, self._scope(self.peer))
         return (str(self.peer), self.port)
 
-    def _accept(self, destination: str) -> bool:
-        try:
-            return not ipaddress.IPv6Address(destination).is_multicast
-        except ValueError:
-            return False
+    checks_destination = True
+
+    def _accept(self, destination: bytes) -> bool:
+        """Unicast only: not to a multicast group (ff00::/8); no destination: refused."""
+        return len(destination) == 16 and destination[0] != 0xFF
 
 
 def udp_link(medium: Medium, *, backoff: Backoff | None = None) -> UdpLink:

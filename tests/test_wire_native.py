@@ -35,6 +35,7 @@ from hbd.core.wire.native import (
     decode_native,
     decode_native_serial,
     encode_native,
+    encode_native_each,
     encode_native_serial,
     is_native,
     node_id,
@@ -95,6 +96,21 @@ def reason(result: object) -> DropReason | None:
 @given(frames, st.sampled_from([OLD, NEW]))
 def test_every_field_survives_a_datagram_round_trip(frame: NativeFrame, auth: AuthEntry) -> None:
     assert decode_native(encode_native(frame, auth), KEYS, CLUSTER) == frame
+
+
+@given(frames, st.sampled_from([OLD, NEW]), st.lists(st.integers(0, 0xFFFF), max_size=4))
+def test_one_frame_for_every_path_is_each_paths_own_frame_byte_for_byte(
+    frame: NativeFrame, auth: AuthEntry, hashes: list[int]
+) -> None:
+    each = encode_native_each(frame, auth, hashes)
+    assert each == [encode_native(frame, auth, path_hash=h) for h in hashes]
+
+
+def test_one_frame_for_every_path_refuses_a_path_hash_out_of_range() -> None:
+    with pytest.raises(LocalProtocolError, match="path_hash=65536"):
+        encode_native_each(heartbeat(), NEW, [1, 0x10000])
+    with pytest.raises(LocalProtocolError, match="crc"):
+        encode_native_each(heartbeat(), CRC, [1])
 
 
 @given(frames, st.sampled_from([OLD, NEW]))

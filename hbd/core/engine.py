@@ -241,7 +241,7 @@ class _Steady:
 
     head: bytes
     tail: bytes
-    key: bytes  # of the authkeys entry the head names
+    signed: Callable[[bytes], bool]  # by the authkeys entry the head names
     node: str
     generation: int
     status: str
@@ -355,13 +355,15 @@ class Engine:
 
     def receive_frame(
         self, path_id: str, data: bytes, now: float, source: str | None = None
-    ) -> None:
-        """Bytes read from `path_id` (a datagram, or a chunk of a serial stream)."""
+    ) -> bool:
+        """Bytes read from `path_id` (a datagram, or a chunk of a serial stream). True: a
+        datagram heartbeat that took the short way (`_receive_steady`), which changed
+        nothing but freshness and the peer's acknowledgements: no event came of it."""
         demux = self._demux.get(path_id)
         if demux is None:  # a datagram: one frame
             steady = self._steady.get(path_id)
             if steady is not None and self._receive_steady(steady, path_id, data, now, source):
-                return  # a heartbeat that changes nothing but freshness
+                return True  # a heartbeat that changes nothing but freshness
             if path_id not in self._paths:
                 raise LocalProtocolError(f"unknown path id {path_id!r}")
         pieces = demux.feed(data) if demux is not None else [classify_datagram(data)]
@@ -372,6 +374,7 @@ class Engine:
                 self._receive_segment(path_id, piece, now, source)
             self._collect()
             self._maybe_activate(now)
+        return False
 
     def handle_timer(self, now: float) -> None:
         """Let every deadline at or before `now` pass (call at `get_timer()`)."""
@@ -855,7 +858,7 @@ class Engine:
         self._steady[path] = _Steady(
             head,
             tail,
-            entry.key,
+            nat.tag_checker(entry.key),
             name,
             frame.generation,
             _NATIVE_STATUS[frame.state],
@@ -887,16 +890,21 @@ class Engine:
             or data[20:28] != steady.tail
             or self._local is not LocalState.ACTIVE
             or self._path_hash.get((steady.node, path)) != steady.path_hash
-            or not self.membership.advertised_unchanged(
-                steady.node, steady.deadtime, steady.watchdog
-            )
-            or not nat.signed_by(steady.key, data)
+            or not steady.signed(data)
         ):
             return False
         name, generation = steady.node, steady.generation
         seq = int.from_bytes(data[16:20], "big")
         fresh = self.membership.receive_steady(
-            name, path, generation, seq, steady.status, source, now
+            name,
+            path,
+            generation,
+            seq,
+            steady.status,
+            steady.deadtime,
+            steady.watchdog,
+            source,
+            now,
         )
         if fresh is None:
             return False
@@ -1284,13 +1292,13 @@ class Engine:
     def _native_all(self, kind: nat.FrameKind, payload: bytes, seq: int) -> None:
         """One native frame on every path: built once, signed per path (its path hash)."""
         frame = self._native_frame(kind, payload, seq)
-        auth = self.settings.auth.active
-        for pid, path_kind in self.settings.paths:
-            hashed = nat.path_hash(pid)
+        paths = self.settings.paths
+        hashes = [nat.path_hash(pid) for pid, _ in paths]
+        datagrams = nat.encode_native_each(frame, self.settings.auth.active, hashes)
+        for (pid, path_kind), datagram in zip(paths, datagrams, strict=True):
             if path_kind is PathKind.SERIAL:
-                self._out.append((pid, nat.encode_native_serial(frame, auth, path_hash=hashed)))
-            else:
-                self._out.append((pid, nat.encode_native(frame, auth, path_hash=hashed)))
+                datagram = nat.stuff(datagram)
+            self._out.append((pid, datagram))
 
     def _native(self, pid: str, kind: nat.FrameKind, payload: bytes, seq: int) -> bytes:
         """One native frame for path `pid`, framed for it (COBS on serial, bare on UDP)."""

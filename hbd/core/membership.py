@@ -351,6 +351,8 @@ class Membership:
         generation: int,
         seq: int,
         status: str,
+        deadtime: float | None,
+        watchdog: float | None,
         source: str | None,
         now: float,
     ) -> bool | None:
@@ -361,9 +363,9 @@ class Membership:
         Steady means: `name` is up or active as the heartbeat's `status` keeps it, in the
         heartbeat's generation, with no goodbye, replay floor or first claim pending;
         `path_id` is up and carried that generation's frames in order up to below `seq`,
-        from `source`; a new message is not late (no LateHeartbeat). The caller vouches
-        for the rest of what `receive` reads: no uuid, and an advertised deadtime and
-        watchdog timeout that `advertised_unchanged` says are the ones already known.
+        from `source`; the advertised `deadtime` and `watchdog` (None: not advertised) are
+        the ones already known; a new message is not late (no LateHeartbeat). The caller
+        vouches for the rest of what `receive` reads: no uuid.
         Every branch `receive` would take for such a heartbeat is here, in the same
         order, and nothing else (tests/test_steady.py compares the two)."""
         node = self._nodes[name]
@@ -382,6 +384,8 @@ class Membership:
             and window.generation == generation
             and on_path.ahead(generation, seq)
             and (source is None or source == path.source)
+            and (deadtime is None or deadtime == node.advertised_deadtime)
+            and (watchdog is None or watchdog == node.watchdog)
         )
         if not steady:
             return None
@@ -404,16 +408,6 @@ class Membership:
         if fresh:
             node.last_beat = node.last_heard = now
         return fresh
-
-    def advertised_unchanged(
-        self, name: str, deadtime: float | None, watchdog: float | None
-    ) -> bool:
-        """Whether a heartbeat of `name` advertising `deadtime` and `watchdog` (None: not
-        advertised) would leave what is known of them as it is (see `receive_steady`)."""
-        node = self._nodes[name]
-        return (deadtime is None or deadtime == node.advertised_deadtime) and (
-            watchdog is None or watchdog == node.watchdog
-        )
 
     def needs_confirming(self, name: str, generation: int) -> bool:
         """Whether frames of `name` in `generation` wait for a fresh echo answer."""

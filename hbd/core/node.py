@@ -317,10 +317,11 @@ class Node:
 
     def receive_frame(self, path: str, data: bytes, now: float, source: str | None = None) -> None:
         self._observe(now)
-        self.engine.receive_frame(path, data, now, source)
-        self._collect_engine(now)
-        if self.engine.contact_changes != self._deaf_contacts:  # else no peer's changed
-            self._deaf_contacts = self.engine.contact_changes
+        engine = self.engine
+        if not engine.receive_frame(path, data, now, source):
+            self._collect_engine(now)  # a steady heartbeat has no event (nor generation)
+        if engine.contact_changes != self._deaf_contacts:  # else no peer's changed
+            self._deaf_contacts = engine.contact_changes
             self._check_deaf()
         self._after_input(now)
 

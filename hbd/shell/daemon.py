@@ -1055,17 +1055,10 @@ class Daemon:
         """Hand what driver `pid` has read to the node (its output waits for the flush)."""
         node = self.node
         assert node is not None
-        if pid in self.prober.drivers:
-            for address in self.prober.on_readable(pid, now):
-                node.probe_reply(address, now)
-        ping = self.pings.get(pid)
-        if ping is not None:
-            for reply in ping.on_readable(now):
-                node.witness_reply(reply.address, reply.rtt_s, now)
         link = self.links.get(pid)
-        if link is not None:
+        if link is not None:  # a heartbeat path: what nearly every turn reads
+            medium = getattr(link, "medium", None)  # a UDP link's (a serial line has none)
             for received in link.on_readable(now):
-                medium = getattr(link, "medium", None)
                 path, source = pid, received.source
                 if medium is not None:
                     if medium.peer is not None:
@@ -1074,6 +1067,16 @@ class Daemon:
                     # is reached only on the interface it was heard on
                     source = with_scope(source, medium.device)
                 node.receive_frame(path, received.data, now, source=source)
+            self._drain_link(pid, now, link)
+            self._sync_fd(pid, link)
+            return
+        if pid in self.prober.drivers:
+            for address in self.prober.on_readable(pid, now):
+                node.probe_reply(address, now)
+        ping = self.pings.get(pid)
+        if ping is not None:
+            for reply in ping.on_readable(now):
+                node.witness_reply(reply.address, reply.rtt_s, now)
         self._drain_link(pid, now)
         driver = self._driver(pid)
         if driver is not None:
@@ -1082,8 +1085,10 @@ class Daemon:
     def _driver(self, pid: str) -> Driver | None:
         return self.links.get(pid) or self.pings.get(pid) or self.prober.drivers.get(pid)
 
-    def _drain_link(self, pid: str, now: float) -> None:
-        link = self._driver(pid)
+    def _drain_link(self, pid: str, now: float, link: Driver | None = None) -> None:
+        """Log what driver `pid` (`link`, when the caller has it) reported."""
+        if link is None:
+            link = self._driver(pid)
         if link is None:
             return
         # a probe's socket is no heartbeat path: its comings and goings are for debugging

@@ -28,6 +28,11 @@ def _keyed(key: bytes, algorithm: str) -> Any:
     return hmac.new(key, digestmod=algorithm)
 
 
+def keyed_state(key: bytes, algorithm: str) -> Any:
+    """The HMAC state with `key` and nothing else hashed: `.copy()` it, never update it."""
+    return _keyed(key, algorithm)
+
+
 def keyed_digest(key: bytes, data: bytes, algorithm: str) -> bytes:
     """HMAC-`algorithm`(key, data), as `hmac.digest` gives it."""
     h = _keyed(key, algorithm).copy()

@@ -55,14 +55,14 @@ import functools
 import hashlib
 import hmac
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from hbd.core.auth import AuthEntry, AuthKeys, AuthMethod
 from hbd.core.errors import DropReason, LocalProtocolError
 from hbd.core.wire import Dropped
 from hbd.core.wire.cobs import cobs_decode, cobs_encode, cobs_max_encoded_len
-from hbd.core.wire.mac import keyed_digest
+from hbd.core.wire.mac import keyed_digest, keyed_state
 
 MAGIC = 0xB8
 VERSION = 1
@@ -215,14 +215,45 @@ def encode_native(frame: NativeFrame, auth: AuthEntry, *, path_hash: int | None 
     return signed + _tag(key, signed)
 
 
+def encode_native_each(
+    frame: NativeFrame, auth: AuthEntry, path_hashes: Iterable[int]
+) -> list[bytes]:
+    """`frame` as `encode_native` gives it for each path hash in turn, in order: the
+    header is packed once and only the path hash differs (one frame for every path)."""
+    state = keyed_state(_key_for_signing(auth), "sha256")
+    head = _HEADER.pack(
+        MAGIC,
+        VERSION,
+        (frame.kind << 4) | frame.state,
+        auth.index,
+        frame.cluster_id,
+        frame.node_id,
+        frame.generation,
+        frame.seq,
+        frame.deadtime_ms.to_bytes(3, "big"),
+        frame.watchdog_ms.to_bytes(3, "big"),
+        0,
+    )[:-2]
+    out = []
+    for path_hash in path_hashes:
+        if not 0 <= path_hash <= 0xFFFF:
+            raise LocalProtocolError(f"native frame path_hash={path_hash} is outside 0..65535")
+        signed = head + path_hash.to_bytes(2, "big") + frame.payload
+        h = state.copy()
+        h.update(signed)
+        out.append(signed + h.digest()[:TAG_LEN])
+    return out
+
+
 def encode_native_serial(
     frame: NativeFrame, auth: AuthEntry, *, path_hash: int | None = None
 ) -> bytes:
     """`frame` signed with `auth`, CRC'd, COBS-stuffed and zero-terminated for a stream."""
-    return _stuff(encode_native(frame, auth, path_hash=path_hash))
+    return stuff(encode_native(frame, auth, path_hash=path_hash))
 
 
-def _stuff(datagram: bytes) -> bytes:
+def stuff(datagram: bytes) -> bytes:
+    """Datagram `datagram` as it goes on a stream: CRC'd, COBS-stuffed, zero-terminated."""
     crc = binascii.crc_hqx(datagram, 0xFFFF).to_bytes(CRC_LEN, "big")
     return cobs_encode(datagram + crc) + b"\x00"
 
@@ -230,6 +261,19 @@ def _stuff(datagram: bytes) -> bytes:
 def signed_by(key: bytes, data: bytes) -> bool:
     """Whether datagram `data` ends in the tag `key` gives the bytes before it."""
     return hmac.compare_digest(_tag(key, data[:-TAG_LEN]), data[-TAG_LEN:])
+
+
+def tag_checker(key: bytes) -> Callable[[bytes], bool]:
+    """`signed_by` for one key, its HMAC state set up once: for every frame of a sender."""
+    state = keyed_state(key, "sha256")
+    compare = hmac.compare_digest
+
+    def signed(data: bytes) -> bool:
+        h = state.copy()
+        h.update(data[:-TAG_LEN])
+        return compare(h.digest()[:TAG_LEN], data[-TAG_LEN:])
+
+    return signed
 
 
 def decode_native(data: bytes, keys: AuthKeys, cluster_id: int) -> NativeFrame | Dropped:
