@@ -1008,18 +1008,36 @@ class Engine:
             # never count as proof of life; they are only answered.
             self._receive_unsequenced(name, path, mtype, msg, now)
             return
-        beat = Beat(
-            node=name,
-            path=path,
-            generation=origin.generation,
-            seq=origin.seq,
-            status=status.status if status is not None else None,
-            uuid=origin.srcuuid,
-            deadtime=(status.deadtime_ms / 1000 if status and status.deadtime_ms else None),
-            watchdog=(status.watchdog_ms / 1000 if status and status.watchdog_ms else None),
-            source=source,
-        )
-        verdict = self.membership.receive(beat, now)
+        deadtime = status.deadtime_ms / 1000 if status and status.deadtime_ms else None
+        watchdog = status.watchdog_ms / 1000 if status and status.watchdog_ms else None
+        verdict: bool | Dropped | None = None
+        if status is not None and self.TAKE_STEADY:
+            # a status heartbeat that changes nothing but freshness: membership's short way
+            verdict = self.membership.receive_steady(
+                name,
+                path,
+                origin.generation,
+                origin.seq,
+                status.status,
+                deadtime,
+                watchdog,
+                source,
+                now,
+                uuid=origin.srcuuid,
+            )
+        if verdict is None:
+            beat = Beat(
+                node=name,
+                path=path,
+                generation=origin.generation,
+                seq=origin.seq,
+                status=status.status if status is not None else None,
+                uuid=origin.srcuuid,
+                deadtime=deadtime,
+                watchdog=watchdog,
+                source=source,
+            )
+            verdict = self.membership.receive(beat, now)
         if isinstance(verdict, Dropped):
             self._drop(path, verdict, source)
             # only an hbd peer can answer; a Heartbeat one stays refused, as Heartbeat does

@@ -355,6 +355,7 @@ class Membership:
         watchdog: float | None,
         source: str | None,
         now: float,
+        uuid: bytes | None = None,
     ) -> bool | None:
         """A status heartbeat that can change nothing but freshness, handled as `receive`
         would handle it -- or None, having changed nothing, when it could change more:
@@ -364,8 +365,8 @@ class Membership:
         heartbeat's generation, with no goodbye, replay floor or first claim pending;
         `path_id` is up and carried that generation's frames in order up to below `seq`,
         from `source`; the advertised `deadtime` and `watchdog` (None: not advertised) are
-        the ones already known; a new message is not late (no LateHeartbeat). The caller
-        vouches for the rest of what `receive` reads: no uuid.
+        the ones already known, and so is its `uuid` (a Heartbeat-format frame's), under
+        no other name and not this node's own; a new message is not late (no LateHeartbeat).
         Every branch `receive` would take for such a heartbeat is here, in the same
         order, and nothing else (tests/test_steady.py compares the two)."""
         node = self._nodes[name]
@@ -386,6 +387,15 @@ class Membership:
             and (source is None or source == path.source)
             and (deadtime is None or deadtime == node.advertised_deadtime)
             and (watchdog is None or watchdog == node.watchdog)
+            and (
+                not uuid
+                or (
+                    uuid == node.uuid
+                    and uuid != self.local_uuid
+                    and name not in self._clashes
+                    and self._uuids.get(uuid) == name
+                )
+            )
         )
         if not steady:
             return None
