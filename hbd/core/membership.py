@@ -44,6 +44,11 @@ How.
   UuidClash, kept in `uuid_clashes()` until that peer is heard with a uuid of its own.
 - Frames from names not in the node list (autojoin none) and from ourselves are
   dropped with a reason.
+- An idle cluster's heartbeats change nothing but freshness: `receive_steady` takes one
+  whose peer, path, generation, status, timings, uuid and source are what they were, in
+  order, as `receive` would (the same branches, nothing else), and hands anything else
+  back to `receive`. It is how most heartbeats arrive; tests/test_steady.py holds the
+  two ways to the same verdicts, events, status and deadlines.
 
 Why that is safe. Declaring a node dead is what lets a survivor take over its
 resources, so it is only ever done on the slowest, most conservative evidence: silence
