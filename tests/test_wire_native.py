@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import struct
 from typing import Any
 
 import pytest
@@ -103,7 +104,23 @@ def test_one_frame_for_every_path_is_each_paths_own_frame_byte_for_byte(
     frame: NativeFrame, auth: AuthEntry, hashes: list[int]
 ) -> None:
     each = encode_native_each(frame, auth, hashes)
-    assert each == [encode_native(frame, auth, path_hash=h) for h in hashes]
+    for h, datagram in zip(hashes, each, strict=True):
+        header = struct.pack(
+            ">BBBBIIII3s3sH",
+            0xB8,
+            1,
+            frame.kind << 4 | frame.state,
+            auth.index,
+            frame.cluster_id,
+            frame.node_id,
+            frame.generation,
+            frame.seq,
+            frame.deadtime_ms.to_bytes(3, "big"),
+            frame.watchdog_ms.to_bytes(3, "big"),
+            h,
+        )
+        assert datagram == resign(header + frame.payload, auth)  # the layout, by hand
+        assert decode_native(datagram, KEYS, CLUSTER) == dataclasses.replace(frame, path_hash=h)
 
 
 def test_one_frame_for_every_path_refuses_a_path_hash_out_of_range() -> None:

@@ -191,28 +191,9 @@ def _tag(key: bytes, signed: bytes) -> bytes:
 def encode_native(frame: NativeFrame, auth: AuthEntry, *, path_hash: int | None = None) -> bytes:
     """`frame` signed with `auth`, as one datagram (44 bytes for a heartbeat); `path_hash`
     (checked as the frame's own) stands in for the frame's, so one frame serves every path."""
-    key = _key_for_signing(auth)
-    if path_hash is None:
-        path_hash = frame.path_hash
-    elif not 0 <= path_hash <= 0xFFFF:
-        raise LocalProtocolError(f"native frame path_hash={path_hash} is outside 0..65535")
-    signed = (
-        _HEADER.pack(
-            MAGIC,
-            VERSION,
-            (frame.kind << 4) | frame.state,
-            auth.index,
-            frame.cluster_id,
-            frame.node_id,
-            frame.generation,
-            frame.seq,
-            frame.deadtime_ms.to_bytes(3, "big"),
-            frame.watchdog_ms.to_bytes(3, "big"),
-            path_hash,
-        )
-        + frame.payload
-    )
-    return signed + _tag(key, signed)
+    return encode_native_each(frame, auth, (frame.path_hash if path_hash is None else path_hash,))[
+        0
+    ]
 
 
 def encode_native_each(
