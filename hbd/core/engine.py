@@ -919,8 +919,8 @@ class Engine:
     def _receive_native(
         self, path: str, frame: nat.NativeFrame, now: float, source: str | None
     ) -> str | None:
-        """Handle a verified native frame; the sender's name when it was a heartbeat
-        accepted as steady (`_Steady`) could be kept of it, else None."""
+        """Handle a verified native frame. The sender's name when the frame was one of its
+        heartbeats, accepted (the next ones may repeat it: `_remember_steady`), else None."""
         if frame.node_id == self._my_id:
             self._drop(path, Dropped(DropReason.FROM_SELF, "our own frame echoed"), source)
             return None
