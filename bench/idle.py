@@ -37,7 +37,9 @@ and the end of `--window` seconds:
 - wake/s: context switches (voluntary + involuntary, every thread) per second: how often
   the node's processes went to sleep and were woken;
 - loop/s (hbd only): turns of hbd's event loop per second, from its own counters
-  (`hbctl status --json`, "loop"); with the split timer / descriptor;
+  (`hbctl status --json`, "loop"); with the split timer / descriptor; each node's line
+  says whose deadlines woke its timer turns ("engine": heartbeats; "fencing" alone would
+  be a turn for a watchdog pet);
 - RSS, PSS and Locked (/proc/PID/smaps_rollup: resident memory held locked by mlock) at the
   end.
 
@@ -160,6 +162,9 @@ class Sample:
     loop_turns: int | None = None  # hbd: its loop's turns over the window
     loop_timer: int | None = None
     loop_io: int | None = None
+    # hbd: its timer turns over the window by whose deadlines had come ("engine",
+    # "engine+fencing"; "fencing" alone would be a turn woken for a watchdog pet)
+    woken_by: dict[str, int] | None = None
 
     @property
     def cpu_per_minute(self) -> float:
@@ -224,12 +229,16 @@ def measure(system: System, node: common.Node, hz: float, window: float) -> Samp
         r, p = common.memory_kib(pid)
         rss, pss, lck = rss + r, pss + p, lck + locked_kib(pid)
     turns: dict[str, int | None] = {"turns": None, "timer": None, "io": None}
+    woken_by: dict[str, int] | None = None
     if loop_before is not None and loop_after is not None:
         for k in turns:
             turns[k] = int(loop_after.get(k, 0)) - int(loop_before.get(k, 0))
+        by_before, by_after = loop_before.get("woken_by", {}), loop_after.get("woken_by", {})
+        woken_by = {k: n - int(by_before.get(k, 0)) for k, n in by_after.items()}
+        woken_by = {k: n for k, n in sorted(woken_by.items()) if n}
     return Sample(
         system.label, node.name, hz, elapsed, cpu / 1e6, switches, rss, pss, lck, len(after),
-        turns["turns"], turns["timer"], turns["io"],
+        turns["turns"], turns["timer"], turns["io"], woken_by,
     )  # fmt: skip
 
 
@@ -617,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
                 samples.extend(got)
                 for x in got:
                     loop = "" if x.loop_turns is None else f" loop {x.loop_turns / x.seconds:.1f}/s"
+                    if x.woken_by is not None:
+                        by = ", ".join(f"{k} {n}" for k, n in x.woken_by.items())
+                        loop += f" (timer turns woken by: {by or 'none'})"
                     common.note(
                         f"  {x.system} {x.node} {hz:g} Hz: {x.cpu_per_minute:.0f} ms/min, "
                         f"{x.switches / x.seconds:.1f} wake/s{loop}, PSS {x.pss_kib / 1024:.1f}"

@@ -465,7 +465,10 @@ def test_systemds_watchdog_rides_the_turns_heartbeats_wake_and_wakes_none_of_its
                 h.clock.advance(max(0.0, due - h.clock.now))
                 now = h.clock()
                 others = (node.get_timer(), *(v.get_timer() for _, v in d._drivers()))
+                due = d._due(now)  # what the loop's counters would say woke this turn
+                assert ("systemd" in due) == (d._wd_at + interval <= now)
                 if not any(t is not None and t <= now for t in others):
+                    assert due == ["systemd"]
                     alone += 1
                 d._tick(now)
                 for _ in range(3):

@@ -61,6 +61,18 @@ from hbd.core.witness import Witnesses, WitnessEvent
 
 DEAF_GRACE = 0.1  # seconds beyond two keepalives: latency both ways
 PROBE_SLOW = 5.0  # seconds between probes while the peer is heard (they only prove they work)
+# the parts whose deadlines `Node.get_timer` is the earliest of, by name (`Node.due`)
+TIMER_NAMES = (
+    "engine",
+    "witnesses",
+    "resources",
+    "fencing",
+    "policy",
+    "unheard",
+    "probes",
+    "qnetd",
+    "hbresources",
+)
 
 
 def probe_window(keepalive: float, deadtime: float) -> float:
@@ -539,8 +551,19 @@ class Node:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
+        return min([t for t in self._timers() if t is not None], default=None)
+
+    def due(self, now: float) -> list[str]:
+        """Which parts' deadlines have come by `now` ("engine", "fencing", ...): what woke
+        a timer turn, for the loop's counters (a pet that wakes a turn of its own shows
+        as "fencing" alone)."""
+        timers = zip(TIMER_NAMES, self._timers(), strict=True)
+        return [name for name, t in timers if t is not None and t <= now]
+
+    def _timers(self) -> tuple[float | None, ...]:
+        """Every part's next deadline, in TIMER_NAMES' order."""
         active = self.active
-        times = (
+        return (
             self.engine.get_timer(),
             self.witnesses.get_timer(),
             self.rm.get_timer(),
@@ -551,7 +574,6 @@ class Node:
             self.qnetd.get_timer() if self.qnetd is not None else None,
             self.hbres.get_timer() if self.hbres is not None else None,
         )
-        return min([t for t in times if t is not None], default=None)
 
     # -- state for status and the shell ---------------------------------------------
 

@@ -469,6 +469,8 @@ class Daemon:
         self._handing_over = False  # a clean stop's hand-over waits on every turn
         self.respawned: list[RespawnedProgram] = []
         self.loop_stats: Counter[str] = Counter()  # turns of the loop, by what woke it
+        # timer turns by whose deadlines had come ("engine+fencing"; "nothing": woke early)
+        self.woken_by: Counter[str] = Counter()
         self.notices = Notices("")  # the ordered stream (hbctl events); named at start
         self.hooks: Hooks | None = None
         self._shim_dir = ""
@@ -788,6 +790,21 @@ class Daemon:
     def _drivers(self) -> list[tuple[str, Driver]]:
         return [*self.links.items(), *self.pings.items(), *self.prober.drivers.items()]
 
+    def _due(self, now: float) -> list[str]:
+        """Whose deadlines have come by `now`, by the names `_next_deadline` takes the
+        earliest of: the node's parts (`Node.due`), "links", "systemd", "control",
+        "status"."""
+        due = self.node.due(now) if self.node is not None else []
+        if any((t := d.get_timer()) is not None and t <= now for _pid, d in self._drivers()):
+            due.append("links")
+        if self._wd_interval is not None and self._wd_at + self._wd_interval <= now:
+            due.append("systemd")
+        if self.control is not None and (t := self.control.get_timer()) is not None and t <= now:
+            due.append("control")
+        if self._status_dirty and self.notifier.enabled and self._status_at + STATUS_REFRESH <= now:
+            due.append("status")
+        return due
+
     def _next_deadline(self, now: float) -> float | None:
         """The earliest deadline of the node, the drivers, the systemd watchdog and a
         pending STATUS= update; None when nothing is due ever (then only I/O wakes)."""
@@ -830,6 +847,7 @@ class Daemon:
         self.loop_stats["turns"] += 1
         self.loop_stats["timer"] += 1
         now = self.clock()
+        self.woken_by["+".join(self._due(now)) or "nothing"] += 1
         self._tick(now)
         self._arm(now)
         if self._handing_over and self._wake is not None:
@@ -1254,7 +1272,10 @@ class Daemon:
                 else round(max(0.0, self.watchdog.timeout - (now - self._last_pet)), 3),
             },
             "fenced": node.fenced,
-            "loop": {k: self.loop_stats[k] for k in ("turns", "timer", "io", "folded")},
+            "loop": {
+                **{k: self.loop_stats[k] for k in ("turns", "timer", "io", "folded")},
+                "woken_by": dict(self.woken_by),
+            },
             "qnetd": node.arbiter_status(now),
             "events": {
                 "last": self.notices.last_seq,
