@@ -286,6 +286,7 @@ class Node:
         self._events: deque[NodeEvent] = deque()
         self._failed: set[str] = set()
         self._dirty = True
+        self._last_timers: tuple[float | None, ...] = (None,) * len(TIMER_NAMES)  # get_timer's
         self._deaf: dict[str, bool] = {}
         self._peers = tuple(n for n in settings.engine.nodes if n != self.name)
         self._unheard: dict[str, bool] = {}  # peer -> it may count us dead (as last looked)
@@ -551,13 +552,14 @@ class Node:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        return min([t for t in self._timers() if t is not None], default=None)
+        self._last_timers = timers = self._timers()
+        return min([t for t in timers if t is not None], default=None)
 
     def due(self, now: float) -> list[str]:
-        """Which parts' deadlines have come by `now` ("engine", "fencing", ...): what woke
-        a timer turn, for the loop's counters (a pet that wakes a turn of its own shows
-        as "fencing" alone)."""
-        timers = zip(TIMER_NAMES, self._timers(), strict=True)
+        """Which parts' deadlines, as the last `get_timer` found them, have come by `now`
+        ("engine", "fencing", ...): what woke a timer turn armed at that deadline, for the
+        loop's counters (a pet that wakes a turn of its own shows as "fencing" alone)."""
+        timers = zip(TIMER_NAMES, self._last_timers, strict=True)
         return [name for name, t in timers if t is not None and t <= now]
 
     def _timers(self) -> tuple[float | None, ...]:
