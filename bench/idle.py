@@ -5,7 +5,7 @@
                                          heartbeat-wd,keepalived,floor-asyncio,
                                          floor-epoll]
                               [--no-group] [--profile DIR] [--cprofile DIR] [--timing DIR]
-                              [--json bench/results/idle.json]
+                              [--baseline TREE] [--json bench/results/idle.json]
 
 Per rate, one cluster of every system runs at the same time (so they share the machine's
 noise: the same window, the same neighbours). Each cluster is two network namespaces, hb1
@@ -54,7 +54,11 @@ and the calls per loop turn; its rows' CPU is cProfile's too. `--timing DIR` cou
 instead the thread CPU time inside the loop's main functions of hb1's hbd over the window
 (bench/timing_hbd.py: a clock read around each, no profiler), writes
 DIR/RATE-SYSTEM-runN.json and prints, per function, calls a second, µs a call and ms a
-minute -- where a live turn's time goes. Needs root. Writes every
+minute -- where a live turn's time goes. `--baseline TREE` adds a cluster of hbd (native
+frames) run from another checkout (bench/hbd_from.py puts TREE's packages first), so a
+change is measured against the build before it in one run: `git worktree add /tmp/base
+HEAD~1`, then `--systems hbd,hbd-base --baseline /tmp/base` and `--systems hbd-base,hbd
+--baseline /tmp/base` (the first cluster listed runs dearer). Needs root. Writes every
 measurement to --json and the table beside it (.md).
 """
 
@@ -96,6 +100,7 @@ class System:
     kind: str  # "hbd", "heartbeat" or "keepalived"
     native: bool = False
     watchdog: bool = False  # `watchdog` on a FUSE watchdog per node (hbd.testing.fusewatchdog)
+    tree: Path | None = None  # hbd from this checkout (`--baseline`), not the installed one
 
     @property
     def authkeys(self) -> str:
@@ -335,7 +340,9 @@ def cluster(
                 (root / "etc" / "haresources").write_text(f"hb1 IPaddr2::{VIP}/24/eth0\n")
         else:
             node = common.HbdNode(name, spaces[i], root)
-            if cprofile_out is not None and i == 0:
+            if system.tree is not None:
+                node.launcher = (sys.executable, str(HBD_FROM), str(system.tree))
+            elif cprofile_out is not None and i == 0:
                 shim = TIMING_HBD if cprofile_out.suffix == ".json" else CPROFILE_HBD
                 node.launcher = (sys.executable, str(shim), str(cprofile_out))
             node.root.mkdir(parents=True)
@@ -359,6 +366,7 @@ def profile_start(c: Cluster, window: float, out: Path, tag: str) -> subprocess.
 
 CPROFILE_HBD = Path(__file__).with_name("cprofile_hbd.py")
 TIMING_HBD = Path(__file__).with_name("timing_hbd.py")
+HBD_FROM = Path(__file__).with_name("hbd_from.py")
 
 
 def timing_report(path: Path) -> str:
@@ -588,16 +596,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timing", type=Path, help="time hb1's loop functions (no profiler); .json files here"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run hbd (native frames) from this checkout, e.g. a git worktree of an"
+        " older commit, beside the current one in the same run (system hbd-base: last,"
+        " unless --systems names it elsewhere; run an A/B both ways round)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
     parser.add_argument("--json", type=Path, help="write the samples here (and the table .md)")
     args = parser.parse_args(argv)
     if args.cprofile is not None and args.timing is not None:
         parser.error("--cprofile and --timing both wrap hb1's hbd: give one of them")
+    known = dict(SYSTEMS)
+    if args.baseline is not None:
+        tree = args.baseline.resolve()
+        if not (tree / "hbd" / "__init__.py").is_file():
+            parser.error(f"--baseline: {tree} holds no hbd package (hbd/__init__.py)")
+        known["hbd-base"] = System("hbd-base", f"hbd (native, {tree})", "hbd", True, tree=tree)
+    keys = [s for s in args.systems.split(",") if s]
+    if args.baseline is not None and "hbd-base" not in keys:
+        keys.append("hbd-base")  # last, unless --systems puts it elsewhere
     systems = []
-    for key in (s for s in args.systems.split(",") if s):
-        if key not in SYSTEMS:
-            parser.error(f"unknown system {key!r}; known: {', '.join(SYSTEMS)}")
-        systems.append(SYSTEMS[key])
+    for key in keys:
+        if key not in known:
+            parser.error(f"unknown system {key!r}; known: {', '.join(known)}")
+        systems.append(known[key])
     rates = []
     for r in (r for r in args.rates.split(",") if r):
         if float(r) not in RATES:

@@ -26,6 +26,7 @@ from hbd.core.wire import native as nat
 from hbd.core.wire import replay
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
+REPO = BENCH.parent
 
 
 def run_bench(script: str, *args: str, timeout: float = 60) -> str:
@@ -277,6 +278,43 @@ def test_idle_times_hb1s_loop_functions_without_a_profiler(tmp_path: Path) -> No
     assert 0 < counted["thread_ns"] < counted["wall_ns"]
     report = output[0].split("Timing of hb1", 1)[1]
     assert "Node.receive_frame" in report and "µs/call" in report
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_idle_runs_a_baseline_checkout_beside_the_current_build(tmp_path: Path) -> None:
+    # a checkout whose heartbeats each spin 2 ms of CPU: 600 ms/min more at 5 Hz, which
+    # only its own cluster shows if --baseline really runs its code
+    tree = tmp_path / "tree"
+    for package in ("hbd", "links"):
+        shutil.copytree(REPO / package, tree / package)
+    engine = tree / "hbd" / "core" / "engine.py"
+    text = engine.read_text()
+    send = "    def _send_heartbeat(self, now: float) -> None:\n"
+    assert send in text
+    spin = "        spin = time.thread_time() + 0.002\n        while time.thread_time() < spin:\n"
+    engine.write_text(
+        text.replace(send, send + "        import time\n\n" + spin + "            pass\n")
+    )
+    rows = run_idle("--window", "3", "--systems", "hbd", "--baseline", str(tree), timeout=120)
+    assert set(rows) == {"hbd (native frames)", f"hbd (native, {tree})"}
+    current, baseline = (
+        number(rows["hbd (native frames)"][2]),
+        number(rows[f"hbd (native, {tree})"][2]),
+    )
+    assert baseline > current + 300, (current, baseline)
+
+
+def test_idle_refuses_a_baseline_that_holds_no_hbd(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "idle.py"), "--baseline", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"--baseline: {tmp_path} holds no hbd package (hbd/__init__.py)" in proc.stderr
 
 
 def test_hostile_bench_reports_cpu_rexmit_and_echo_within_their_bounds() -> None:
