@@ -58,7 +58,8 @@ minute -- where a live turn's time goes. `--baseline TREE` adds a cluster of hbd
 frames) run from another checkout (bench/hbd_from.py puts TREE's packages first), so a
 change is measured against the build before it in one run: `git worktree add /tmp/base
 HEAD~1`, then `--systems hbd,hbd-base --baseline /tmp/base` and `--systems hbd-base,hbd
---baseline /tmp/base` (the first cluster listed runs dearer). Needs root. Writes every
+--baseline /tmp/base` (the first cluster listed runs dearer); `hbd-hbwire-base` is the
+Heartbeat-wire one. Needs root. Writes every
 measurement to --json and the table beside it (.md).
 """
 
@@ -601,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="also run hbd (native frames) from this checkout, e.g. a git worktree of an"
         " older commit, beside the current one in the same run (system hbd-base: last,"
-        " unless --systems names it elsewhere; run an A/B both ways round)",
+        " unless --systems names it, or hbd-hbwire-base, elsewhere; run an A/B both ways"
+        " round)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs and configs")
     parser.add_argument("--json", type=Path, help="write the samples here (and the table .md)")
@@ -614,9 +616,12 @@ def main(argv: list[str] | None = None) -> int:
         if not (tree / "hbd" / "__init__.py").is_file():
             parser.error(f"--baseline: {tree} holds no hbd package (hbd/__init__.py)")
         known["hbd-base"] = System("hbd-base", f"hbd (native, {tree})", "hbd", True, tree=tree)
+        known["hbd-hbwire-base"] = System(
+            "hbd-hbwire-base", f"hbd (Heartbeat wire, {tree})", "hbd", tree=tree
+        )
     keys = [s for s in args.systems.split(",") if s]
-    if args.baseline is not None and "hbd-base" not in keys:
-        keys.append("hbd-base")  # last, unless --systems puts it elsewhere
+    if args.baseline is not None and not {"hbd-base", "hbd-hbwire-base"} & set(keys):
+        keys.append("hbd-base")  # last, unless --systems names it (or the hbwire one)
     systems = []
     for key in keys:
         if key not in known:
