@@ -28,6 +28,7 @@ from hbd.core.wire.heartbeat import (
     digest_hex,
     encode_classic,
     encode_netstring,
+    flat_frames,
     heartbeat_crc,
     other_format_copy,
     parse_ack,
@@ -433,6 +434,52 @@ def test_a_message_read_in_one_format_gives_its_frame_in_the_other(
     assert other_format_copy(from_classic, keys, netstring=False) == netstring
     # what it gives is a frame decode_frame takes, and reads as the same message
     assert decode_frame(classic, keys) == from_netstring
+
+
+flat_names = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=8
+).filter(lambda n: n != "auth")
+flat_messages = st.lists(
+    st.one_of(
+        st.builds(HaField, flat_names, st.text(_CHARS.replace("\n", "") + "=/:, ", max_size=20)),
+        st.builds(HaField, flat_names, st.binary(max_size=20), st.just(FieldType.BINARY)),
+    ),
+    min_size=1,
+    max_size=14,
+).map(lambda fs: HaMessage(tuple(fs)))  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(flat_messages, messages), key_entries)
+def test_the_one_pass_encoder_gives_the_general_ways_frames_or_leaves_it_to_it(
+    msg: HaMessage, key: AuthEntry
+) -> None:
+    flat = flat_frames(msg, key)
+    try:
+        general = (encode_classic(msg, key), encode_netstring(msg, key))
+    except LocalProtocolError:
+        assert flat is None  # what the general way refuses never goes the short one
+        return
+    assert flat is None or flat == general
+    if all(
+        f.name.isascii()
+        and f.name.isalnum()
+        and (
+            f.type is FieldType.BINARY
+            or (f.type is FieldType.STRING and str(f.value).isascii() and "\n" not in f.value)
+        )
+        for f in msg.fields
+    ):
+        assert flat == general  # plain fields only: the one pass takes it
+
+
+def test_hbds_own_status_heartbeat_takes_the_one_pass_encoder() -> None:
+    key = _entries()[1]
+    msg = status_message(
+        "alpha", bytes(range(16)), 0x1A, 3, "active", 1000, 0x6553F100, watchdog_ms=0, acks="0:3:19"
+    )
+    assert flat_frames(msg, key) == (encode_classic(msg, key), encode_netstring(msg, key))
+    assert flat_frames(msg.with_field("auth", "1 00"), key) is None  # already signed: general
 
 
 @pytest.mark.parametrize("run", sorted(RUNS))

@@ -1290,6 +1290,8 @@ class Engine:
             kept.auth, kept.classic, kept.netstring = auth, None, None
         classic = kept.classic if kept is not None else None
         netstring = kept.netstring if kept is not None else None
+        if classic is None and netstring is None and (flat := hb.flat_frames(msg, auth)):
+            classic, netstring = flat  # hbd's own heartbeats: both formats in one pass
         signed: hb.ClassicSigned | None = None  # checked and signed once for both formats
         for pid, kind in self.settings.paths:
             if only is not None and pid != only:

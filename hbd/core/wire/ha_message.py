@@ -150,6 +150,24 @@ class HaMessage:
         _check(self, 0)
 
 
+def plain_top_level(f: HaField) -> bool:
+    """Whether top-level field `f` passes `check()` by its first test and reads the same in
+    both formats without escaping: an ASCII string with no newline, or binary, under an
+    ASCII letters-and-digits name (what every field of hbd's own heartbeats is)."""
+    name = f.name
+    if type(name) is not str or not name.isascii() or not name.isalnum():
+        return False
+    if f.type is FieldType.STRING:
+        value = f.value
+        return (
+            type(value) is str
+            and value.isascii()
+            and "\n" not in value
+            and _VALUE_BAD[0].search(value) is None
+        )
+    return f.type is FieldType.BINARY and type(f.value) is bytes
+
+
 def parse_hex(s: str | None) -> int | None:
     """Heartbeat writes numbers as `%lx`; accept exactly lowercase/uppercase hex digits."""
     if s is None or not s or len(s) > 16 or any(c not in "0123456789abcdefABCDEF" for c in s):
