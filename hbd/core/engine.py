@@ -350,6 +350,9 @@ class Engine:
         self._verified: dict[bytes, _Verified] = {}
         # per path, the native heartbeat its peer's next ones repeat (see _receive_steady)
         self._steady: dict[str, _Steady] = {}
+        # per datagram path, the last Heartbeat-format status heartbeat read the whole way:
+        # the next one like it is read without a parse (hb.NetstringTemplate)
+        self._hb_templates: dict[str, hb.NetstringTemplate] = {}
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -412,6 +415,7 @@ class Engine:
         self._echo_out = {p: v for p, v in self._echo_out.items() if p in self._paths}
         self._verified.clear()  # verified with the keys of before
         self._steady.clear()  # and so were these
+        self._hb_templates.clear()
         self._next_beat = min(self._next_beat, now + settings.keepalive)
 
     # -- outputs --------------------------------------------------------------------
@@ -979,14 +983,24 @@ class Engine:
         # when it is byte for byte the frame hb.other_format_copy makes of it
         verified = self._verified.get(seg.data)
         if verified is None:
-            decoded = hb.decode_frame(seg.data, self.settings.auth)
-            if isinstance(decoded, Dropped):
-                self._drop(path, decoded, source)
-                return
+            netstring = seg.format is FrameFormat.NETSTRING
+            template = self._hb_templates.get(path) if netstring else None
+            read = template.read(seg.data, self.settings.auth) if template else None
+            decoded: hb.HaMessage | Dropped
+            if read is not None:
+                decoded = read
+            else:
+                decoded = hb.decode_frame(seg.data, self.settings.auth)
+                if isinstance(decoded, Dropped):
+                    self._drop(path, decoded, source)
+                    return
+                if netstring and self.TAKE_STEADY and decoded.get("t") == "status":
+                    template = hb.NetstringTemplate.of(seg.data, decoded)
+                    if template is not None:
+                        self._hb_templates[path] = template
             verified = _Verified.of(decoded)
             self._remember_verified(seg.data, verified)
             if self._both_formats:
-                netstring = seg.format is FrameFormat.NETSTRING
                 other = hb.other_format_copy(decoded, self.settings.auth, netstring)
                 if other is not None:
                     self._remember_verified(other, verified)

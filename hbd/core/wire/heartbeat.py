@@ -87,6 +87,7 @@ __all__ = [
     "HaReqNodes",
     "HaRexmit",
     "HaStatus",
+    "NetstringTemplate",
     "ack_message",
     "auth_token",
     "classic_signed_text",
@@ -231,6 +232,28 @@ def encode_netstring(msg: HaMessage, auth: AuthEntry, *, classic_auth: bool = Tr
     return _netstring_signed(msg, auth)
 
 
+def _flat_line(f: HaField) -> bytes | None:
+    """The classic line of a plain top-level field (`plain_top_level`), no newline; None
+    for any other field. Its netstring item is `_flat_item` of it."""
+    if not plain_top_level(f):
+        return None
+    value = f.value
+    if type(value) is str:
+        return f"{f.name}={value}".encode("ascii")
+    assert isinstance(value, bytes)
+    return f"(1){f.name}=".encode("ascii") + base64.b64encode(value)
+
+
+def _flat_item(f: HaField, line: bytes) -> bytes:
+    """The netstring item of plain field `f`, whose classic line is `line`."""
+    value = f.value
+    if type(value) is str:
+        return b"%d:(0)%s," % (len(line) + 3, line)
+    assert isinstance(value, bytes)
+    head = f"(1){f.name}=".encode("ascii")
+    return b"%d:%s%s," % (len(head) + len(value), head, value)
+
+
 def flat_frames(msg: HaMessage, auth: AuthEntry) -> tuple[bytes, bytes] | None:
     """`classic_frame(sign_classic(msg, auth))` and `netstring_frame` of it, in one pass,
     for a message of plain top-level fields only (`plain_top_level`: hbd's heartbeats and
@@ -240,18 +263,11 @@ def flat_frames(msg: HaMessage, auth: AuthEntry) -> tuple[bytes, bytes] | None:
     lines: list[bytes] = []
     items: list[bytes] = []
     for f in msg.fields:
-        if not plain_top_level(f) or f.name == AUTH:
+        line = _flat_line(f)
+        if line is None or f.name == AUTH:
             return None
-        value = f.value
-        if type(value) is str:
-            line = f"{f.name}={value}".encode("ascii")
-            lines.append(line)
-            items.append(b"%d:(0)%s," % (len(line) + 3, line))
-        else:
-            assert isinstance(value, bytes)
-            head = f"(1){f.name}=".encode("ascii")
-            lines.append(head + base64.b64encode(value))
-            items.append(b"%d:%s%s," % (len(head) + len(value), head, value))
+        lines.append(line)
+        items.append(_flat_item(f, line))
     if not lines:
         return None  # check() refuses an empty message: let the general way say so
     text = b"\n".join(lines) + b"\n"
@@ -563,8 +579,18 @@ def other_format_copy(msg: HaMessage, keys: AuthKeys, netstring: bool) -> bytes 
         return None
     token = auths[0].value
     assert isinstance(token, str)
+    lines = [_flat_line(f) for f in msg.fields]  # plain fields (hbd's, Heartbeat's): one pass
+    flat = [line for line in lines if line is not None]
+    if len(flat) != len(lines):
+        flat = []
     try:
-        if netstring:  # it came as netstring: the classic frame, if its signature holds
+        if netstring and flat:  # it came as netstring: the classic frame, if it verifies
+            signed = b"".join(
+                line + b"\n" for f, line in zip(msg.fields, flat, strict=True) if f.name != AUTH
+            )
+            _verify(token, signed, keys)
+            frame = CLASSIC_START + b"\n".join(flat) + b"\n" + CLASSIC_END
+        elif netstring:
             _verify(token, classic_signed_text(msg), keys)
             frame = CLASSIC_START + _b(_classic_lines(msg, 0, skip_auth=False)) + CLASSIC_END
         else:  # it came in classic text, verified: the netstring frame with that key
@@ -572,7 +598,13 @@ def other_format_copy(msg: HaMessage, keys: AuthKeys, netstring: bool) -> bytes 
             entry = keys.get(parsed[0]) if parsed is not None else None
             if entry is None or entry.method is AuthMethod.SHA256:
                 return None
-            frame = _netstring_signed(msg, entry)
+            if flat:
+                items = [_flat_item(f, ln) for f, ln in zip(msg.fields, flat, strict=True)]
+                payload = NETSTRING_START + b"".join(items) + NETSTRING_END
+                trailer = auth_token(entry, payload).encode("ascii")
+                frame = payload + b"%d:%s," % (len(trailer), trailer)
+            else:
+                frame = _netstring_signed(msg, entry)
     except _Bad:
         return None
     return frame if len(frame) <= MAX_FRAME else None
@@ -595,6 +627,95 @@ def decode_frame(data: bytes, keys: AuthKeys) -> HaMessage | Dropped:
         return _decode(bytes(data), keys)
     except _Bad as bad:
         return Dropped(bad.reason, bad.detail)
+
+
+# the fields of a heartbeat that differ from one to the next (`NetstringTemplate`): its
+# sequence, timestamp, load, hbd's acknowledgements, and the classic signature over them
+VARYING = frozenset({"seq", "ts", "ld", "hbdack", AUTH})
+
+
+@dataclass(frozen=True, slots=True)
+class NetstringTemplate:
+    """A netstring frame verified and parsed the whole way (`decode_frame`), kept to read
+    the next frame like it without parsing it: the same fields in the same order, every
+    one but the VARYING ones byte for byte the same. A peer's heartbeats are such frames.
+    `read` verifies the trailer's signature as `decode_frame` does, compares the fixed
+    fields' bytes in runs, and takes only the varying values out; it gives the message
+    `decode_frame` would give, or None for any frame not like it (which then goes the
+    whole way, and is dropped there with its reason if it is bad). Only messages of
+    plain fields (`plain_top_level`) make a template, so each field is one netstring."""
+
+    fixed: tuple[bytes, ...]  # the bytes before each varying field, and after the last
+    prefixes: tuple[bytes, ...]  # each varying field's `(0)name=`
+    names: tuple[str, ...]  # ... its name
+    slots: tuple[int, ...]  # ... its index among the message's fields
+    fields: tuple[HaField, ...]  # the template message's fields
+
+    @classmethod
+    def of(cls, data: bytes, msg: HaMessage) -> NetstringTemplate | None:
+        """The template of netstring frame `data`, which `decode_frame` read as `msg`;
+        None when `msg` is not all plain fields or `data` is not one netstring a field."""
+        if not data.startswith(NETSTRING_START) or not msg.fields:
+            return None
+        end = data.rfind(NETSTRING_END)
+        pos = len(NETSTRING_START)
+        fixed: list[bytes] = []
+        prefixes: list[bytes] = []
+        names: list[str] = []
+        slots: list[int] = []
+        run_start = 0  # the current fixed run starts here (the frame's start: `###`)
+        try:
+            for i, f in enumerate(msg.fields):
+                if not plain_top_level(f):
+                    return None
+                item_start = pos
+                _item, pos = _peel(data, pos)
+                if f.name in VARYING and type(f.value) is str:
+                    fixed.append(data[run_start:item_start])
+                    prefixes.append(f"(0){f.name}=".encode("ascii"))
+                    names.append(f.name)
+                    slots.append(i)
+                    run_start = pos
+        except _Bad:
+            return None
+        if pos != end:
+            return None
+        fixed.append(data[run_start : end + len(NETSTRING_END)])
+        return cls(tuple(fixed), tuple(prefixes), tuple(names), tuple(slots), msg.fields)
+
+    def read(self, data: bytes, keys: AuthKeys) -> HaMessage | None:
+        """The message of netstring frame `data` if it is like the template's, its trailer
+        verified; None otherwise (then `decode_frame` reads it, or says why not)."""
+        fixed = self.fixed
+        if len(data) > MAX_FRAME or not data.startswith(fixed[0]):
+            return None
+        end = data.rfind(NETSTRING_END) + len(NETSTRING_END)
+        try:
+            token, after = _peel(data, end)
+            if after != len(data):
+                return None
+            _verify(_s(token), data[:end], keys)
+        except _Bad:
+            return None
+        fields = list(self.fields)
+        pos = len(fixed[0])
+        for k, prefix in enumerate(self.prefixes):
+            colon = data.find(b":", pos, pos + 8)
+            digits = data[pos:colon]
+            if colon <= pos or not digits.isdigit():
+                return None
+            stop = colon + 1 + int(digits)
+            if stop >= end or data[stop] != _COMMA or not data.startswith(prefix, colon + 1):
+                return None
+            field = HaField(self.names[k], _s(data[colon + 1 + len(prefix) : stop]))
+            if not plain_top_level(field):
+                return None  # an escape, a NUL, a newline: the whole way reads it
+            fields[self.slots[k]] = field
+            pos = stop + 1
+            if not data.startswith(fixed[k + 1], pos):
+                return None
+            pos += len(fixed[k + 1])
+        return HaMessage(tuple(fields)) if pos == end else None
 
 
 # --------------------------------------------------------------------------- serial
