@@ -509,11 +509,22 @@ def test_the_next_heartbeat_is_read_by_the_last_ones_template_as_the_whole_way_r
         _status(0xFFFFFFFF, 0x6553F100, acks="0:5:1a 1:2:3", load="0.15 0.10 0.05"),
     ):
         frame = encode_netstring(msg, key)
-        assert (
-            template.read(frame, keys)
-            == decode_frame(frame, keys)
-            == msg.with_field("auth", msg_auth(frame, keys))
-        )
+        read = template.read(frame, keys)
+        assert read == decode_frame(frame, keys) == msg.with_field("auth", msg_auth(frame, keys))
+        assert read is not None and template.classic_copy(read, keys) == encode_classic(msg, key)
+    # a second `auth` field (binary, so not a signature): no serial copy, as the whole way
+    two = _status(0x12, 0x6553F102).with_field("auth", b"\x01", FieldType.BINARY)
+    frame = encode_netstring(two, key)
+    decoded = decode_frame(frame, keys)
+    assert isinstance(decoded, HaMessage) and len(decoded.fields) == len(two.fields) + 1
+    other_template = NetstringTemplate.of(frame, decoded)
+    assert other_template is not None and other_template.read(frame, keys) == decoded
+    assert other_template.classic_copy(decoded, keys) is None
+    assert other_format_copy(decoded, keys, netstring=True) is None
+    # a netstring frame signed right whose classic signature is not: no serial copy
+    forged = _status(0x12, 0x6553F102).with_field("auth", "1 " + "0" * 40)
+    read = template.read(encode_netstring(forged, key, classic_auth=False), keys)
+    assert read is not None and template.classic_copy(read, keys) is None
     # not like it: another state, another sender, fields missing or added -- the whole way
     for other in (
         status_message("alpha", bytes(range(16)), 0x11, 3, "up", 1000, 5, watchdog_ms=0),
@@ -570,10 +581,13 @@ def test_any_frame_read_by_a_template_is_what_the_whole_way_reads(
             for f in first.fields
         )
     )
-    for msg in (like, second):
-        frame = encode_netstring(msg, key)
-        read = template.read(frame, keys)
-        assert read is None or read == decode_frame(frame, keys)
+    for msg in (like, second, like.with_field("auth", "1 " + "0" * 40)):
+        for frame in (encode_netstring(msg, key), encode_netstring(msg, key, classic_auth=False)):
+            read = template.read(frame, keys)
+            assert read is None or read == decode_frame(frame, keys)
+            if read is not None:  # and its serial copy is the one the whole way makes
+                copy = template.classic_copy(read, keys)
+                assert copy == other_format_copy(read, keys, netstring=True)
     frame = encode_netstring(like, key)
     if all(f.type is not FieldType.STRING or "\x13" not in str(f.value) for f in like.fields):
         assert template.read(frame, keys) == decode_frame(frame, keys)

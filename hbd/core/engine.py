@@ -1001,7 +1001,10 @@ class Engine:
             verified = _Verified.of(decoded)
             self._remember_verified(seg.data, verified)
             if self._both_formats:
-                other = hb.other_format_copy(decoded, self.settings.auth, netstring)
+                if read is not None and template is not None:  # read by the template
+                    other = template.classic_copy(read, self.settings.auth)
+                else:
+                    other = hb.other_format_copy(decoded, self.settings.auth, netstring)
                 if other is not None:
                     self._remember_verified(other, verified)
         msg, origin, status = verified.msg, verified.origin, verified.status

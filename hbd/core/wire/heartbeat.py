@@ -650,6 +650,8 @@ class NetstringTemplate:
     names: tuple[str, ...]  # ... its name
     slots: tuple[int, ...]  # ... its index among the message's fields
     fields: tuple[HaField, ...]  # the template message's fields
+    lines: tuple[bytes, ...]  # classic text: the lines before each varying field, and after
+    fixed_auths: int  # `auth` fields among the fixed ones (a classic copy needs none)
 
     @classmethod
     def of(cls, data: bytes, msg: HaMessage) -> NetstringTemplate | None:
@@ -663,25 +665,73 @@ class NetstringTemplate:
         prefixes: list[bytes] = []
         names: list[str] = []
         slots: list[int] = []
+        lines: list[bytes] = []
         run_start = 0  # the current fixed run starts here (the frame's start: `###`)
+        run: list[bytes] = []  # the classic lines of the current fixed run
         try:
             for i, f in enumerate(msg.fields):
-                if not plain_top_level(f):
+                line = _flat_line(f)
+                if line is None:
                     return None
                 item_start = pos
                 _item, pos = _peel(data, pos)
                 if f.name in VARYING and type(f.value) is str:
                     fixed.append(data[run_start:item_start])
+                    lines.append(b"".join(run))
                     prefixes.append(f"(0){f.name}=".encode("ascii"))
                     names.append(f.name)
                     slots.append(i)
-                    run_start = pos
+                    run_start, run = pos, []
+                else:
+                    run.append(line + b"\n")
         except _Bad:
             return None
         if pos != end:
             return None
         fixed.append(data[run_start : end + len(NETSTRING_END)])
-        return cls(tuple(fixed), tuple(prefixes), tuple(names), tuple(slots), msg.fields)
+        lines.append(b"".join(run))
+        fixed_auths = sum(1 for i, f in enumerate(msg.fields) if f.name == AUTH and i not in slots)
+        return cls(
+            tuple(fixed),
+            tuple(prefixes),
+            tuple(names),
+            tuple(slots),
+            msg.fields,
+            tuple(lines),
+            fixed_auths,
+        )
+
+    def classic_copy(self, msg: HaMessage, keys: AuthKeys) -> bytes | None:
+        """`other_format_copy(msg, keys, netstring=True)` of a message `read` gave: the
+        classic frame of it, its signature verified, the fixed lines written once."""
+        lines = self.lines
+        out = [CLASSIC_START, lines[0]]
+        signed = [lines[0]]
+        tokens = 0
+        token = ""
+        for k, slot in enumerate(self.slots):
+            f = msg.fields[slot]
+            value = f.value
+            if type(value) is not str:
+                return None  # not a message `read` gave
+            line = f"{f.name}={value}\n".encode("ascii")
+            out.append(line)
+            if f.name == AUTH:
+                tokens += 1
+                token = value
+            else:
+                signed.append(line)
+            out.append(lines[k + 1])
+            signed.append(lines[k + 1])
+        if tokens + self.fixed_auths != 1 or tokens != 1:
+            return None  # one plain `auth` field, or no classic copy (other_format_copy)
+        try:
+            _verify(token, b"".join(signed), keys)
+        except _Bad:
+            return None
+        out.append(CLASSIC_END)
+        frame = b"".join(out)
+        return frame if len(frame) <= MAX_FRAME else None
 
     def read(self, data: bytes, keys: AuthKeys) -> HaMessage | None:
         """The message of netstring frame `data` if it is like the template's, its trailer
