@@ -491,18 +491,26 @@ def _status(seq: int, ts: int, acks: str | None = "0:5:1a", load: str = "n/a") -
     )
 
 
+def _sha1_keys() -> tuple[AuthEntry, AuthKeys]:
+    key = _entries()[1]
+    return key, AuthKeys(key, {key.index: key})
+
+
+def _decoded(frame: bytes, keys: AuthKeys) -> HaMessage:
+    decoded = decode_frame(frame, keys)
+    assert isinstance(decoded, HaMessage), decoded
+    return decoded
+
+
 def _template(msg: HaMessage, keys: AuthKeys) -> NetstringTemplate:
     frame = encode_netstring(msg, keys.active)
-    decoded = decode_frame(frame, keys)
-    assert isinstance(decoded, HaMessage)
-    template = NetstringTemplate.of(frame, decoded)
+    template = NetstringTemplate.of(frame, _decoded(frame, keys))
     assert template is not None
     return template
 
 
 def test_the_next_heartbeat_is_read_by_the_last_ones_template_as_the_whole_way_reads_it() -> None:
-    key = _entries()[1]
-    keys = AuthKeys(key, {key.index: key})
+    key, keys = _sha1_keys()
     template = _template(_status(0x10, 0x6553F100), keys)
     for msg in (
         _status(0x11, 0x6553F101),
@@ -515,8 +523,8 @@ def test_the_next_heartbeat_is_read_by_the_last_ones_template_as_the_whole_way_r
     # a second `auth` field (binary, so not a signature): no serial copy, as the whole way
     two = _status(0x12, 0x6553F102).with_field("auth", b"\x01", FieldType.BINARY)
     frame = encode_netstring(two, key)
-    decoded = decode_frame(frame, keys)
-    assert isinstance(decoded, HaMessage) and len(decoded.fields) == len(two.fields) + 1
+    decoded = _decoded(frame, keys)
+    assert len(decoded.fields) == len(two.fields) + 1
     other_template = NetstringTemplate.of(frame, decoded)
     assert other_template is not None and other_template.read(frame, keys) == decoded
     assert other_template.classic_copy(decoded, keys) is None
@@ -536,16 +544,13 @@ def test_the_next_heartbeat_is_read_by_the_last_ones_template_as_the_whole_way_r
 
 
 def msg_auth(frame: bytes, keys: AuthKeys) -> str:
-    decoded = decode_frame(frame, keys)
-    assert isinstance(decoded, HaMessage)
-    token = decoded.get("auth")
+    token = _decoded(frame, keys).get("auth")
     assert token is not None
     return token
 
 
 def test_a_template_never_reads_a_frame_the_whole_way_refuses() -> None:
-    key = _entries()[1]
-    keys = AuthKeys(key, {key.index: key})
+    key, keys = _sha1_keys()
     template = _template(_status(0x10, 0x6553F100), keys)
     frame = encode_netstring(_status(0x11, 0x6553F101), key)
     for i in range(len(frame)):  # every byte changed in turn: a forgery or line noise
