@@ -16,11 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hbd.core.engine import Engine
+from hbd.core.engine import Engine, PathKind
 from hbd.core.errors import DropReason
 from hbd.core.events import DuplicateNode, FrameDropped, LateHeartbeat, NodeDead, PathUp
 from hbd.core.membership import Beat, Membership
 from hbd.core.model import WireFormat
+from hbd.core.wire import heartbeat as hb
 from hbd.testing.explore import Run, draw
 from hbd.testing.sim import SimCluster
 
@@ -221,6 +222,38 @@ def test_an_idle_heartbeat_wire_cluster_takes_membership_s_short_way_too(
     sim.run_for(30)
     assert counts["steady"] > 9 * counts["whole"]
     assert counts["steady"] >= 2 * 30 * 5 * 3 * 0.95
+
+
+def test_three_heartbeat_wire_nodes_on_shared_paths_read_each_peer_by_its_own_template(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # two senders' heartbeats on every broadcast path: each has its template, and a peer's
+    # heartbeat is read by it nearly every beat (the first copy; the other is known bytes)
+    paths = (("bcast:eth0", PathKind.DATAGRAM), ("bcast:eth1", PathKind.DATAGRAM))
+    sim = SimCluster(
+        ("alpha", "beta", "gamma"), paths, keepalive=0.2, deadtime=1.0, wire=WireFormat.HEARTBEAT
+    )
+    sim.run_for(10)
+    reads = {"template": 0, "whole": 0}
+    read, whole = hb.NetstringTemplate.read, hb.decode_frame
+
+    def by_template(self: hb.NetstringTemplate, data: bytes, keys: Any) -> Any:
+        got = read(self, data, keys)
+        reads["template"] += got is not None
+        return got
+
+    def whole_way(data: bytes, keys: Any) -> Any:
+        got = whole(data, keys)
+        if data.startswith(hb.NETSTRING_START) and isinstance(got, hb.HaMessage):
+            reads["whole"] += got.get("t") == "status"  # acks and probes go this way
+        return got
+
+    monkeypatch.setattr(hb.NetstringTemplate, "read", by_template)
+    monkeypatch.setattr(hb, "decode_frame", whole_way)
+    sim.run_for(30)
+    beats = 3 * 2 * 30 * 5  # each node hears two peers at 5 Hz
+    assert reads["template"] >= beats * 0.95, reads
+    assert reads["whole"] < beats * 0.05, reads
 
 
 def _steady_frame(sim: SimCluster, path: str, seconds: float = 1.0) -> bytes:

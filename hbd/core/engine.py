@@ -350,9 +350,10 @@ class Engine:
         self._verified: dict[bytes, _Verified] = {}
         # per path, the native heartbeat its peer's next ones repeat (see _receive_steady)
         self._steady: dict[str, _Steady] = {}
-        # per datagram path, the last Heartbeat-format status heartbeat read the whole way:
-        # the next one like it is read without a parse (hb.NetstringTemplate)
-        self._hb_templates: dict[str, hb.NetstringTemplate] = {}
+        # per datagram path, the last Heartbeat-format status heartbeat of each sender read
+        # the whole way, newest first: the next one like it is read without a parse
+        # (hb.NetstringTemplate); at most one per node of ha.cf (`_hb_template_read`)
+        self._hb_templates: dict[str, list[hb.NetstringTemplate]] = {}
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -984,8 +985,7 @@ class Engine:
         verified = self._verified.get(seg.data)
         if verified is None:
             netstring = seg.format is FrameFormat.NETSTRING
-            template = self._hb_templates.get(path) if netstring else None
-            read = template.read(seg.data, self.settings.auth) if template else None
+            template, read = self._hb_template_read(path, seg.data) if netstring else (None, None)
             decoded: hb.HaMessage | Dropped
             if read is not None:
                 decoded = read
@@ -997,7 +997,10 @@ class Engine:
                 if netstring and self.TAKE_STEADY and decoded.get("t") == "status":
                     template = hb.NetstringTemplate.of(seg.data, decoded)
                     if template is not None:
-                        self._hb_templates[path] = template
+                        src = template.src  # it replaces that sender's older one
+                        kept = [t for t in self._hb_templates.get(path, ()) if t.src != src]
+                        kept.insert(0, template)
+                        self._hb_templates[path] = kept[: len(self.settings.nodes)]
             verified = _Verified.of(decoded)
             self._remember_verified(seg.data, verified)
             if self._both_formats:
@@ -1081,6 +1084,22 @@ class Engine:
         self._collect()  # membership's events come before what this message means
         if mtype != "status":
             self._heartbeat_message(name, path, mtype, msg, now, source)
+
+    def _hb_template_read(
+        self, path: str, data: bytes
+    ) -> tuple[hb.NetstringTemplate | None, hb.HaMessage | None]:
+        """Netstring frame `data` read by one of `path`'s templates (the one that read it,
+        moved to the front, and the message), or (None, None): it goes the whole way."""
+        kept = self._hb_templates.get(path)
+        if not kept:
+            return None, None
+        for i, template in enumerate(kept):
+            read = template.read(data, self.settings.auth)
+            if read is not None:
+                if i:
+                    kept.insert(0, kept.pop(i))
+                return template, read
+        return None, None
 
     def _remember_verified(self, data: bytes, verified: _Verified) -> None:
         self._verified[data] = verified

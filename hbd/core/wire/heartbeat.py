@@ -653,6 +653,13 @@ class NetstringTemplate:
     lines: tuple[bytes, ...]  # classic text: the lines before each varying field, and after
     fixed_auths: int  # `auth` fields among the fixed ones (a classic copy needs none)
 
+    @property
+    def src(self) -> str | None:
+        """The sender its messages name (their first `src` field)."""
+        return next(
+            (f.value for f in self.fields if f.name == "src" and type(f.value) is str), None
+        )
+
     @classmethod
     def of(cls, data: bytes, msg: HaMessage) -> NetstringTemplate | None:
         """The template of netstring frame `data`, which `decode_frame` read as `msg`;
