@@ -274,9 +274,7 @@ def flat_frames(msg: HaMessage, auth: AuthEntry) -> tuple[bytes, bytes] | None:
     auth_line = f"{AUTH}={auth_token(auth, text)}".encode("ascii")
     classic = CLASSIC_START + text + auth_line + b"\n" + CLASSIC_END
     items.append(b"%d:(0)%s," % (len(auth_line) + 3, auth_line))
-    payload = NETSTRING_START + b"".join(items) + NETSTRING_END
-    token = auth_token(auth, payload).encode("ascii")
-    return classic, payload + b"%d:%s," % (len(token), token)
+    return classic, _with_trailer(NETSTRING_START + b"".join(items) + NETSTRING_END, auth)
 
 
 def netstring_frame(signed: ClassicSigned, auth: AuthEntry) -> bytes:
@@ -285,9 +283,13 @@ def netstring_frame(signed: ClassicSigned, auth: AuthEntry) -> bytes:
 
 
 def _netstring_signed(msg: HaMessage, auth: AuthEntry) -> bytes:
-    payload = _netstring_fields(msg)
+    return _with_trailer(_netstring_fields(msg), auth)
+
+
+def _with_trailer(payload: bytes, auth: AuthEntry) -> bytes:
+    """Netstring fields `payload` (`###`..`%%%`) with the auth netstring that signs them."""
     token = _b(auth_token(auth, payload))
-    return payload + _b(f"{len(token)}:") + token + b","
+    return payload + b"%d:%s," % (len(token), token)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -600,9 +602,7 @@ def other_format_copy(msg: HaMessage, keys: AuthKeys, netstring: bool) -> bytes 
                 return None
             if flat:
                 items = [_flat_item(f, ln) for f, ln in zip(msg.fields, flat, strict=True)]
-                payload = NETSTRING_START + b"".join(items) + NETSTRING_END
-                trailer = auth_token(entry, payload).encode("ascii")
-                frame = payload + b"%d:%s," % (len(trailer), trailer)
+                frame = _with_trailer(NETSTRING_START + b"".join(items) + NETSTRING_END, entry)
             else:
                 frame = _netstring_signed(msg, entry)
     except _Bad:
@@ -730,7 +730,7 @@ class NetstringTemplate:
                 signed.append(line)
             out.append(lines[k + 1])
             signed.append(lines[k + 1])
-        if tokens + self.fixed_auths != 1 or tokens != 1:
+        if tokens != 1 or self.fixed_auths:
             return None  # one plain `auth` field, or no classic copy (other_format_copy)
         try:
             _verify(token, b"".join(signed), keys)
